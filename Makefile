@@ -1,0 +1,33 @@
+# Two commands for a newcomer:  `make demo` (train + evaluate on the embedded dataset)  and  `make test`.
+# Each creates .venv and installs the pinned dependencies when they are missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast notebooks benchmark venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-notebooks.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-notebooks.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m paa_toolkit.train
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/bench_assign.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

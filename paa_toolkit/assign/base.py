@@ -1,0 +1,126 @@
+"""The interface every assigner shares: inputs, the :class:`Assignment` result, diagnostics.
+
+An assigner is called on a whole batch at once::
+
+    assignment = assigner(anchors, targets, cls_logits=..., pred_boxes=...)
+
+and returns, per image and anchor, which ground truth (if any) the anchor is a positive sample of.
+Switching assigner is one argument of :func:`paa_toolkit.assign.build_assigner`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from ..structures import AnchorGrid, PaddedTargets
+
+#: ``Assignment.matched_gt`` value of a negative (background) anchor.
+NEGATIVE = -1
+#: ``Assignment.matched_gt`` value of an ignored anchor (no loss at all; Fig. 3 (b), max-IoU's grey zone).
+IGNORE = -2
+
+
+@dataclass
+class AssignmentDiagnostics:
+    """What the assigner saw for each ground truth, as plain tensors (Procedure 1, lines 3–13).
+
+    One row per ground truth of the batch (``G`` rows, padding removed), ``N`` candidate slots per
+    row (``num_levels × K``), candidates sorted by cost ascending, unused slots last with
+    ``candidate_valid`` False. Notebooks and widgets plot exactly these fields.
+    """
+
+    image_index: Tensor  # [G] image of the GT in the batch
+    gt_index: Tensor  # [G] index of the GT inside its image
+    candidate_anchor: Tensor  # [G, N] anchor index (into the concatenated levels), -1 when unused
+    candidate_level: Tensor  # [G, N] pyramid level of the candidate, -1 when unused
+    candidate_valid: Tensor  # [G, N] bool
+    candidate_cost: Tensor  # [G, N] anchor cost of Eq. (3) (+inf when unused); score S = exp(-cost)
+    candidate_iou: Tensor  # [G, N] IoU of the anchor box with the GT
+    candidate_label: Tensor  # [G, N] 1 positive, 0 negative, -1 ignore (unused slots: 0)
+    gmm_means: Tensor | None = None  # [G, 2] component 0 = foreground (initialised at the min cost)
+    gmm_variances: Tensor | None = None  # [G, 2]
+    gmm_weights: Tensor | None = None  # [G, 2]
+    responsibilities: Tensor | None = None  # [G, N, 2] posterior of each component
+    log_density: Tensor | None = None  # [G, N] log mixture density (sklearn's score_samples)
+    boundary: Tensor | None = None  # [G] cost at which positives end (last positive's cost)
+    iou_threshold: Tensor | None = None  # [G] ATSS only: mean + std of the candidates' IoUs
+
+    def for_gt(self, row: int) -> dict[str, Tensor]:
+        """The valid candidates of one ground truth, as a dict of 1-D tensors (easy to plot)."""
+        keep = self.candidate_valid[row]
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            value = value[row]
+            out[f.name] = value[keep] if value.dim() >= 1 and value.shape[0] == keep.shape[0] else value
+        return out
+
+    def to(self, device: torch.device | str) -> "AssignmentDiagnostics":
+        return AssignmentDiagnostics(
+            **{f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None)
+               for f in fields(self)}
+        )
+
+
+@dataclass
+class Assignment:
+    """Result of an assigner for a batch: ``matched_gt[B, A]``.
+
+    ``matched_gt[b, a] = g >= 0``: anchor ``a`` of image ``b`` is a positive sample of GT ``g``;
+    :data:`NEGATIVE` (-1): background; :data:`IGNORE` (-2): excluded from every loss.
+    """
+
+    matched_gt: Tensor
+    diagnostics: AssignmentDiagnostics | None = None
+
+    @property
+    def positive(self) -> Tensor:
+        return self.matched_gt >= 0
+
+    @property
+    def ignored(self) -> Tensor:
+        return self.matched_gt == IGNORE
+
+    def target_labels(self, targets: PaddedTargets) -> Tensor:
+        """Class of each anchor's GT (``-1`` for negatives and ignored anchors), ``[B, A]``."""
+        gathered = targets.labels.gather(1, self.matched_gt.clamp(min=0)) if targets.max_gts else \
+            torch.zeros_like(self.matched_gt)
+        return torch.where(self.positive, gathered, torch.full_like(gathered, -1))
+
+    def target_boxes(self, targets: PaddedTargets) -> Tensor:
+        """Box of each anchor's GT, ``[B, A, 4]`` (meaningful where :attr:`positive`)."""
+        if targets.max_gts == 0:
+            return torch.zeros(*self.matched_gt.shape, 4, device=self.matched_gt.device)
+        idx = self.matched_gt.clamp(min=0)[..., None].expand(-1, -1, 4)
+        return targets.boxes.gather(1, idx)
+
+    def positives_per_gt(self, targets: PaddedTargets) -> Tensor:
+        """Number of positive anchors of each GT, ``[B, M]`` (Fig. 4 (b))."""
+        counts = torch.zeros(targets.boxes.shape[:2], dtype=torch.int64, device=self.matched_gt.device)
+        if targets.max_gts:
+            counts.scatter_add_(1, self.matched_gt.clamp(min=0), self.positive.long())
+        return counts
+
+
+class Assigner(Protocol):
+    """Anything that turns (anchors, targets, detached predictions) into an :class:`Assignment`.
+
+    ``cls_logits[B, A, C]`` and ``pred_boxes[B, A, 4]`` (decoded, xyxy) are the detached outputs of
+    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``.
+    """
+
+    needs_predictions: bool
+
+    def __call__(
+        self,
+        anchors: AnchorGrid,
+        targets: PaddedTargets,
+        cls_logits: Tensor | None = None,
+        pred_boxes: Tensor | None = None,
+        return_diagnostics: bool = False,
+    ) -> Assignment: ...

@@ -1,0 +1,138 @@
+"""Procedure 1, line 13 (SeparateAnchors): candidates + fitted GMM → positive / negative / ignore.
+
+Every rule works on ``[G, N]`` rows of candidate costs **sorted ascending** (unused slots last,
+``valid`` False) and returns labels ``[G, N]``: 1 positive, 0 negative, -1 ignore (unused slots 0).
+Cost is the negative log anchor score of Eq. (3): low cost = good anchor. Component 0 of the GMM is
+the foreground one (initialised at the minimum cost, §4.1), as in the reference code.
+
+Pictures below read left to right along the sorted costs; ``+`` positive, ``-`` negative, ``o`` ignored,
+``|`` the boundary; F and B mark the foreground / background sample of highest mixture density.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .gmm import GMMFit
+
+POSITIVE, NEGATIVE_LABEL, IGNORED = 1, 0, -1
+
+#: The separation rules by name: Fig. 3 (a)–(d) and the two non-probabilistic baselines of Table 1 left.
+BOUNDARIES = ("a", "b", "c", "d")
+SEPARATIONS = BOUNDARIES + ("fnp", "fsr")
+
+
+def _labels(positive: Tensor, valid: Tensor, ignore: Tensor | None = None) -> Tensor:
+    labels = (positive & valid).to(torch.int64)
+    if ignore is not None:
+        labels = labels.masked_fill(ignore & valid & ~positive, IGNORED)
+    return labels
+
+
+def _peak_index(fit: GMMFit, valid: Tensor, component: int) -> tuple[Tensor, Tensor]:
+    """Index of the sample of ``component`` with the highest mixture density (first on ties), and whether one exists."""
+    members = (fit.labels == component) & valid
+    density = fit.log_density.masked_fill(~members, float("-inf"))
+    return density.argmax(dim=1), members.any(dim=1)
+
+
+def _all_positive_without_foreground(positive: Tensor, valid: Tensor, has_fg: Tensor) -> Tensor:
+    """No candidate falls in the foreground component: all are positives, "for high recall" (reference code)."""
+    return torch.where(has_fg[:, None], positive, valid)
+
+
+def separate_posterior(fit: GMMFit, valid: Tensor) -> Tensor:
+    """Fig. 3 (a): positive where P(fg | cost) ≥ P(bg | cost), the Bayes boundary of the mixture.
+
+    ``[+ + + + | - - - -]`` at the cost where the two weighted Gaussians cross.
+    """
+    fg = (fit.labels == 0) & valid
+    return _labels(_all_positive_without_foreground(fg, valid, fg.any(dim=1)), valid)
+
+
+def separate_peaks_with_ignore(fit: GMMFit, valid: Tensor) -> Tensor:
+    """Fig. 3 (b): positives up to the foreground peak, ignored between the peaks, negatives from the background peak.
+
+    ``[+ + F | o o o | B - -]``: the anchors the model is unsure about give no loss at all.
+    """
+    n = torch.arange(valid.shape[1], device=valid.device)[None]
+    fg_peak, has_fg = _peak_index(fit, valid, 0)
+    bg_peak, has_bg = _peak_index(fit, valid, 1)
+    positive = _all_positive_without_foreground(n <= fg_peak[:, None], valid, has_fg)
+    ignore = (n > fg_peak[:, None]) & (n < bg_peak[:, None]) & has_bg[:, None] & has_fg[:, None]
+    return _labels(positive, valid, ignore)
+
+
+def separate_foreground_peak(fit: GMMFit, valid: Tensor) -> Tensor:
+    """Fig. 3 (c), the reference default: positives are the sorted candidates up to the foreground peak.
+
+    ``[+ + + F | - - - -]``: F is the foreground-labelled candidate of highest mixture density
+    (sklearn's ``score_samples``); everything after it is negative.
+    """
+    n = torch.arange(valid.shape[1], device=valid.device)[None]
+    fg_peak, has_fg = _peak_index(fit, valid, 0)
+    return _labels(_all_positive_without_foreground(n <= fg_peak[:, None], valid, has_fg), valid)
+
+
+def separate_midpoint(costs: Tensor, fit: GMMFit, valid: Tensor) -> Tensor:
+    """Fig. 3 (d): positives up to the midpoint of the two fitted means, whatever their spread and weight.
+
+    ``[+ + + + | - - - -]`` at (m_fg + m_bg) / 2; the lowest-cost candidate is always positive.
+    """
+    midpoint = fit.means.mean(dim=1, keepdim=True).to(costs.dtype)
+    positive = costs <= midpoint
+    positive[:, 0] = True
+    return _labels(positive, valid)
+
+
+def separate_fixed_number(costs: Tensor, valid: Tensor, num: int) -> Tensor:
+    """FNP(n), Table 1 left: the ``num`` lowest-cost candidates are positive, no model of the scores.
+
+    ``[+ + ... (n) | - - -]``.
+    """
+    n = torch.arange(costs.shape[1], device=costs.device)[None]
+    return _labels(n < num, valid)
+
+
+def separate_fixed_score(costs: Tensor, valid: Tensor, threshold: float) -> Tensor:
+    """FSR(t), Table 1 left: positive when the anchor score S = exp(-cost) (Eq. 1) exceeds ``threshold``.
+
+    ``[+ + | - - - -]`` at cost = -log t; a GT may get no positive at all (why FSR(>0.3) fails to train).
+    """
+    return _labels(costs < -math.log(threshold), valid)
+
+
+def separate(
+    method: str,
+    costs: Tensor,
+    valid: Tensor,
+    fit: GMMFit | None = None,
+    *,
+    fnp_num: int = 10,
+    fsr_thresh: float = 0.2,
+) -> Tensor:
+    """Dispatch on ``method`` ∈ :data:`SEPARATIONS`; ``fit`` is required for the GMM boundaries (a)–(d)."""
+    if method in BOUNDARIES and fit is None:
+        raise ValueError(f"boundary {method!r} needs a fitted GMM (fit=None given)")
+    if method == "a":
+        return separate_posterior(fit, valid)
+    if method == "b":
+        return separate_peaks_with_ignore(fit, valid)
+    if method == "c":
+        return separate_foreground_peak(fit, valid)
+    if method == "d":
+        return separate_midpoint(costs, fit, valid)
+    if method == "fnp":
+        return separate_fixed_number(costs, valid, fnp_num)
+    if method == "fsr":
+        return separate_fixed_score(costs, valid, fsr_thresh)
+    raise ValueError(f"unknown separation {method!r}; valid choices: {', '.join(SEPARATIONS)}")
+
+
+def boundary_cost(costs: Tensor, labels: Tensor) -> Tensor:
+    """Cost of the last positive of each row (where the boundary lies), NaN when a row has no positive."""
+    pos_costs = costs.masked_fill(labels != POSITIVE, float("-inf"))
+    boundary = pos_costs.max(dim=1).values
+    return boundary.masked_fill(torch.isinf(boundary), float("nan"))

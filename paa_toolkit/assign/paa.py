@@ -1,0 +1,132 @@
+"""The PAA assigner: Procedure 1 end to end, for a whole batch at once.
+
+Line 3   GetAnchors            → :func:`~.candidates.match_max_iou` (IoU ≥ 0.1, low-quality matches kept)
+Line 6   ComputeAnchorScores   → :func:`paa_toolkit.model.losses.anchor_cost` (Eq. 1–3)
+Lines 7–9 FindKthLargest, top-K → :func:`~.candidates.topk_per_level`
+Line 12  FitGMM                → :func:`~.gmm.fit_gmm` (Eq. 4), all GTs of all images in one call
+Line 13  SeparateAnchors       → :func:`~.boundaries.separate` (Fig. 3 (a)–(d), FNP, FSR)
+Line 16  the rest are negatives.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..structures import AnchorGrid, PaddedTargets
+from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
+from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
+from .candidates import PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level
+from .gmm import fit_gmm
+
+
+def scatter_labels(
+    shape: torch.Size, candidates_anchor: Tensor, image_index: Tensor, gt_index: Tensor, labels: Tensor
+) -> Tensor:
+    """Write per-candidate labels ``[G, N]`` back to ``matched_gt[B, A]`` (line 14; line 16: rest negative)."""
+    matched_gt = torch.full(shape, NEGATIVE, dtype=torch.int64, device=labels.device)
+    flat = (image_index[:, None] * shape[1] + candidates_anchor.clamp(min=0)).reshape(-1)
+    value = torch.where(labels == POSITIVE, gt_index[:, None].expand_as(labels), torch.full_like(labels, NEGATIVE))
+    value = value.masked_fill(labels == IGNORED, IGNORE)
+    touched = (candidates_anchor >= 0).reshape(-1)
+    matched_gt.view(-1)[flat[touched]] = value.reshape(-1)[touched]
+    return matched_gt
+
+
+def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Tensor, Tensor, Tensor]:
+    """Flatten ``[B, M, N]`` to one row per real GT: (rows mask [B·M], image index [G], GT index [G])."""
+    b, m = targets.valid.shape
+    image_index = torch.arange(b, device=targets.valid.device)[:, None].expand(b, m).reshape(-1)
+    gt_index = torch.arange(m, device=targets.valid.device)[None, :].expand(b, m).reshape(-1)
+    rows = targets.valid.reshape(-1)
+    return rows, image_index[rows], gt_index[rows]
+
+
+class PAAAssigner:
+    """Probabilistic anchor assignment (§3.1, Procedure 1).
+
+    Args:
+        topk: K candidates per pyramid level (paper: 9; Table 4 tries 5–25).
+        score_lambda: λ of Eq. (1)/(3) weighting the localisation cost (paper: 1).
+        separation: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
+            "fnp" (fixed number of positives) / "fsr" (fixed score range) of Table 1 left.
+        fnp_num, fsr_thresh: n of FNP(n) and t of FSR(> t).
+        gmm_dtype: float64 matches scikit-learn exactly; float32 is faster on GPUs.
+    """
+
+    needs_predictions = True
+
+    def __init__(
+        self,
+        topk: int = 9,
+        score_lambda: float = 1.0,
+        separation: str = "c",
+        fnp_num: int = 10,
+        fsr_thresh: float = 0.2,
+        iou_threshold: float = PAA_IOU_THRESHOLD,
+        gmm_dtype: torch.dtype = torch.float64,
+    ):
+        if topk < 1:
+            raise ValueError(f"topk (K) must be >= 1, got {topk}")
+        if separation not in SEPARATIONS:
+            raise ValueError(f"unknown separation {separation!r}; valid choices: {', '.join(SEPARATIONS)}")
+        self.topk, self.score_lambda, self.separation = topk, score_lambda, separation
+        self.fnp_num, self.fsr_thresh = fnp_num, fsr_thresh
+        self.iou_threshold, self.gmm_dtype = iou_threshold, gmm_dtype
+
+    def __repr__(self) -> str:
+        return f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, separation={self.separation!r})"
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        anchors: AnchorGrid,
+        targets: PaddedTargets,
+        cls_logits: Tensor | None = None,
+        pred_boxes: Tensor | None = None,
+        return_diagnostics: bool = False,
+    ) -> Assignment:
+        if cls_logits is None or pred_boxes is None:
+            raise ValueError("PAA scores anchors with the model: cls_logits and pred_boxes are required")
+        from ..model.losses import anchor_cost  # the one home of Eq. (1)–(3)
+
+        b, a = cls_logits.shape[:2]
+        ious = anchor_gt_iou(anchors, targets)  # [B, A, M]
+        owner = match_max_iou(ious, self.iou_threshold)  # line 3
+        safe = owner.clamp(min=0)
+        gt_labels = targets.labels.gather(1, safe) if targets.max_gts else torch.full_like(owner, -1)
+        gt_boxes = targets.boxes.gather(1, safe[..., None].expand(-1, -1, 4)) if targets.max_gts \
+            else torch.zeros(b, a, 4, device=owner.device)
+        cost = anchor_cost(cls_logits.detach(), pred_boxes.detach(), gt_labels, gt_boxes, self.score_lambda)
+        cost = cost.masked_fill(owner < 0, float("inf"))  # line 6
+
+        cand = topk_per_level(cost, owner, anchors.num_per_level, targets.max_gts, self.topk)  # lines 4–11
+        rows, image_index, gt_index = rows_of_real_gts(cand, targets)
+        n = cand.anchor.shape[-1]
+        anchor_idx = cand.anchor.reshape(-1, n)[rows]
+        level = cand.level.reshape(-1, n)[rows]
+        valid = cand.valid.reshape(-1, n)[rows]
+        costs = cand.key.reshape(-1, n)[rows]
+        order = sort_rows(costs, valid)
+        anchor_idx, level, valid, costs = (t.gather(1, order) for t in (anchor_idx, level, valid, costs))
+
+        fit = None
+        if self.separation in BOUNDARIES:  # line 12
+            fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=self.gmm_dtype)
+        labels = separate(self.separation, costs, valid, fit, fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh)
+        matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)
+
+        diagnostics = None
+        if return_diagnostics:
+            cand_iou = ious[image_index[:, None], anchor_idx.clamp(min=0), gt_index[:, None]].masked_fill(~valid, 0.0)
+            diagnostics = AssignmentDiagnostics(
+                image_index=image_index, gt_index=gt_index, candidate_anchor=anchor_idx,
+                candidate_level=level, candidate_valid=valid, candidate_cost=costs,
+                candidate_iou=cand_iou, candidate_label=labels,
+                gmm_means=None if fit is None else fit.means,
+                gmm_variances=None if fit is None else fit.variances,
+                gmm_weights=None if fit is None else fit.weights,
+                responsibilities=None if fit is None else fit.responsibilities,
+                log_density=None if fit is None else fit.log_density,
+                boundary=boundary_cost(costs, labels),
+            )
+        return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)

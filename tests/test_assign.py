@@ -1,0 +1,228 @@
+"""Specifications of the assigners: Fig. 3 boundaries, FNP/FSR, PAA end to end, ATSS, max-IoU."""
+import math
+
+import pytest
+import torch
+
+from paa_toolkit.assign import (
+    IGNORE, NEGATIVE, ATSSAssigner, MaxIoUAssigner, PAAAssigner, build_assigner, fit_gmm,
+)
+from paa_toolkit.assign.boundaries import boundary_cost, separate
+from paa_toolkit.assign.candidates import match_max_iou
+from paa_toolkit.assign.gmm import GMMFit
+from paa_toolkit.structures import AnchorGrid, make_anchor_grid, pad_targets, batched_box_iou
+
+
+def hand_fit(labels, log_density, means):
+    labels = torch.tensor([labels])
+    return GMMFit(
+        means=torch.tensor([means], dtype=torch.float64), variances=torch.ones(1, 2, dtype=torch.float64),
+        weights=torch.full((1, 2), 0.5, dtype=torch.float64),
+        responsibilities=torch.stack([(labels == 0).double(), (labels == 1).double()], -1),
+        log_density=torch.tensor([log_density], dtype=torch.float64), labels=labels,
+        n_iter=torch.tensor([3]), converged=torch.tensor([True]),
+    )
+
+
+# Sorted costs of one GT's six candidates; the GMM says the first four are foreground, the peak of the
+# foreground is the 2nd candidate and the peak of the background the 5th; means 0.6 and 2.7.
+COSTS = torch.tensor([[0.5, 0.6, 0.7, 1.9, 3.0, 3.1]], dtype=torch.float64)
+VALID = torch.ones(1, 6, dtype=torch.bool)
+FIT = hand_fit([0, 0, 0, 0, 1, 1], [-1.0, -0.5, -0.8, -2.0, -0.3, -1.0], [0.6, 2.7])
+
+
+@pytest.mark.parametrize("method, expected", [
+    ("a", [1, 1, 1, 1, 0, 0]),     # posterior boundary: all foreground-labelled candidates
+    ("b", [1, 1, -1, -1, 0, 0]),   # up to the fg peak, ignore until the bg peak
+    ("c", [1, 1, 0, 0, 0, 0]),     # up to the fg peak (reference)
+    ("d", [1, 1, 1, 0, 0, 0]),     # up to the midpoint of the means, 1.65
+    ("fnp", [1, 1, 1, 0, 0, 0]),   # FNP(3)
+    ("fsr", [1, 1, 0, 0, 0, 0]),   # FSR(> 0.5): cost < ln 2 = 0.693
+])
+def test_each_separation_rule_on_a_hand_worked_example(method, expected):
+    labels = separate(method, COSTS, VALID, FIT, fnp_num=3, fsr_thresh=0.5)
+    assert labels.tolist() == [expected]
+
+
+def test_boundaries_never_label_padded_slots():
+    costs = torch.cat([COSTS, torch.full((1, 3), 0.0, dtype=torch.float64)], 1)
+    valid = torch.cat([VALID, torch.zeros(1, 3, dtype=torch.bool)], 1)
+    fit = hand_fit([0, 0, 0, 0, 1, 1, -1, -1, -1], [-1.0, -0.5, -0.8, -2.0, -0.3, -1.0] + [-math.inf] * 3, [0.6, 2.7])
+    for method in ("a", "b", "c", "d", "fnp", "fsr"):
+        labels = separate(method, costs, valid, fit, fnp_num=8, fsr_thresh=0.01)
+        assert labels[0, 6:].tolist() == [0, 0, 0], method
+
+
+def test_no_foreground_component_makes_every_candidate_positive():
+    fit = hand_fit([1, 1, 1, 1, 1, 1], [-1.0] * 6, [0.6, 2.7])
+    for method in ("a", "b", "c"):
+        assert separate(method, COSTS, VALID, fit).tolist() == [[1] * 6], method
+
+
+def test_single_candidate_is_positive_for_every_boundary():
+    costs = torch.tensor([[1.3, 0, 0]], dtype=torch.float64)
+    valid = torch.tensor([[True, False, False]])
+    fit = fit_gmm(costs, valid)
+    for method in ("a", "b", "c", "d"):
+        assert separate(method, costs, valid, fit).tolist() == [[1, 0, 0]], method
+
+
+def test_equal_costs_give_one_positive_with_c_and_all_with_a():
+    costs = torch.full((1, 5), 0.8, dtype=torch.float64)
+    valid = torch.ones(1, 5, dtype=torch.bool)
+    fit = fit_gmm(costs, valid)
+    assert separate("c", costs, valid, fit).tolist() == [[1, 0, 0, 0, 0]]
+    assert separate("a", costs, valid, fit).tolist() == [[1] * 5]
+
+
+def test_boundary_cost_is_the_cost_of_the_last_positive():
+    labels = separate("c", COSTS, VALID, FIT)
+    assert boundary_cost(COSTS, labels).item() == pytest.approx(0.6)
+    assert math.isnan(boundary_cost(COSTS, torch.zeros_like(labels)).item())
+
+
+# ----- matching ------------------------------------------------------------------------------------
+
+def test_max_iou_matching_keeps_low_quality_best_anchors():
+    anchors = torch.tensor([[[0, 0, 10, 10], [5, 0, 15, 10], [40, 40, 50, 50]]], dtype=torch.float32)
+    gts = torch.tensor([[[0, 0, 10, 10], [40, 40, 48, 60]]], dtype=torch.float32)
+    ious = batched_box_iou(anchors, gts)  # anchor 2 vs gt 1: 80 / 180 = 0.44
+    matched = match_max_iou(ious, 0.4, 0.5, allow_low_quality=False)
+    assert matched.tolist() == [[0, NEGATIVE, IGNORE]]
+    matched = match_max_iou(ious, 0.4, 0.5, allow_low_quality=True)
+    assert matched.tolist() == [[0, NEGATIVE, 1]]
+
+
+def grid_16px() -> AnchorGrid:
+    """Two levels on a 64×64 image: 8×8 anchors of stride 8 (size 16) and 4×4 of stride 16 (size 32)."""
+    return make_anchor_grid([(8, 8), (4, 4)], [8, 16], scale=2.0)
+
+
+def test_max_iou_assigner_on_known_boxes():
+    grid = grid_16px()
+    targets = pad_targets([{"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([2])}])
+    out = MaxIoUAssigner()(grid, targets)
+    assert out.positive[0].nonzero().flatten().tolist() == [9]  # the anchor equal to the GT
+    assert not out.ignored.any()  # its neighbours have IoU 1/3 and 1/4: negatives
+    assert out.target_labels(targets)[0, 9].item() == 2
+
+
+# ----- ATSS ----------------------------------------------------------------------------------------
+
+def atss_by_hand(anchors: AnchorGrid, box: torch.Tensor, k: int) -> set[int]:
+    """ATSS for a single GT written directly from the paper's description, one level at a time."""
+    centers = anchors.centers
+    gc = (box[:2] + box[2:]) / 2
+    dist = (centers - gc).norm(dim=1)
+    ious = batched_box_iou(anchors.boxes[None], box[None, None])[0, :, 0]
+    cands, start = [], 0
+    for count in anchors.num_per_level:
+        idx = torch.argsort(dist[start:start + count], stable=True)[:k] + start
+        cands += idx.tolist()
+        start += count
+    cand_iou = ious[cands]
+    thr = cand_iou.mean() + cand_iou.std()
+    return {a for a in cands if ious[a] >= thr and box[0] < centers[a, 0] < box[2] and box[1] < centers[a, 1] < box[3]}
+
+
+@pytest.mark.parametrize("box", [[4.0, 6.0, 30.0, 40.0], [20.0, 20.0, 60.0, 36.0], [0.0, 0.0, 64.0, 64.0]])
+def test_atss_matches_a_direct_implementation(box):
+    grid = grid_16px()
+    box = torch.tensor(box)
+    targets = pad_targets([{"boxes": box[None], "labels": torch.tensor([0])}])
+    out = ATSSAssigner(topk=4)(grid, targets)
+    assert set(out.positive[0].nonzero().flatten().tolist()) == atss_by_hand(grid, box, 4)
+
+
+def test_atss_gives_a_shared_anchor_to_the_gt_of_highest_iou():
+    grid = grid_16px()
+    boxes = torch.tensor([[12.0, 12.0, 28.0, 28.0], [8.0, 8.0, 32.0, 32.0]])
+    out = ATSSAssigner(topk=4)(grid, pad_targets([{"boxes": boxes, "labels": torch.tensor([0, 1])}]))
+    anchor = 2 * 8 + 2  # centre (20, 20), box (12, 12, 28, 28): IoU 1 with GT 0, 0.44 with GT 1
+    assert out.matched_gt[0, anchor].item() == 0
+
+
+# ----- PAA end to end ------------------------------------------------------------------------------
+
+def random_batch(seed=0, counts=(3, 0, 5), num_classes=4, size=64):
+    g = torch.Generator().manual_seed(seed)
+    grid = grid_16px()
+    targets = []
+    for n in counts:
+        xy = torch.rand(n, 2, generator=g) * (size - 20)
+        wh = 6 + torch.rand(n, 2, generator=g) * 30
+        boxes = torch.cat([xy, (xy + wh).clamp(max=size)], 1)
+        targets.append({"boxes": boxes, "labels": torch.randint(0, num_classes, (n,), generator=g)})
+    a = grid.boxes.shape[0]
+    logits = torch.randn(len(counts), a, num_classes, generator=g) * 2
+    deltas = torch.randn(len(counts), a, 4, generator=g) * 0.5
+    from paa_toolkit.structures import decode_boxes
+    return grid, targets, logits, decode_boxes(deltas, grid.boxes)
+
+
+@pytest.mark.parametrize("name", ["paa", "fnp", "fsr", "atss", "max_iou"])
+def test_batched_assignment_equals_per_image_assignment(name):
+    grid, targets, logits, boxes = random_batch()
+    assigner = build_assigner(name, fsr_thresh=0.05)
+    batched = assigner(grid, pad_targets(targets), logits, boxes)
+    for i, t in enumerate(targets):
+        single = assigner(grid, pad_targets([t]), logits[i:i + 1], boxes[i:i + 1])
+        assert torch.equal(batched.matched_gt[i], single.matched_gt[0]), (name, i)
+
+
+def test_image_without_ground_truth_is_all_negative():
+    grid, targets, logits, boxes = random_batch(counts=(0, 0))
+    out = PAAAssigner()(grid, pad_targets(targets), logits, boxes, return_diagnostics=True)
+    assert (out.matched_gt == NEGATIVE).all()
+    assert out.diagnostics.candidate_cost.shape[0] == 0
+
+
+def test_paa_positives_are_candidates_of_their_own_max_iou_gt():
+    grid, targets, logits, boxes = random_batch(seed=3)
+    padded = pad_targets(targets)
+    out = PAAAssigner(topk=3)(grid, padded, logits, boxes, return_diagnostics=True)
+    d = out.diagnostics
+    for row in range(d.image_index.shape[0]):
+        b, g = d.image_index[row].item(), d.gt_index[row].item()
+        pos = set(d.candidate_anchor[row][d.candidate_label[row] == 1].tolist())
+        assert pos == set((out.matched_gt[b] == g).nonzero().flatten().tolist())
+        assert len(pos) >= 1  # every GT with candidates gets at least one positive
+        assert d.candidate_valid[row].sum() <= 3 * len(grid.num_per_level)
+    ious = batched_box_iou(grid.boxes[None].expand(3, -1, -1), padded.boxes).masked_fill(~padded.valid[:, None], -1)
+    best = ious.argmax(2)
+    assert (best[out.positive] == out.matched_gt[out.positive]).all()
+
+
+def test_paa_candidates_are_the_lowest_cost_anchors_per_level():
+    grid, targets, logits, boxes = random_batch(seed=5)
+    d = PAAAssigner(topk=2)(grid, pad_targets(targets), logits, boxes, return_diagnostics=True).diagnostics
+    costs = d.candidate_cost.masked_fill(~d.candidate_valid, math.inf)
+    assert (costs[:, 1:] >= costs[:, :-1]).all()  # sorted ascending, padding last
+    for level in range(2):
+        per_level = (d.candidate_level == level).sum(1)
+        assert (per_level <= 2).all()
+
+
+def test_float32_and_float64_gmm_give_the_same_labels_on_separated_costs():
+    grid, targets, logits, boxes = random_batch(seed=7)
+    padded = pad_targets(targets)
+    a = PAAAssigner(gmm_dtype=torch.float64)(grid, padded, logits, boxes)
+    b = PAAAssigner(gmm_dtype=torch.float32)(grid, padded, logits, boxes)
+    assert torch.equal(a.matched_gt, b.matched_gt)
+
+
+def test_every_gt_gets_positives_even_without_a_good_anchor():
+    grid = grid_16px()
+    tiny = {"boxes": torch.tensor([[30.0, 30.0, 33.0, 33.0]]), "labels": torch.tensor([1])}  # IoU ≪ 0.1
+    logits = torch.zeros(1, grid.boxes.shape[0], 3)
+    out = PAAAssigner()(grid, pad_targets([tiny]), logits, grid.boxes[None].clone())
+    assert out.positive.sum() >= 1
+
+
+def test_unknown_names_and_bad_k_are_rejected_with_choices():
+    with pytest.raises(ValueError, match="valid choices: paa, fnp, fsr, atss, max_iou"):
+        build_assigner("simota")
+    with pytest.raises(ValueError, match="valid choices: a, b, c, d, fnp, fsr"):
+        PAAAssigner(separation="e")
+    with pytest.raises(ValueError, match="topk"):
+        PAAAssigner(topk=0)
