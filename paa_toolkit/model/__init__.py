@@ -1,0 +1,1 @@
+"""The detector's parts: backbone + FPN, PAA head, losses, post-processing, and the PAADetector."""

@@ -1,0 +1,195 @@
+"""ResNet / ResNeXt + FPN P3–P7 (paper §4.1, Appendix A.2 Fig. 5, Table 3), built from torchvision.
+
+    backbone = build_backbone("resnet50", weights_path="resnet50-imagenet.pth")  # paper setting
+    features = backbone(images)            # OrderedDict p3..p7, strides 8..128, backbone.out_channels each
+
+The body is a torchvision classification ResNet (never downloaded: ``weights=None``; ImageNet
+weights come from a local state-dict file), the pyramid is torchvision's ``BackboneWithFPN``
+(``FeaturePyramidNetwork`` on C3–C5 + ``LastLevelP6P7`` with P6 computed from P5, as FCOS / ATSS).
+``dcn=True`` swaps the 3×3 convs of res3–res5 for :class:`DeformConvBlock` (Table 3's "-DCN" rows).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchvision import models
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d")
+NORMS = ("frozen_bn", "bn", "gn")
+STRIDES = [8, 16, 32, 64, 128]
+# Stem + res2 frozen with pretrained weights (ATSS / PAA setting); train everything from scratch.
+PRETRAINED_TRAINABLE_LAYERS = 3
+_TRAINABLE_PREFIXES = ["layer4", "layer3", "layer2", "layer1", "conv1"]
+
+
+class DeformConvBlock(DeformConv2d):
+    """A deformable conv [5] whose offsets (and, if ``modulated``, DCNv2 masks) come from its input.
+
+    It *is* a ``DeformConv2d`` (same ``weight`` / ``bias`` names as the ``nn.Conv2d`` it replaces, so
+    ImageNet state dicts load); the extra ``offset`` conv is zero-initialised, so at initialisation
+    the block equals a plain convolution (with ``modulated``, one scaled by sigmoid(0) = 0.5).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int = 1, dilation: int = 1, groups: int = 1, bias: bool = True,
+                 modulated: bool = False):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+        self.modulated = modulated
+        kh, kw = self.kernel_size
+        self.offset = nn.Conv2d(in_channels, (3 if modulated else 2) * kh * kw, kernel_size,
+                                stride, padding, dilation, bias=True)
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, modulated: bool = False) -> "DeformConvBlock":
+        """Same geometry as ``conv`` (stride, padding, dilation, groups), weights copied."""
+        block = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],
+                    conv.dilation[0], conv.groups, conv.bias is not None, modulated)
+        with torch.no_grad():
+            block.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                block.bias.copy_(conv.bias)
+        return block.to(conv.weight.device)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        out = self.offset(x)
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        if self.modulated:
+            return super().forward(x, out[:, : 2 * kk], out[:, 2 * kk:].sigmoid())
+        return super().forward(x, out)
+
+
+class ResNetFPN(BackboneWithFPN):
+    """``BackboneWithFPN`` returning ``OrderedDict(p3=…, p7=…)``; ``strides`` = [8, 16, 32, 64, 128]."""
+
+    @property
+    def strides(self) -> list[int]:
+        return list(STRIDES)
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        feats = super().forward(x)
+        return OrderedDict((f"p{level}", f) for level, f in zip(range(3, 8), feats.values()))
+
+
+def norm_layer_for(norm: str):
+    """The ResNet normalisation: FrozenBN (paper, pretrained), BN or GroupNorm(32) (from scratch)."""
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm == "bn":
+        return nn.BatchNorm2d
+    if norm == "gn":
+        return lambda channels: nn.GroupNorm(group_count(channels), channels)
+    raise ValueError(f"unknown norm {norm!r}; valid choices: {', '.join(NORMS)}")
+
+
+def group_count(channels: int, max_groups: int = 32) -> int:
+    """GroupNorm groups: the largest divisor of ``channels`` ≤ ``max_groups`` leaving ≥ 2 channels per group.
+
+    (One channel per group would normalise a 1×1 map, e.g. P7 of a small image, to zero.)
+    """
+    return max([g for g in range(1, min(max_groups, channels // 2) + 1) if channels % g == 0], default=1)
+
+
+def replace_with_dcn(resnet: nn.Module, stages: tuple[str, ...] = ("layer2", "layer3", "layer4")) -> int:
+    """Swap every 3×3 conv inside ``stages`` (res3–res5) for a :class:`DeformConvBlock`; returns the count."""
+    count = 0
+    for stage in stages:
+        targets = [(parent, name, child) for parent in getattr(resnet, stage).modules()
+                   for name, child in parent.named_children()
+                   if type(child) is nn.Conv2d and child.kernel_size == (3, 3)]
+        for parent, name, child in targets:
+            setattr(parent, name, DeformConvBlock.from_conv(child))
+            count += 1
+    return count
+
+
+def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str = "frozen_bn",
+                          arch: str | None = None) -> None:
+    """Load a torchvision ImageNet state dict from a local file into ``resnet`` (no download).
+
+    Accepts a plain state dict or one wrapped as ``{"state_dict": …}`` / ``{"model": …}``. The
+    classifier (``fc.*``) is ignored; DCN offset convs (absent from ImageNet weights) stay zero.
+    Any other missing or unexpected key raises ``ValueError`` naming the file and the keys.
+    """
+    path, arch = Path(weights_path), arch or type(resnet).__name__
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights_path {str(path)!r} does not exist (ImageNet weights load "
+                                "from a local torchvision state-dict file; nothing is downloaded)")
+    if norm == "gn":
+        raise ValueError(f"ImageNet weights {str(path)!r} were trained with BatchNorm and cannot initialise a "
+                         "GroupNorm ResNet; use norm='frozen_bn' (paper) or 'bn' with pretrained weights")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} does not hold a state dict (got {type(state).__name__})")
+    try:
+        result = resnet.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches raise even with strict=False
+        raise ValueError(f"backbone weights {str(path)!r} do not fit {arch}: {err}") from err
+    missing = [k for k in result.missing_keys if ".offset." not in k]
+    unexpected = [k for k in result.unexpected_keys if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(f"backbone weights {str(path)!r} do not match {arch}: "
+                         f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+                         f"{unexpected[:5]} (is it the state dict of the same torchvision architecture?)")
+
+
+def build_backbone(
+    name: str = "resnet50",
+    *,
+    weights_path: str | Path | None = None,
+    norm: str = "frozen_bn",
+    dcn: bool = False,
+    out_channels: int = 256,
+    trainable_layers: int | None = None,
+) -> ResNetFPN:
+    """ResNet/ResNeXt body + FPN giving P3–P7 with ``out_channels`` channels each.
+
+    Args:
+        name: one of ``BACKBONES`` (torchvision constructors, built with ``weights=None``).
+        weights_path: local torchvision ImageNet state dict; ``None`` = random init (train from scratch).
+        norm: "frozen_bn" (paper §4.1 / A.1, with pretrained weights; an identity at random init, so
+            don't use it from scratch), "bn" or "gn" (from scratch).
+        dcn: deformable 3×3 convs in res3–res5 (Table 3, "-DCN").
+        trainable_layers: how many of (layer4, layer3, layer2, layer1, conv1) train; the rest is
+            frozen. ``None``: 3 with ``weights_path`` (stem + res2 frozen, the ATSS / PAA setting),
+            5 (everything) from scratch.
+    """
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")
+    if out_channels < 1:
+        raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+    if trainable_layers is None:
+        trainable_layers = PRETRAINED_TRAINABLE_LAYERS if weights_path is not None else 5
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
+    resnet = getattr(models, name)(weights=None, norm_layer=norm_layer_for(norm))
+    if dcn:
+        replace_with_dcn(resnet)
+    if weights_path is not None:
+        load_imagenet_weights(resnet, weights_path, norm, arch=name)
+    train_prefixes = _TRAINABLE_PREFIXES[:trainable_layers] + (["bn1"] if trainable_layers == 5 else [])
+    for pname, param in resnet.named_parameters():
+        if not any(pname.startswith(p) for p in train_prefixes):
+            param.requires_grad_(False)
+    c5 = resnet.fc.in_features  # 512 (BasicBlock) or 2048 (Bottleneck)
+    return ResNetFPN(
+        resnet,
+        return_layers={"layer2": "c3", "layer3": "c4", "layer4": "c5"},
+        in_channels_list=[c5 // 4, c5 // 2, c5],
+        out_channels=out_channels,
+        extra_blocks=LastLevelP6P7(out_channels, out_channels),  # P6 from P5 (in == out channels)
+    )
+
+
+__all__ = ["BACKBONES", "NORMS", "STRIDES", "DeformConvBlock", "ResNetFPN", "build_backbone", "group_count",
+           "load_imagenet_weights", "replace_with_dcn"]

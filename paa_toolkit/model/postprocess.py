@@ -1,0 +1,221 @@
+"""Inference post-processing: unified score (§3.2), class-aware NMS, score voting (§3.3, Eq. 9–10), TTA merge.
+
+    dets = postprocess_detections(cls_logits, pred_boxes, aux_logits, grid.num_per_level, image_sizes,
+                                  score_voting=True)   # [{"boxes", "scores", "labels", "ious"}] per image
+
+The whole batch is processed at once: per-level top-k on ``[B, A_l·C]``, one ``batched_nms`` call with
+groups ``image × class``, and voting on padded ``[B, D, N]`` IoU matrices.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from ..structures import batched_box_iou
+
+AUX_CHOICES = ("iou", "centerness", "none")
+#: σ_t of Eq. (9): the reference implementation's value (§4.1 prints 0.0025, see :func:`score_voting`).
+VOTING_SIGMA = 0.025
+
+
+def unified_scores(cls_probs: Tensor, aux_logits: Tensor | None, aux: str = "iou") -> Tensor:
+    """Ranking score of every (anchor, class), ``[B, A, C]`` (§3.2).
+
+    "iou": sqrt(S_cls × predicted IoU) — Eq. (1) with λ = 1 at test time, as a geometric mean (a
+    monotone transform, so NMS order equals that of the product; the reference code uses sqrt);
+    "centerness": sqrt(S_cls × centerness) (FCOS / ATSS); "none": S_cls alone.
+    """
+    if aux not in AUX_CHOICES:
+        raise ValueError(f"unknown aux {aux!r}; valid choices: {', '.join(AUX_CHOICES)}")
+    if aux == "none":
+        return cls_probs
+    if aux_logits is None:
+        raise ValueError(f"aux={aux!r} needs aux_logits [B, A], got None (use aux='none' without an aux head)")
+    if aux_logits.shape != cls_probs.shape[:-1]:
+        raise ValueError(f"aux_logits shape {tuple(aux_logits.shape)} does not match cls [B, A] = "
+                         f"{tuple(cls_probs.shape[:-1])}")
+    return (cls_probs * aux_logits.sigmoid()[..., None]).sqrt()
+
+
+def score_voting(
+    det_boxes: Tensor,
+    det_scores: Tensor,
+    det_labels: Tensor,
+    cand_boxes: Tensor,
+    cand_scores: Tensor,
+    cand_labels: Tensor,
+    sigma: float = VOTING_SIGMA,
+) -> Tensor:
+    """Score voting (§3.3): move each NMS survivor ``b`` to the weighted mean of its candidates.
+
+    Eq. (9): ``p_i = exp(-(1 - IoU(b, b_i))² / σ_t)``; Eq. (10): ``b̂ = Σ p_i s_i b_i / Σ p_i s_i`` over
+    the candidates ``b_i`` (the pre-NMS boxes, ``s_i`` their unified scores) of the same class with
+    ``IoU(b, b_i) > 0``. σ_t: §4.1 of the paper prints 0.0025, the authors' reference code uses
+    0.025 — the default here.
+
+    Shapes ``det_boxes[..., D, 4]``, ``det_labels[..., D]``, ``cand_boxes[..., N, 4]``,
+    ``cand_scores[..., N]``, ``cand_labels[..., N]`` with any common leading (batch) dims; one IoU
+    matrix ``[..., D, N]``, no loop. Padding candidates may be given score 0 (no weight). A detection
+    with no voter keeps its box. ``det_scores`` is not changed by Eq. (10) and is only checked (so
+    the signature is the usual boxes / scores / labels triple). Returns the voted ``[..., D, 4]``.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma (σ_t of Eq. 9) must be > 0, got {sigma}")
+    if det_boxes.shape[-1] != 4 or cand_boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must be [..., 4] xyxy, got det {tuple(det_boxes.shape)}, cand {tuple(cand_boxes.shape)}")
+    if det_scores.shape != det_boxes.shape[:-1] or det_labels.shape != det_boxes.shape[:-1]:
+        raise ValueError(f"det_scores {tuple(det_scores.shape)} / det_labels {tuple(det_labels.shape)} must be "
+                         f"{tuple(det_boxes.shape[:-1])}")
+    if cand_scores.shape != cand_boxes.shape[:-1] or cand_labels.shape != cand_boxes.shape[:-1]:
+        raise ValueError(f"cand_scores {tuple(cand_scores.shape)} / cand_labels {tuple(cand_labels.shape)} must be "
+                         f"{tuple(cand_boxes.shape[:-1])}")
+    dtype = torch.promote_types(det_boxes.dtype, torch.float32)
+    det, cand = det_boxes.to(dtype), cand_boxes.to(dtype)
+    iou = batched_box_iou(det, cand)  # [..., D, N]
+    p = torch.exp(-(1 - iou) ** 2 / sigma)  # Eq. (9)
+    voters = (det_labels[..., :, None] == cand_labels[..., None, :]) & (iou > 0)
+    weight = p * cand_scores.to(dtype)[..., None, :] * voters
+    total = weight.sum(-1, keepdim=True)
+    voted = (weight @ cand) / total.clamp(min=torch.finfo(dtype).tiny)  # Eq. (10)
+    return torch.where(total > 0, voted, det).to(det_boxes.dtype)
+
+
+_vote = score_voting  # the functions below take a flag named ``score_voting``
+
+
+def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
+    """Clip ``boxes[B, K, 4]`` to each image's ``(h, w)``."""
+    sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # [B, 2]
+    upper = torch.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], dim=-1)[:, None, :]
+    return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def postprocess_detections(
+    cls_logits: Tensor,
+    pred_boxes: Tensor,
+    aux_logits: Tensor | None,
+    num_anchors_per_level: list[int],
+    image_sizes: list[tuple[int, int]],
+    *,
+    score_thresh: float = 0.05,
+    topk_per_level: int = 1000,
+    nms_thresh: float = 0.6,
+    detections_per_img: int = 100,
+    score_voting: bool = False,
+    voting_sigma: float = VOTING_SIGMA,
+    aux: str = "iou",
+) -> list[dict[str, Tensor]]:
+    """Detections of a batch from the head's outputs (torchvision's eval contract).
+
+    1. candidates: (anchor, class) pairs with classification probability > ``score_thresh``;
+    2. ranked by the unified score (:func:`unified_scores`), ``topk_per_level`` per pyramid level;
+    3. boxes clipped to the image; class-aware NMS (``batched_nms``, groups = image × class);
+    4. the ``detections_per_img`` best per image, optionally moved by :func:`score_voting` with the
+       step-2 candidates as voters.
+
+    Args: ``cls_logits[B, A, C]``, decoded ``pred_boxes[B, A, 4]`` (xyxy, input-image pixels),
+    ``aux_logits[B, A]`` or None, anchors per level (summing to A), ``image_sizes[b] = (h, w)``.
+    Returns one dict per image: ``boxes[D, 4]``, ``scores[D]`` (unified), ``labels[D]`` (int64), and
+    ``ious[D]`` (the predicted IoU, Table 2 right) when ``aux == "iou"``; sorted by score.
+    """
+    if cls_logits.dim() != 3 or pred_boxes.shape != (*cls_logits.shape[:2], 4):
+        raise ValueError(f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
+                         f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}")
+    b, a, c = cls_logits.shape
+    if sum(num_anchors_per_level) != a:
+        raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} sums to "
+                         f"{sum(num_anchors_per_level)}, but there are {a} anchors")
+    if len(image_sizes) != b:
+        raise ValueError(f"{len(image_sizes)} image_sizes for a batch of {b}")
+    if detections_per_img < 1 or topk_per_level < 1:
+        raise ValueError(f"detections_per_img and topk_per_level must be >= 1, got "
+                         f"{detections_per_img} and {topk_per_level}")
+    probs = cls_logits.sigmoid()
+    scores = unified_scores(probs, aux_logits, aux)
+
+    # Steps 1–2, per level over the whole batch: top-k of the unified score among candidates.
+    top_scores, top_index = [], []
+    start = 0
+    for n in num_anchors_per_level:
+        level_scores = scores[:, start:start + n].reshape(b, -1)
+        level_probs = probs[:, start:start + n].reshape(b, -1)
+        level_scores = level_scores.masked_fill(level_probs <= score_thresh, -1.0)
+        values, index = level_scores.topk(min(topk_per_level, n * c), dim=1)
+        top_scores.append(values)
+        top_index.append(index + start * c)
+        start += n
+    cand_scores, flat_index = torch.cat(top_scores, 1), torch.cat(top_index, 1)  # [B, K]
+    valid = cand_scores >= 0
+    anchor_index, cand_labels = flat_index // c, flat_index % c
+    cand_boxes = clip_boxes(pred_boxes.gather(1, anchor_index[..., None].expand(-1, -1, 4)), image_sizes)
+
+    # Step 3: one class-aware NMS for the whole batch (group = image × class).
+    img, k = valid.nonzero(as_tuple=True)
+    # float64: batched_nms may offset boxes by group × max coordinate, too coarse in float32
+    keep = batched_nms(cand_boxes[img, k].double(), cand_scores[img, k].double(), img * c + cand_labels[img, k],
+                       nms_thresh)
+    keep = keep[torch.sort(img[keep], stable=True).indices]  # image by image, score-sorted within
+    counts = torch.bincount(img[keep], minlength=b)
+    rank = torch.arange(len(keep), device=keep.device) - (counts.cumsum(0) - counts)[img[keep]]
+    keep = keep[rank < detections_per_img]
+    rank = rank[rank < detections_per_img]
+    img_kept, k_kept = img[keep], k[keep]
+
+    boxes = cand_boxes[img_kept, k_kept]
+    if score_voting:  # Step 4 on padded [B, D] detections against the [B, K] candidates
+        d = detections_per_img
+        det_boxes, det_scores = cand_boxes.new_zeros(b, d, 4), cand_scores.new_zeros(b, d)
+        det_labels = cand_labels.new_full((b, d), -1)
+        det_boxes[img_kept, rank] = boxes
+        det_scores[img_kept, rank] = cand_scores[img_kept, k_kept]
+        det_labels[img_kept, rank] = cand_labels[img_kept, k_kept]
+        voted = _vote(det_boxes, det_scores, det_labels, cand_boxes, cand_scores.clamp(min=0), cand_labels,
+                      voting_sigma)
+        boxes = voted[img_kept, rank]
+    result = {"boxes": boxes, "scores": cand_scores[img_kept, k_kept], "labels": cand_labels[img_kept, k_kept]}
+    if aux == "iou":
+        result["ious"] = aux_logits.sigmoid().gather(1, anchor_index)[img_kept, k_kept]
+    per_image = torch.bincount(img_kept, minlength=b).tolist()
+    split = {key: value.split(per_image) for key, value in result.items()}
+    return [{key: split[key][i] for key in result} for i in range(b)]
+
+
+def hflip_boxes(boxes: Tensor, width: int | float) -> Tensor:
+    """Map xyxy boxes detected on a horizontally flipped image back to the original (width ``width``)."""
+    return torch.stack([width - boxes[..., 2], boxes[..., 1], width - boxes[..., 0], boxes[..., 3]], dim=-1)
+
+
+def merge_tta(
+    detections: list[dict[str, Tensor]],
+    *,
+    nms_thresh: float = 0.6,
+    detections_per_img: int = 100,
+    score_voting: bool = False,
+    voting_sigma: float = VOTING_SIGMA,
+) -> dict[str, Tensor]:
+    """Merge one image's detections from several test-time variants (scales × flips; Table 3 "*").
+
+    Each dict holds ``boxes`` (already in original-image coordinates; see :func:`hflip_boxes`),
+    ``scores``, ``labels`` and optionally ``ious`` (kept only if every variant has it). The union
+    goes through class-aware NMS at ``nms_thresh``; the ``detections_per_img`` best survive and,
+    with ``score_voting``, each is voted (Eq. 9–10) by the whole union of variant detections.
+    """
+    if not detections:
+        raise ValueError("merge_tta needs at least one set of detections")
+    keys = ["boxes", "scores", "labels"] + (["ious"] if all("ious" in d for d in detections) else [])
+    for i, det in enumerate(detections):
+        missing = {"boxes", "scores", "labels"} - set(det)
+        if missing:
+            raise ValueError(f"detections[{i}] lacks {sorted(missing)}")
+    union = {key: torch.cat([d[key] for d in detections]) for key in keys}
+    keep = batched_nms(union["boxes"].double(), union["scores"].double(), union["labels"], nms_thresh)[:detections_per_img]
+    merged = {key: value[keep] for key, value in union.items()}
+    if score_voting:
+        merged["boxes"] = _vote(merged["boxes"], merged["scores"], merged["labels"], union["boxes"], union["scores"],
+                                union["labels"], voting_sigma)
+    return merged
+
+
+__all__ = ["VOTING_SIGMA", "clip_boxes", "hflip_boxes", "merge_tta", "postprocess_detections", "score_voting",
+           "unified_scores"]
