@@ -1,0 +1,460 @@
+"""The whole configuration as four plain dataclasses, with overrides from YAML/JSON and the command line.
+
+    cfg = TrainConfig()                                   # defaults: the CPU demo on the synthetic dataset
+    cfg = parse_args(["--lr", "0.02", "--model.aux", "centerness", "--config", "exp.yaml"])
+    cfg = TrainConfig.from_dict(cfg.to_dict())            # round trip (run folder, checkpoints)
+
+Every field can be set as ``--<section>.<field> VALUE`` (``--solver.lr 0.02``, ``--model.min_size
+[224,288]``); a few common ones have short aliases (``--lr``, ``--max-iters``, ``--assigner``...).
+Precedence: defaults < ``--config`` file < command line. :func:`validate` checks everything up
+front and raises :class:`ConfigError` naming the field, the value and the valid choices.
+
+The defaults are the paper's settings (§4, Appendix A.1) scaled down so that ``python -m
+paa_toolkit.train`` finishes on a 2-core CPU; the ``DEMO_*`` constants below are what was scaled.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+# ---- the scaled-down demo (paper values in comments) ------------------------------------------
+DEMO_MAX_ITERS = 600  # paper: 135k (ablations), 180k
+DEMO_WARMUP_ITERS = 50  # paper: 500
+DEMO_MIN_SIZE = 256  # paper: 800 (640–800 multi-scale for 180k)
+DEMO_MAX_SIZE = round(DEMO_MIN_SIZE * 1333 / 800)  # paper: 1333
+DEMO_WIDTH = 64  # tower + FPN channels; paper: 256
+DEMO_BATCH_SIZE = 4  # paper: 16 (8 GPUs x 2)
+DEMO_LR = 0.01  # paper: 0.01 for a batch of 16
+
+# ---- valid choices (validated up front, listed in error messages) ----------------------------
+ARCHS = ("paa", "fcos", "retinanet")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d")
+NORMS = ("gn", "bn", "frozen_bn")
+AUX_HEADS = ("iou", "centerness", "none")
+ASSIGNERS = ("paa", "fnp", "fsr", "atss", "max_iou")
+BOUNDARIES = ("a", "b", "c", "d")
+DATASETS = ("synthetic", "coco")
+#: Appendix A.1: lr ÷10 at 90k and 120k of 135k iterations — kept as fractions of the run.
+PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the field and what is allowed."""
+
+
+@dataclass
+class ModelConfig:
+    """The detector (§3) and its post-processing (§3.3). ``arch`` "fcos"/"retinanet": torchvision baselines."""
+
+    arch: str = "paa"
+    backbone: str = "resnet18"
+    backbone_weights: str | None = None  # local ImageNet checkpoint (no downloads)
+    backbone_norm: str = "gn"
+    dcn: bool = False
+    width: int = DEMO_WIDTH
+    num_convs: int = 4
+    aux: str = "iou"  # Table 1 right: IoU prediction vs centerness vs none
+    anchor_scale: float = 8.0  # Table 4
+    assigner: str = "paa"  # Procedure 1, or a baseline
+    boundary: str = "c"  # Fig. 3 (a)–(d)
+    topk: int = 9  # K of Procedure 1, line 8
+    score_lambda: float = 1.0  # λ1 of Eq. (3) for anchor scores
+    fnp_num: int = 10
+    fsr_thresh: float = 0.2
+    reg_loss_weight: float = 1.3  # λ1 in the loss (§4)
+    iou_loss_weight: float = 0.5  # λ2 of Eq. (8)
+    min_size: int | list[int] = DEMO_MIN_SIZE  # int, or [lo, hi] for multi-scale training
+    max_size: int = DEMO_MAX_SIZE
+    test_min_size: int | None = None  # None: same as min_size (the lower end of a range)
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.6
+    topk_per_level: int = 1000
+    detections_per_img: int = 100
+    score_voting: bool = True  # §3.3, Eq. (9)–(10)
+    voting_sigma: float = 0.025
+    tta: bool = False
+    tta_scales: list[int] = field(default_factory=lambda: [DEMO_MIN_SIZE - 64, DEMO_MIN_SIZE, DEMO_MIN_SIZE + 64])
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from: the embedded synthetic dataset, or any COCO-format folder."""
+
+    dataset: str = "synthetic"
+    root: str | None = None  # coco: folder holding train2017/, val2017/, annotations/; synthetic: cache folder
+    image_dir: str | None = None  # coco: overrides <root>/{train,val}2017 (one folder for both splits)
+    train_ann: str | None = None  # coco: default <root>/annotations/instances_train2017.json
+    val_ann: str | None = None  # coco: default <root>/annotations/instances_val2017.json
+    synthetic_seed: int = 0
+    synthetic_num_train: int = 800
+    synthetic_num_val: int = 100
+    synthetic_image_size: int = 256
+    flip_prob: float = 0.5  # training augmentation: random horizontal flip
+    num_workers: int = 0
+    batch_size: int = DEMO_BATCH_SIZE
+
+
+@dataclass
+class SolverConfig:
+    """SGD with linear warm-up and step decay (Appendix A.1), the steps at the paper's fractions of the run."""
+
+    lr: float = DEMO_LR  # for a batch of reference_batch_size images
+    reference_batch_size: int = 16  # lr is scaled linearly to the actual batch (Goyal et al. [9])
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = DEMO_WARMUP_ITERS
+    warmup_factor: float = 1.0 / 3
+    step_fractions: list[float] = field(default_factory=lambda: list(PAPER_STEP_FRACTIONS))
+    gamma: float = 0.1
+    clip_grad_norm: float = 0.0  # 0: off
+    max_iters: int = DEMO_MAX_ITERS
+    amp: bool = False  # mixed precision; CUDA only (ignored on CPU)
+    compile: bool = False  # torch.compile the backbone
+
+    def scaled_lr(self, batch_size: int) -> float:
+        """The learning rate actually used for a total batch of ``batch_size`` images."""
+        return self.lr * batch_size / self.reference_batch_size
+
+    def milestones(self) -> list[int]:
+        """Iterations at which the lr is multiplied by ``gamma`` (90k/135k, 120k/135k of the run)."""
+        return [round(f * self.max_iters) for f in self.step_fractions]
+
+
+@dataclass
+class TrainConfig:
+    """One training run: what to build, how to optimise it, where to write, what to record."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    name: str = "demo"
+    output_dir: str | None = None  # None: runs/<name>
+    seed: int = 0
+    device: str = "auto"  # auto: cuda if available, else cpu
+    resume: str | None = None  # "auto": <output_dir>/last.pth (or its fallback); or a checkpoint path
+    log_every: int = 20
+    checkpoint_every: int = 200  # 0: only at the end
+    eval_every: int = 0  # 0: only at the end
+    eval_batch_size: int = 4
+    trace_iters: list[int] | None = None  # None: a handful spread over the run, iteration 0 included
+    trace_every: int = 0  # >0: also every N iterations
+    trace_images: int = 4  # fixed training images (no flip) traced at each trace iteration
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    def trace_schedule(self) -> list[int]:
+        """Iterations (completed steps) at which the assignment is traced; 0 = before the first step."""
+        n = self.solver.max_iters
+        its = set(self.trace_iters) if self.trace_iters is not None else {0, n // 10, n // 4, n // 2, n}
+        if self.trace_every > 0:
+            its |= set(range(0, n + 1, self.trace_every))
+        return sorted(its)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys or wrongly typed values raise :class:`ConfigError`."""
+        cfg = cls()
+        apply_dict(cfg, data)
+        return cfg
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "solver": SolverConfig}
+
+#: short command-line aliases → dotted field names
+ALIASES = {
+    "--lr": "solver.lr",
+    "--max-iters": "solver.max_iters",
+    "--batch-size": "data.batch_size",
+    "--dataset": "data.dataset",
+    "--data-root": "data.root",
+    "--assigner": "model.assigner",
+    "--backbone": "model.backbone",
+    "--backbone-weights": "model.backbone_weights",
+    "--aux": "model.aux",
+    "--arch": "model.arch",
+    "--output-dir": "output_dir",
+    "--device": "device",
+    "--seed": "seed",
+    "--name": "name",
+}
+
+
+# ---- typed values -------------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+def coerce(value: Any, hint: Any, name: str) -> Any:
+    """``value`` (from YAML/JSON or a command-line string) as type ``hint``; :class:`ConfigError` if impossible."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in options:
+                return None
+        for option in (o for o in options if o is not type(None)):  # declared order: int before list[int]
+            try:
+                return coerce(value, option, name)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{name}: cannot read {value!r} as {_type_name(hint)}")
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):  # "[a, b]" (YAML flow list) or "a,b" or a single "a"
+            text = value.strip()
+            try:
+                value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+            except yaml.YAMLError:
+                raise ConfigError(f"{name}: expected a list like [a, b] or a,b, got {text!r}") from None
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return [coerce(v, item, name) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise ConfigError(f"{name}: expected {hint.__name__}, got {value!r}") from None
+        if not isinstance(number, (int, float)) or not math.isfinite(number):
+            raise ConfigError(f"{name}: expected a finite {hint.__name__}, got {value!r}")
+        if hint is int:
+            if float(number) != int(number):
+                raise ConfigError(f"{name}: expected an integer, got {value!r}")
+            return int(number)
+        return float(number)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{name}: unsupported type {_type_name(hint)}")
+
+
+def set_field(cfg: TrainConfig, dotted: str, value: Any) -> None:
+    """``set_field(cfg, "solver.lr", "0.02")``: set one field by its dotted name, converting the value."""
+    parts = dotted.split(".")
+    target: Any = cfg
+    if len(parts) == 2 and parts[0] in SECTIONS:
+        target = getattr(cfg, parts[0])
+    elif len(parts) != 1 or parts[0] in SECTIONS:
+        raise ConfigError(f"unknown config field {dotted!r}; sections: {', '.join(SECTIONS)}")
+    hints = _hints(type(target))
+    key = parts[-1]
+    if key not in hints:
+        valid = ", ".join(f.name for f in fields(target) if f.name not in SECTIONS)
+        raise ConfigError(f"unknown config field {dotted!r}; valid fields: {valid}")
+    setattr(target, key, coerce(value, hints[key], dotted))
+
+
+def apply_dict(cfg: TrainConfig, data: dict[str, Any], source: str = "config") -> None:
+    """Apply a nested ``{"model": {...}, "solver": {...}, "seed": 1}`` dict onto ``cfg``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config sections, got {type(data).__name__}")
+    for key, value in data.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: section {key!r} must be a mapping, got {value!r}")
+            for sub, v in value.items():
+                set_field(cfg, f"{key}.{sub}", v)
+        else:
+            set_field(cfg, key, value)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file (a nested mapping, as written by :meth:`TrainConfig.to_dict`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
+                          f"{str(e).splitlines()[0]}") from None
+    return data or {}
+
+
+# ---- validation ---------------------------------------------------------------------------------
+def _choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: unknown value {value!r}; valid choices: {', '.join(choices)}")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every value before anything is built; the first problem raises :class:`ConfigError`."""
+    m, d, s = cfg.model, cfg.data, cfg.solver
+    _choice("model.arch", m.arch, ARCHS)
+    _choice("model.backbone", m.backbone, BACKBONES)
+    _choice("model.backbone_norm", m.backbone_norm, NORMS)
+    _choice("model.aux", m.aux, AUX_HEADS)
+    _choice("model.assigner", m.assigner, ASSIGNERS)
+    _choice("model.boundary", m.boundary, BOUNDARIES)
+    _check(m.backbone_weights is None or Path(m.backbone_weights).is_file(),
+           f"model.backbone_weights: file not found: {m.backbone_weights}")
+    _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
+    _check(m.num_convs >= 0, f"model.num_convs must be >= 0, got {m.num_convs}")
+    _check(m.anchor_scale > 0, f"model.anchor_scale must be > 0, got {m.anchor_scale}")
+    _check(m.topk >= 1, f"model.topk (K of Procedure 1) must be >= 1, got {m.topk}")
+    _check(m.score_lambda >= 0, f"model.score_lambda must be >= 0, got {m.score_lambda}")
+    _check(m.fnp_num >= 1, f"model.fnp_num must be >= 1, got {m.fnp_num}")
+    _check(0 < m.fsr_thresh <= 1, f"model.fsr_thresh must be in (0, 1], got {m.fsr_thresh}")
+    _check(m.reg_loss_weight >= 0, f"model.reg_loss_weight must be >= 0, got {m.reg_loss_weight}")
+    _check(m.iou_loss_weight >= 0, f"model.iou_loss_weight must be >= 0, got {m.iou_loss_weight}")
+    sizes = [m.min_size] if isinstance(m.min_size, int) else m.min_size
+    _check(len(sizes) in (1, 2) and all(v >= 32 for v in sizes) and sizes == sorted(sizes),
+           f"model.min_size must be an int >= 32 or a range [lo, hi] with 32 <= lo <= hi, got {m.min_size}")
+    _check(m.max_size >= max(sizes), f"model.max_size ({m.max_size}) must be >= model.min_size ({m.min_size})")
+    _check(m.test_min_size is None or m.test_min_size >= 32, f"model.test_min_size must be >= 32, got {m.test_min_size}")
+    _check(0 <= m.score_thresh < 1, f"model.score_thresh must be in [0, 1), got {m.score_thresh}")
+    _check(0 < m.nms_thresh <= 1, f"model.nms_thresh must be in (0, 1], got {m.nms_thresh}")
+    _check(m.topk_per_level >= 1, f"model.topk_per_level must be >= 1, got {m.topk_per_level}")
+    _check(m.detections_per_img >= 1, f"model.detections_per_img must be >= 1, got {m.detections_per_img}")
+    _check(m.voting_sigma > 0, f"model.voting_sigma must be > 0, got {m.voting_sigma}")
+    _check(not m.tta or (m.tta_scales and all(v >= 32 for v in m.tta_scales)),
+           f"model.tta_scales must be a non-empty list of sizes >= 32 when model.tta is on, got {m.tta_scales}")
+
+    _choice("data.dataset", d.dataset, DATASETS)
+    if d.dataset == "coco":
+        _check(d.root is not None or (d.image_dir and d.train_ann and d.val_ann),
+               "data.dataset 'coco' needs data.root (or data.image_dir, data.train_ann and data.val_ann)")
+        for name in ("root", "image_dir"):
+            value = getattr(d, name)
+            _check(value is None or Path(value).is_dir(), f"data.{name}: folder not found: {value}")
+        for name in ("train_ann", "val_ann"):
+            value = getattr(d, name)
+            _check(value is None or Path(value).is_file(), f"data.{name}: file not found: {value}")
+    else:
+        _check(d.synthetic_num_train >= 1 and d.synthetic_num_val >= 1,
+               f"data.synthetic_num_train/num_val must be >= 1, got {d.synthetic_num_train}/{d.synthetic_num_val}")
+        _check(d.synthetic_image_size >= 32, f"data.synthetic_image_size must be >= 32, got {d.synthetic_image_size}")
+    _check(0 <= d.flip_prob <= 1, f"data.flip_prob must be in [0, 1], got {d.flip_prob}")
+    _check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
+    _check(d.batch_size >= 1, f"data.batch_size must be >= 1, got {d.batch_size}")
+
+    _check(s.lr > 0, f"solver.lr must be > 0, got {s.lr}")
+    _check(s.reference_batch_size >= 1, f"solver.reference_batch_size must be >= 1, got {s.reference_batch_size}")
+    _check(0 <= s.momentum < 1, f"solver.momentum must be in [0, 1), got {s.momentum}")
+    _check(s.weight_decay >= 0, f"solver.weight_decay must be >= 0, got {s.weight_decay}")
+    _check(s.warmup_iters >= 0, f"solver.warmup_iters must be >= 0, got {s.warmup_iters}")
+    _check(0 < s.warmup_factor <= 1, f"solver.warmup_factor must be in (0, 1], got {s.warmup_factor}")
+    _check(all(0 < f < 1 for f in s.step_fractions) and s.step_fractions == sorted(s.step_fractions),
+           f"solver.step_fractions must be increasing fractions of the run in (0, 1), got {s.step_fractions}")
+    _check(0 < s.gamma <= 1, f"solver.gamma must be in (0, 1], got {s.gamma}")
+    _check(s.clip_grad_norm >= 0, f"solver.clip_grad_norm must be >= 0 (0: off), got {s.clip_grad_norm}")
+    _check(s.max_iters >= 1, f"solver.max_iters must be >= 1, got {s.max_iters}")
+
+    _check(bool(cfg.name) and "/" not in cfg.name, f"name must be a non-empty folder name, got {cfg.name!r}")
+    _check(cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
+           f"device: unknown value {cfg.device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
+    for name in ("log_every", "checkpoint_every", "eval_every", "trace_every", "trace_images"):
+        _check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
+    _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
+    _check(cfg.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {cfg.eval_batch_size}")
+    bad = [t for t in (cfg.trace_iters or []) if not 0 <= t <= s.max_iters]
+    _check(not bad, f"trace_iters must lie in [0, solver.max_iters={s.max_iters}], got {bad}")
+    return cfg
+
+
+# ---- command line -------------------------------------------------------------------------------
+def _dotted_fields() -> list[tuple[str, Any]]:
+    """All ``(dotted name, default)`` pairs: top-level fields and ``section.field``."""
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in SECTIONS:
+            out += [(f"{f.name}.{g.name}", g) for g in fields(SECTIONS[f.name])]
+        else:
+            out.append((f.name, f))
+    return out
+
+
+def add_override_arguments(parser: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
+    """Add ``--section.field`` (and ``--section.field-with-dashes``) options plus the short aliases.
+
+    ``prefixes`` restricts them to some sections (e.g. ``("data",)``); values land in the namespace
+    under their dotted name, only when given (``argparse.SUPPRESS``).
+    """
+    group = parser.add_argument_group("config overrides (any field: --<section>.<field> VALUE)")
+    for dotted, f in _dotted_fields():
+        if prefixes is not None and dotted.split(".")[0] not in prefixes:
+            continue
+        names = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
+        names += [alias for alias, target in ALIASES.items() if target == dotted]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        is_bool = isinstance(default, bool)
+        group.add_argument(*names, dest=dotted, default=argparse.SUPPRESS, metavar="BOOL" if is_bool else "VALUE",
+                           nargs="?" if is_bool or dotted == "resume" else None,
+                           const="true" if is_bool else ("auto" if dotted == "resume" else None),
+                           help=f"default: {default}")
+
+
+def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    usage = "%(prog)s [--config FILE] [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
+    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage)
+    parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_override_arguments(parser)
+    return parser
+
+
+def config_from_namespace(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults (or ``base``) < ``args.config`` file < dotted options in ``args``; then :func:`validate`."""
+    cfg = base if base is not None else TrainConfig()
+    if getattr(args, "config", None):
+        apply_dict(cfg, load_config_file(args.config), source=str(args.config))
+    known = {dotted for dotted, _ in _dotted_fields()}
+    for key, value in vars(args).items():
+        if key in known:
+            set_field(cfg, key, value)
+    return validate(cfg)
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "python -m paa_toolkit.train") -> TrainConfig:
+    """The training command line → a validated :class:`TrainConfig`; a bad value exits with ``error:`` (code 2)."""
+    parser = build_parser(prog, "Train a PAA detector (defaults: the embedded synthetic dataset on CPU).")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_namespace(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.print_config:
+        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
+        parser.exit(0)
+    return cfg
+
+
+__all__ = [
+    "ConfigError", "DataConfig", "ModelConfig", "SolverConfig", "TrainConfig", "add_override_arguments",
+    "apply_dict", "build_parser", "coerce", "config_from_namespace", "load_config_file", "parse_args",
+    "set_field", "validate",
+]

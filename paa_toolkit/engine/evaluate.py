@@ -1,0 +1,141 @@
+"""COCO box AP (pycocotools ``COCOeval``) and the IoU-prediction error of Table 2 (right).
+
+``evaluate_coco(model, dataset)`` runs any torchvision-style detector (eval mode returns
+``[{"boxes", "scores", "labels"}]`` in original image coordinates) over a
+:class:`~paa_toolkit.data.CocoDetection` and returns ``AP, AP50, AP75, APs, APm, APl, AR1, AR10,
+AR100`` as fractions in [0, 1] (``-1``: no ground truth in that size range, as COCOeval).
+
+When the detections also carry ``"ious"`` (the PAA detector with the IoU head, §3.3), the mean
+absolute error between the predicted IoU and the true IoU of each detection with its best
+matching ground truth of the same class is added as ``iou_error`` (all detections) and
+``iou_error_tp`` (detections whose true IoU is at least 0.5).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from typing import Any
+
+import torch
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torchvision.ops import box_iou
+from tqdm import tqdm
+
+from ..data.coco import coco_from_detections, collate
+
+#: COCOeval ``stats`` order (bbox)
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+REPORTED = COCO_STAT_NAMES[:9]
+TP_IOU = 0.5
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset, batch_size: int = 4, device: torch.device | str | None = None,
+    num_workers: int = 0, progress: bool = False,
+) -> tuple[list[int], list[dict[str, Tensor]], list[dict[str, Any]]]:
+    """Run ``model`` (eval mode) over ``dataset`` in order → (image ids, detections on CPU, targets)."""
+    device = torch.device(device) if device is not None else _model_device(model)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    was_training = model.training
+    model.eval()
+    image_ids, detections, targets = [], [], []
+    try:
+        for images, batch_targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            outputs = model([img.to(device) for img in images])
+            detections += [{k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
+                            for k, v in out.items()} for out in outputs]
+            image_ids += [int(t["image_id"]) for t in batch_targets]
+            targets += batch_targets
+    finally:
+        model.train(was_training)
+    return image_ids, detections, targets
+
+
+def coco_box_ap(coco_gt, detections: list[dict[str, Tensor]], image_ids: list[int],
+                category_ids: list[int]) -> dict[str, float]:
+    """``COCOeval(…, "bbox")`` on these images → ``{"AP": …, "AP50": …, …}`` (its printout suppressed)."""
+    coco_dt = coco_from_detections(coco_gt, detections, image_ids, category_ids)
+    evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+    evaluator.params.imgIds = sorted(set(image_ids))
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+
+
+def iou_prediction_error(detections: list[dict[str, Tensor]], targets: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean |predicted IoU − true IoU| (Table 2 right); ``{}`` when the detections have no ``"ious"``.
+
+    The true IoU of a detection is its largest IoU with a (non-crowd) ground truth of the same
+    class in its image, 0 when there is none.
+    """
+    if not detections or any("ious" not in d for d in detections):
+        return {}
+    errors, true_ious = [], []
+    for det, target in zip(detections, targets):
+        gt_boxes, gt_labels = target["boxes"].to(det["boxes"]), target["labels"]
+        if len(det["boxes"]) == 0:
+            continue
+        if len(gt_boxes):
+            same_class = det["labels"][:, None] == gt_labels.to(det["labels"].device)[None, :]
+            true_iou = (box_iou(det["boxes"], gt_boxes) * same_class).max(dim=1).values
+        else:
+            true_iou = det["boxes"].new_zeros(len(det["boxes"]))
+        errors.append((det["ious"].float() - true_iou).abs())
+        true_ious.append(true_iou)
+    if not errors:
+        return {"iou_error": math.nan, "iou_error_tp": math.nan}
+    errors_all, true_all = torch.cat(errors), torch.cat(true_ious)
+    tp = true_all >= TP_IOU
+    return {"iou_error": float(errors_all.mean()),
+            "iou_error_tp": float(errors_all[tp].mean()) if tp.any() else math.nan}
+
+
+def evaluate_coco(
+    model: nn.Module, dataset, batch_size: int = 4, device: torch.device | str | None = None,
+    num_workers: int = 0, progress: bool = False,
+) -> dict[str, float]:
+    """COCO box metrics of ``model`` on ``dataset`` (a ``CocoDetection``), plus the IoU-prediction error.
+
+    Returns ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100`` (fractions), ``num_detections``
+    and, if the model predicts IoUs, ``iou_error`` / ``iou_error_tp``.
+    """
+    if len(dataset) == 0:
+        raise ValueError("evaluate_coco: the dataset is empty")
+    image_ids, detections, targets = predict(model, dataset, batch_size, device, num_workers, progress)
+    stats = coco_box_ap(dataset.coco, detections, image_ids, list(dataset.category_ids))
+    metrics = {name: stats[name] for name in REPORTED}
+    metrics["num_detections"] = float(sum(len(d["boxes"]) for d in detections))
+    metrics.update(iou_prediction_error(detections, targets))
+    return metrics
+
+
+def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -> str:
+    """A small aligned table: AP/AR values in percent (as the paper), IoU errors as fractions."""
+    rows = []
+    for name, value in metrics.items():
+        if not isinstance(value, (int, float)):
+            continue
+        if name in COCO_STAT_NAMES:
+            text = "n/a" if value < 0 else f"{100 * value:5.1f}"
+        elif name.startswith("iou_error"):
+            text = "n/a" if math.isnan(value) else f"{value:.3f}"
+        else:
+            text = f"{value:g}"
+        rows.append((name, text))
+    width = max((len(n) for n, _ in rows), default=0)
+    lines = [title, "-" * (width + 8)] + [f"{n:<{width}}  {t:>6}" for n, t in rows]
+    return "\n".join(lines)
+
+
+__all__ = ["COCO_STAT_NAMES", "coco_box_ap", "evaluate_coco", "format_metrics", "iou_prediction_error", "predict"]
