@@ -1,0 +1,101 @@
+"""Training curves from a run's ``metrics.jsonl``: losses, AP over iterations, positives per GT (Fig. 4b).
+
+    records = read_metrics("runs/demo")
+    fig = plot_positives_per_gt(records)      # a matplotlib Figure; nothing is shown
+    save_training_plots("runs/demo")           # losses.png, ap.png, positives_per_gt.png
+
+Figures are made with ``matplotlib.figure.Figure`` directly (no pyplot state, no window).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from ..engine.trainer import read_metrics
+
+AP_KEYS = ("AP", "AP50", "AP75")
+
+
+def _series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[list[int], list[float]]:
+    rows = [(r["iteration"], r[key]) for r in records if r.get("kind") == kind and r.get(key) is not None]
+    return [x for x, _ in rows], [y for _, y in rows]
+
+
+def _empty(ax, message: str) -> None:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def plot_losses(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
+    """The total loss and each loss term (``loss_*``) against the iteration, log scale."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    keys = sorted({k for r in records if r.get("kind") == "train" for k in r if k.startswith("loss")})
+    for key in keys:
+        x, y = _series(records, "train", key)
+        ax.plot(x, y, label=key, lw=2.0 if key == "loss" else 1.2)
+    if keys:
+        ax.set_yscale("log")
+        ax.legend()
+    else:
+        _empty(ax, "no training records")
+    ax.set(xlabel="iteration", ylabel="loss", title="Training losses")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_ap(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
+    """COCO AP, AP50 and AP75 (in %) at each evaluation."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    for key in AP_KEYS:
+        x, y = _series(records, "eval", key)
+        if x:
+            ax.plot(x, [100 * v for v in y], marker="o", label=key)
+    if ax.lines:
+        ax.legend()
+    else:
+        _empty(ax, "no evaluation records")
+    ax.set(xlabel="iteration", ylabel="%", title="COCO AP on the validation split")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_positives_per_gt(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
+    """Fig. 4 (b): average number of positive anchors per ground truth as training goes on.
+
+    The line is the training batches' average (``model.last_stats["pos_per_gt"]``); the markers are
+    the fixed trace images (mean over their GTs), when traces were written.
+    """
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    x, y = _series(records, "train", "pos_per_gt")
+    if x:
+        ax.plot(x, y, label="training batches")
+    tx, ty = _series(records, "trace", "trace_pos_per_gt")
+    if tx:
+        ax.plot(tx, ty, "o", label="trace images")
+    if ax.lines:
+        ax.legend()
+        ax.set_ylim(bottom=0)
+    else:
+        _empty(ax, "the model reports no positives per GT")
+    ax.set(xlabel="iteration", ylabel="positives per GT", title="Positive anchors per ground truth (Fig. 4b)")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def save_training_plots(run_dir: str | Path, dpi: int = 100) -> list[Path]:
+    """Write ``losses.png``, ``ap.png`` and ``positives_per_gt.png`` into the run folder."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    written = []
+    for name, plot in (("losses", plot_losses), ("ap", plot_ap), ("positives_per_gt", plot_positives_per_gt)):
+        path = run_dir / f"{name}.png"
+        plot(records).savefig(path, dpi=dpi)
+        written.append(path)
+    return written
+
+
+__all__ = ["plot_ap", "plot_losses", "plot_positives_per_gt", "save_training_plots"]

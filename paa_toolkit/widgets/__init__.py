@@ -1,0 +1,22 @@
+"""ipywidgets explorers for the course notebooks, each one call: :func:`assignment_explorer`,
+:func:`gmm_explorer`, :func:`voting_explorer` (in :mod:`.explorers`; they need ``ipywidgets``).
+
+What they compute lives in :mod:`.compute` (no ipywidgets needed), the figures in :mod:`paa_toolkit.viz`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_EXPLORERS = ("AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "gmm_explorer",
+              "voting_explorer")
+
+
+def __getattr__(name: str) -> Any:  # import ipywidgets only when an explorer is asked for
+    if name in _EXPLORERS:
+        from . import explorers
+
+        return getattr(explorers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_EXPLORERS)

@@ -1,0 +1,308 @@
+"""The three course explorers, each ONE call in a notebook:
+
+    assignment_explorer("runs/demo/trace")         # Fig. 1 / 3 / 4a live: rule, K, λ, image, GT, iteration
+    gmm_explorer()                                  # EM on toy costs, one iteration per click, vs scikit-learn
+    voting_explorer(detections, candidates, image)  # σ_t and the NMS IoU → boxes before / after voting
+
+Thin by design: the computing lives in :mod:`.compute`, the figures in :mod:`paa_toolkit.viz`; an
+explorer wires controls to them. Each is an ``ipywidgets.VBox`` whose controls and outputs are
+attributes (``explorer.method.value = "fnp"``), whose ``label`` (an ``ipywidgets.Label``) reads like
+``"positives: 7"`` after every update, and whose figures are PNGs in ``ipywidgets.Image`` widgets
+(the last ``matplotlib`` figures stay in ``explorer.figures`` for tests). ``with explorer.hold():``
+changes several controls with one redraw.
+"""
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
+
+import ipywidgets as W
+from matplotlib.figure import Figure
+
+from ..assign.gmm import fit_gmm_sklearn, gmm_history
+from ..viz.assignment import plot_snapshot
+from ..viz.detections import plot_voting
+from ..viz.gmm import SEPARATION_TITLES, plot_cost_histogram, plot_gmm_comparison
+from . import compute
+
+METHOD_OPTIONS = [(SEPARATION_TITLES[m], m) for m in ("a", "b", "c", "d")] + [
+    ("FNP (fixed number)", "fnp"), ("FSR (fixed score)", "fsr"), ("ATSS", "atss"), ("max-IoU", "max_iou")]
+_WIDE = {"description_width": "initial"}
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """A figure as PNG bytes (Agg; no pyplot, no window)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+class Explorer(W.VBox):
+    """Common plumbing: one ``update()`` per control change, ``hold()`` to batch changes, errors shown."""
+
+    def __init__(self, dpi: int = 80, **kwargs):
+        super().__init__(**kwargs)
+        self.dpi = dpi
+        self.label = W.Label("")
+        self.status = W.Label("")
+        self.figures: dict[str, Figure] = {}
+        self._held = 0
+        self._dirty = False
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Change several controls, redraw once at the end."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if self._held == 0 and self._dirty:
+                self.update()
+
+    def _observe(self, *controls: W.Widget) -> None:
+        for control in controls:
+            control.observe(self._changed, names="value")
+
+    def _changed(self, _change=None) -> None:
+        if self._held:
+            self._dirty = True
+        else:
+            self.update()
+
+    def update(self) -> None:
+        self._dirty = False
+        try:
+            self._update()
+        except ValueError as err:  # bad combination of controls: say so, keep the last figures
+            self.status.value = f"error: {err}"
+
+    def _update(self) -> None:
+        raise NotImplementedError
+
+    def _show(self, name: str, fig: Figure, image: W.Image) -> None:
+        self.figures[name] = fig
+        image.value = figure_png(fig, self.dpi)
+
+
+# ---- assignment ---------------------------------------------------------------------------------------
+class AssignmentExplorer(Explorer):
+    """Choose trace iteration, image, GT, rule (Fig. 3 (a)–(d), FNP, FSR, ATSS, max-IoU), K and λ: the
+    GT's cost histogram with its GMM (Fig. 1 / 3), the image with its anchors (Fig. 4a) and the positive
+    count update together. See :func:`.compute.replay_assignment` for what is exact and what approximated."""
+
+    def __init__(self, source: Any, *, method: str = "c", fnp_num: int = 10, fsr_thresh: float = 0.2,
+                 dpi: int = 80, **source_kwargs):
+        super().__init__(dpi=dpi)
+        self.source = compute.open_source(source, **source_kwargs)
+        iterations = self.source.iterations
+        self.snapshot = self.source.snapshot(iterations[-1])
+        k = compute.snapshot_topk(self.snapshot)
+        lam = float(getattr(self.snapshot, "score_lambda", compute.DEFAULT_SCORE_LAMBDA))
+        self.iteration = W.SelectionSlider(options=iterations, value=iterations[-1], description="iteration",
+                                           disabled=len(iterations) == 1, style=_WIDE)
+        self.image = W.Dropdown(description="image", style=_WIDE)
+        self.gt = W.Dropdown(description="GT", style=_WIDE)
+        self.method = W.Dropdown(options=METHOD_OPTIONS, value=method, description="rule", style=_WIDE)
+        self.topk = W.IntSlider(value=k, min=1, max=max(25, k), description="K", style=_WIDE)
+        self.score_lambda = W.FloatSlider(value=lam, min=0.0, max=3.0, step=0.1, description="λ", style=_WIDE)
+        self.fnp_num = W.IntSlider(value=fnp_num, min=1, max=40, description="FNP n", style=_WIDE)
+        self.fsr_thresh = W.FloatSlider(value=fsr_thresh, min=0.01, max=0.99, step=0.01, description="FSR t",
+                                        style=_WIDE)
+        self.histogram = W.Image(format="png")
+        self.overlay = W.Image(format="png")
+        self.replay: compute.Replay | None = None
+        self.view: dict[str, Any] = {}
+        self._replays: dict[tuple, compute.Replay] = {}
+        self.children = [
+            W.HBox([self.iteration, self.image, self.gt]),
+            W.HBox([self.method, self.topk, self.score_lambda]),
+            W.HBox([self.fnp_num, self.fsr_thresh]),
+            W.HBox([self.label, self.status]),
+            W.HBox([self.histogram, self.overlay]),
+        ]
+        self._set_images()
+        self._observe(self.iteration, self.image, self.gt, self.method, self.topk, self.score_lambda,
+                      self.fnp_num, self.fsr_thresh)
+        self.update()
+
+    # keep the image / GT choices in step with the snapshot
+    def _set_images(self) -> None:
+        count = self.snapshot.matched_gt.shape[0]
+        value = self.image.value if self.image.value is not None and self.image.value < count else 0
+        self.image.options = [(f"{i}", i) for i in range(count)]
+        self.image.value = value
+        self._set_gts()
+
+    def _set_gts(self) -> None:
+        i = self.image.value
+        gts = self.snapshot.gt_valid[i].nonzero()[:, 0].tolist()
+        labels = self.snapshot.gt_labels[i]
+        keep = self.gt.value if self.gt.value in gts else (gts[0] if gts else None)
+        self.gt.options = [(f"{g} (class {int(labels[g])})", g) for g in gts]
+        self.gt.value = keep
+
+    def _changed(self, change=None) -> None:
+        with self.hold():  # a new iteration brings new images, a new image new GTs: one redraw for all
+            owner = change["owner"] if change else None
+            if owner is self.iteration:
+                self.snapshot = self.source.snapshot(change["new"])
+                self._set_images()
+            elif owner is self.image:
+                self._set_gts()
+            self._dirty = True
+
+    def _replay(self) -> compute.Replay:
+        key = (self.iteration.value, self.method.value, self.topk.value, round(self.score_lambda.value, 6),
+               self.fnp_num.value, round(self.fsr_thresh.value, 6))
+        if key not in self._replays:
+            if len(self._replays) > 16:
+                self._replays.clear()
+            self._replays[key] = compute.replay_assignment(
+                self.snapshot, self.method.value, topk=self.topk.value, score_lambda=self.score_lambda.value,
+                fnp_num=self.fnp_num.value, fsr_thresh=self.fsr_thresh.value)
+        return self._replays[key]
+
+    def _update(self) -> None:
+        method = self.method.value
+        self.fnp_num.disabled = method != "fnp"
+        self.fsr_thresh.disabled = method != "fsr"
+        self.score_lambda.disabled = method in ("atss", "max_iou")
+        i, g = self.image.value, self.gt.value
+        if g is None:
+            self.label.value = "positives: 0"
+            self.status.value = f"image {i} has no GT"
+            return
+        self.replay = self._replay()
+        self.view = compute.gt_candidates(self.snapshot, self.replay, i, g)
+        v = self.view
+        self.label.value = f"positives: {v['num_positive']}"
+        self.status.value = f"| iteration {self.iteration.value}, {self.replay.note}"
+        title = f"GT {g}: {v['num_candidates']} candidates, {v['num_positive']} positives"
+        kwargs = {"xlabel": v["xlabel"]} if v["xlabel"] else {}
+        self._show("histogram", plot_cost_histogram(v["values"], v["fit"], v["labels"], v["boundary"],
+                                                    title=title, **kwargs), self.histogram)
+        self._show("overlay", plot_snapshot(self.snapshot, i, g, assignment=self.replay.assignment), self.overlay)
+
+
+def assignment_explorer(source: Any, **kwargs) -> AssignmentExplorer:
+    """Explore the anchor assignment of a trace folder ``<run>/trace/`` (or a run folder, a trace file,
+    snapshot(s), or ``(model, dataset)``): one call in a notebook. See :class:`AssignmentExplorer`."""
+    return AssignmentExplorer(source, **kwargs)
+
+
+# ---- GMM ----------------------------------------------------------------------------------------------
+class GMMExplorer(Explorer):
+    """Toy candidate costs from two clusters (sliders), EM of Eq. (4) one iteration per click
+    (:func:`~paa_toolkit.assign.gmm.gmm_history`), scikit-learn's converged fit beside it."""
+
+    def __init__(self, *, fg_mean=1.0, fg_std=0.3, fg_count=8, bg_mean=4.0, bg_std=0.8, bg_count=37, seed=0,
+                 dpi: int = 80):
+        super().__init__(dpi=dpi)
+        self.fg_mean = W.FloatSlider(value=fg_mean, min=0.0, max=8.0, step=0.1, description="fg mean", style=_WIDE)
+        self.fg_std = W.FloatSlider(value=fg_std, min=0.05, max=2.0, step=0.05, description="fg spread", style=_WIDE)
+        self.fg_count = W.IntSlider(value=fg_count, min=1, max=60, description="fg count", style=_WIDE)
+        self.bg_mean = W.FloatSlider(value=bg_mean, min=0.0, max=8.0, step=0.1, description="bg mean", style=_WIDE)
+        self.bg_std = W.FloatSlider(value=bg_std, min=0.05, max=2.0, step=0.05, description="bg spread", style=_WIDE)
+        self.bg_count = W.IntSlider(value=bg_count, min=1, max=100, description="bg count", style=_WIDE)
+        self.seed = W.IntSlider(value=seed, min=0, max=100, description="seed", style=_WIDE)
+        self.step_button = W.Button(description="EM step", icon="step-forward")
+        self.back_button = W.Button(description="back", icon="step-backward")
+        self.reset_button = W.Button(description="reset", icon="undo")
+        self.run_button = W.Button(description="to convergence", icon="fast-forward")
+        self.plot = W.Image(format="png")
+        self.step = 0
+        self.costs = None
+        self.history: list[dict] = []
+        self.sklearn_fit = None
+        self.step_button.on_click(lambda _: self.go_to(self.step + 1))
+        self.back_button.on_click(lambda _: self.go_to(self.step - 1))
+        self.reset_button.on_click(lambda _: self.go_to(0))
+        self.run_button.on_click(lambda _: self.go_to(len(self.history) - 1))
+        self.children = [
+            W.HBox([self.fg_mean, self.fg_std, self.fg_count]),
+            W.HBox([self.bg_mean, self.bg_std, self.bg_count]),
+            W.HBox([self.seed, self.back_button, self.step_button, self.reset_button, self.run_button]),
+            W.HBox([self.label, self.status]),
+            self.plot,
+        ]
+        self._observe(self.fg_mean, self.fg_std, self.fg_count, self.bg_mean, self.bg_std, self.bg_count, self.seed)
+        self.update()
+
+    def go_to(self, step: int) -> None:
+        """Show the mixture after ``step`` EM iterations (clamped to the run)."""
+        self.step = min(max(step, 0), len(self.history) - 1)
+        self._draw()
+
+    def _update(self) -> None:  # new data: fit again, back to the initialisation
+        self.costs = compute.two_cluster_costs(self.fg_mean.value, self.fg_std.value, self.fg_count.value,
+                                               self.bg_mean.value, self.bg_std.value, self.bg_count.value,
+                                               self.seed.value)
+        self.history = gmm_history(self.costs)
+        self.sklearn_fit = fit_gmm_sklearn(self.costs)
+        self.step = 0
+        self._draw()
+
+    def _draw(self) -> None:
+        entry, last = self.history[self.step], len(self.history) - 1
+        fig = plot_gmm_comparison(self.costs, {f"ours: iteration {self.step} of {last}": entry,
+                                               f"scikit-learn: {int(self.sklearn_fit.n_iter[0])} iterations":
+                                               self.sklearn_fit})
+        self._show("comparison", fig, self.plot)
+        self.label.value = f"iteration: {self.step} / {last}"
+        ours, ref = entry["means"].tolist(), self.sklearn_fit.means[0].tolist()
+        self.status.value = (f"| means ours ({ours[0]:.3f}, {ours[1]:.3f}), scikit-learn ({ref[0]:.3f}, {ref[1]:.3f});"
+                             f" mean log-likelihood {entry['log_likelihood']:.4f}")
+
+
+def gmm_explorer(**kwargs) -> GMMExplorer:
+    """EM of the two-component GMM (Eq. 4) step by step on toy costs: one call in a notebook."""
+    return GMMExplorer(**kwargs)
+
+
+# ---- score voting ----------------------------------------------------------------------------------------
+class VotingExplorer(Explorer):
+    """σ_t of Eq. (9) (log slider) and the NMS IoU threshold → detections before / after score voting."""
+
+    def __init__(self, detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None, *,
+                 sigma: float = 0.025, nms_thresh: float = 0.6, voting_fn: Callable[..., Any] | None = None,
+                 dpi: int = 80):
+        super().__init__(dpi=dpi)
+        self.detections, self.candidates, self.image = detections, candidates, image
+        self.voting_fn = voting_fn
+        self.initial_nms_thresh = nms_thresh
+        self.sigma = W.FloatLogSlider(value=sigma, base=10, min=-4, max=0, step=0.05, description="σ_t",
+                                      readout_format=".4f", style=_WIDE)
+        self.nms_thresh = W.FloatSlider(value=nms_thresh, min=0.05, max=0.95, step=0.05,
+                                        description="NMS IoU", style=_WIDE)
+        self.plot = W.Image(format="png")
+        self.before: dict | None = None
+        self.after: dict | None = None
+        self.children = [W.HBox([self.sigma, self.nms_thresh]), W.HBox([self.label, self.status]), self.plot]
+        self._observe(self.sigma, self.nms_thresh)
+        self.update()
+
+    def _update(self) -> None:
+        # The given detections are NMS at the initial threshold; other thresholds re-run NMS on the candidates.
+        given = self.detections if self.nms_thresh.value == self.initial_nms_thresh else None
+        self.before, self.after = compute.nms_then_vote(self.candidates, self.sigma.value, self.nms_thresh.value,
+                                                        given, self.voting_fn)
+        shift = (self.after["boxes"] - self.before["boxes"]).abs().mean().item() if len(self.before["boxes"]) else 0.0
+        fig = plot_voting(self.image, self.before, self.after, candidates=self.candidates)
+        self._show("voting", fig, self.plot)
+        self.label.value = f"detections: {len(self.before['boxes'])}"
+        self.status.value = f"| mean shift {shift:.2f} px"
+
+
+def voting_explorer(detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None,
+                    **kwargs) -> VotingExplorer:
+    """Score voting (§3.3) live: ``detections`` (after NMS, or None), ``candidates`` (before NMS, the
+    voters), torchvision-style dicts of boxes / scores / labels. One call in a notebook."""
+    return VotingExplorer(detections, candidates, image, **kwargs)
+
+
+__all__ = [
+    "AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "figure_png", "gmm_explorer",
+    "voting_explorer",
+]

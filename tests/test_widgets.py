@@ -1,0 +1,228 @@
+"""Specifications of the explorers, headless: set a control as a user would, check the label and figures."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+import torch
+
+pytest.importorskip("ipywidgets")
+
+from paa_toolkit.assign import ATSSAssigner, MaxIoUAssigner, PAAAssigner
+from paa_toolkit.assign.gmm import fit_gmm_sklearn
+from paa_toolkit.structures import PaddedTargets
+from paa_toolkit.viz.assignment import count_marks
+from paa_toolkit.widgets import assignment_explorer, gmm_explorer, voting_explorer
+from paa_toolkit.widgets.compute import (
+    nms_then_vote, open_source, random_snapshot, replay_assignment, snapshot_anchors, snapshot_topk,
+    two_cluster_costs,
+)
+
+
+def targets_of(snap):
+    return PaddedTargets(snap.gt_boxes, snap.gt_labels, snap.gt_valid)
+
+
+def positives(matched_gt, image, gt):
+    return int((matched_gt[image] == gt).sum())
+
+
+# ---- replay (what the assignment explorer computes) ----
+
+def test_replay_with_the_training_settings_reproduces_the_training_assignment():
+    snap = random_snapshot(0)
+    replay = replay_assignment(snap, "c")
+    assert replay.exact
+    assert torch.equal(replay.assignment.matched_gt, snap.matched_gt)
+
+
+def test_k_is_read_from_a_snapshot_whose_smallest_level_has_fewer_than_k_anchors():
+    snap = random_snapshot(0, topk=5)  # levels of 64, 16 and 4 anchors: 5 + 5 + 4 candidate slots
+    assert snapshot_topk(snap) == 5
+    assert assignment_explorer(snap).topk.value == 5
+
+
+def test_replay_with_another_k_and_cls_logits_equals_the_assigner_run_directly():
+    snap = random_snapshot(1, with_logits=True)
+    replay = replay_assignment(snap, "a", topk=2, score_lambda=0.5)
+    direct = PAAAssigner(topk=2, score_lambda=0.5, separation="a")(
+        snapshot_anchors(snap), targets_of(snap), snap.cls_logits, snap.pred_boxes)
+    assert replay.exact
+    assert torch.equal(replay.assignment.matched_gt, direct.matched_gt)
+
+
+def test_replay_with_another_lambda_but_no_cls_logits_is_marked_approximate():
+    replay = replay_assignment(random_snapshot(0), "c", score_lambda=2.0)
+    assert not replay.exact and "approximated" in replay.note
+
+
+def test_replay_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="unknown method 'e'"):
+        replay_assignment(random_snapshot(0), "e")
+
+
+def test_open_source_rejects_a_folder_without_trace_files(tmp_path):
+    with pytest.raises(ValueError, match="no iter_XXXXXX.pt"):
+        open_source(tmp_path)
+
+
+# ---- assignment explorer ----
+
+def test_assignment_explorer_starts_with_the_snapshot_positive_count():
+    snap = random_snapshot(0)
+    ex = assignment_explorer(snap)
+    assert (ex.image.value, ex.gt.value) == (0, 0)
+    assert ex.label.value == f"positives: {positives(snap.matched_gt, 0, 0)}"
+
+
+def test_fnp_3_gives_three_positives():
+    ex = assignment_explorer(random_snapshot(0))
+    with ex.hold():
+        ex.method.value = "fnp"
+        ex.fnp_num.value = 3
+    assert ex.label.value == "positives: 3"
+    assert count_marks(ex.figures["overlay"], "centers:positive") == 3
+    assert count_marks(ex.figures["histogram"], "rug:positive") == 3
+
+
+def test_changing_fnp_n_updates_the_label_and_the_redrawn_images():
+    ex = assignment_explorer(random_snapshot(0), method="fnp", fnp_num=2)
+    assert ex.label.value == "positives: 2"
+    old_png = ex.overlay.value
+    ex.fnp_num.value = 5
+    assert ex.label.value == "positives: 5"
+    assert ex.overlay.value != old_png
+
+
+def test_choosing_another_image_and_gt_counts_that_gts_positives():
+    snap = random_snapshot(0)
+    ex = assignment_explorer(snap)
+    ex.gt.value = 1
+    assert ex.label.value == f"positives: {positives(snap.matched_gt, 0, 1)}"
+    ex.image.value = 1
+    assert [g for _, g in ex.gt.options] == [0]  # image 1 has a single GT
+    assert ex.label.value == f"positives: {positives(snap.matched_gt, 1, 0)}"
+
+
+@pytest.mark.parametrize("method, assigner", [("atss", ATSSAssigner(topk=4)), ("max_iou", MaxIoUAssigner(topk=4))])
+def test_baseline_rules_count_the_baseline_positives(method, assigner):
+    snap = random_snapshot(0)
+    expected = assigner(snapshot_anchors(snap), targets_of(snap)).matched_gt
+    ex = assignment_explorer(snap)
+    ex.method.value = method
+    assert ex.label.value == f"positives: {positives(expected, 0, 0)}"
+    assert ex.view["xlabel"].startswith("IoU")
+
+
+def test_changing_k_recomputes_the_assignment_with_the_per_class_logits():
+    snap = random_snapshot(2, with_logits=True)
+    expected = PAAAssigner(topk=1)(snapshot_anchors(snap), targets_of(snap), snap.cls_logits, snap.pred_boxes)
+    ex = assignment_explorer(snap)
+    ex.topk.value = 1
+    assert ex.label.value == f"positives: {positives(expected.matched_gt, 0, 0)}"
+    assert "exact" in ex.status.value
+
+
+def test_hold_redraws_once_after_all_changes():
+    ex = assignment_explorer(random_snapshot(0))
+    calls = []
+    ex._update = lambda: calls.append(ex.method.value)
+    with ex.hold():
+        ex.method.value = "fnp"
+        ex.fnp_num.value = 4
+        ex.gt.value = 1
+    assert calls == ["fnp"]
+
+
+def test_trace_folder_iterations_switch_the_snapshot(tmp_path):
+    snaps = {100: random_snapshot(0), 300: random_snapshot(5)}
+    counts = {it: positives(s.matched_gt, 0, 0) for it, s in snaps.items()}
+    assert counts[100] != counts[300]  # the seeds are chosen so that the count changes
+    (tmp_path / "trace").mkdir()
+    for it, snap in snaps.items():
+        torch.save({"iteration": it, "snapshot": snap}, tmp_path / "trace" / f"iter_{it:06d}.pt")
+    ex = assignment_explorer(tmp_path)  # a run folder: its trace/ is used
+    assert list(ex.iteration.options) == [100, 300]
+    assert ex.label.value == f"positives: {counts[300]}"  # starts at the last iteration
+    ex.iteration.value = 100
+    assert ex.label.value == f"positives: {counts[100]}"
+    assert "iteration 100" in ex.status.value
+
+
+def test_a_trace_file_of_the_detectors_assignment_snapshot_opens(tmp_path):
+    detector = pytest.importorskip("paa_toolkit.model.detector")
+    from dataclasses import fields
+
+    stand_in = random_snapshot(0)
+    names = [f.name for f in fields(detector.AssignmentSnapshot)]
+    snap = detector.AssignmentSnapshot(**{name: getattr(stand_in, name) for name in names})
+    torch.save({"iteration": 7, "snapshot": snap}, tmp_path / "iter_000007.pt")
+    ex = assignment_explorer(tmp_path / "iter_000007.pt")
+    assert list(ex.iteration.options) == [7]
+    assert ex.label.value == f"positives: {positives(snap.matched_gt, 0, 0)}"
+
+
+# ---- GMM explorer ----
+
+def test_em_step_button_advances_one_iteration_and_run_reaches_scikit_learn():
+    ex = gmm_explorer()
+    last = len(ex.history) - 1
+    assert ex.label.value == f"iteration: 0 / {last}"
+    ex.step_button.click()
+    assert ex.label.value == f"iteration: 1 / {last}"
+    ex.run_button.click()
+    assert ex.label.value == f"iteration: {last} / {last}"
+    ref = fit_gmm_sklearn(ex.costs)
+    assert torch.allclose(ex.history[-1]["means"], ref.means[0], atol=1e-6)
+    ex.reset_button.click()
+    assert ex.label.value == f"iteration: 0 / {last}"
+
+
+def test_changing_a_cluster_slider_resamples_the_costs_and_restarts_em():
+    ex = gmm_explorer(fg_count=8, bg_count=37)
+    ex.step_button.click()
+    ex.fg_count.value = 20
+    assert len(ex.costs) == 57
+    assert torch.equal(ex.costs, two_cluster_costs(1.0, 0.3, 20, 4.0, 0.8, 37, 0))
+    assert ex.label.value.startswith("iteration: 0 /")
+    sklearn_foreground = int((fit_gmm_sklearn(ex.costs).labels == 0).sum())
+    assert count_marks(ex.figures["comparison"].axes[1], "rug:positive") == sklearn_foreground
+
+
+# ---- voting explorer ----
+
+CANDIDATES = {
+    "boxes": torch.tensor([[10.0, 10, 30, 30], [12, 11, 32, 31], [40, 40, 60, 60]]),
+    "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 0, 0]),
+}
+
+
+def shift_by_sigma(det_boxes, det_scores, det_labels, cand_boxes, cand_scores, cand_labels, sigma):
+    return det_boxes + sigma  # a stand-in voting rule that shows which σ reached it
+
+
+def test_voting_explorer_counts_nms_survivors_and_passes_sigma_to_voting():
+    ex = voting_explorer(None, CANDIDATES, voting_fn=shift_by_sigma, sigma=0.01, nms_thresh=0.5)
+    assert ex.label.value == "detections: 2"  # the first two boxes overlap with IoU 0.75
+    ex.nms_thresh.value = 0.9
+    assert ex.label.value == "detections: 3"
+    ex.sigma.value = 0.1
+    assert torch.allclose(ex.after["boxes"], ex.before["boxes"] + 0.1)
+    assert "mean shift 0.10 px" in ex.status.value
+
+
+def test_voting_explorer_shows_the_given_detections_at_the_initial_threshold():
+    dets = {k: v[:1] for k, v in CANDIDATES.items()}
+    ex = voting_explorer(dets, CANDIDATES, voting_fn=shift_by_sigma, nms_thresh=0.5)
+    assert ex.label.value == "detections: 1"
+    ex.nms_thresh.value = 0.55
+    assert ex.label.value == "detections: 2"
+
+
+def test_library_score_voting_moves_a_box_towards_its_overlapping_candidates():
+    pytest.importorskip("paa_toolkit.model.postprocess")
+    before, after = nms_then_vote(CANDIDATES, sigma=0.025, nms_thresh=0.5)
+    assert len(before["boxes"]) == 2
+    voted = after["boxes"][0]
+    assert (voted >= CANDIDATES["boxes"][0] - 1e-4).all() and (voted <= CANDIDATES["boxes"][1] + 1e-4).all()
+    assert voted[0] > CANDIDATES["boxes"][0, 0]  # the second candidate pulled it to the right
