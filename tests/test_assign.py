@@ -9,6 +9,7 @@ from paa_toolkit.assign import (
 )
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.candidates import match_max_iou
+from paa_toolkit.assign.base import AssignmentDiagnostics
 from paa_toolkit.assign.gmm import GMMFit
 from paa_toolkit.structures import AnchorGrid, make_anchor_grid, pad_targets, batched_box_iou
 
@@ -226,3 +227,17 @@ def test_unknown_names_and_bad_k_are_rejected_with_choices():
         PAAAssigner(separation="e")
     with pytest.raises(ValueError, match="topk"):
         PAAAssigner(topk=0)
+
+
+def test_for_gt_keeps_per_gt_fields_whole_when_a_gt_has_two_candidates():
+    diag = AssignmentDiagnostics(
+        image_index=torch.tensor([0]), gt_index=torch.tensor([0]),
+        candidate_anchor=torch.tensor([[4, 7]]), candidate_level=torch.tensor([[0, 1]]),
+        candidate_valid=torch.tensor([[True, False]]), candidate_cost=torch.tensor([[0.5, math.inf]]),
+        candidate_iou=torch.tensor([[0.6, 0.0]]), candidate_label=torch.tensor([[1, 0]]),
+        gmm_means=torch.tensor([[0.5, 2.0]]), gmm_weights=torch.tensor([[0.5, 0.5]]),
+        responsibilities=torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]),
+    )
+    row = diag.for_gt(0)
+    assert row["gmm_means"].tolist() == [0.5, 2.0] and row["gmm_weights"].tolist() == [0.5, 0.5]
+    assert row["candidate_anchor"].tolist() == [4] and row["responsibilities"].tolist() == [[1.0, 0.0]]

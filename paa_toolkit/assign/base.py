@@ -23,6 +23,11 @@ NEGATIVE = -1
 IGNORE = -2
 
 
+#: the diagnostics fields with one entry per candidate slot (``[G, N, ...]``); the rest are per GT
+PER_CANDIDATE = frozenset({"candidate_anchor", "candidate_level", "candidate_valid", "candidate_cost",
+                           "candidate_iou", "candidate_label", "responsibilities", "log_density"})
+
+
 @dataclass
 class AssignmentDiagnostics:
     """What the assigner saw for each ground truth, as plain tensors (Procedure 1, lines 3–13).
@@ -56,8 +61,7 @@ class AssignmentDiagnostics:
             value = getattr(self, f.name)
             if value is None:
                 continue
-            value = value[row]
-            out[f.name] = value[keep] if value.dim() >= 1 and value.shape[0] == keep.shape[0] else value
+            out[f.name] = value[row][keep] if f.name in PER_CANDIDATE else value[row]
         return out
 
     def to(self, device: torch.device | str) -> "AssignmentDiagnostics":
