@@ -1,0 +1,86 @@
+"""The anchor cost (Eq. 1–3) and the training loss (Eq. 8) on hand-made batches with known answers."""
+import math
+
+import pytest
+import torch
+
+from paa_toolkit.assign.base import Assignment
+from paa_toolkit.model.losses import LossWeights, anchor_cost, detection_losses, focal_loss_per_anchor
+from paa_toolkit.structures import AnchorGrid, pad_targets
+
+LN2 = math.log(2.0)
+FOCAL_NEG = 0.75 * 0.25 * LN2  # (1-α)·p^γ·(-log(1-p)) at p = 0.5
+FOCAL_POS = 0.25 * 0.25 * LN2  # α·(1-p)^γ·(-log p) at p = 0.5
+
+GT = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+HALF = [0.0, 0.0, 10.0, 20.0]  # IoU 0.5 with GT, enclosing box = union → GIoU loss 0.5
+EXACT = [0.0, 0.0, 10.0, 10.0]
+
+
+def test_focal_loss_sums_over_classes_with_background_label_minus_one():
+    logits = torch.zeros(1, 2, 2)
+    loss = focal_loss_per_anchor(logits, torch.tensor([[-1, 1]]))
+    assert loss[0].tolist() == pytest.approx([2 * FOCAL_NEG, FOCAL_NEG + FOCAL_POS])
+
+
+@pytest.mark.parametrize("score_lambda", [0.0, 1.0, 2.0])
+def test_anchor_cost_is_focal_plus_lambda_giou_loss(score_lambda):
+    cost = anchor_cost(torch.zeros(1, 2, 2), torch.tensor([[EXACT, HALF]]), torch.tensor([[1, 1]]),
+                       GT.expand(1, 2, 4), score_lambda)
+    focal = FOCAL_NEG + FOCAL_POS
+    assert cost[0].tolist() == pytest.approx([focal, focal + score_lambda * 0.5])
+
+
+def batch(pred_boxes, matched_gt):
+    """One image, one GT of class 1 (of 2), three anchors of 10 px at x = 0, 10, 20."""
+    anchors = AnchorGrid(torch.tensor([[0.0, 0, 10, 10], [10, 0, 20, 10], [20, 0, 30, 10]]), [3], [8], 8.0)
+    targets = pad_targets([{"boxes": GT, "labels": torch.tensor([1])}])
+    return anchors, targets, torch.tensor([pred_boxes]), Assignment(torch.tensor([matched_gt]))
+
+
+def test_eq8_with_iou_prediction_on_a_hand_made_batch():
+    anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [0, -1, -2])  # pos, neg, ignored
+    cls_logits = torch.zeros(1, 3, 2)
+    cls_logits[0, 2] = 50.0  # the ignored anchor would cost a lot if it were counted
+    losses = detection_losses(cls_logits, pred, torch.zeros(1, 3), anchors, targets, assignment, aux="iou")
+    assert losses["loss_cls"].item() == pytest.approx((FOCAL_NEG + FOCAL_POS) + 2 * FOCAL_NEG)  # / 1 positive
+    assert losses["loss_box"].item() == pytest.approx(0.5 * 0.5 / 0.5 * 1.3)  # IoU-weighted GIoU / Σ IoU × λ1
+    assert losses["loss_iou"].item() == pytest.approx(LN2 * 0.5)  # BCE(σ(0), IoU 0.5) / 1 × λ2
+
+
+def test_box_loss_is_normalised_by_the_sum_of_iou_weights():
+    anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [0, 0, -1])
+    losses = detection_losses(torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment)
+    assert losses["loss_box"].item() == pytest.approx((0.5 * 0.5 + 0.0 * 1.0) / 1.5 * 1.3)
+    assert losses["loss_iou"].item() == pytest.approx(
+        (LN2 + -math.log(0.5)) / 2 * 0.5)  # both BCE(0, t) = ln 2 at logit 0, / 2 positives
+
+
+def test_centerness_and_no_auxiliary_head_variants():
+    anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [0, -1, -1])
+    ctr = detection_losses(torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment,
+                           aux="centerness")
+    assert set(ctr) == {"loss_cls", "loss_box", "loss_centerness"}
+    assert ctr["loss_box"].item() == pytest.approx(0.5 * 1.3)  # anchor centre at the GT centre: weight 1
+    assert ctr["loss_centerness"].item() == pytest.approx(LN2 * 0.5)
+    none = detection_losses(torch.zeros(1, 3, 2), pred, None, anchors, targets, assignment, aux="none",
+                            weights=LossWeights(box=2.0))
+    assert set(none) == {"loss_cls", "loss_box"} and none["loss_box"].item() == pytest.approx(0.5 * 2.0)
+
+
+def test_iou_weight_and_target_carry_no_gradient_to_the_box():
+    anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [0, -1, -1])
+    pred.requires_grad_(True)
+    aux = torch.ones(1, 3, requires_grad=True)  # σ(1) ≠ IoU 0.5: the IoU logit has a gradient
+    losses = detection_losses(torch.zeros(1, 3, 2), pred, aux, anchors, targets, assignment)
+    (grad_box,) = torch.autograd.grad(losses["loss_iou"], pred, allow_unused=True)
+    assert grad_box is None or not grad_box.any()
+    (grad_aux,) = torch.autograd.grad(losses["loss_iou"], aux)
+    assert grad_aux[0, 0] != 0 and not grad_aux[0, 1:].any()  # only the positive's IoU logit learns
+
+
+def test_no_positives_gives_finite_losses_normalised_by_one():
+    anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [-1, -1, -1])
+    losses = detection_losses(torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment)
+    assert losses["loss_cls"].item() == pytest.approx(3 * 2 * FOCAL_NEG)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_box"].item() == 0.0
