@@ -1,0 +1,200 @@
+"""Helpers shared by the course notebooks (``notebooks/*.ipynb``): one briefly trained detector, cached.
+
+    FAST = os.environ.get("PAA_FAST") == "1"        # the CI setting; students run the full one
+    run_dir = briefly_trained_run(FAST)              # trains once, later calls (and notebooks) reuse it
+    model, state = load_run(run_dir)                 # eval-mode PAADetector + its checkpoint dict
+    train_ds, val_ds = run_datasets(state)           # the embedded synthetic dataset it was trained on
+    view = head_outputs(model, image)                # one image through backbone + FPN + head
+    with post_processing(model, aux="none"):         # §3.2: rank by S_cls alone instead of Eq. (1)
+        metrics = evaluate_coco(model, val_ds)
+
+The run lives in ``<cache>/course/course-<fast|full>-<digest>/`` (cache: :func:`~.data.synthetic.default_cache_dir`),
+the digest being that of the whole training configuration: other settings, another folder. A folder
+with ``final_metrics.json`` and a loadable checkpoint is complete and is reused; an interrupted one
+is resumed (``resume="auto"``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from .data.synthetic import default_cache_dir
+from .engine.checkpoint import CheckpointError, resolve_checkpoint
+from .engine.config import TrainConfig, set_field
+from .structures import AnchorGrid, decode_boxes
+
+#: The fast (CI) setting: 16 iterations of 2 images (of 32, 128 px), traced on 4 images; under half a minute on
+#: a 2-core CPU. Its numbers only show that the code runs.
+FAST_SETTINGS: dict[str, Any] = {
+    "data.synthetic_num_train": 32, "data.synthetic_num_val": 8, "data.synthetic_image_size": 128,
+    "data.batch_size": 2, "model.width": 32, "model.num_convs": 1, "model.min_size": 128, "model.max_size": 128,
+    "model.tta_scales": [128], "solver.max_iters": 16, "solver.warmup_iters": 2, "solver.lr": 0.08,
+    "log_every": 4, "checkpoint_every": 0, "eval_batch_size": 8, "trace_images": 4, "trace_iters": [0, 8, 16],
+}
+#: The full setting: the ``make demo`` run (600 iterations, 800 images of 256 px, ~5 min on a 2-core CPU),
+#: traced every 50 iterations on 8 images (Fig. 4 and the FSR study of notebook 03 use the traces).
+FULL_SETTINGS: dict[str, Any] = {"checkpoint_every": 200, "trace_images": 8, "trace_every": 50}
+FINAL_METRICS = "final_metrics.json"
+
+
+def course_config(fast: bool, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The training configuration of the notebooks' detector: :data:`FAST_SETTINGS` or :data:`FULL_SETTINGS`,
+    then ``overrides`` (dotted field names, as ``--section.field`` on the command line)."""
+    cfg = TrainConfig(name="course-fast" if fast else "course-full")
+    for key, value in {**(FAST_SETTINGS if fast else FULL_SETTINGS), **(overrides or {})}.items():
+        set_field(cfg, key, value)
+    return cfg
+
+
+def config_digest(cfg: TrainConfig) -> str:
+    """A short digest of everything that shapes the run (not where it is written, not how it is resumed)."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "resume")}
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def course_run_dir(cfg: TrainConfig, cache_dir: str | Path | None = None) -> Path:
+    """``<cache>/course/<name>-<digest>``: the folder keyed by the settings."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "course" / f"{cfg.name}-{config_digest(cfg)}"
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """The run finished (final metrics written) and its checkpoint loads."""
+    run_dir = Path(run_dir)
+    if not (run_dir / FINAL_METRICS).is_file():
+        return False
+    try:
+        resolve_checkpoint(run_dir)
+    except CheckpointError:
+        return False
+    return True
+
+
+def briefly_trained_run(
+    fast: bool, *, cache_dir: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+    progress: bool = False,
+) -> Path:
+    """The run folder of the notebooks' briefly trained PAA detector; trains it the first time only.
+
+    ``fast`` picks :data:`FAST_SETTINGS` (CI) or :data:`FULL_SETTINGS` (what a student runs). The
+    folder holds ``last.pth``, ``final_metrics.json``, ``metrics.jsonl`` and ``trace/`` (assignment
+    snapshots from iteration 0 on), as written by :func:`~paa_toolkit.engine.trainer.train`.
+    """
+    from .engine.trainer import train
+
+    cfg = course_config(fast, overrides)
+    run_dir = course_run_dir(cfg, cache_dir)
+    if is_complete(run_dir):
+        return run_dir
+    cfg.output_dir, cfg.resume = str(run_dir), "auto"  # an interrupted run goes on where it stopped
+    train(cfg, progress=progress)
+    return run_dir
+
+
+def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of a run folder (eval mode, on ``device``) and its checkpoint dict."""
+    from .engine.trainer import build_from_checkpoint
+
+    _, state = resolve_checkpoint(run_dir)
+    return build_from_checkpoint(state, device=device), state
+
+
+def run_datasets(state: Mapping[str, Any]):
+    """``(train, val)`` datasets of a checkpoint's configuration (train: no flips, for looking at it)."""
+    from .engine.trainer import build_datasets
+
+    cfg = TrainConfig.from_dict(state["config"])
+    cfg.data.flip_prob = 0.0
+    return build_datasets(cfg.data)
+
+
+@contextmanager
+def post_processing(model: nn.Module, **changes: Any) -> Iterator[nn.Module]:
+    """Temporarily change a :class:`~paa_toolkit.model.detector.PAADetector`'s inference settings.
+
+    Keys are those of :func:`~paa_toolkit.model.postprocess.postprocess_detections`: ``aux``
+    ("iou": rank by the unified score of Eq. 1, "none": classification only), ``score_voting``
+    (§3.3), ``voting_sigma`` (σ_t of Eq. 9), ``nms_thresh``, ``score_thresh``...
+    """
+    post = getattr(model, "post", None)
+    if post is None:
+        raise ValueError(f"{type(model).__name__} has no post-processing settings (.post): a PAADetector is needed")
+    unknown = sorted(set(changes) - set(post))
+    if unknown:
+        raise ValueError(f"unknown post-processing setting(s) {unknown}; valid: {', '.join(sorted(post))}")
+    if changes.get("aux", "none") != "none" and getattr(model.head, "aux_logits", None) is None:
+        raise ValueError(f"aux={changes['aux']!r} needs a model trained with an auxiliary head")
+    saved = dict(post)
+    post.update(changes)
+    try:
+        yield model
+    finally:
+        model.post = saved
+
+
+@dataclass
+class HeadView:
+    """One image as the detector sees it: the resized picture, its anchors and the raw head outputs.
+
+    All boxes are in resized-image pixels (``scale = (sy, sx)`` maps original → resized).
+    """
+
+    image: Tensor  # [3, h, w] uint8, resized, un-normalised
+    scale: tuple[float, float]
+    anchors: AnchorGrid  # boxes [A, 4], num_per_level, strides
+    cls_logits: Tensor  # [A, C]
+    pred_boxes: Tensor  # [A, 4] decoded box of every anchor (xyxy)
+    aux_logits: Tensor | None  # [A] IoU-prediction logit (§3.2) or None
+    feature_sizes: list[tuple[int, int]]
+
+
+@torch.no_grad()
+def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
+    """Run ``image`` ([3, H, W] float in [0, 1]) through the detector's resize, backbone, FPN and head.
+
+    The same steps as the model's own forward in eval mode, stopped before post-processing.
+    """
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be [3, H, W], got shape {tuple(image.shape)}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    model.transform.min_size = (model.test_min_size,)
+    try:
+        batch, _ = model.transform([image.to(device)])
+        features = list(model.backbone(batch.tensors).values())
+        out = model.head(features)
+        anchors = model.anchors_for(out.feature_sizes, out.box_deltas)
+        pred_boxes = decode_boxes(out.box_deltas, anchors.boxes)
+    finally:
+        model.train(was_training)
+    h, w = batch.image_sizes[0]
+    mean = torch.tensor(model.transform.image_mean, device=device)[:, None, None]
+    std = torch.tensor(model.transform.image_std, device=device)[:, None, None]
+    picture = ((batch.tensors[0, :, :h, :w] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+    return HeadView(
+        image=picture.cpu(), scale=(h / image.shape[-2], w / image.shape[-1]),
+        anchors=AnchorGrid(anchors.boxes.cpu(), list(anchors.num_per_level), list(anchors.strides), anchors.scale),
+        cls_logits=out.cls_logits[0].cpu(), pred_boxes=pred_boxes[0].cpu(),
+        aux_logits=None if out.aux_logits is None else out.aux_logits[0].cpu(),
+        feature_sizes=[tuple(s) for s in out.feature_sizes],
+    )
+
+
+def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
+    """Original-image boxes ``[N, 4]`` → resized-image boxes (``scale = (sy, sx)`` of a :class:`HeadView`)."""
+    sy, sx = scale
+    return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+
+
+__all__ = [
+    "FAST_SETTINGS", "FULL_SETTINGS", "HeadView", "briefly_trained_run", "config_digest", "course_config",
+    "course_run_dir", "head_outputs", "is_complete", "load_run", "post_processing", "run_datasets", "scale_boxes",
+]

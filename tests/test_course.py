@@ -1,0 +1,133 @@
+"""paa_toolkit.course: the notebooks' cached briefly trained detector and the helpers around it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from paa_toolkit import course
+from paa_toolkit.engine.config import TrainConfig, validate
+from paa_toolkit.model.postprocess import postprocess_detections
+
+#: a run of a few seconds: 6 images of 64 px, 2 iterations
+TINY = {
+    "data.synthetic_num_train": 6, "data.synthetic_num_val": 3, "data.synthetic_image_size": 64,
+    "data.batch_size": 2, "model.width": 16, "model.num_convs": 1, "model.min_size": 64, "model.max_size": 64,
+    "model.tta_scales": [64], "solver.max_iters": 2, "solver.warmup_iters": 1, "log_every": 1,
+    "eval_batch_size": 3, "trace_images": 2, "trace_iters": [0, 2], "device": "cpu",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("course_cache")
+    with pytest.MonkeyPatch.context() as mp:  # the synthetic images go to the cache folder too
+        mp.setenv("PAA_TOOLKIT_CACHE", str(cache))
+        yield cache, course.briefly_trained_run(True, cache_dir=cache, overrides=TINY)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_run):
+    _, run_dir = tiny_run
+    model, state = course.load_run(run_dir)
+    _, val = course.run_datasets(state)
+    return model, val
+
+
+def test_fast_setting_is_small_and_full_setting_is_the_demo_run():
+    fast, full = course.course_config(True), course.course_config(False)
+    validate(fast), validate(full)
+    assert fast.data.synthetic_num_train <= 64 and fast.data.synthetic_image_size <= 160
+    assert fast.solver.max_iters <= 50 and 0 in fast.trace_schedule()
+    demo = TrainConfig()
+    assert (full.solver.max_iters, full.data.synthetic_num_train, full.model.min_size) == \
+        (demo.solver.max_iters, demo.data.synthetic_num_train, demo.model.min_size)
+    assert full.trace_images > 0 and 0 in full.trace_schedule()
+
+
+def test_run_folder_is_keyed_by_the_settings_not_by_where_it_is_written(tmp_path):
+    a = course.course_config(True)
+    b = course.course_config(True, {"output_dir": str(tmp_path), "resume": "auto"})
+    c = course.course_config(True, {"solver.max_iters": 7})
+    assert course.course_run_dir(a, tmp_path) == course.course_run_dir(b, tmp_path)
+    assert course.course_run_dir(a, tmp_path) != course.course_run_dir(c, tmp_path)
+    assert course.course_run_dir(a, tmp_path) != course.course_run_dir(course.course_config(False), tmp_path)
+    assert course.course_run_dir(a, tmp_path).parent == tmp_path / "course"
+
+
+def test_first_call_trains_a_complete_run(tiny_run):
+    _, run_dir = tiny_run
+    assert course.is_complete(run_dir)
+    final = json.loads((run_dir / "final_metrics.json").read_text())
+    assert final["iteration"] == TINY["solver.max_iters"] and "AP" in final
+    assert sorted(p.name for p in (run_dir / "trace").iterdir()) == ["iter_000000.pt", "iter_000002.pt"]
+
+
+def test_second_call_reuses_the_run_without_training(tiny_run, monkeypatch):
+    cache, run_dir = tiny_run
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("train() called although the run is complete")
+
+    monkeypatch.setattr("paa_toolkit.engine.trainer.train", no_training)
+    assert course.briefly_trained_run(True, cache_dir=cache, overrides=TINY) == run_dir
+
+
+def test_interrupted_run_is_finished_on_the_next_call(tiny_run):
+    cache, run_dir = tiny_run
+    (run_dir / "final_metrics.json").unlink()  # as if killed during the final evaluation
+    assert not course.is_complete(run_dir)
+    assert course.briefly_trained_run(True, cache_dir=cache, overrides=TINY) == run_dir
+    assert course.is_complete(run_dir)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_iters = [r["iteration"] for r in records if r["kind"] == "train"]
+    assert train_iters == sorted(set(train_iters))  # resumed at the end: no iteration trained twice
+
+
+def test_head_outputs_reproduce_the_models_own_detections(tiny_model):
+    model, val = tiny_model
+    image, _ = val[0]
+    view = course.head_outputs(model, image)
+    assert view.scale == (1.0, 1.0) and tuple(view.image.shape) == (3, 64, 64) and view.image.dtype == torch.uint8
+    assert view.cls_logits.shape == (view.anchors.boxes.shape[0], model.num_classes)
+    assert sum(view.anchors.num_per_level) == view.pred_boxes.shape[0] == view.aux_logits.shape[0]
+    with course.post_processing(model, score_thresh=0.005), torch.no_grad():  # 2 iterations: low scores
+        ours = postprocess_detections(view.cls_logits[None], view.pred_boxes[None], view.aux_logits[None],
+                                      view.anchors.num_per_level, [tuple(view.image.shape[-2:])], **model.post)[0]
+        theirs = model([image])[0]
+    assert len(theirs["boxes"]) > 0
+    assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-4)
+    assert torch.allclose(ours["scores"], theirs["scores"], atol=1e-6)
+
+
+def test_head_outputs_rejects_an_image_without_three_channels(tiny_model):
+    model, _ = tiny_model
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        course.head_outputs(model, torch.zeros(64, 64))
+
+
+def test_post_processing_changes_settings_inside_and_restores_them_after(tiny_model):
+    model, _ = tiny_model
+    before = dict(model.post)
+    with course.post_processing(model, aux="none", score_voting=False):
+        assert model.post["aux"] == "none" and model.post["score_voting"] is False
+        with torch.no_grad():
+            dets = model([torch.rand(3, 64, 64)])[0]
+        assert "ious" not in dets  # ranked by classification alone
+    assert model.post == before
+    with pytest.raises(RuntimeError), course.post_processing(model, nms_thresh=0.3):
+        raise RuntimeError("boom")
+    assert model.post == before
+
+
+def test_post_processing_rejects_unknown_settings(tiny_model):
+    model, _ = tiny_model
+    with pytest.raises(ValueError, match="unknown post-processing setting"):
+        with course.post_processing(model, voting=True):
+            pass
+
+
+def test_scale_boxes_maps_original_to_resized_pixels():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    assert torch.equal(course.scale_boxes(boxes, (2.0, 0.5)), torch.tensor([[5.0, 40.0, 15.0, 80.0]]))
