@@ -187,3 +187,12 @@ def test_voting_plot_draws_boxes_before_and_after_where_they_are():
 def test_cost_histogram_rejects_non_finite_costs():
     with pytest.raises(ValueError, match="non-finite"):
         plot_cost_histogram(torch.tensor([0.5, float("inf")]))
+
+
+def test_positives_by_iteration_draws_one_mean_line_and_band_per_rule():
+    from paa_toolkit.viz.training import plot_positives_by_iteration
+
+    fig = plot_positives_by_iteration({"PAA": {0: [1, 3], 10: [2, 6]}, "ATSS": {0: [4, 4], 10: [4, 4]}})
+    (line,) = find_artists(fig, "mean:PAA")
+    assert list(line.get_ydata()) == [2.0, 4.0]
+    assert len(find_artists(fig, "range:ATSS")) == 1

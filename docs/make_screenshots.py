@@ -1,0 +1,153 @@
+"""Screenshots of the three explorers as a student sees them: JupyterLab in headless Chromium.
+
+    .venv/bin/python docs/make_screenshots.py          # PAA_FAST=1 run (seconds; trains ~1 min if not cached)
+    .venv/bin/python docs/make_screenshots.py --full   # the full course run (trains ~5 min the first time)
+
+Writes docs/assignment_explorer.png (notebook 04 after Run All), docs/gmm_explorer.png (after three EM
+steps) and docs/voting_explorer.png, each a palette PNG under 300 KB. Uses the same JupyterLab and
+Playwright helpers as tests/test_browser.py (tests/browser_lab.py); needs /usr/bin/chromium and the
+playwright package (see .ci/run). The GMM and voting explorers come from a small notebook written into
+the temporary folder the server serves.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from PIL import Image, ImageChops
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS.parent / "tests"))
+
+from browser_lab import (  # noqa: E402
+    REPO, JupyterLab, cell_output, chromium_page, collapse_left_sidebar, copy_into, error_outputs, label_text,
+    open_notebook, run_all, wait_idle, wait_until, widget_by_description,
+)
+
+NOTEBOOK_04 = REPO / "notebooks" / "04_assignment_evolution.ipynb"
+MAX_BYTES = 300_000
+
+#: the small notebook that shows the GMM and the voting explorers
+EXPLORERS_CELLS = [
+    """\
+%matplotlib inline
+import torch
+from paa_toolkit.data.synthetic import default_dataset
+from paa_toolkit.widgets import gmm_explorer, voting_explorer""",
+    "gmm_explorer()",
+    """\
+# one synthetic image; around each GT, 12 jittered boxes whose score falls with the jitter: the
+# candidates (before NMS) that vote in §3.3
+train, _ = default_dataset(num_train=8, num_val=1, image_size=256, flip_prob=0.0)
+image, target = max((train[i] for i in range(len(train))), key=lambda sample: len(sample[1]["boxes"]))
+g = torch.Generator().manual_seed(0)
+boxes, scores, labels = [], [], []
+for box, label in zip(target["boxes"], target["labels"]):
+    size = (box[2:] - box[:2]).repeat(2)
+    noise = 0.05 * torch.randn(12, 4, generator=g)
+    boxes.append(box + noise * size)
+    scores.append(0.9 * torch.exp(-5 * noise.abs().mean(dim=1)))
+    labels.append(label.repeat(12))
+candidates = {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
+voting_explorer(None, candidates, image)""",
+]
+
+
+def write_explorers_notebook(path: Path) -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(src) for src in EXPLORERS_CELLS],
+        metadata={"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
+    nbformat.write(nb, path)
+
+
+def save_small_png(png: bytes, path: Path) -> int:
+    """Save a screenshot, cropped to its content, as an optimised PNG (256 colours if that is needed to stay
+    small); its size in bytes."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    box = ImageChops.difference(image, Image.new("RGB", image.size, "white")).getbbox()
+    if box:
+        margin = 6
+        image = image.crop((max(box[0] - margin, 0), max(box[1] - margin, 0),
+                            min(box[2] + margin, image.width), min(box[3] + margin, image.height)))
+    image.save(path, optimize=True)
+    if path.stat().st_size > MAX_BYTES:
+        image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise RuntimeError(f"{path}: {size} bytes, more than {MAX_BYTES}")
+    return size
+
+
+def clearest_gt(run_dir: str) -> tuple[int, int]:
+    """(image, GT) of the last snapshot whose GMM components lie farthest apart (at least 6 candidates)."""
+    from paa_toolkit.widgets.compute import open_source
+
+    source = open_source(run_dir)
+    diag = source.snapshot(source.iterations[-1]).diagnostics
+    gap = (diag.gmm_means[:, 1] - diag.gmm_means[:, 0]).abs() / diag.gmm_variances.sum(dim=1).sqrt()
+    gap[diag.candidate_valid.sum(dim=1) < 6] = -1.0
+    row = int(gap.argmax())
+    return int(diag.image_index[row]), int(diag.gt_index[row])
+
+
+def show_gt(page, lab, image: int, gt: int) -> None:
+    """Choose ``image`` and ``gt`` in the assignment explorer's dropdowns."""
+    widget_by_description(page, "dropdown", "image").locator("select").select_option(value=str(image))
+    wait_idle(page, lab)
+    select = widget_by_description(page, "dropdown", "GT").locator("select")
+    value = next(v for v in select.evaluate("s => Array.from(s.options, o => o.value)") if v.startswith(f"{gt} ("))
+    select.select_option(value=value)
+    wait_idle(page, lab)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="use the full course run instead of PAA_FAST=1")
+    parser.add_argument("--out", type=Path, default=DOCS, help="folder for the PNGs (default: docs/)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = {} if args.full else {"PAA_FAST": "1"}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="paa-screens-") as tmp:
+        root = Path(tmp)
+        copy_into(root, NOTEBOOK_04)
+        write_explorers_notebook(root / "explorers.ipynb")
+        with JupyterLab(root, env=env) as lab, chromium_page(width=1500, height=1900) as page:
+            shots = {}
+            open_notebook(page, lab, NOTEBOOK_04.name)
+            collapse_left_sidebar(page)
+            run_all(page, lab, timeout=900)
+            if error_outputs(page):
+                raise RuntimeError(f"notebook 04 failed in the browser:\n{error_outputs(page)[0]}")
+            printed = page.locator(".jp-OutputArea-output", has_text="traced iterations:").first.inner_text()
+            show_gt(page, lab, *clearest_gt(printed.splitlines()[0].strip()))  # the notebook prints its run folder
+            shots["assignment_explorer.png"] = cell_output(page, ".widget-image").screenshot()
+
+            open_notebook(page, lab, "explorers.ipynb")
+            collapse_left_sidebar(page)
+            run_all(page, lab)
+            if error_outputs(page):
+                raise RuntimeError(f"the explorers notebook failed in the browser:\n{error_outputs(page)[0]}")
+            for _ in range(3):  # three EM iterations: the mixture between its start and sklearn's fit
+                before = label_text(page, r"^iteration: \d+")
+                page.locator("button", has_text=re.compile(r"^\s*EM step$")).click()
+                wait_until(lambda: label_text(page, r"^iteration: \d+") != before, 30, "an EM step")
+            wait_idle(page, lab)
+            gmm = page.locator("button", has_text=re.compile(r"^\s*EM step$"))
+            shots["gmm_explorer.png"] = cell_output(page, gmm).screenshot()
+            sigma = page.locator("label.widget-label", has_text="σ_t")
+            shots["voting_explorer.png"] = cell_output(page, sigma).screenshot()
+    for name, png in shots.items():
+        size = save_small_png(png, args.out / name)
+        print(f"{args.out / name}: {size / 1000:.0f} kB")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
