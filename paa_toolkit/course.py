@@ -36,7 +36,7 @@ FAST_SETTINGS: dict[str, Any] = {
     "data.synthetic_num_train": 32, "data.synthetic_num_val": 8, "data.synthetic_image_size": 128,
     "data.batch_size": 2, "model.width": 32, "model.num_convs": 1, "model.min_size": 128, "model.max_size": 128,
     "model.tta_scales": [128], "solver.max_iters": 16, "solver.warmup_iters": 2, "solver.lr": 0.08,
-    "log_every": 4, "checkpoint_every": 0, "eval_batch_size": 8, "trace_images": 4, "trace_iters": [0, 8, 16],
+    "log_every": 4, "checkpoint_every": 0, "eval_batch_size": 8, "trace_images": 4, "trace_iters": [0, 4, 8, 12, 16],
 }
 #: The full setting: the ``make demo`` run (600 iterations, 800 images of 256 px, ~5 min on a 2-core CPU),
 #: traced every 50 iterations on 8 images (Fig. 4 and the FSR study of notebook 03 use the traces).
