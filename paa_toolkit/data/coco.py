@@ -144,6 +144,8 @@ class CocoDetection(torch.utils.data.Dataset):
             self.coco.createIndex()
         if self.skipped:
             log.warning("%s: skipped annotations %s", self.ann_file, self.skipped)
+        if self.clipped:
+            log.warning("%s: clipped %d box(es) partly outside their image", self.ann_file, self.clipped)
 
     # ---- validation (construction time, once) -------------------------------------------------
     def _check_categories(self, entries: list) -> dict[int, dict]:

@@ -100,9 +100,17 @@ def atomic_save(obj: Any, path: str | Path, keep_previous: Path | None = None) -
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write ``state`` (with its digest) as ``<run_dir>/last.pth``; the old one becomes ``previous.pth``."""
+    """Write ``state`` (with its digest) as ``<run_dir>/last.pth``; the old one becomes ``previous.pth``.
+
+    Temporary files left by a writer that was killed mid-write (``.last.pth.*.tmp``) are removed
+    once the new checkpoint is in place; they are never read.
+    """
     run_dir = Path(run_dir)
-    return atomic_save({**state, DIGEST_KEY: state_digest(state)}, run_dir / LAST, keep_previous=run_dir / PREVIOUS)
+    path = atomic_save({**state, DIGEST_KEY: state_digest(state)}, run_dir / LAST, keep_previous=run_dir / PREVIOUS)
+    for stale in run_dir.glob(f".{LAST}.*.tmp"):
+        stale.unlink(missing_ok=True)
+        log.info("removed %s, left by a checkpoint write that was interrupted", stale)
+    return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -74,6 +74,7 @@ class ModelConfig:
     iou_loss_weight: float = 0.5  # λ2 of Eq. (8)
     min_size: int | list[int] = DEMO_MIN_SIZE  # int, or [lo, hi] for multi-scale training
     max_size: int = DEMO_MAX_SIZE
+    size_divisible: int = 128  # pad batches to a multiple of this: P7's stride (reference code: 32)
     test_min_size: int | None = None  # None: same as min_size (the lower end of a range)
     score_thresh: float = 0.05
     nms_thresh: float = 0.6
@@ -335,6 +336,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(len(sizes) in (1, 2) and all(v >= 32 for v in sizes) and sizes == sorted(sizes),
            f"model.min_size must be an int >= 32 or a range [lo, hi] with 32 <= lo <= hi, got {m.min_size}")
     _check(m.max_size >= max(sizes), f"model.max_size ({m.max_size}) must be >= model.min_size ({m.min_size})")
+    _check(m.size_divisible >= 1, f"model.size_divisible must be >= 1, got {m.size_divisible}")
     _check(m.test_min_size is None or m.test_min_size >= 32, f"model.test_min_size must be >= 32, got {m.test_min_size}")
     _check(0 <= m.score_thresh < 1, f"model.score_thresh must be in [0, 1), got {m.score_thresh}")
     _check(0 < m.nms_thresh <= 1, f"model.nms_thresh must be in (0, 1], got {m.nms_thresh}")

@@ -9,6 +9,10 @@ When the detections also carry ``"ious"`` (the PAA detector with the IoU head, Â
 absolute error between the predicted IoU and the true IoU of each detection with its best
 matching ground truth of the same class is added as ``iou_error`` (all detections) and
 ``iou_error_tp`` (detections whose true IoU is at least 0.5).
+
+Under ``torch.distributed`` (training with torchrun) every process predicts its shard of the
+images (every ``world_size``-th image), the detections are gathered on rank 0, which runs COCOeval,
+and the metrics are broadcast back, so every process returns the same dictionary.
 """
 from __future__ import annotations
 
@@ -20,10 +24,11 @@ from typing import Any
 import torch
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
+from .. import distributed
 from ..data.coco import coco_from_detections, collate
 
 #: COCOeval ``stats`` order (bbox)
@@ -112,12 +117,38 @@ def evaluate_coco(
     """
     if len(dataset) == 0:
         raise ValueError("evaluate_coco: the dataset is empty")
+    if distributed.is_distributed():
+        return _evaluate_sharded(model, dataset, batch_size, device, num_workers, progress)
     image_ids, detections, targets = predict(model, dataset, batch_size, device, num_workers, progress)
+    return metrics_from_predictions(dataset, image_ids, detections, targets)
+
+
+def metrics_from_predictions(dataset, image_ids: list[int], detections: list[dict[str, Tensor]],
+                             targets: list[dict[str, Any]]) -> dict[str, float]:
+    """The metrics of :func:`evaluate_coco` from the outputs of :func:`predict`."""
     stats = coco_box_ap(dataset.coco, detections, image_ids, list(dataset.category_ids))
     metrics = {name: stats[name] for name in REPORTED}
     metrics["num_detections"] = float(sum(len(d["boxes"]) for d in detections))
     metrics.update(iou_prediction_error(detections, targets))
     return metrics
+
+
+def _evaluate_sharded(model: nn.Module, dataset, batch_size: int, device, num_workers: int,
+                      progress: bool) -> dict[str, float]:
+    """Each process predicts images ``rank, rank + world, â€¦``; rank 0 scores all; all get the metrics."""
+    rank, world = distributed.rank(), distributed.world_size()
+    positions = list(range(rank, len(dataset), world))
+    ids, dets, targets = predict(model, Subset(dataset, positions), batch_size, device, num_workers,
+                                 progress and rank == 0)
+    targets = [{"boxes": t["boxes"], "labels": t["labels"], "image_id": t["image_id"]} for t in targets]
+    shards = distributed.all_gather_object(list(zip(positions, ids, dets, targets)))
+
+    def score() -> dict[str, float]:  # back in dataset order, as one process would have predicted them
+        merged = sorted((item for shard in shards for item in shard), key=lambda item: item[0])
+        _, all_ids, all_dets, all_targets = (list(column) for column in zip(*merged))
+        return metrics_from_predictions(dataset, all_ids, all_dets, all_targets)
+
+    return distributed.from_rank_zero(score)
 
 
 def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -> str:
@@ -138,4 +169,5 @@ def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -
     return "\n".join(lines)
 
 
-__all__ = ["COCO_STAT_NAMES", "coco_box_ap", "evaluate_coco", "format_metrics", "iou_prediction_error", "predict"]
+__all__ = ["COCO_STAT_NAMES", "coco_box_ap", "evaluate_coco", "format_metrics", "iou_prediction_error",
+           "metrics_from_predictions", "predict"]

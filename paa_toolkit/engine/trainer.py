@@ -8,6 +8,13 @@
   ``(seed, iteration)`` (:class:`DeterministicBatchSampler`), and checkpoints hold the model,
   optimiser, scheduler, GradScaler and every RNG — a run resumed at iteration k ends with the same
   weights as an uninterrupted one (CPU, fixed seed).
+* Several processes (``torchrun --nproc_per_node N -m paa_toolkit.train``): the process group comes
+  from torchrun's environment (NCCL on GPUs, Gloo on CPU), the model is wrapped in
+  ``DistributedDataParallel``, each process takes its slice of every global batch
+  (``data.batch_size`` images per process, the lr scaled to the global batch), the positive count
+  is averaged over processes before normalising the losses (:mod:`paa_toolkit.model.losses`), rank 0
+  alone writes files, and evaluation is sharded and gathered on rank 0. Checkpoints hold the bare
+  model's state dict (no ``module.`` prefix): they load in a single process.
 * Output folder ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl`` (one JSON record per log /
   eval / trace), ``last.pth`` + ``previous.pth``, ``trace/iter_000123.pt`` (assignment snapshots
   for Fig. 4a / 7), ``final_metrics.json`` and the training plots (Fig. 4b).
@@ -60,7 +67,7 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
-# ---- the one place that knows about processes (DDP will extend it) -----------------------------
+# ---- the one place that knows about processes ---------------------------------------------------
 def is_writer() -> bool:
     """Only rank 0 writes files, logs metrics and shows progress."""
     return distributed.is_main_process()
@@ -73,11 +80,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 # ---- setup ------------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    """``auto``: CUDA if available, else CPU. Under torchrun, ``cuda`` means ``cuda:LOCAL_RANK``."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+    if device.type == "cuda" and device.index is None and distributed.launched_by_torchrun():
+        device = torch.device("cuda", distributed.local_rank())
     return device
 
 
@@ -399,14 +407,23 @@ def _to_device(images: list[Tensor], targets: list[dict], device: torch.device):
 
 
 def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress: bool = True) -> TrainResult:
-    """Train ``cfg`` end to end (resuming if asked), evaluate on the val split, write the run folder."""
+    """Train ``cfg`` end to end (resuming if asked), evaluate on the val split, write the run folder.
+
+    Started by torchrun (``WORLD_SIZE`` > 1), it joins the process group first and leaves it at the
+    end; with a process group already initialised by the caller, it trains in that group.
+    """
     validate(cfg)
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    train_ds, val_ds = build_datasets(cfg.data)
+    with distributed.process_group_from_env(device):
+        return _train(cfg, device, build_model, progress)
+
+
+def _train(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder | None, progress: bool) -> TrainResult:
+    seed_everything(cfg.seed)  # the same seed in every process: identical initial weights
+    train_ds, val_ds = distributed.rank_zero_first(lambda: build_datasets(cfg.data))
     model = (build_model or default_model_builder)(cfg.model, train_ds.num_classes).to(device)
-    solver, batch_size = cfg.solver, cfg.data.batch_size
-    optimizer = build_optimizer(model, solver, batch_size * distributed.world_size())
+    solver, batch_size, world = cfg.solver, cfg.data.batch_size, distributed.world_size()
+    optimizer = build_optimizer(model, solver, batch_size * world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(solver))
     use_amp = solver.amp and device.type == "cuda"
     if solver.amp and not use_amp:
@@ -414,14 +431,15 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
 
     run_dir, start = cfg.run_dir, 0
-    resumed = find_resume_checkpoint(cfg)
+    resumed = distributed.from_rank_zero(lambda: find_resume_checkpoint(cfg))  # rank 0 reads, all restore
     if resumed is not None:
         start = restore_training_state(*resumed, cfg, model, optimizer, scheduler, scaler)
-    elif (run_dir / LAST).exists():
+    elif is_writer() and (run_dir / LAST).exists():
         log.warning("%s already holds a run; starting afresh (use --resume to continue it)", run_dir)
-    log.info("training %s/%s on %d images (%d classes), batch %d, lr %.4g, iterations %d..%d on %s → %s",
+    log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g, iterations %d..%d on %s → %s",
              cfg.model.arch, cfg.model.assigner, len(train_ds), train_ds.num_classes, batch_size,
-             solver.scaled_lr(batch_size * distributed.world_size()), start, solver.max_iters, device, run_dir)
+             f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), start,
+             solver.max_iters, device, run_dir)
 
     metrics_log = None
     if is_writer():
@@ -436,8 +454,10 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
             log.warning("solver.compile: the model has no .backbone; running uncompiled")
         else:
             backbone.forward = torch.compile(backbone.forward)
+    if distributed.is_distributed():  # after restoring: DDP starts from rank 0's weights anyway
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     sampler = DeterministicBatchSampler(len(train_ds), batch_size, cfg.seed, start, solver.max_iters,
-                                        distributed.rank(), distributed.world_size())
+                                        distributed.rank(), world)
     # its own generator: creating the loader's iterator must not draw from the (restored) global RNG
     loader = DataLoader(SeededSamples(train_ds), batch_sampler=sampler, collate_fn=collate,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
@@ -455,7 +475,7 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
             if rec:
                 record(rec)
 
-    def evaluate(iteration: int) -> dict[str, float]:
+    def evaluate(iteration: int) -> dict[str, float]:  # every process: each predicts its shard
         with rng_untouched(device):
             result = evaluate_coco(unwrap(model), val_ds, cfg.eval_batch_size, device)
         record({"kind": "eval", "iteration": iteration, **result})
@@ -472,10 +492,15 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
         with torch.autocast(device.type, enabled=use_amp):
             losses = model(images, targets)
         loss = sum(losses.values())
-        if not torch.isfinite(loss):
+        # total and terms averaged over processes (= the loss of the global batch), in one all-reduce;
+        # a non-finite value anywhere makes every process stop at the same iteration
+        mean_loss, *mean_terms = distributed.mean_over_processes(
+            torch.stack([loss.detach(), *(v.detach() for v in losses.values())])).unbind()
+        if not torch.isfinite(mean_loss):
             terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+            where = f" (this process, rank {distributed.rank()}: {terms})" if world > 1 else f" ({terms})"
             raise NonFiniteLossError(
-                f"non-finite loss at iteration {iteration} ({terms}); training stopped. Last good checkpoint: "
+                f"non-finite loss at iteration {iteration}{where}; training stopped. Last good checkpoint: "
                 f"{last_good or 'none yet'}. Try a lower --lr or --solver.clip_grad_norm 10")
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
@@ -488,16 +513,16 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
         scheduler.step()
         done = iteration + 1
 
-        window["loss"].append(loss.detach())  # tensors: no device sync until the log line
-        for k, v in losses.items():
-            window[k if k.startswith("loss") else f"loss_{k}"].append(v.detach())
-        for k, v in getattr(unwrap(model), "last_stats", {}).items():
+        window["loss"].append(mean_loss)  # tensors: no device sync until the log line
+        for k, v in zip(losses, mean_terms):
+            window[k if k.startswith("loss") else f"loss_{k}"].append(v)
+        for k, v in getattr(unwrap(model), "last_stats", {}).items():  # this process's (rank 0's) batch
             window[k].append(v)
         bar.update(1)
         if done % cfg.log_every == 0 or done == solver.max_iters:
             elapsed = time.perf_counter() - tick
             stats = {k: sum(float(x) for x in v) / len(v) for k, v in window.items()}
-            stats["imgs_per_s"] = len(window["loss"]) * batch_size * distributed.world_size() / max(elapsed, 1e-9)
+            stats["imgs_per_s"] = len(window["loss"]) * batch_size * world / max(elapsed, 1e-9)
             record({"kind": "train", "iteration": done, "lr": lr, **stats})
             bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items() if k.startswith("loss") or k == "imgs_per_s"})
             window.clear()
@@ -510,6 +535,8 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
             if is_writer():
                 last_good = save_checkpoint(
                     training_state(model, optimizer, scheduler, scaler, done, cfg, sampler, train_ds), run_dir)
+            else:
+                last_good = run_dir / LAST
         if cfg.eval_every and done % cfg.eval_every == 0 and done != solver.max_iters:
             evaluate(done)
     bar.close()
@@ -517,19 +544,30 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
     trace(final_iter)
 
     result = TrainResult(run_dir=run_dir, iteration=final_iter, checkpoint=last_good)
+    result.metrics = evaluate(final_iter)
     if is_writer():
-        result.metrics = evaluate(final_iter)
         atomic_write_text(run_dir / "final_metrics.json", json.dumps({"iteration": final_iter, **result.metrics},
                                                                       indent=1))
         from ..viz.training import save_training_plots
 
         save_training_plots(run_dir)
+    distributed.barrier()  # nobody leaves the process group while rank 0 still writes
     return result
 
 
 # ---- command-line entry points ----------------------------------------------------------------------
 #: what a user can cause (bad path, bad file, bad value, diverging run): one line, no traceback
 USER_ERRORS = (ValueError, OSError, NonFiniteLossError)
+
+
+def user_message(error: BaseException) -> str:
+    """One line for a user error; an error re-raised by a DataLoader worker (whose message is
+    "Caught … in DataLoader worker …" plus the worker's traceback) gives the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
@@ -542,7 +580,7 @@ def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
     except USER_ERRORS as e:
         if os.environ.get("PAA_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(on_interrupt, file=sys.stderr)

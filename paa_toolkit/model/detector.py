@@ -6,7 +6,8 @@
 
 Images are ``list[Tensor[3, H, W]]`` in [0, 1] of any sizes; targets ``list[{"boxes": xyxy float,
 "labels": int64 in [0, num_classes)}]``. Resizing (shorter side, multi-scale in training),
-normalisation and padding to stride 128 happen inside, with torchvision's GeneralizedRCNNTransform,
+normalisation and padding (to a multiple of 32, as the reference code's SIZE_DIVISIBILITY and
+torchvision's FCOS) happen inside, with torchvision's GeneralizedRCNNTransform,
 and detections come back in the original image coordinates — exactly as torchvision's FCOS.
 """
 from __future__ import annotations
@@ -73,6 +74,8 @@ class PAADetector(nn.Module):
         assigner: any :class:`~paa_toolkit.assign.Assigner` (PAA, FNP, FSR, ATSS, max-IoU).
         anchor_scale: anchor size = stride × scale (paper: 8; Table 4: 4/6/10).
         aux: "iou" (IoU prediction), "centerness" or "none" — Table 1 right.
+        size_divisible: pad each batch to a multiple of this (128, P7's stride: every P7 cell covers
+            image; 32 as the reference code and torchvision's FCOS is cheaper at other sizes).
         score_voting: apply score voting (§3.3) at inference.
         tta_scales / tta_flip: multi-scale and flip testing when ``tta_scales`` is non-empty.
     """
@@ -89,6 +92,7 @@ class PAADetector(nn.Module):
         loss_weights: LossWeights = LossWeights(),
         min_size: int | tuple[int, ...] = 800,
         max_size: int = 1333,
+        size_divisible: int = 128,
         test_min_size: int | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
@@ -111,7 +115,8 @@ class PAADetector(nn.Module):
         self.train_min_sizes = (min_size,) if isinstance(min_size, int) else tuple(min_size)
         self.test_min_size = test_min_size or self.train_min_sizes[-1]
         self.transform = GeneralizedRCNNTransform(
-            self.train_min_sizes, max_size, image_mean or IMAGENET_MEAN, image_std or IMAGENET_STD, size_divisible=128
+            self.train_min_sizes, max_size, image_mean or IMAGENET_MEAN, image_std or IMAGENET_STD,
+            size_divisible=size_divisible,
         )
         self.post = dict(score_thresh=score_thresh, nms_thresh=nms_thresh, topk_per_level=topk_per_level,
                          detections_per_img=detections_per_img, score_voting=score_voting,
@@ -252,8 +257,8 @@ def build_model(cfg, num_classes: int) -> nn.Module:
     backbone = build_backbone(cfg.backbone, weights_path=cfg.backbone_weights, norm=cfg.backbone_norm,
                               dcn=cfg.dcn, out_channels=cfg.width)
     min_size = cfg.min_size if isinstance(cfg.min_size, int) else tuple(range(cfg.min_size[0], cfg.min_size[1] + 1, 32))
-    common = dict(min_size=min_size, max_size=cfg.max_size, score_thresh=cfg.score_thresh,
-                  nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img)
+    common = dict(min_size=min_size, max_size=cfg.max_size, size_divisible=cfg.size_divisible,
+                  score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img)
     test_min_size = cfg.test_min_size or (cfg.min_size if isinstance(cfg.min_size, int) else cfg.min_size[0])
     if cfg.arch == "paa":
         head = PAAHead(backbone.out_channels, num_classes, width=cfg.width, num_convs=cfg.num_convs, aux=cfg.aux,

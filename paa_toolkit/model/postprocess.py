@@ -4,7 +4,8 @@
                                   score_voting=True)   # [{"boxes", "scores", "labels", "ious"}] per image
 
 The whole batch is processed at once: per-level top-k on ``[B, A_l·C]``, one ``batched_nms`` call with
-groups ``image × class``, and voting on padded ``[B, D, N]`` IoU matrices.
+groups ``image × class``, and voting on padded ``[B, D, V]`` IoU matrices (V: the most candidates above the
+score threshold in one image of the batch).
 """
 from __future__ import annotations
 
@@ -91,6 +92,16 @@ def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
     return torch.minimum(boxes.clamp(min=0), upper)
 
 
+def valid_first(valid: Tensor) -> Tensor:
+    """Indices ``[B, V]`` putting each row's valid slots first, cut to the largest valid count ``V``.
+
+    Candidates below the score threshold are padding (score 0 in voting): dropping the columns that
+    are padding in every image shrinks the voting IoU matrix without changing any result.
+    """
+    count = int(valid.sum(1).max()) if valid.numel() else 0
+    return torch.argsort(valid.to(torch.uint8), dim=1, descending=True, stable=True)[:, :count]
+
+
 def postprocess_detections(
     cls_logits: Tensor,
     pred_boxes: Tensor,
@@ -163,15 +174,16 @@ def postprocess_detections(
     img_kept, k_kept = img[keep], k[keep]
 
     boxes = cand_boxes[img_kept, k_kept]
-    if score_voting:  # Step 4 on padded [B, D] detections against the [B, K] candidates
+    if score_voting:  # Step 4 on padded [B, D] detections against the [B, V] voting candidates
         d = detections_per_img
         det_boxes, det_scores = cand_boxes.new_zeros(b, d, 4), cand_scores.new_zeros(b, d)
         det_labels = cand_labels.new_full((b, d), -1)
         det_boxes[img_kept, rank] = boxes
         det_scores[img_kept, rank] = cand_scores[img_kept, k_kept]
         det_labels[img_kept, rank] = cand_labels[img_kept, k_kept]
-        voted = _vote(det_boxes, det_scores, det_labels, cand_boxes, cand_scores.clamp(min=0), cand_labels,
-                      voting_sigma)
+        voters = valid_first(valid)  # the IoU matrix is [B, D, V] with V the most valid candidates of an image
+        voted = _vote(det_boxes, det_scores, det_labels, cand_boxes.gather(1, voters[..., None].expand(-1, -1, 4)),
+                      cand_scores.gather(1, voters).clamp(min=0), cand_labels.gather(1, voters), voting_sigma)
         boxes = voted[img_kept, rank]
     result = {"boxes": boxes, "scores": cand_scores[img_kept, k_kept], "labels": cand_labels[img_kept, k_kept]}
     if aux == "iou":

@@ -1,0 +1,372 @@
+"""Specifications of failing safely: bad data and bad values through the command lines, degenerate and
+crowded images, divergence, SIGKILL and torn checkpoints.
+
+The loader's own checks (each bad field of a COCO file, skip / error policies) are specified in
+``test_data.py``; the injected-NaN stop, torn / bit-flipped checkpoint files and the parser's
+rejection of negative lr / unknown assigner / K = 0 in ``test_engine.py``. Here: the same faults
+end to end — what a user of ``python -m paa_toolkit.train`` sees.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from paa_toolkit.data.synthetic import make_synthetic_coco
+from paa_toolkit.engine.checkpoint import LAST, PREVIOUS, load_checkpoint, save_checkpoint
+from paa_toolkit.engine.config import DataConfig, parse_args
+from paa_toolkit.engine.trainer import build_datasets, read_metrics, train
+from paa_toolkit.train import main as train_main
+
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- data: a hand-written COCO folder and the tiny synthetic set ---------------------------------
+W, H = 48, 40
+
+
+def write_coco(folder: Path, annotations=None, images=None, sizes=((W, H), (W, H))) -> tuple[Path, Path]:
+    """Images ``0.png``, ``1.png``, … (ids 10, 20, …) and categories 5 "cat", 7 "dog"."""
+    image_dir = folder / "imgs"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(image_dir / f"{i}.png")
+    data = {
+        "images": images if images is not None else [
+            {"id": 10 * (i + 1), "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)],
+        "annotations": annotations if annotations is not None else [
+            {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 20, 16]},
+            {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 12, 24]}],
+        "categories": [{"id": 5, "name": "cat"}, {"id": 7, "name": "dog"}],
+    }
+    ann_file = folder / "ann.json"
+    ann_file.write_text(json.dumps(data))
+    return image_dir, ann_file
+
+
+def coco_args(image_dir: Path, ann_file: Path, run_dir: Path, *extra: str) -> list[str]:
+    return ["--dataset", "coco", "--data.image_dir", str(image_dir), "--data.train_ann", str(ann_file),
+            "--data.val_ann", str(ann_file), "--output-dir", str(run_dir), "--device", "cpu",
+            "--model.width", "32", "--model.num_convs", "1", "--model.min_size", "64", "--model.max_size", "96",
+            "--max-iters", "2", "--batch-size", "2", "--trace_images", "0", "--trace_iters", "[]", *extra]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    return make_synthetic_coco(tmp_path_factory.mktemp("data") / "syn", seed=0, num_train=6, num_val=3, image_size=64)
+
+
+def tiny_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """8 iterations of a tiny detector on 64-px images; checkpoints every 2 iterations."""
+    return ["--data.root", str(root), "--data.synthetic_num_train", "6", "--data.synthetic_num_val", "3",
+            "--data.synthetic_image_size", "64", "--batch-size", "2", "--model.width", "32", "--model.num_convs", "1",
+            "--model.min_size", "[64, 96]", "--model.max_size", "128", "--max-iters", "8", "--solver.warmup_iters", "2",
+            "--lr", "0.05", "--output-dir", str(run_dir), "--device", "cpu", "--log_every", "1",
+            "--checkpoint_every", "2", "--eval_batch_size", "3", "--trace_images", "1", "--trace_iters", "0,4,8",
+            *extra]
+
+
+def one_error_line(err: str) -> str:
+    """The ``error: …`` message of a failed command (after any progress-bar output); no traceback."""
+    assert "Traceback" not in err, err
+    found = re.findall(r"error: [^\n\r]*", err)
+    assert len(found) == 1, err
+    return found[0]
+
+
+def same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+
+
+# ---- bad annotation files and images, through the training command line --------------------------
+def _drop(key):
+    def edit(data):
+        del data[key]
+    return edit
+
+
+def _set(path, value):
+    def edit(data):
+        target = data
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+    return edit
+
+
+BAD_FILES = {
+    "malformed_json": (None, r"ann\.json: malformed JSON at line 1, column \d+"),
+    "missing_top_level_key": (_drop("annotations"), r"ann\.json: missing top-level key\(s\) \['annotations'\]"),
+    "annotation_without_bbox": (lambda d: d["annotations"][1].pop("bbox"),
+                                r"ann\.json: annotations\[1\] \(id=2\) is missing field\(s\) \['bbox'\]"),
+    "image_without_file_name": (lambda d: d["images"][0].pop("file_name"),
+                                r"ann\.json: images\[0\] \(id=10\) is missing field\(s\) \['file_name'\]"),
+    "unknown_category_id": (_set(["annotations", 0, "category_id"], 4),
+                            r"annotations\[0\] \(id=1\): category_id 4 is not in 'categories' \(ids \[5, 7\]\)"),
+    "bbox_of_strings": (_set(["annotations", 1, "bbox"], ["1", "2", "3", "4"]),
+                        r"annotations\[1\] \(id=2\): 'bbox' must be \[x, y, width, height\] of 4 finite numbers"),
+    "missing_image_file": ("unlink", r"1 image file\(s\) listed in .*ann\.json not found, e\.g\. .*imgs/1\.png"),
+    "no_images": (lambda d: d.update(images=[], annotations=[]), r"ann\.json: no images"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_training_cli_names_file_and_item_of_bad_annotations_in_one_line(tmp_path, capsys, case):
+    edit, expected = BAD_FILES[case]
+    image_dir, ann_file = write_coco(tmp_path)
+    if edit is None:
+        ann_file.write_text('{"images": [}')
+    elif edit == "unlink":
+        (image_dir / "1.png").unlink()
+    else:
+        data = json.loads(ann_file.read_text())
+        edit(data)
+        ann_file.write_text(json.dumps(data))
+    assert train_main(coco_args(image_dir, ann_file, tmp_path / "run")) == 1
+    assert re.search(expected, one_error_line(capsys.readouterr().err))
+    assert not (tmp_path / "run" / LAST).exists()
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_unreadable_image_met_during_training_is_named_in_one_line(tmp_path, capsys, num_workers):
+    image_dir, ann_file = write_coco(tmp_path)
+    (image_dir / "1.png").write_bytes(b"\x89PNG but truncated")  # width/height come from the JSON
+    args = coco_args(image_dir, ann_file, tmp_path / "run", "--data.num_workers", str(num_workers))
+    assert train_main(args) == 1
+    line = one_error_line(capsys.readouterr().err)  # a DataLoader worker's traceback is unwrapped
+    assert re.fullmatch(r"error: cannot read image .*imgs/1\.png \(image_id=20\): .*", line), line
+
+
+def test_skipped_and_clipped_boxes_are_counted_in_the_log(tmp_path, caplog):
+    image_dir, ann_file = write_coco(tmp_path, annotations=[
+        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 0, 16]},  # zero width
+        {"id": 2, "image_id": 10, "category_id": 5, "bbox": [4, 4, 10, -3]},  # negative height
+        {"id": 3, "image_id": 10, "category_id": 7, "bbox": [W + 5, 4, 10, 10]},  # wholly outside
+        {"id": 4, "image_id": 20, "category_id": 7, "bbox": [-6, 30, 20, 20]},  # partly outside: clipped
+        {"id": 5, "image_id": 20, "category_id": 5, "bbox": [2, 2, 8, 8]}])
+    data = DataConfig(dataset="coco", image_dir=str(image_dir), train_ann=str(ann_file), val_ann=str(ann_file))
+    with caplog.at_level(logging.WARNING, logger="paa_toolkit.data.coco"):
+        train_set, _ = build_datasets(data)
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"{ann_file}: skipped annotations {{'degenerate_box': 2, 'outside_image': 1}}" in messages
+    assert f"{ann_file}: clipped 1 box(es) partly outside their image" in messages
+    # and the training targets hold exactly the two kept boxes, the clipped one inside its image
+    boxes = torch.cat([train_set[i][1]["boxes"] for i in range(len(train_set))])
+    assert len(boxes) == 2 and boxes[:, 0].min() >= 0 and boxes[:, 3].max() <= H
+
+
+# ---- degenerate and crowded images -----------------------------------------------------------------
+def test_images_without_objects_train_and_evaluate(tmp_path):
+    image_dir, ann_file = write_coco(tmp_path, annotations=[])
+    result = train(parse_args(coco_args(image_dir, ann_file, tmp_path / "run", "--log_every", "1")), progress=False)
+    assert result.iteration == 2 and result.metrics["AP"] == -1.0  # COCOeval: no ground truth
+    state = load_checkpoint(tmp_path / "run" / LAST)
+    assert all(v.isfinite().all() for v in state["model"].values() if v.is_floating_point())
+    losses = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert [r["loss_box"] for r in losses] == [0.0, 0.0] and all(r["loss_cls"] > 0 for r in losses)
+
+
+CROWDED_STEP = textwrap.dedent("""
+    import json, resource, sys
+    import numpy as np, torch
+    from PIL import Image
+    from paa_toolkit.data.coco import CocoDetection
+    from paa_toolkit.engine.config import ModelConfig
+    from paa_toolkit.model.detector import build_model
+
+    folder, size = sys.argv[1], 320
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(f"{folder}/img.png")
+    xy, wh = rng.uniform(0, size - 30, (500, 2)), rng.uniform(4, 30, (500, 2))
+    annotations = [{"id": i + 1, "image_id": 1 if i < 500 else 2, "category_id": 1 + i % 3,
+                    "bbox": [*xy[i % 500].tolist(), *wh[i % 500].tolist()]} for i in range(501)]
+    json.dump({"images": [{"id": 1, "file_name": "img.png", "width": size, "height": size},
+                          {"id": 2, "file_name": "img.png", "width": size, "height": size}],
+               "annotations": annotations, "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]},
+              open(f"{folder}/ann.json", "w"))
+    data = CocoDetection(folder, f"{folder}/ann.json", train=True)
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = build_model(ModelConfig(width=32, num_convs=1, min_size=size, max_size=size), data.num_classes).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    report = []
+    for index in (1, 1, 0, 0):  # image 2 (one object) twice, then image 1 (500 objects) twice
+        image, target = data[index]
+        losses = model([image], [target])
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+        report.append({"num_gt": model.last_stats["num_gt"], "num_pos": model.last_stats["num_pos"],
+                       "losses": [float(v) for v in losses.values()],
+                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    print(json.dumps(report))
+""")
+
+
+def test_image_with_500_objects_trains_within_bounded_memory(tmp_path):
+    done = subprocess.run([sys.executable, "-c", CROWDED_STEP, str(tmp_path)], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, _, crowded, _ = report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (one["num_gt"], crowded["num_gt"]) == (1, 500)
+    assert crowded["num_pos"] >= 100  # the crowd is actually assigned anchors
+    assert all(np.isfinite(step["losses"]).all() for step in report)
+    # IoU [B, A, M] and the candidate tensors grow with the objects (~40 MiB here); the rest does not
+    extra_mib = report[-1]["peak_rss_mib"] - one["peak_rss_mib"]
+    assert extra_mib < 200, f"500 objects raised the peak RSS by {extra_mib:.0f} MiB"
+
+
+# ---- divergence ------------------------------------------------------------------------------------
+def test_diverging_run_stops_with_one_line_and_keeps_a_finite_last_good_checkpoint(synthetic_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = tiny_args(synthetic_root, run_dir, "--lr", "1000", "--solver.warmup_iters", "0", "--checkpoint_every", "1")
+    assert train_main(args) == 1
+    line = one_error_line(capsys.readouterr().err)
+    match = re.fullmatch(r"error: non-finite loss at iteration (\d+) \(.*nan.*\); training stopped\. "
+                         r"Last good checkpoint: (.*)\. Try a lower --lr.*", line)
+    assert match, line
+    stopped_at, checkpoint = int(match[1]), Path(match[2])
+    assert checkpoint == run_dir / LAST
+    state = load_checkpoint(checkpoint)  # intact: its digest matches
+    assert state["iteration"] == stopped_at
+    assert all(v.isfinite().all() for v in state["model"].values() if v.is_floating_point())
+    assert not (run_dir / "final_metrics.json").exists()
+
+
+# ---- SIGKILL and torn checkpoints ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_root, tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    train(parse_args(tiny_args(synthetic_root, run_dir)), progress=False)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(synthetic_root, uninterrupted, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "paa_toolkit.train", *tiny_args(synthetic_root, run_dir)]
+    process = subprocess.Popen(command, env=SUBPROCESS_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_dir / LAST).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # as soon as the first checkpoint (iteration 2) is in place
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (run_dir / "final_metrics.json").exists()
+    assert load_checkpoint(run_dir / LAST)["iteration"] < 8
+
+    resumed = subprocess.run(command + ["--resume"], env=SUBPROCESS_ENV, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    same_weights(load_checkpoint(run_dir / LAST)["model"], load_checkpoint(uninterrupted / LAST)["model"])
+    records = [(r["kind"], r["iteration"]) for r in read_metrics(run_dir)]
+    assert records == [(r["kind"], r["iteration"]) for r in read_metrics(uninterrupted)]  # each record once
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_in_training_forward(call: int):
+    """A model builder whose ``call``-th training forward raises (a crash mid-run)."""
+    from paa_toolkit.model.detector import build_model
+
+    def build(cfg, num_classes) -> nn.Module:
+        model, count = build_model(cfg, num_classes), {"n": 0}
+
+        def hook(module, inputs):
+            if module.training:
+                count["n"] += 1
+                if count["n"] == call:
+                    raise Crash()
+
+        model.register_forward_pre_hook(hook)
+        return model
+    return build
+
+
+def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
+        synthetic_root, uninterrupted, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    with pytest.raises(Crash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
+        train(parse_args(tiny_args(synthetic_root, run_dir)), build_model=crash_in_training_forward(5), progress=False)
+    good = load_checkpoint(run_dir / LAST)
+    assert good["iteration"] == 4 and load_checkpoint(run_dir / PREVIOUS)["iteration"] == 2
+    # a complete, valid checkpoint of a later iteration that never got renamed into place ...
+    decoy = {**good, "iteration": 6, "model": {k: torch.zeros_like(v) for k, v in good["model"].items()}}
+    save_checkpoint(decoy, tmp_path / "decoy")
+    stale = run_dir / f".{LAST}.abc123.tmp"
+    (tmp_path / "decoy" / LAST).rename(stale)
+    # ... and last.pth torn half-way (a copy that bypassed the atomic rename)
+    data = (run_dir / LAST).read_bytes()
+    (run_dir / LAST).write_bytes(data[: len(data) // 2])
+
+    with caplog.at_level(logging.INFO):
+        train(parse_args(tiny_args(synthetic_root, run_dir, "--resume")), progress=False)
+    messages = "\n".join(r.getMessage() for r in caplog.records)
+    assert re.search(r"skipping checkpoint .*last\.pth is unreadable", messages)
+    assert f"resumed from {run_dir / PREVIOUS} at iteration 2" in messages
+    same_weights(load_checkpoint(run_dir / LAST)["model"], load_checkpoint(uninterrupted / LAST)["model"])
+    assert not stale.exists()  # removed by the next successful save
+
+
+# ---- bad values on the command lines ---------------------------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "0"], "data.batch_size must be >= 1, got 0"),
+    (["--model.nms_thresh", "1.5"], "model.nms_thresh must be in (0, 1], got 1.5"),
+    (["--dataset", "imagenet"], "data.dataset: unknown value 'imagenet'; valid choices: synthetic, coco"),
+    (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
+    (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
+    (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
+])
+def test_more_bad_training_values_exit_2_naming_the_valid_range(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
+
+
+def test_training_module_rejects_k_zero_without_a_traceback():
+    done = subprocess.run([sys.executable, "-m", "paa_toolkit.train", "--model.topk", "0"], env=SUBPROCESS_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith("error: model.topk (K of Procedure 1) must be >= 1, got 0")
+
+
+def test_evaluate_cli_rejects_an_unknown_assigner_listing_the_choices(uninterrupted, capsys):
+    from paa_toolkit.evaluate import main
+
+    assert main([str(uninterrupted), "--model.assigner", "hungarian"]) == 1
+    assert one_error_line(capsys.readouterr().err) == \
+        "error: model.assigner: unknown value 'hungarian'; valid choices: paa, fnp, fsr, atss, max_iou"
+
+
+def test_world_size_without_torchrun_rendezvous_is_a_clear_error(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="WORLD_SIZE=2 but RANK, MASTER_ADDR, MASTER_PORT not set: start .* torchrun"):
+        train(parse_args(tiny_args(synthetic_root, tmp_path)), progress=False)
