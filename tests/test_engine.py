@@ -17,7 +17,8 @@ from paa_toolkit.engine.checkpoint import (
 from paa_toolkit.engine.config import ModelConfig, SolverConfig, TrainConfig, parse_args, set_field
 from paa_toolkit.engine.evaluate import evaluate_coco, iou_prediction_error
 from paa_toolkit.engine.trainer import (
-    DeterministicBatchSampler, NonFiniteLossError, WarmupStepSchedule, load_trace, lr_at, read_metrics, train,
+    DeterministicBatchSampler, NonFiniteLossError, WarmupStepSchedule, load_trace, lr_at, read_metrics,
+    trace_image_indices, train,
 )
 
 
@@ -125,6 +126,7 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
     (["--backbone", "vgg16"], "valid choices: resnet18, resnet34, resnet50"),
     (["--model.aux", "quality"], "valid choices: iou, centerness, none"),
     (["--model.width", "wide"], "model.width: expected int, got 'wide'"),
+    (["--arch", "fcos", "--model.width", "48"], "model.width must be a multiple of 32 for arch fcos"),
 ])
 def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -377,3 +379,8 @@ def test_evaluate_cli_reproduces_the_final_metrics_of_a_run(reference_run, tmp_p
     run_dir, result = reference_run
     assert main([str(run_dir), "--output", str(tmp_path / "m.json")]) == 0
     assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(result.metrics["AP"])
+
+
+def test_trace_images_zero_traces_no_image(val_set):
+    assert trace_image_indices(val_set, 0) == []
+    assert len(trace_image_indices(val_set, 2)) == 2

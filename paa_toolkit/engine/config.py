@@ -324,6 +324,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(m.backbone_weights is None or Path(m.backbone_weights).is_file(),
            f"model.backbone_weights: file not found: {m.backbone_weights}")
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
+    _check(m.arch != "fcos" or m.width % 32 == 0, f"model.width must be a multiple of 32 for arch fcos "
+           f"(torchvision's FCOS head uses GroupNorm(32)), got {m.width}")
     _check(m.num_convs >= 0, f"model.num_convs must be >= 0, got {m.num_convs}")
     _check(m.anchor_scale > 0, f"model.anchor_scale must be > 0, got {m.anchor_scale}")
     _check(m.topk >= 1, f"model.topk (K of Procedure 1) must be >= 1, got {m.topk}")

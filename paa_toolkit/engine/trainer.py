@@ -302,6 +302,8 @@ def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
 
 def trace_image_indices(dataset: CocoDetection, count: int) -> list[int]:
     """The first ``count`` images that have at least one (non-crowd) object: a fixed trace set."""
+    if count <= 0:
+        return []
     chosen = []
     for index, image_id in enumerate(dataset.image_ids):
         if len(dataset.coco.getAnnIds(imgIds=[image_id], iscrowd=False)):
