@@ -1,0 +1,110 @@
+"""``python -m paa_toolkit.ablate --table 1L|1R|4|baselines``: re-run the paper's ablations, in miniature.
+
+Each table is a grid of trainings, each a normal ``python -m paa_toolkit.train`` run in its own
+folder ``<out>/<budget>/<config>/seed<k>/`` (one process each: a diverging FSR run is a result,
+not a crash), skipped when complete, resumed when not, locked while running. When the grid is done
+(or with ``--report``) the table is written as ``<out>/<budget>/table_<T>.md`` (the paper's layout,
+mean ± std over seeds), ``.json`` and a ``.png`` bar chart of AP::
+
+    python -m paa_toolkit.ablate --table 1R --seeds 2                 # small budget, this CPU
+    python -m paa_toolkit.ablate --table 1L --list                    # config names, one per line
+    python -m paa_toolkit.ablate --table 1L --only fsr_0.1 fsr_0.2    # one share of the grid
+    python -m paa_toolkit.ablate --table 1R --budget paper --set data.root=/data/coco \\
+        --set model.backbone_weights=/weights/resnet50.pth --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"
+
+Tables (rows → config overrides on top of the reference model: PAA, IoU prediction, Fig. 3 (c),
+K = 9, anchor scale 8, no score voting):
+
+* ``1L`` Table 1 left: boundaries Fig. 3 (a)–(d); FNP (5/10/20); FSR (> 0.1/0.2/0.3).
+* ``1R`` Table 1 right: IoU assignment (``max_iou``) without / with IoU prediction; PAA without
+  aux head, with centerness, with IoU prediction, + score voting (inference only: re-evaluates the
+  "PAA + IoU pred." checkpoint); ATSS with centerness / IoU prediction.
+* ``4``  Table 4: K ∈ {5, 9, 18, 25}; default anchor scale ∈ {4, 6, 8, 10}.
+* ``baselines``: our PAA (with / without voting) vs torchvision FCOS and RetinaNet built on the
+  same backbone, trained by the same loop on the same data and budget.
+
+Budgets (``--budget``):
+
+* ``small`` (default) — this 2-core CPU: the embedded synthetic dataset at 128 px (400 train /
+  100 val images), ResNet-18 from scratch, FPN/head width 32, batch 4, 240 iterations (warm-up 20),
+  no assignment traces. Measured on the shared 2-core CPU with ``OMP_NUM_THREADS=1``: 62–185 s per
+  training (median 72 s); Table 1 right with 2 seeds 32.5 min, all four tables 51 min
+  (benchmarks/ablations.md). The numbers are far below the paper's (AP ≈ 0.01–0.07 after 240
+  iterations): compare rows, not absolute values, and mind the seed-to-seed spread.
+* ``paper`` — §4 / Appendix A.1 on COCO: ResNet-50 (frozen BN; pass ImageNet weights with
+  ``--set model.backbone_weights=FILE``), width 256, 800 px, 135k iterations, batch 2 per process
+  (× 8 GPUs = 16, with the torchrun launcher), AMP, CUDA.
+* ``tiny`` — a smoke test (CI, notebooks): seconds per run; its numbers mean nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from .ablation.grid import BUDGETS, TABLES, build_plan, parse_assignment
+from .ablation.report import write_report
+from .ablation.runner import execute, run_state
+from .engine.config import ConfigError
+
+DEFAULT_OUT = "runs/ablations"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.ablate", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--table", required=True, nargs="+", choices=sorted(TABLES), help="which table(s)")
+    parser.add_argument("--budget", default="small", choices=sorted(BUDGETS), help="default: small (this CPU)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per config (default 1)")
+    parser.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configs (see --list)")
+    parser.add_argument("--list", action="store_true", help="print the table's config names and exit")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every run, e.g. data.root=/data/coco (repeatable)")
+    parser.add_argument("--launcher", help="training command (default: this python -m paa_toolkit.train)")
+    parser.add_argument("--retry-failed", action="store_true", help="re-run configs whose training failed")
+    parser.add_argument("--report", action="store_true", help="only write the tables from finished runs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        extra = dict(parse_assignment(a) for a in args.set)
+        if args.budget == "paper" and not extra.get("model.backbone_weights") and not args.list:
+            raise ConfigError("--budget paper trains ResNet-50 with frozen BN from ImageNet weights (§4.1): pass "
+                              "--set model.backbone_weights=FILE (a local torchvision checkpoint; nothing is downloaded)")
+        plans = {t: build_plan(t, args.budget, args.seeds, args.out, args.only if len(args.table) == 1 else None,
+                               extra) for t in args.table}
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.only and len(args.table) > 1:
+        parser.error("--only needs a single --table")
+    if args.list:
+        for table, plan in plans.items():
+            for name in dict.fromkeys(p.config.name for p in plan):
+                states = ", ".join(run_state(p.run_dir) for p in plan if p.config.name == name)
+                print(f"{name}\t{states}" if len(args.table) == 1 else f"{table}\t{name}\t{states}")
+        return 0
+    launcher = shlex.split(args.launcher) if args.launcher else None
+    failed = 0
+    for table, plan in plans.items():
+        if not args.report:
+            done: set[Path] = set()
+            for run in plan:
+                if run.run_dir in done:
+                    continue
+                done.add(run.run_dir)
+                outcome = execute(run, launcher, args.retry_failed)
+                failed += outcome.state == "failed"
+        paths = write_report(table, args.out, args.budget, args.seeds, extra)
+        print(paths["md"].read_text())
+        print(f"[ablate] wrote {paths['md']}, {paths['json'].name}, {paths['png'].name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""The ablation grids of the paper (Table 1 left/right, Table 4, baselines) as plain data.
+
+A *run config* is a named set of config overrides (``--section.field VALUE``) on top of a budget;
+a *table* is a list of rows, each row pointing at one run config. Identical settings share one
+name, so one training serves every table that needs it (Fig. 3 (c) of Table 1 left, K = 9 and
+anchor scale 8 of Table 4 and "PAA + IoU pred." of Table 1 right are the same run)::
+
+    plan = build_plan("1R", budget="small", seeds=2, out="runs/ablations")
+    [p.name for p in plan]        # ['iou_assign@0', 'iou_assign@1', 'iou_assign_ioupred@0', ...]
+
+The reference row of every table is the paper's model without score voting (§4.1, Table 1 right
+row 5: PAA, IoU prediction); "+ score voting" (§3.3) changes inference only, so that row
+re-evaluates the reference checkpoint with voting on (a paired comparison, no second training).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine.config import ConfigError, TrainConfig, set_field, validate
+
+# ---- budgets: overrides on top of TrainConfig() -------------------------------------------------
+#: Sized for the shared 2-core CPU: 62–185 s per training (median 72 s), Table 1 right × 2 seeds in
+#: 32.5 min, all four tables in 51 min (benchmarks/ablations.md).
+SMALL_BUDGET: dict[str, Any] = {
+    "data.synthetic_image_size": 128,  # the model pads to stride 128: 128 px is the cheapest size
+    "data.synthetic_num_train": 400,
+    "data.synthetic_num_val": 100,
+    "data.batch_size": 4,
+    "model.min_size": 128,
+    "model.max_size": 128,
+    "model.width": 32,  # paper: 256
+    "model.backbone": "resnet18",  # paper: ResNet-50 (ImageNet weights; none here)
+    "solver.max_iters": 240,  # paper: 135k
+    "solver.warmup_iters": 20,  # paper: 500
+    "checkpoint_every": 80,  # resumable mid-run
+    "log_every": 20,
+    "trace_iters": [],  # no assignment traces: not needed for the tables
+}
+
+#: §4 / Appendix A.1: ResNet-50 (frozen BN, ImageNet weights via --set model.backbone_weights=...),
+#: GN towers of width 256, 800 px, 135k iterations (lr ÷10 at 90k and 120k), 16 images per batch
+#: (2 per GPU on 8 GPUs: use --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"),
+#: COCO train2017 / val2017 (--set data.root=/data/coco).
+PAPER_BUDGET: dict[str, Any] = {
+    "data.dataset": "coco",
+    "data.batch_size": 2,  # per process; × 8 GPUs = 16
+    "data.num_workers": 4,
+    "model.backbone": "resnet50",
+    "model.backbone_norm": "frozen_bn",
+    "model.width": 256,
+    "model.min_size": 800,
+    "model.max_size": 1333,
+    "solver.max_iters": 135_000,
+    "solver.warmup_iters": 500,
+    "solver.amp": True,
+    "device": "cuda",
+    "checkpoint_every": 5000,
+    "eval_batch_size": 8,
+    "trace_iters": [],
+}
+
+#: A smoke test (CI, notebooks with PAA_FAST=1): seconds per run, numbers meaningless.
+TINY_BUDGET: dict[str, Any] = {
+    "data.synthetic_image_size": 64,
+    "data.synthetic_num_train": 8,
+    "data.synthetic_num_val": 4,
+    "data.batch_size": 2,
+    "model.min_size": 64,
+    "model.max_size": 64,
+    "model.width": 32,  # torchvision's FCOS head uses GroupNorm(32): width must be a multiple of 32
+    "model.num_convs": 1,
+    "solver.max_iters": 3,
+    "solver.warmup_iters": 1,
+    "checkpoint_every": 0,
+    "log_every": 1,
+    "eval_batch_size": 4,
+    "trace_iters": [],
+}
+
+BUDGETS = {"small": SMALL_BUDGET, "paper": PAPER_BUDGET, "tiny": TINY_BUDGET}
+
+
+# ---- run configs ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RunConfig:
+    """One trained (or re-evaluated) model; ``overrides`` apply on top of the reference model."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    evaluate_from: str | None = None  # re-evaluate this run config's checkpoint with ``overrides``
+
+
+#: The reference model of the ablations: PAA, IoU prediction, Fig. 3 (c), K = 9, scale 8, no voting.
+REFERENCE: dict[str, Any] = {"model.arch": "paa", "model.assigner": "paa", "model.aux": "iou",
+                             "model.boundary": "c", "model.topk": 9, "model.anchor_scale": 8.0,
+                             "model.score_voting": False}
+
+
+def _configs() -> dict[str, RunConfig]:
+    c = [
+        RunConfig("iou_assign", {"model.assigner": "max_iou", "model.aux": "none"}),
+        RunConfig("iou_assign_ioupred", {"model.assigner": "max_iou"}),
+        RunConfig("paa_noaux", {"model.aux": "none"}),
+        RunConfig("paa_centerness", {"model.aux": "centerness"}),
+        RunConfig("paa_ioupred", {}),
+        RunConfig("paa_ioupred_voting", {"model.score_voting": True}, evaluate_from="paa_ioupred"),
+        RunConfig("atss_centerness", {"model.assigner": "atss", "model.aux": "centerness"}),
+        RunConfig("atss_ioupred", {"model.assigner": "atss"}),
+        *(RunConfig(f"boundary_{b}", {"model.boundary": b}) for b in "abd"),
+        *(RunConfig(f"fnp_{n}", {"model.assigner": "fnp", "model.fnp_num": n}) for n in (5, 10, 20)),
+        *(RunConfig(f"fsr_{t}", {"model.assigner": "fsr", "model.fsr_thresh": t}) for t in (0.1, 0.2, 0.3)),
+        *(RunConfig(f"topk_{k}", {"model.topk": k}) for k in (5, 18, 25)),
+        *(RunConfig(f"anchor_scale_{s}", {"model.anchor_scale": float(s)}) for s in (4, 6, 10)),
+        RunConfig("fcos", {"model.arch": "fcos"}),
+        RunConfig("retinanet", {"model.arch": "retinanet"}),
+    ]
+    return {rc.name: rc for rc in c}
+
+
+RUN_CONFIGS: dict[str, RunConfig] = _configs()
+
+
+# ---- tables ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    """One row of a paper table: its label cells, the run config it shows, the paper's AP/AP50/AP75 (%)."""
+
+    cells: tuple[str, ...]
+    config: str
+    paper: tuple[float, float, float] | str | None = None
+
+
+@dataclass(frozen=True)
+class Table:
+    key: str
+    title: str
+    label_columns: tuple[str, ...]
+    sections: tuple[tuple[str, tuple[Row, ...]], ...]  # (sub-table caption, rows)
+
+    @property
+    def rows(self) -> list[Row]:
+        return [row for _, rows in self.sections for row in rows]
+
+    def config_names(self) -> list[str]:
+        """The run configs the table needs, in row order, each once (dependencies first)."""
+        names: list[str] = []
+        for row in self.rows:
+            base = RUN_CONFIGS[row.config].evaluate_from
+            for name in ([base] if base else []) + [row.config]:
+                if name not in names:
+                    names.append(name)
+        return names
+
+
+TABLES: dict[str, Table] = {
+    "1L": Table("1L", "Table 1 left: anchor separation boundaries (Fig. 3), FNP and FSR", ("Anchor Sep.",), (("", (
+        Row(("Fig. 3 (a)",), "boundary_a", (40.5, 58.8, 43.4)),
+        Row(("Fig. 3 (b)",), "boundary_b", (40.8, 59.1, 44.0)),
+        Row(("Fig. 3 (c)",), "paa_ioupred", (40.6, 58.8, 43.7)),
+        Row(("Fig. 3 (d)",), "boundary_d", (40.7, 59.1, 44.0)),
+        Row(("FNP (5)",), "fnp_5", (39.5, 58.0, 42.7)),
+        Row(("FNP (10)",), "fnp_10", (40.1, 58.5, 43.3)),
+        Row(("FNP (20)",), "fnp_20", (40.0, 58.5, 43.1)),
+        Row(("FSR (> 0.1)",), "fsr_0.1", (23.8, 38.0, 23.2)),
+        Row(("FSR (> 0.2)",), "fsr_0.2", (19.3, 33.2, 19.8)),
+        Row(("FSR (> 0.3)",), "fsr_0.3", "training failed"),
+    )),)),
+    "1R": Table("1R", "Table 1 right: effects of individual methods", ("Method", "Aux. task", "Voting"), (("", (
+        Row(("IoU", "", ""), "iou_assign", (34.6, 53.0, 36.7)),
+        Row(("IoU", "IoU pred.", ""), "iou_assign_ioupred", (36.0, 54.0, 38.9)),
+        Row(("PAA", "", ""), "paa_noaux", (39.9, 59.1, 42.8)),
+        Row(("PAA", "Center pred.", ""), "paa_centerness", (39.8, 58.3, 43.2)),
+        Row(("PAA", "IoU pred.", ""), "paa_ioupred", (40.8, 59.1, 44.0)),
+        Row(("PAA", "IoU pred.", "✓"), "paa_ioupred_voting", (41.0, 59.1, 44.4)),
+        Row(("ATSS", "Center pred.", ""), "atss_centerness", (39.4, 57.4, 42.4)),
+        Row(("ATSS", "IoU pred.", ""), "atss_ioupred", (39.8, 57.9, 43.2)),
+    )),)),
+    "4": Table("4", "Table 4: top-K of Procedure 1 and the default anchor scale", ("Setting",), (
+        ("Left: topk K", (
+            Row(("K = 5",), "topk_5", (40.5, 58.9, 43.5)),
+            Row(("K = 9",), "paa_ioupred", (40.8, 59.1, 44.0)),
+            Row(("K = 18",), "topk_18", (40.4, 58.7, 43.5)),
+            Row(("K = 25",), "topk_25", (40.7, 58.9, 43.9)),
+        )),
+        ("Right: default anchor scale", (
+            Row(("scale 4",), "anchor_scale_4", (40.8, 59.9, 44.0)),
+            Row(("scale 6",), "anchor_scale_6", (40.7, 59.5, 43.8)),
+            Row(("scale 8",), "paa_ioupred", (40.8, 59.1, 44.0)),
+            Row(("scale 10",), "anchor_scale_10", (40.8, 59.3, 43.9)),
+        )),
+    )),
+    "baselines": Table("baselines", "Baselines: our PAA vs torchvision FCOS and RetinaNet, same loop, data, "
+                       "budget and backbone", ("Detector",), (("", (
+        Row(("PAA (IoU pred. + score voting)",), "paa_ioupred_voting", None),
+        Row(("PAA (IoU pred., no voting)",), "paa_ioupred", None),
+        Row(("torchvision FCOS",), "fcos", None),
+        Row(("torchvision RetinaNet",), "retinanet", None),
+    )),)),
+}
+
+
+# ---- the plan: (config, seed) → folder and overrides ------------------------------------------------
+@dataclass(frozen=True)
+class PlannedRun:
+    config: RunConfig
+    seed: int
+    run_dir: Path
+    overrides: dict[str, Any]  # everything passed to the training (budget < reference < row < --set)
+    base_dir: Path | None = None  # evaluate-only runs: the trained run folder to re-evaluate
+
+    @property
+    def name(self) -> str:
+        return f"{self.config.name}@{self.seed}"
+
+
+def parse_assignment(text: str) -> tuple[str, str]:
+    """``"data.root=/data/coco"`` → ``("data.root", "/data/coco")`` (the ``--set`` option)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. data.root=/data/coco), got {text!r}")
+    return key.strip(), value
+
+
+def resolve_overrides(config: RunConfig, budget: str, seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; valid choices: {', '.join(BUDGETS)}")
+    merged = {**BUDGETS[budget], **REFERENCE, **config.overrides, **(extra or {}), "seed": seed}
+    if merged.get("model.arch", "paa") != "paa":  # torchvision baselines: their own post-processing
+        merged.pop("model.score_voting", None)
+    return merged
+
+
+def build_config(overrides: dict[str, Any]) -> TrainConfig:
+    """The validated :class:`TrainConfig` a run will train with (raises :class:`ConfigError`)."""
+    cfg = TrainConfig()
+    for key, value in overrides.items():
+        set_field(cfg, key, value)
+    return validate(cfg)
+
+
+def build_plan(table: str, budget: str = "small", seeds: int = 1, out: str | Path = "runs/ablations",
+               only: list[str] | None = None, extra: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Every run a table needs (restricted to ``only`` config names, plus what they re-evaluate)."""
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; valid choices: {', '.join(TABLES)}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    names = TABLES[table].config_names()
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ConfigError(f"--only: {', '.join(unknown)} not in table {table}; its configs: {', '.join(names)}")
+        wanted = set(only) | {RUN_CONFIGS[n].evaluate_from for n in only if RUN_CONFIGS[n].evaluate_from}
+        names = [n for n in names if n in wanted]
+    root = Path(out) / budget
+    plan = []
+    for name in names:
+        config = RUN_CONFIGS[name]
+        for seed in range(seeds):
+            base = RUN_CONFIGS[config.evaluate_from] if config.evaluate_from else None
+            overrides = resolve_overrides(base or config, budget, seed, extra)
+            if base:
+                overrides.update(config.overrides)
+            build_config(overrides)  # fail before anything runs
+            plan.append(PlannedRun(config, seed, root / name / f"seed{seed}", overrides,
+                                   root / base.name / f"seed{seed}" if base else None))
+    return plan
+
+
+def to_argv(overrides: dict[str, Any]) -> list[str]:
+    """Overrides as ``--section.field VALUE`` arguments for ``python -m paa_toolkit.train``."""
+    argv = []
+    for key, value in overrides.items():
+        text = json.dumps(value) if isinstance(value, list) else ("none" if value is None else str(value))
+        argv += [f"--{key}", text]
+    return argv
+
+
+__all__ = ["BUDGETS", "PAPER_BUDGET", "REFERENCE", "RUN_CONFIGS", "SMALL_BUDGET", "TABLES", "TINY_BUDGET",
+           "PlannedRun", "Row", "RunConfig", "Table", "build_config", "build_plan", "parse_assignment",
+           "resolve_overrides", "to_argv"]

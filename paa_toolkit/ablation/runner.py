@@ -1,0 +1,154 @@
+"""Run one planned ablation run in its own folder: skip when complete, resume when not, lock it.
+
+Each training is a normal ``python -m paa_toolkit.train`` process (``--output-dir RUN --resume``),
+so a run that crashes or diverges (``NonFiniteLossError`` of FSR, Table 1 left) becomes a reported
+result (``failed.json``), not the end of the grid. Folder states:
+
+* ``final_metrics.json`` — complete (written last by the trainer, atomically): skipped;
+* ``failed.json`` — the training failed (status ``diverged`` or ``failed``): skipped unless retried;
+* ``.ablate.lock`` — another process is on it right now (created with O_EXCL, so two machines or
+  processes sharing the folder never train the same run; a lock of a dead local process is taken over);
+* anything else — started or not: (re)launched with ``--resume`` (continues from ``last.pth``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .grid import PlannedRun, to_argv
+
+FINAL = "final_metrics.json"
+FAILED = "failed.json"
+LOCK = ".ablate.lock"
+ABLATE_INFO = "ablate.json"  # wall time and command of the run (ours, next to the trainer's files)
+LOG = "train.log"
+
+
+def default_launcher() -> list[str]:
+    return [sys.executable, "-m", "paa_toolkit.train"]
+
+
+def run_state(run_dir: Path) -> str:
+    """``complete``, ``failed``, ``running`` (locked), ``incomplete`` or ``missing``."""
+    if (run_dir / FINAL).exists():
+        return "complete"
+    if (run_dir / FAILED).exists():
+        return "failed"
+    if (run_dir / LOCK).exists():
+        return "running"
+    return "incomplete" if run_dir.exists() else "missing"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(run_dir: Path) -> Path | None:
+    """Create ``run_dir/.ablate.lock`` atomically; None when another live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                return None  # being written right now by its owner
+            if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            return None
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
+        return lock
+    return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def _failure(log_path: Path, returncode: int) -> dict:
+    """Classify a failed training from its log: ``diverged`` (non-finite loss) or ``failed``."""
+    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
+    message = (errors or lines or [f"exit code {returncode}"])[-1][:500]
+    status = "diverged" if "non-finite" in message else "failed"
+    return {"status": status, "returncode": returncode, "message": message}
+
+
+@dataclass
+class Outcome:
+    run: PlannedRun
+    state: str  # complete | failed | skipped | running (locked) | pending (its base run is not complete)
+    wall_s: float = 0.0
+
+
+def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bool = False,
+            echo=print) -> Outcome:
+    """Bring one run to a final state (complete or failed), unless it is done or someone else runs it."""
+    state = run_state(run.run_dir)
+    if state == "complete" or (state == "failed" and not retry_failed):
+        return Outcome(run, "skipped")
+    lock = acquire_lock(run.run_dir)
+    if lock is None:
+        echo(f"[ablate] {run.name}: locked by another process, skipped")
+        return Outcome(run, "running")
+    try:
+        if (run.run_dir / FINAL).exists():  # finished while we waited for the lock
+            return Outcome(run, "skipped")
+        (run.run_dir / FAILED).unlink(missing_ok=True)
+        if run.base_dir is not None:
+            base_state = run_state(run.base_dir)
+            if base_state != "complete":
+                echo(f"[ablate] {run.name}: nothing to re-evaluate yet ({run.base_dir} is {base_state}), skipped")
+                return Outcome(run, "pending")
+            eval_keys = {k: v for k, v in run.overrides.items() if k.startswith(("model.", "data.", "device"))}
+            cmd = [sys.executable, "-m", "paa_toolkit.evaluate", str(run.base_dir), *to_argv(eval_keys),
+                   "--output", str(run.run_dir / ".eval.json")]
+        else:
+            cmd = [*(launcher or default_launcher()), *to_argv(run.overrides),
+                   "--name", run.config.name, "--output-dir", str(run.run_dir), "--resume"]
+        echo(f"[ablate] {run.name}: {shlex.join(cmd[:3])} … → {run.run_dir}")
+        info_path = run.run_dir / ABLATE_INFO
+        previous = json.loads(info_path.read_text()).get("wall_s", 0.0) if info_path.exists() else 0.0
+        tick = time.perf_counter()
+        with open(run.run_dir / LOG, "a", encoding="utf-8") as log:
+            log.write(f"\n$ {shlex.join(cmd)}\n")
+            log.flush()
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            returncode = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wall = previous + time.perf_counter() - tick
+        _write_json(info_path, {"wall_s": wall, "command": shlex.join(cmd), "returncode": returncode})
+        if returncode == 0 and run.base_dir is not None:
+            metrics = json.loads((run.run_dir / ".eval.json").read_text())
+            _write_json(run.run_dir / FINAL, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if returncode != 0 or not (run.run_dir / FINAL).exists():
+            failure = _failure(run.run_dir / LOG, returncode)
+            _write_json(run.run_dir / FAILED, failure)
+            echo(f"[ablate] {run.name}: {failure['status']} after {wall:.0f} s: {failure['message']}")
+            return Outcome(run, "failed", wall)
+        echo(f"[ablate] {run.name}: complete in {wall:.0f} s")
+        return Outcome(run, "complete", wall)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+__all__ = ["ABLATE_INFO", "FAILED", "FINAL", "LOCK", "Outcome", "acquire_lock", "default_launcher", "execute",
+           "run_state"]

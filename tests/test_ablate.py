@@ -1,0 +1,201 @@
+"""Specifications of ``python -m paa_toolkit.ablate``: the grids (names, overrides), the runner
+(skip when complete, resume, failures as results, locks), the table formatting, and one tiny grid
+trained end to end."""
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from paa_toolkit import ablate
+from paa_toolkit.ablation.grid import TABLES, build_config, build_plan, to_argv
+from paa_toolkit.ablation.report import RowResult, collect, markdown_table
+from paa_toolkit.ablation.runner import FAILED, FINAL, LOCK, acquire_lock, execute, run_state
+from paa_toolkit.engine.config import ConfigError, parse_args
+
+
+# ---- grids ----------------------------------------------------------------------------------------
+def test_table_1_right_rows_map_onto_assigner_aux_and_voting():
+    plan = {p.config.name: p.overrides for p in build_plan("1R", "small", 1, "out")}
+    assert list(plan) == ["iou_assign", "iou_assign_ioupred", "paa_noaux", "paa_centerness", "paa_ioupred",
+                          "paa_ioupred_voting", "atss_centerness", "atss_ioupred"]
+    expected = {  # (assigner, aux, score voting)
+        "iou_assign": ("max_iou", "none", False), "iou_assign_ioupred": ("max_iou", "iou", False),
+        "paa_noaux": ("paa", "none", False), "paa_centerness": ("paa", "centerness", False),
+        "paa_ioupred": ("paa", "iou", False), "paa_ioupred_voting": ("paa", "iou", True),
+        "atss_centerness": ("atss", "centerness", False), "atss_ioupred": ("atss", "iou", False),
+    }
+    for name, (assigner, aux, voting) in expected.items():
+        o = plan[name]
+        assert (o["model.assigner"], o["model.aux"], o["model.score_voting"]) == (assigner, aux, voting), name
+
+
+def test_table_1_left_and_table_4_vary_one_setting_each():
+    left = {p.config.name: p.overrides for p in build_plan("1L", "small", 1, "out")}
+    assert [left[f"boundary_{b}"]["model.boundary"] for b in "abd"] == ["a", "b", "d"]
+    assert [left[f"fnp_{n}"]["model.fnp_num"] for n in (5, 10, 20)] == [5, 10, 20]
+    assert {left[f"fsr_{t}"]["model.assigner"] for t in (0.1, 0.2, 0.3)} == {"fsr"}
+    assert [left[f"fsr_{t}"]["model.fsr_thresh"] for t in (0.1, 0.2, 0.3)] == [0.1, 0.2, 0.3]
+    t4 = {p.config.name: p.overrides for p in build_plan("4", "small", 1, "out")}
+    assert [t4[n]["model.topk"] for n in ("topk_5", "paa_ioupred", "topk_18", "topk_25")] == [5, 9, 18, 25]
+    assert [t4[n]["model.anchor_scale"] for n in ("anchor_scale_4", "anchor_scale_6", "anchor_scale_10")] == [4, 6, 10]
+
+
+def test_identical_settings_share_one_run_folder_across_tables():
+    dirs = {t: {p.config.name: p.run_dir for p in build_plan(t, "small", 1, "out")} for t in TABLES}
+    reference = dirs["1R"]["paa_ioupred"]
+    assert dirs["1L"]["paa_ioupred"] == dirs["4"]["paa_ioupred"] == dirs["baselines"]["paa_ioupred"] == reference
+    assert reference == Path("out/small/paa_ioupred/seed0")
+
+
+def test_score_voting_row_reevaluates_the_reference_checkpoint():
+    plan = build_plan("1R", "small", 2, "out", only=["paa_ioupred_voting"])
+    assert [p.name for p in plan] == ["paa_ioupred@0", "paa_ioupred@1", "paa_ioupred_voting@0", "paa_ioupred_voting@1"]
+    voting = plan[3]
+    assert voting.base_dir == Path("out/small/paa_ioupred/seed1") and voting.overrides["seed"] == 1
+
+
+def test_baselines_use_torchvision_archs_on_the_same_budget_and_backbone():
+    plan = {p.config.name: p.overrides for p in build_plan("baselines", "small", 1, "out")}
+    assert plan["fcos"]["model.arch"] == "fcos" and plan["retinanet"]["model.arch"] == "retinanet"
+    for key in ("model.backbone", "model.width", "model.min_size", "solver.max_iters", "data.synthetic_num_train"):
+        assert plan["fcos"][key] == plan["retinanet"][key] == plan["paa_ioupred"][key], key
+
+
+def test_every_planned_run_is_a_valid_train_config_and_survives_the_command_line(tmp_path):
+    for table in TABLES:
+        for budget, extra in (("small", None), ("tiny", None), ("paper", {"data.root": str(tmp_path)})):
+            for run in build_plan(table, budget, 1, "out", extra=extra):
+                assert parse_args(to_argv(run.overrides)).to_dict() == build_config(run.overrides).to_dict()
+
+
+def test_unknown_only_names_and_bad_set_values_are_clear_errors(capsys):
+    with pytest.raises(ConfigError, match="fsr_0.9 not in table 1L"):
+        build_plan("1L", "small", 1, "out", only=["fsr_0.9"])
+    with pytest.raises(SystemExit):
+        ablate.main(["--table", "1R", "--set", "model.aux=bogus", "--list"])
+    assert "model.aux: unknown value 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablate.main(["--table", "1R", "--budget", "paper", "--set", "data.root=."])
+    assert "--set model.backbone_weights=FILE" in capsys.readouterr().err
+
+
+def test_list_prints_one_config_name_per_line_with_its_state(capsys, tmp_path):
+    assert ablate.main(["--table", "4", "--list", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("\t")[0] for ln in lines] == TABLES["4"].config_names()
+    assert all(ln.endswith("\tmissing") for ln in lines)
+
+
+# ---- runner -----------------------------------------------------------------------------------------
+FAKE_TRAIN = textwrap.dedent("""
+    import json, sys, pathlib
+    args = sys.argv[1:]
+    out = pathlib.Path(args[args.index("--output-dir") + 1])
+    (out / "argv.json").write_text(json.dumps(args))
+    if "--model.assigner" in args and args[args.index("--model.assigner") + 1] == "fsr":
+        print("error: non-finite loss at iteration 3 (loss_cls=nan); training stopped.", file=sys.stderr)
+        sys.exit(1)
+    (out / "final_metrics.json").write_text(json.dumps({"AP": 0.5, "AP50": 0.75, "AP75": 0.25}))
+""")
+
+
+@pytest.fixture
+def fake_launcher(tmp_path):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    return [sys.executable, str(script)]
+
+
+def test_a_complete_run_is_skipped_without_launching_anything(tmp_path):
+    run = build_plan("1R", "tiny", 1, tmp_path, only=["paa_noaux"])[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / FINAL).write_text("{}")
+    outcome = execute(run, launcher=[sys.executable, "-c", "raise SystemExit(3)"], echo=lambda *_: None)
+    assert outcome.state == "skipped" and not (run.run_dir / FAILED).exists()
+
+
+def test_an_incomplete_run_is_launched_with_resume_into_its_own_folder(tmp_path, fake_launcher):
+    run = build_plan("1R", "tiny", 1, tmp_path, only=["paa_noaux"])[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "last.pth").write_text("half a run")
+    assert run_state(run.run_dir) == "incomplete"
+    assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "complete"
+    argv = json.loads((run.run_dir / "argv.json").read_text())
+    assert argv[argv.index("--output-dir") + 1] == str(run.run_dir) and argv[-1] == "--resume"
+    assert argv[argv.index("--model.aux") + 1] == "none" and run_state(run.run_dir) == "complete"
+    assert not (run.run_dir / LOCK).exists()
+
+
+def test_a_diverging_training_is_recorded_as_a_result_not_raised(tmp_path, fake_launcher):
+    run = build_plan("1L", "tiny", 1, tmp_path, only=["fsr_0.3"])[0]
+    assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "failed"
+    failure = json.loads((run.run_dir / FAILED).read_text())
+    assert failure["status"] == "diverged" and "non-finite loss" in failure["message"]
+    assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "skipped"  # not retried...
+    assert execute(run, launcher=fake_launcher, retry_failed=True, echo=lambda *_: None).state == "failed"  # ...unless asked
+
+
+def test_a_locked_run_is_left_to_its_owner_and_a_dead_owners_lock_is_taken_over(tmp_path, fake_launcher):
+    run = build_plan("1R", "tiny", 1, tmp_path, only=["paa_noaux"])[0]
+    lock = acquire_lock(run.run_dir)
+    assert lock is not None and acquire_lock(run.run_dir) is None
+    assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "running"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**owner, "pid": int(dead.stdout)}))  # its process has exited
+    assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "complete"
+
+
+def test_a_reevaluation_waits_for_its_trained_base_run(tmp_path):
+    voting = build_plan("1R", "tiny", 1, tmp_path, only=["paa_ioupred_voting"])[-1]
+    assert voting.config.name == "paa_ioupred_voting"
+    assert execute(voting, echo=lambda *_: None).state == "pending"
+    assert run_state(voting.run_dir) == "incomplete" and not (voting.run_dir / FAILED).exists()
+
+
+# ---- report -------------------------------------------------------------------------------------------
+def test_markdown_table_shows_mean_and_sample_std_and_failures_in_the_paper_layout():
+    ok = [{"state": "complete", "AP": 0.30, "AP50": 0.5, "AP75": 0.2, "pos_per_gt": 4.0, "wall_s": 60.0},
+          {"state": "complete", "AP": 0.34, "AP50": 0.5, "AP75": 0.3, "pos_per_gt": 6.0, "wall_s": 80.0}]
+    diverged = {"state": "failed", "status": "diverged", "message": "non-finite loss"}
+    no_positives = {**ok[0], "AP": 0.0, "pos_per_gt": 0.0}
+    spec = TABLES["1L"].rows
+    seeds = [ok] + [[diverged]] * (len(spec) - 2) + [[no_positives]]
+    rows = [RowResult(r.cells, r.config, r.paper, s) for r, s in zip(spec, seeds)]
+    text = markdown_table("1L", rows, "small", 2)
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| Anchor Sep. | AP | AP50 | AP75 | pos/GT |")
+    assert lines[1] == "| Fig. 3 (a) | 0.320 ± 0.028 | 0.500 ± 0.000 | 0.250 ± 0.071 | 5.0 | 70 | 40.5 |"
+    assert lines[2].startswith("| Fig. 3 (b) | diverged |")
+    assert "0.000 (0 positives)" in lines[-1] and "training failed" in lines[-1]
+
+
+def test_report_of_a_grid_with_nothing_finished_marks_every_row_pending(tmp_path):
+    rows = collect("1R", tmp_path, "small", 2)
+    assert len(rows) == 8 and {r.status for r in rows} == {"pending"}
+
+
+# ---- end to end: two configs, a few iterations, tiny images ------------------------------------------
+@pytest.mark.slow
+def test_tiny_grid_end_to_end_writes_one_row_per_config_with_numbers_in_0_1(tmp_path, capsys):
+    out = tmp_path / "abl"
+    args = ["--table", "1R", "--budget", "tiny", "--only", "paa_noaux", "paa_ioupred", "--out", str(out)]
+    assert ablate.main(args) == 0
+    md = (out / "tiny" / "table_1R.md").read_text()
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| Method")]
+    assert len(rows) == len(TABLES["1R"].rows)
+    finished = [r for r in rows if r.startswith(("| PAA |  |  |", "| PAA | IoU pred. |  |"))]
+    assert len(finished) == 2 and all("pending" in r for r in rows if r not in finished)
+    for row in finished:
+        numbers = [float(x) for x in re.findall(r"\| (\d+\.\d{3}) ", row)]
+        assert len(numbers) == 3 and all(0.0 <= x <= 1.0 for x in numbers), row
+    data = json.loads((out / "tiny" / "table_1R.json").read_text())
+    assert [r["status"] for r in data["rows"]].count("ok") == 2
+    assert (out / "tiny" / "table_1R.png").stat().st_size > 1000
+    # a second call skips both runs (complete) and only rewrites the table
+    (out / "tiny" / "paa_noaux" / "seed0" / "metrics.jsonl").unlink()
+    assert ablate.main(args) == 0 and not (out / "tiny" / "paa_noaux" / "seed0" / "metrics.jsonl").exists()
