@@ -94,15 +94,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
 
 # ---- the test ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the torchrun workers (OMP_NUM_THREADS=1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, one_thread):
+def runs(tmp_path_factory, one_thread):  # one thread, as the torchrun workers (OMP_NUM_THREADS=1)
     """The same 4 iterations twice: torchrun 2 processes × batch 1, and one process × batch 2."""
     from paa_toolkit.engine.config import parse_args
     from paa_toolkit.engine.trainer import train

@@ -23,13 +23,7 @@ from paa_toolkit.engine.trainer import (
 
 
 # ---- fixtures: a 6-image synthetic dataset and the smallest detector that trains ---------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +121,12 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
     (["--model.aux", "quality"], "valid choices: iou, centerness, none"),
     (["--model.width", "wide"], "model.width: expected int, got 'wide'"),
     (["--arch", "fcos", "--model.width", "48"], "model.width must be a multiple of 32 for arch fcos"),
+    (["--batch-size", "0"], "data.batch_size must be >= 1, got 0"),
+    (["--model.nms_thresh", "1.5"], "model.nms_thresh must be in (0, 1], got 1.5"),
+    (["--dataset", "imagenet"], "data.dataset: unknown value 'imagenet'; valid choices: synthetic, coco"),
+    (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
+    (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
+    (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
 ])
 def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

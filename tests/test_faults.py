@@ -34,12 +34,7 @@ from paa_toolkit.train import main as train_main
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---- data: a hand-written COCO folder and the tiny synthetic set ---------------------------------
@@ -334,20 +329,6 @@ def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
 
 
 # ---- bad values on the command lines ---------------------------------------------------------------
-@pytest.mark.parametrize("argv, message", [
-    (["--batch-size", "0"], "data.batch_size must be >= 1, got 0"),
-    (["--model.nms_thresh", "1.5"], "model.nms_thresh must be in (0, 1], got 1.5"),
-    (["--dataset", "imagenet"], "data.dataset: unknown value 'imagenet'; valid choices: synthetic, coco"),
-    (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
-    (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
-    (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
-])
-def test_more_bad_training_values_exit_2_naming_the_valid_range(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(argv)
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")
-
 
 def test_training_module_rejects_k_zero_without_a_traceback():
     done = subprocess.run([sys.executable, "-m", "paa_toolkit.train", "--model.topk", "0"], env=SUBPROCESS_ENV,

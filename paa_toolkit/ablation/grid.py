@@ -40,6 +40,19 @@ SMALL_BUDGET: dict[str, Any] = {
     "trace_iters": [],  # no assignment traces: not needed for the tables
 }
 
+#: The default run's data and model (256 px, 800 train / 100 val images, width 64) for 400 iterations:
+#: about 3–4 min per training on 2 idle cores, where the 128-px ``small`` budget has barely started.
+MEDIUM_BUDGET: dict[str, Any] = {
+    "data.batch_size": 4,
+    "model.width": 64,
+    "model.backbone": "resnet18",
+    "solver.max_iters": 400,
+    "solver.warmup_iters": 40,
+    "checkpoint_every": 100,
+    "log_every": 20,
+    "trace_iters": [],
+}
+
 #: §4 / Appendix A.1: ResNet-50 (frozen BN, ImageNet weights via --set model.backbone_weights=...),
 #: GN towers of width 256, 800 px, 135k iterations (lr ÷10 at 90k and 120k), 16 images per batch
 #: (2 per GPU on 8 GPUs: use --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"),
@@ -80,7 +93,7 @@ TINY_BUDGET: dict[str, Any] = {
     "trace_iters": [],
 }
 
-BUDGETS = {"small": SMALL_BUDGET, "paper": PAPER_BUDGET, "tiny": TINY_BUDGET}
+BUDGETS = {"small": SMALL_BUDGET, "medium": MEDIUM_BUDGET, "paper": PAPER_BUDGET, "tiny": TINY_BUDGET}
 
 
 # ---- run configs ---------------------------------------------------------------------------------
@@ -279,6 +292,6 @@ def to_argv(overrides: dict[str, Any]) -> list[str]:
     return argv
 
 
-__all__ = ["BUDGETS", "PAPER_BUDGET", "REFERENCE", "RUN_CONFIGS", "SMALL_BUDGET", "TABLES", "TINY_BUDGET",
+__all__ = ["BUDGETS", "MEDIUM_BUDGET", "PAPER_BUDGET", "REFERENCE", "RUN_CONFIGS", "SMALL_BUDGET", "TABLES", "TINY_BUDGET",
            "PlannedRun", "Row", "RunConfig", "Table", "build_config", "build_plan", "parse_assignment",
            "resolve_overrides", "to_argv"]
