@@ -26,6 +26,11 @@ from typing import Any, Union
 
 import yaml
 
+from ..assign import ASSIGNERS
+from ..assign.boundaries import BOUNDARIES
+from ..model.backbone import BACKBONES, NORMS
+from ..model.head import AUX_CHOICES as AUX_HEADS
+
 # ---- the scaled-down demo (paper values in comments) ------------------------------------------
 DEMO_MAX_ITERS = 600  # paper: 135k (ablations), 180k
 DEMO_WARMUP_ITERS = 50  # paper: 500
@@ -37,11 +42,6 @@ DEMO_LR = 0.01  # paper: 0.01 for a batch of 16
 
 # ---- valid choices (validated up front, listed in error messages) ----------------------------
 ARCHS = ("paa", "fcos", "retinanet")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d")
-NORMS = ("gn", "bn", "frozen_bn")
-AUX_HEADS = ("iou", "centerness", "none")
-ASSIGNERS = ("paa", "fnp", "fsr", "atss", "max_iou")
-BOUNDARIES = ("a", "b", "c", "d")
 DATASETS = ("synthetic", "coco")
 #: Appendix A.1: lr ÷10 at 90k and 120k of 135k iterations — kept as fractions of the run.
 PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
