@@ -32,8 +32,8 @@ Budgets (``--budget``):
   (benchmarks/ablations.md). The numbers are far below the paper's (AP ≈ 0.01–0.07 after 240
   iterations): compare rows, not absolute values, and mind the seed-to-seed spread.
 * ``medium`` — the default run's data and model (256 px, 800 / 100 images, width 64) for 400
-  iterations, two threads per training: about 3–4 min each on 2 idle cores, AP in the 0.1–0.2 range
-  where ``small`` has barely started (benchmarks/ablations.md).
+  iterations, two threads per training: 3.2 min each on 2 idle cores (Table 1 right, 1 seed, in 25
+  min), AP 0.08–0.24 where ``small`` has barely started (benchmarks/ablations.md).
 * ``paper`` — §4 / Appendix A.1 on COCO: ResNet-50 (frozen BN; pass ImageNet weights with
   ``--set model.backbone_weights=FILE``), width 256, 800 px, 135k iterations, batch 2 per process
   (× 8 GPUs = 16, with the torchrun launcher), AMP, CUDA.
