@@ -16,7 +16,7 @@ from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
 from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
 from .candidates import PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level
-from .gmm import fit_gmm
+from .gmm import GMMFit, fit_gmm
 
 
 def scatter_labels(
@@ -39,6 +39,27 @@ def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Te
     gt_index = torch.arange(m, device=targets.valid.device)[None, :].expand(b, m).reshape(-1)
     rows = targets.valid.reshape(-1)
     return rows, image_index[rows], gt_index[rows]
+
+
+def fit_and_separate(
+    costs: Tensor, valid: Tensor, separation: str, *, fnp_num: int, fsr_thresh: float,
+    gmm_dtype: torch.dtype = torch.float64,
+) -> tuple[Tensor, GMMFit | None]:
+    """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
+    need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
+    fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=gmm_dtype) if separation in BOUNDARIES else None
+    return separate(separation, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh), fit
+
+
+def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
+    """The GMM fields of :class:`AssignmentDiagnostics` from a fit (all None without one)."""
+    return dict(
+        gmm_means=None if fit is None else fit.means,
+        gmm_variances=None if fit is None else fit.variances,
+        gmm_weights=None if fit is None else fit.weights,
+        responsibilities=None if fit is None else fit.responsibilities,
+        log_density=None if fit is None else fit.log_density,
+    )
 
 
 class PAAAssigner:
@@ -109,10 +130,8 @@ class PAAAssigner:
         order = sort_rows(costs, valid)
         anchor_idx, level, valid, costs = (t.gather(1, order) for t in (anchor_idx, level, valid, costs))
 
-        fit = None
-        if self.separation in BOUNDARIES:  # line 12
-            fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=self.gmm_dtype)
-        labels = separate(self.separation, costs, valid, fit, fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh)
+        labels, fit = fit_and_separate(costs, valid, self.separation, fnp_num=self.fnp_num,  # lines 12–13
+                                       fsr_thresh=self.fsr_thresh, gmm_dtype=self.gmm_dtype)
         matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)
 
         diagnostics = None
@@ -121,12 +140,7 @@ class PAAAssigner:
             diagnostics = AssignmentDiagnostics(
                 image_index=image_index, gt_index=gt_index, candidate_anchor=anchor_idx,
                 candidate_level=level, candidate_valid=valid, candidate_cost=costs,
-                candidate_iou=cand_iou, candidate_label=labels,
-                gmm_means=None if fit is None else fit.means,
-                gmm_variances=None if fit is None else fit.variances,
-                gmm_weights=None if fit is None else fit.weights,
-                responsibilities=None if fit is None else fit.responsibilities,
-                log_density=None if fit is None else fit.log_density,
+                candidate_iou=cand_iou, candidate_label=labels, **gmm_diagnostics(fit),
                 boundary=boundary_cost(costs, labels),
             )
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)

@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 
 from ..assign import ATSSAssigner, Assignment, MaxIoUAssigner, PAAAssigner
-from ..assign.boundaries import BOUNDARIES, SEPARATIONS, boundary_cost, separate
-from ..assign.gmm import fit_gmm
-from ..assign.paa import scatter_labels
+from ..assign.boundaries import SEPARATIONS, boundary_cost
+from ..assign.paa import fit_and_separate, gmm_diagnostics, scatter_labels
 from ..structures import AnchorGrid, PaddedTargets, decode_boxes, make_anchor_grid, pad_targets
 
 #: Every rule the assignment explorer offers: Fig. 3 (a)–(d), FNP, FSR (Table 1 left), ATSS, max-IoU.
@@ -159,15 +158,10 @@ def _reseparate(snapshot: Any, method: str, fnp_num: int, fsr_thresh: float) -> 
     """Procedure 1, lines 12–16 on the snapshot's own candidate costs (exact: the costs of training)."""
     diag = snapshot.diagnostics
     costs, valid = diag.candidate_cost, diag.candidate_valid
-    fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid) if method in BOUNDARIES else None
-    labels = separate(method, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
+    labels, fit = fit_and_separate(costs, valid, method, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
     matched = scatter_labels(snapshot.matched_gt.shape, diag.candidate_anchor, diag.image_index, diag.gt_index, labels)
-    gmm = dict(gmm_means=None, gmm_variances=None, gmm_weights=None, responsibilities=None, log_density=None)
-    if fit is not None:
-        gmm = dict(gmm_means=fit.means, gmm_variances=fit.variances, gmm_weights=fit.weights,
-                   responsibilities=fit.responsibilities, log_density=fit.log_density)
     diagnostics = dataclasses.replace(diag, candidate_label=labels, boundary=boundary_cost(costs, labels),
-                                      iou_threshold=None, **gmm)
+                                      iou_threshold=None, **gmm_diagnostics(fit))
     return Assignment(matched_gt=matched, diagnostics=diagnostics)
 
 
