@@ -25,8 +25,14 @@ def _series(records: list[dict[str, Any]], kind: str, key: str) -> tuple[list[in
     return [x for x, _ in rows], [y for _, y in rows]
 
 
-def _empty(ax, message: str) -> None:
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
+def _finish(ax, empty_message: str, legend_size: str | None = None, **labels) -> None:
+    """Legend (or a grey note when nothing was drawn), axis labels and grid: the end of every plot here."""
+    if ax.lines:
+        ax.legend(fontsize=legend_size)
+    else:
+        ax.text(0.5, 0.5, empty_message, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.set(**labels)
+    ax.grid(alpha=0.3)
 
 
 def plot_losses(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
@@ -39,11 +45,7 @@ def plot_losses(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
         ax.plot(x, y, label=key, lw=2.0 if key == "loss" else 1.2)
     if keys:
         ax.set_yscale("log")
-        ax.legend()
-    else:
-        _empty(ax, "no training records")
-    ax.set(xlabel="iteration", ylabel="loss", title="Training losses")
-    ax.grid(alpha=0.3)
+    _finish(ax, "no training records", xlabel="iteration", ylabel="loss", title="Training losses")
     return fig
 
 
@@ -55,12 +57,7 @@ def plot_ap(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
         x, y = _series(records, "eval", key)
         if x:
             ax.plot(x, [100 * v for v in y], marker="o", label=key)
-    if ax.lines:
-        ax.legend()
-    else:
-        _empty(ax, "no evaluation records")
-    ax.set(xlabel="iteration", ylabel="%", title="COCO AP on the validation split")
-    ax.grid(alpha=0.3)
+    _finish(ax, "no evaluation records", xlabel="iteration", ylabel="%", title="COCO AP on the validation split")
     return fig
 
 
@@ -79,12 +76,9 @@ def plot_positives_per_gt(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> 
     if tx:
         ax.plot(tx, ty, "o", label="trace images")
     if ax.lines:
-        ax.legend()
         ax.set_ylim(bottom=0)
-    else:
-        _empty(ax, "the model reports no positives per GT")
-    ax.set(xlabel="iteration", ylabel="positives per GT", title="Positive anchors per ground truth (Fig. 4b)")
-    ax.grid(alpha=0.3)
+    _finish(ax, "the model reports no positives per GT", xlabel="iteration", ylabel="positives per GT",
+            title="Positive anchors per ground truth (Fig. 4b)")
     return fig
 
 
@@ -111,13 +105,9 @@ def plot_positives_by_iteration(
         band = ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, label=f"{rule} (25–75 %)")
         band.set_gid(f"range:{rule}")
     if ax.lines:
-        ax.legend(fontsize="small")
         ax.set_ylim(bottom=0)
-    else:
-        _empty(ax, "no positives recorded")
-    ax.set(xlabel="iteration", ylabel="positives per GT",
-           title=title or "Positives per GT on the trace images (Fig. 4b)")
-    ax.grid(alpha=0.3)
+    _finish(ax, "no positives recorded", legend_size="small", xlabel="iteration", ylabel="positives per GT",
+            title=title or "Positives per GT on the trace images (Fig. 4b)")
     return fig
 
 
