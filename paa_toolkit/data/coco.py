@@ -21,7 +21,7 @@ import logging
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Container, Sequence
 
 import numpy as np
 import torch
@@ -66,12 +66,25 @@ def _item(path: Path, key: str, index: int, entry: Any) -> str:
     return f"{path}: {key}[{index}]" + (f" (id={ident})" if ident is not None else "")
 
 
-def _require(path: Path, key: str, index: int, entry: Any, fields: Sequence[str]) -> None:
+ENTRY_NOUN = {"categories": "category", "images": "image", "annotations": "annotation"}
+
+
+def _check_entry(path: Path, key: str, index: int, entry: Any, fields: Sequence[str], int_fields: Sequence[str],
+                 seen_ids: Container) -> str:
+    """An entry of ``key`` is an object with ``fields``, integer ``int_fields`` and an ``id`` not in
+    ``seen_ids``; returns how errors name it (:func:`_item`)."""
+    where = _item(path, key, index, entry)
     if not isinstance(entry, dict):
-        raise ValueError(f"{_item(path, key, index, entry)} must be a JSON object, got {type(entry).__name__}")
+        raise ValueError(f"{where} must be a JSON object, got {type(entry).__name__}")
     missing = [f for f in fields if f not in entry]
     if missing:
-        raise ValueError(f"{_item(path, key, index, entry)} is missing field(s) {missing}")
+        raise ValueError(f"{where} is missing field(s) {missing}")
+    for field in int_fields:
+        if not _is_int(entry[field]):
+            raise ValueError(f"{where}: '{field}' must be an integer, got {entry[field]!r}")
+    if entry["id"] in seen_ids:
+        raise ValueError(f"{where}: duplicate {ENTRY_NOUN[key]} id {entry['id']}")
+    return where
 
 
 def _is_int(v: Any) -> bool:
@@ -151,11 +164,7 @@ class CocoDetection(torch.utils.data.Dataset):
     def _check_categories(self, entries: list) -> dict[int, dict]:
         categories: dict[int, dict] = {}
         for i, c in enumerate(entries):
-            _require(self.ann_file, "categories", i, c, ("id", "name"))
-            if not _is_int(c["id"]):
-                raise ValueError(f"{_item(self.ann_file, 'categories', i, c)}: 'id' must be an integer")
-            if c["id"] in categories:
-                raise ValueError(f"{_item(self.ann_file, 'categories', i, c)}: duplicate category id {c['id']}")
+            _check_entry(self.ann_file, "categories", i, c, ("id", "name"), ("id",), categories)
             categories[c["id"]] = c
         if not categories:
             raise ValueError(f"{self.ann_file}: 'categories' is empty; a detector needs at least one class")
@@ -179,11 +188,7 @@ class CocoDetection(torch.utils.data.Dataset):
         images: dict[int, dict] = {}
         missing_files = []
         for i, im in enumerate(entries):
-            _require(self.ann_file, "images", i, im, ("id", "file_name"))
-            if not _is_int(im["id"]):
-                raise ValueError(f"{_item(self.ann_file, 'images', i, im)}: 'id' must be an integer")
-            if im["id"] in images:
-                raise ValueError(f"{_item(self.ann_file, 'images', i, im)}: duplicate image id {im['id']}")
+            _check_entry(self.ann_file, "images", i, im, ("id", "file_name"), ("id",), images)
             path = self.image_dir / str(im["file_name"])
             if not path.is_file():
                 missing_files.append(path)
@@ -214,13 +219,8 @@ class CocoDetection(torch.utils.data.Dataset):
         selected = set(self.category_ids)
         seen_ids: set = set()
         for i, a in enumerate(entries):
-            _require(self.ann_file, "annotations", i, a, ("id", "image_id", "category_id", "bbox"))
-            where = _item(self.ann_file, "annotations", i, a)
-            for field in ("id", "image_id", "category_id"):
-                if not _is_int(a[field]):
-                    raise ValueError(f"{where}: '{field}' must be an integer, got {a[field]!r}")
-            if a["id"] in seen_ids:
-                raise ValueError(f"{where}: duplicate annotation id {a['id']}")
+            where = _check_entry(self.ann_file, "annotations", i, a, ("id", "image_id", "category_id", "bbox"),
+                                 ("id", "image_id", "category_id"), seen_ids)
             seen_ids.add(a["id"])
             if a["image_id"] not in images:
                 raise ValueError(f"{where}: image_id {a['image_id']!r} is not in 'images'")
