@@ -13,7 +13,7 @@ from paa_toolkit.assign import MaxIoUAssigner
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.gmm import fit_gmm, gmm_history, synthetic_candidate_costs
 from paa_toolkit.viz.assignment import count_marks, find_artists, plot_assignment, plot_snapshot
-from paa_toolkit.viz.detections import iou_prediction_error, plot_iou_prediction, plot_voting
+from paa_toolkit.viz.detections import iou_error_by_bin, plot_iou_prediction, plot_voting
 from paa_toolkit.viz.gmm import plot_boundaries, plot_cost_histogram, plot_em_steps
 from paa_toolkit.widgets.compute import random_snapshot, snapshot_anchors
 from paa_toolkit.structures import PaddedTargets
@@ -170,7 +170,7 @@ def test_iou_prediction_reports_the_mean_absolute_error_and_plots_every_pair():
 
 
 def test_iou_prediction_error_of_empty_bins_is_nan():
-    stats = iou_prediction_error([0.9, 0.8], [0.9, 0.9], bins=2)
+    stats = iou_error_by_bin([0.9, 0.8], [0.9, 0.9], bins=2)
     assert math.isnan(stats["bin_error"][0]) and stats["bin_error"][1] == pytest.approx(0.05)
 
 

@@ -18,8 +18,10 @@ from matplotlib.figure import Figure
 from .assignment import as_boxes, as_numpy, box_collection, new_axes, show_image
 
 
-def iou_prediction_error(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, np.ndarray | float]:
-    """Table 2 right: mean |predicted IoU − true IoU| overall and per bin of the true IoU (NaN: empty bin)."""
+def iou_error_by_bin(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, np.ndarray | float]:
+    """Table 2 right, binned for plotting: mean |predicted IoU − true IoU| overall and per bin of the true
+    IoU (NaN: empty bin). The evaluation's figure from detections is
+    :func:`paa_toolkit.engine.evaluate.iou_prediction_error`."""
     pred = as_numpy(pred_iou, "pred_iou").reshape(-1)
     true = as_numpy(true_iou, "true_iou").reshape(-1)
     if pred.shape != true.shape or pred.size == 0:
@@ -45,7 +47,7 @@ def plot_iou_prediction(
     The overall mean absolute error is in the title (the paper reports < 0.1 for every backbone).
     At most ``max_points`` pairs are scattered (a fixed random subset); the errors use all pairs.
     """
-    stats = iou_prediction_error(pred_iou, true_iou, bins)
+    stats = iou_error_by_bin(pred_iou, true_iou, bins)
     pred = as_numpy(pred_iou, "pred_iou").reshape(-1)
     true = as_numpy(true_iou, "true_iou").reshape(-1)
     if pred.size > max_points:
@@ -144,4 +146,4 @@ def plot_detections(
     return fig
 
 
-__all__ = ["iou_prediction_error", "plot_detections", "plot_iou_prediction", "plot_voting"]
+__all__ = ["iou_error_by_bin", "plot_detections", "plot_iou_prediction", "plot_voting"]
