@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .data.synthetic import default_cache_dir
 from .engine.checkpoint import CheckpointError, resolve_checkpoint
 from .engine.config import TrainConfig, set_field
-from .structures import AnchorGrid, decode_boxes
+from .structures import AnchorGrid
 
 #: The fast (CI) setting: 16 iterations of 2 images (of 32, 128 px), traced on 4 images; under half a minute on
 #: a 2-core CPU. Its numbers only show that the code runs.
@@ -169,10 +169,7 @@ def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
     model.transform.min_size = (model.test_min_size,)
     try:
         batch, _ = model.transform([image.to(device)])
-        features = list(model.backbone(batch.tensors).values())
-        out = model.head(features)
-        anchors = model.anchors_for(out.feature_sizes, out.box_deltas)
-        pred_boxes = decode_boxes(out.box_deltas, anchors.boxes)
+        out, anchors, pred_boxes = model.run_network(batch.tensors)
     finally:
         model.train(was_training)
     h, w = batch.image_sizes[0]

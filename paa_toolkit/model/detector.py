@@ -135,7 +135,8 @@ class PAADetector(nn.Module):
                 feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype)
         return self._anchor_cache[key]
 
-    def _run(self, images_tensor: Tensor):
+    def run_network(self, images_tensor: Tensor):
+        """Backbone, FPN and head on a padded batch → (head outputs, anchors, decoded boxes of every anchor)."""
         features = list(self.backbone(images_tensor).values())
         out = self.head(features)
         anchors = self.anchors_for(out.feature_sizes, out.box_deltas)
@@ -158,7 +159,7 @@ class PAADetector(nn.Module):
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         self.transform.min_size = self.train_min_sizes if self.training else (self.test_min_size,)
         batch, targets = self.transform(images, targets)
-        out, anchors, pred_boxes = self._run(batch.tensors)
+        out, anchors, pred_boxes = self.run_network(batch.tensors)
         if self.training:
             padded = pad_targets(targets, device=pred_boxes.device)
             assignment = self.assign(anchors, padded, out, pred_boxes)
@@ -185,7 +186,7 @@ class PAADetector(nn.Module):
                 for flip in ((False, True) if self.tta_flip else (False,)):
                     inputs = [img.flip(-1) if flip else img for img in images]
                     batch, _ = self.transform(inputs)
-                    out, anchors, pred_boxes = self._run(batch.tensors)
+                    out, anchors, pred_boxes = self.run_network(batch.tensors)
                     dets = postprocess_detections(out.cls_logits, pred_boxes, out.aux_logits, anchors.num_per_level,
                                                   batch.image_sizes, **{**self.post, "score_voting": False})
                     dets = self.transform.postprocess(dets, batch.image_sizes, original_sizes)
@@ -210,7 +211,7 @@ class PAADetector(nn.Module):
         try:
             check_targets(targets, self.num_classes)
             batch, resized = self.transform(images, [dict(t) for t in targets])
-            out, anchors, pred_boxes = self._run(batch.tensors)
+            out, anchors, pred_boxes = self.run_network(batch.tensors)
             padded = pad_targets(resized, device=pred_boxes.device)
             assignment = self.assign(anchors, padded, out, pred_boxes, diagnostics=True)
         finally:
