@@ -2,8 +2,9 @@
 
 The reference code fits one ``sklearn.mixture.GaussianMixture`` per ground truth in a Python loop and
 separates with Fig. 3 (c). Ours fits every GT at once (:func:`paa_toolkit.assign.fit_gmm`) and
-separates with :func:`paa_toolkit.assign.boundaries.separate`. Same inputs: realistic anchor costs of
-5 levels × K = 9 candidates per GT, sorted ascending, some GTs with fewer candidates.
+separates with :func:`paa_toolkit.assign.boundaries.separate`. Same inputs for both:
+:func:`~paa_toolkit.assign.gmm.synthetic_candidate_costs` (5 levels × K = 9 candidates per GT, sorted
+ascending, some GTs with fewer candidates), as in ``bench_gmm.py``.
 
     python benchmarks/bench_assign.py [--sizes 20 320 2000] [--repeats 5]
 
@@ -13,30 +14,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 import torch
+from bench_gmm import best_ms  # this folder: run as `python benchmarks/bench_assign.py`
 
 from paa_toolkit.assign.boundaries import separate
-from paa_toolkit.assign.gmm import fit_gmm, fit_gmm_sklearn
-
-
-def candidate_costs(num_gts: int, seed: int = 0, levels: int = 5, k: int = 9) -> tuple[torch.Tensor, torch.Tensor]:
-    """Costs like PAA's early/mid training: a low cluster (good anchors) and a high one, some unimodal rows."""
-    rng = np.random.default_rng(seed)
-    n = levels * k
-    costs = np.zeros((num_gts, n))
-    valid = np.zeros((num_gts, n), dtype=bool)
-    for g in range(num_gts):  # data generation only, not timed
-        count = n if rng.random() < 0.8 else int(rng.integers(2, n))
-        n_fg = int(rng.integers(1, max(2, count // 2)))
-        fg = rng.normal(rng.uniform(0.4, 1.5), rng.uniform(0.05, 0.4), n_fg)
-        bg = rng.normal(rng.uniform(2.0, 5.0), rng.uniform(0.2, 1.0), count - n_fg)
-        row = np.abs(np.concatenate([fg, bg])) if rng.random() < 0.85 else np.abs(rng.normal(2.0, 0.8, count))
-        costs[g, :count] = np.sort(row)
-        valid[g, :count] = True
-    return torch.from_numpy(costs), torch.from_numpy(valid)
+from paa_toolkit.assign.gmm import fit_gmm, fit_gmm_sklearn, synthetic_candidate_costs
 
 
 def reference_positives(costs: torch.Tensor, valid: torch.Tensor) -> list[set[int]]:
@@ -63,15 +47,6 @@ def batched_positives(costs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return separate("c", costs, valid, fit_gmm(costs, valid))
 
 
-def best_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 320, 2000])
@@ -83,7 +58,7 @@ def main() -> None:
     print("| GTs | sklearn loop (ms) | batched (ms) | speed-up | identical positive sets | identical labels |")
     print("|---:|---:|---:|---:|---:|---:|")
     for g in args.sizes:
-        costs, valid = candidate_costs(g, seed=g)
+        costs, valid = synthetic_candidate_costs(g, seed=g)
         ref = reference_positives(costs, valid)
         ours = batched_positives(costs, valid)
         same_sets = sum(set(ours[i].nonzero().flatten().tolist()) == ref[i] for i in range(g))
@@ -91,8 +66,8 @@ def main() -> None:
         for i, pos in enumerate(ref):
             ref_labels[i, sorted(pos)] = 1
         same_labels = ((ref_labels == ours) | ~valid).sum().item() - (~valid).sum().item()
-        t_ref = best_time(lambda: reference_positives(costs, valid), max(1, args.repeats // 2))
-        t_ours = best_time(lambda: batched_positives(costs, valid), args.repeats)
+        t_ref = best_ms(lambda: reference_positives(costs, valid), max(1, args.repeats // 2))
+        t_ours = best_ms(lambda: batched_positives(costs, valid), args.repeats)
         print(f"| {g} | {t_ref:.1f} | {t_ours:.2f} | {t_ref / t_ours:.0f}× | "
               f"{100 * same_sets / g:.2f} % | {100 * same_labels / valid.sum().item():.3f} % |")
 
