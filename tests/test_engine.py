@@ -9,6 +9,8 @@ import torch
 import yaml
 from torch import nn
 
+from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
+
 from paa_toolkit.data.coco import CocoDetection
 from paa_toolkit.data.synthetic import make_synthetic_coco
 from paa_toolkit.engine.checkpoint import (
@@ -204,23 +206,6 @@ def test_saving_leaves_no_temporary_files(tmp_path):
 
 
 # ---- training loop ------------------------------------------------------------------------------
-class StopAt(Exception):
-    pass
-
-
-def _stop_training_at(model: nn.Module, call: int) -> None:
-    """Make the ``call``-th training forward raise (a crash between iterations)."""
-    count = {"n": 0}
-
-    def hook(module, inputs):
-        if module.training:
-            count["n"] += 1
-            if count["n"] == call:
-                raise StopAt()
-
-    model.register_forward_pre_hook(hook)
-
-
 @pytest.fixture(scope="module")
 def reference_run(synthetic_root, tmp_path_factory):
     """One finished run (4 iterations, traces at 0/2/4, an evaluation at 2) that several tests inspect."""
@@ -231,12 +216,10 @@ def reference_run(synthetic_root, tmp_path_factory):
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(synthetic_root, reference_run, tmp_path):
     def crashing(cfg, n):
-        model = build_tiny(cfg, n)
-        _stop_training_at(model, call=3)  # dies during iteration 2, after the checkpoint at 2
-        return model
+        return crash_at_training_call(build_tiny(cfg, n), call=3)  # dies in iteration 2, after its checkpoint
 
     cfg = tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2)
-    with pytest.raises(StopAt):
+    with pytest.raises(TrainingCrash):
         train(cfg, build_model=crashing, progress=False)
     assert load_checkpoint(tmp_path / LAST)["iteration"] == 2
     train(tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2, resume="auto"),

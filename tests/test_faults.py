@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
+
+from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
 
 from paa_toolkit.data.synthetic import make_synthetic_coco
 from paa_toolkit.engine.checkpoint import LAST, PREVIOUS, load_checkpoint, save_checkpoint
@@ -281,32 +282,17 @@ def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(syntheti
     assert records == [(r["kind"], r["iteration"]) for r in read_metrics(uninterrupted)]  # each record once
 
 
-class Crash(Exception):
-    pass
-
-
 def crash_in_training_forward(call: int):
     """A model builder whose ``call``-th training forward raises (a crash mid-run)."""
     from paa_toolkit.model.detector import build_model
 
-    def build(cfg, num_classes) -> nn.Module:
-        model, count = build_model(cfg, num_classes), {"n": 0}
-
-        def hook(module, inputs):
-            if module.training:
-                count["n"] += 1
-                if count["n"] == call:
-                    raise Crash()
-
-        model.register_forward_pre_hook(hook)
-        return model
-    return build
+    return lambda cfg, num_classes: crash_at_training_call(build_model(cfg, num_classes), call)
 
 
 def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
         synthetic_root, uninterrupted, tmp_path, caplog):
     run_dir = tmp_path / "run"
-    with pytest.raises(Crash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
+    with pytest.raises(TrainingCrash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
         train(parse_args(tiny_args(synthetic_root, run_dir)), build_model=crash_in_training_forward(5), progress=False)
     good = load_checkpoint(run_dir / LAST)
     assert good["iteration"] == 4 and load_checkpoint(run_dir / PREVIOUS)["iteration"] == 2
