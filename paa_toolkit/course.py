@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from .data.synthetic import default_cache_dir
-from .engine.checkpoint import CheckpointError, resolve_checkpoint
+from .engine.checkpoint import FINAL_METRICS, CheckpointError, resolve_checkpoint
 from .engine.config import TrainConfig, set_field
 from .structures import AnchorGrid
 
@@ -41,7 +41,6 @@ FAST_SETTINGS: dict[str, Any] = {
 #: The full setting: the ``make demo`` run (600 iterations, 800 images of 256 px, ~5 min on a 2-core CPU),
 #: traced every 50 iterations on 8 images (Fig. 4 and the FSR study of notebook 03 use the traces).
 FULL_SETTINGS: dict[str, Any] = {"checkpoint_every": 200, "trace_images": 8, "trace_every": 50}
-FINAL_METRICS = "final_metrics.json"
 
 
 def course_config(fast: bool, overrides: Mapping[str, Any] | None = None) -> TrainConfig:

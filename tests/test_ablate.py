@@ -13,7 +13,8 @@ import pytest
 from paa_toolkit import ablate
 from paa_toolkit.ablation.grid import TABLES, build_config, build_plan, to_argv
 from paa_toolkit.ablation.report import RowResult, collect, markdown_table
-from paa_toolkit.ablation.runner import FAILED, FINAL, LOCK, acquire_lock, execute, run_state
+from paa_toolkit.ablation.runner import FAILED, LOCK, acquire_lock, execute, run_state
+from paa_toolkit.engine.checkpoint import FINAL_METRICS
 from paa_toolkit.engine.config import ConfigError, parse_args
 
 
@@ -113,7 +114,7 @@ def fake_launcher(tmp_path):
 def test_a_complete_run_is_skipped_without_launching_anything(tmp_path):
     run = build_plan("1R", "tiny", 1, tmp_path, only=["paa_noaux"])[0]
     run.run_dir.mkdir(parents=True)
-    (run.run_dir / FINAL).write_text("{}")
+    (run.run_dir / FINAL_METRICS).write_text("{}")
     outcome = execute(run, launcher=[sys.executable, "-c", "raise SystemExit(3)"], echo=lambda *_: None)
     assert outcome.state == "skipped" and not (run.run_dir / FAILED).exists()
 

@@ -14,8 +14,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..engine.checkpoint import FINAL_METRICS
 from .grid import BUDGETS, RUN_CONFIGS, TABLES, Table
-from .runner import ABLATE_INFO, FAILED, FINAL, run_state
+from .runner import ABLATE_INFO, FAILED, run_state
 
 METRICS = ("AP", "AP50", "AP75")
 
@@ -78,7 +79,7 @@ def seed_result(run_dir: Path, base_dir: Path | None = None) -> dict[str, Any]:
     out["wall_s"] = wall
     out["pos_per_gt"] = mean_positives_per_gt(base_dir or run_dir)
     if state == "complete":
-        metrics = json.loads((run_dir / FINAL).read_text())
+        metrics = json.loads((run_dir / FINAL_METRICS).read_text())
         out.update({k: max(float(metrics[k]), 0.0) for k in METRICS if k in metrics})
     elif state == "failed":
         out.update(json.loads((run_dir / FAILED).read_text()))

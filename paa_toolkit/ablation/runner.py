@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.checkpoint import FINAL_METRICS
 from .grid import PlannedRun, to_argv
 
-FINAL = "final_metrics.json"
 FAILED = "failed.json"
 LOCK = ".ablate.lock"
 ABLATE_INFO = "ablate.json"  # wall time and command of the run (ours, next to the trainer's files)
@@ -37,7 +37,7 @@ def default_launcher() -> list[str]:
 
 def run_state(run_dir: Path) -> str:
     """``complete``, ``failed``, ``running`` (locked), ``incomplete`` or ``missing``."""
-    if (run_dir / FINAL).exists():
+    if (run_dir / FINAL_METRICS).exists():
         return "complete"
     if (run_dir / FAILED).exists():
         return "failed"
@@ -111,7 +111,7 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         echo(f"[ablate] {run.name}: locked by another process, skipped")
         return Outcome(run, "running")
     try:
-        if (run.run_dir / FINAL).exists():  # finished while we waited for the lock
+        if (run.run_dir / FINAL_METRICS).exists():  # finished while we waited for the lock
             return Outcome(run, "skipped")
         (run.run_dir / FAILED).unlink(missing_ok=True)
         if run.base_dir is not None:
@@ -138,8 +138,9 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         _write_json(info_path, {"wall_s": wall, "command": shlex.join(cmd), "returncode": returncode})
         if returncode == 0 and run.base_dir is not None:
             metrics = json.loads((run.run_dir / ".eval.json").read_text())
-            _write_json(run.run_dir / FINAL, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        if returncode != 0 or not (run.run_dir / FINAL).exists():
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            _write_json(run.run_dir / FINAL_METRICS, numbers)
+        if returncode != 0 or not (run.run_dir / FINAL_METRICS).exists():
             failure = _failure(run.run_dir / LOG, returncode)
             _write_json(run.run_dir / FAILED, failure)
             echo(f"[ablate] {run.name}: {failure['status']} after {wall:.0f} s: {failure['message']}")
@@ -150,5 +151,5 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         lock.unlink(missing_ok=True)
 
 
-__all__ = ["ABLATE_INFO", "FAILED", "FINAL", "LOCK", "Outcome", "acquire_lock", "default_launcher", "execute",
+__all__ = ["ABLATE_INFO", "FAILED", "LOCK", "Outcome", "acquire_lock", "default_launcher", "execute",
            "run_state"]

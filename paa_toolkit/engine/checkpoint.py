@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 LAST = "last.pth"
 PREVIOUS = "previous.pth"
+#: written last (atomically) by the trainer: its presence means the run finished and was evaluated
+FINAL_METRICS = "final_metrics.json"
 DIGEST_KEY = "sha256"
 
 

@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..data.coco import CocoDetection, collate
-from .checkpoint import LAST, CheckpointError, atomic_save, find_resumable, resolve_checkpoint, save_checkpoint
+from .checkpoint import FINAL_METRICS, LAST, CheckpointError, atomic_save, find_resumable, resolve_checkpoint, save_checkpoint
 from .config import DataConfig, ModelConfig, SolverConfig, TrainConfig, validate
 from .evaluate import evaluate_coco
 
@@ -548,7 +548,7 @@ def _train(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder | N
     result = TrainResult(run_dir=run_dir, iteration=final_iter, checkpoint=last_good)
     result.metrics = evaluate(final_iter)
     if is_writer():
-        atomic_write_text(run_dir / "final_metrics.json", json.dumps({"iteration": final_iter, **result.metrics},
+        atomic_write_text(run_dir / FINAL_METRICS, json.dumps({"iteration": final_iter, **result.metrics},
                                                                       indent=1))
         from ..viz.training import save_training_plots
 
