@@ -5,7 +5,7 @@
     model, state = load_run(run_dir)                 # eval-mode PAADetector + its checkpoint dict
     train_ds, val_ds = run_datasets(state)           # the embedded synthetic dataset it was trained on
     view = head_outputs(model, image)                # one image through backbone + FPN + head
-    with post_processing(model, aux="none"):         # §3.2: rank by S_cls alone instead of Eq. (1)
+    with post_processing(model, unified_score=False):  # §3.2: rank by S_cls alone instead of Eq. (1)
         metrics = evaluate_coco(model, val_ds)
 
 The run lives in ``<cache>/course/course-<fast|full>-<digest>/`` (cache: :func:`~.data.synthetic.default_cache_dir`),
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from .data.synthetic import default_cache_dir
 from .engine.checkpoint import FINAL_METRICS, CheckpointError, resolve_checkpoint
 from .engine.config import TrainConfig, set_field
+from .model.postprocess import InferenceConfig
 from .structures import AnchorGrid
 
 #: The fast (CI) setting: 16 iterations of 2 images (of 32, 128 px), traced on 4 images; under half a minute on
@@ -35,7 +36,7 @@ from .structures import AnchorGrid
 FAST_SETTINGS: dict[str, Any] = {
     "data.synthetic_num_train": 32, "data.synthetic_num_val": 8, "data.synthetic_image_size": 128,
     "data.batch_size": 2, "model.width": 32, "model.num_convs": 1, "model.min_size": 128, "model.max_size": 128,
-    "model.tta_scales": [128], "solver.max_iters": 16, "solver.warmup_iters": 2, "solver.lr": 0.08,
+    "solver.max_iters": 16, "solver.warmup_iters": 2, "solver.lr": 0.08,
     "log_every": 4, "checkpoint_every": 0, "eval_batch_size": 8, "trace_images": 4, "trace_iters": [0, 4, 8, 12, 16],
 }
 #: The full setting: the ``make demo`` run (600 iterations, 800 images of 256 px, ~5 min on a 2-core CPU),
@@ -116,26 +117,24 @@ def run_datasets(state: Mapping[str, Any]):
 
 @contextmanager
 def post_processing(model: nn.Module, **changes: Any) -> Iterator[nn.Module]:
-    """Temporarily change a :class:`~paa_toolkit.model.detector.PAADetector`'s inference settings.
+    """Temporarily change a :class:`~paa_toolkit.model.detector.PAADetector`'s test-time settings.
 
-    Keys are those of :func:`~paa_toolkit.model.postprocess.postprocess_detections`: ``aux``
-    ("iou": rank by the unified score of Eq. 1, "none": classification only), ``score_voting``
-    (§3.3), ``voting_sigma`` (σ_t of Eq. 9), ``nms_thresh``, ``score_thresh``...
+    Keys are the fields of :class:`~paa_toolkit.model.postprocess.InferenceConfig`: ``unified_score``
+    (True: rank by the unified score of Eq. 1; False: classification only), ``score_voting`` (§3.3),
+    ``voting_sigma`` (σ_t of Eq. 9), ``nms_thresh``, ``score_thresh``...
     """
-    post = getattr(model, "post", None)
-    if post is None:
-        raise ValueError(f"{type(model).__name__} has no post-processing settings (.post): a PAADetector is needed")
-    unknown = sorted(set(changes) - set(post))
+    inference = getattr(model, "inference", None)
+    if not isinstance(inference, InferenceConfig):
+        raise ValueError(f"{type(model).__name__} has no test-time settings (.inference): a PAADetector is needed")
+    valid = {f.name for f in fields(InferenceConfig)}
+    unknown = sorted(set(changes) - valid)
     if unknown:
-        raise ValueError(f"unknown post-processing setting(s) {unknown}; valid: {', '.join(sorted(post))}")
-    if changes.get("aux", "none") != "none" and getattr(model.head, "aux_logits", None) is None:
-        raise ValueError(f"aux={changes['aux']!r} needs a model trained with an auxiliary head")
-    saved = dict(post)
-    post.update(changes)
+        raise ValueError(f"unknown test-time setting(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    model.inference = replace(inference, **changes)
     try:
         yield model
     finally:
-        model.post = saved
+        model.inference = inference
 
 
 @dataclass
@@ -165,9 +164,8 @@ def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    model.transform.min_size = (model.test_min_size,)
     try:
-        batch, _ = model.transform([image.to(device)])
+        batch, _ = model.eval_transform()([image.to(device)])
         out, anchors, pred_boxes = model.run_network(batch.tensors)
     finally:
         model.train(was_training)

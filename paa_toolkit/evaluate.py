@@ -4,7 +4,7 @@ CHECKPOINT is a ``.pth`` file or a run folder (its newest loadable checkpoint). 
 post-processing settings saved in the checkpoint are used unless overridden::
 
     python -m paa_toolkit.evaluate runs/demo
-    python -m paa_toolkit.evaluate runs/demo/last.pth --model.score_voting false --model.tta true
+    python -m paa_toolkit.evaluate runs/demo/last.pth --test.score_voting false --test.tta_scales [224,256,288]
     python -m paa_toolkit.evaluate model.pth --data.dataset coco --data.root /data/coco --device cuda
 """
 from __future__ import annotations

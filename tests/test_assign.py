@@ -161,10 +161,10 @@ def random_batch(seed=0, counts=(3, 0, 5), num_classes=4, size=64):
     return grid, targets, logits, decode_boxes(deltas, grid.boxes)
 
 
-@pytest.mark.parametrize("name", ["paa", "fnp", "fsr", "atss", "max_iou"])
+@pytest.mark.parametrize("name", ["c", "fnp", "fsr", "atss", "max_iou"])
 def test_batched_assignment_equals_per_image_assignment(name):
     grid, targets, logits, boxes = random_batch()
-    assigner = build_assigner(name, fsr_thresh=0.05)
+    assigner = build_assigner(rule=name, fsr_thresh=0.05)
     batched = assigner(grid, pad_targets(targets), logits, boxes)
     for i, t in enumerate(targets):
         single = assigner(grid, pad_targets([t]), logits[i:i + 1], boxes[i:i + 1])
@@ -221,10 +221,10 @@ def test_every_gt_gets_positives_even_without_a_good_anchor():
 
 
 def test_unknown_names_and_bad_k_are_rejected_with_choices():
-    with pytest.raises(ValueError, match="valid choices: paa, fnp, fsr, atss, max_iou"):
-        build_assigner("simota")
+    with pytest.raises(ValueError, match="valid choices: a, b, c, d, fnp, fsr, atss, max_iou"):
+        build_assigner(rule="simota")
     with pytest.raises(ValueError, match="valid choices: a, b, c, d, fnp, fsr"):
-        PAAAssigner(separation="e")
+        PAAAssigner(rule="e")
     with pytest.raises(ValueError, match="topk"):
         PAAAssigner(topk=0)
 

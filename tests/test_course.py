@@ -14,7 +14,7 @@ from paa_toolkit.model.postprocess import postprocess_detections
 TINY = {
     "data.synthetic_num_train": 6, "data.synthetic_num_val": 3, "data.synthetic_image_size": 64,
     "data.batch_size": 2, "model.width": 16, "model.num_convs": 1, "model.min_size": 64, "model.max_size": 64,
-    "model.tta_scales": [64], "solver.max_iters": 2, "solver.warmup_iters": 1, "log_every": 1,
+    "solver.max_iters": 2, "solver.warmup_iters": 1, "log_every": 1,
     "eval_batch_size": 3, "trace_images": 2, "trace_iters": [0, 2], "device": "cpu",
 }
 
@@ -94,7 +94,8 @@ def test_head_outputs_reproduce_the_models_own_detections(tiny_model):
     assert sum(view.anchors.num_per_level) == view.pred_boxes.shape[0] == view.aux_logits.shape[0]
     with course.post_processing(model, score_thresh=0.005), torch.no_grad():  # 2 iterations: low scores
         ours = postprocess_detections(view.cls_logits[None], view.pred_boxes[None], view.aux_logits[None],
-                                      view.anchors.num_per_level, [tuple(view.image.shape[-2:])], **model.post)[0]
+                                      view.anchors.num_per_level, [tuple(view.image.shape[-2:])],
+                                      **model.inference.postprocess_kwargs(model.aux))[0]
         theirs = model([image])[0]
     assert len(theirs["boxes"]) > 0
     assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-4)
@@ -109,21 +110,21 @@ def test_head_outputs_rejects_an_image_without_three_channels(tiny_model):
 
 def test_post_processing_changes_settings_inside_and_restores_them_after(tiny_model):
     model, _ = tiny_model
-    before = dict(model.post)
-    with course.post_processing(model, aux="none", score_voting=False):
-        assert model.post["aux"] == "none" and model.post["score_voting"] is False
+    before = model.inference
+    with course.post_processing(model, unified_score=False, score_voting=False):
+        assert not model.inference.unified_score and model.inference.score_voting is False
         with torch.no_grad():
             dets = model([torch.rand(3, 64, 64)])[0]
         assert "ious" not in dets  # ranked by classification alone
-    assert model.post == before
+    assert model.inference == before
     with pytest.raises(RuntimeError), course.post_processing(model, nms_thresh=0.3):
         raise RuntimeError("boom")
-    assert model.post == before
+    assert model.inference == before
 
 
 def test_post_processing_rejects_unknown_settings(tiny_model):
     model, _ = tiny_model
-    with pytest.raises(ValueError, match="unknown post-processing setting"):
+    with pytest.raises(ValueError, match="unknown test-time setting"):
         with course.post_processing(model, voting=True):
             pass
 

@@ -15,7 +15,7 @@ from paa_toolkit.assign.gmm import fit_gmm, gmm_history, synthetic_candidate_cos
 from paa_toolkit.viz.assignment import count_marks, find_artists, plot_assignment, plot_snapshot
 from paa_toolkit.viz.detections import iou_error_by_bin, plot_iou_prediction, plot_voting
 from paa_toolkit.viz.gmm import plot_boundaries, plot_cost_histogram, plot_em_steps
-from paa_toolkit.widgets.compute import random_snapshot, snapshot_anchors
+from paa_toolkit.widgets.compute import random_snapshot
 from paa_toolkit.structures import PaddedTargets
 
 
@@ -150,7 +150,7 @@ def test_snapshot_plot_colours_as_many_anchors_positive_as_the_gt_has_positives(
 def test_snapshot_plot_shows_max_iou_positives_that_are_not_candidates():
     snap = random_snapshot(0)
     targets = PaddedTargets(snap.gt_boxes, snap.gt_labels, snap.gt_valid)
-    assignment = MaxIoUAssigner(pos_iou=0.3, neg_iou=0.2, topk=1)(snapshot_anchors(snap), targets,
+    assignment = MaxIoUAssigner(pos_iou=0.3, neg_iou=0.2, topk=1)(snap.anchor_grid, targets,
                                                                    return_diagnostics=True)
     expected = int((assignment.matched_gt[1] == 0).sum())
     candidates = int(assignment.diagnostics.candidate_valid[assignment.diagnostics.image_index == 1].sum())

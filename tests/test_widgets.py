@@ -13,10 +13,7 @@ from paa_toolkit.assign.gmm import fit_gmm_sklearn
 from paa_toolkit.structures import PaddedTargets
 from paa_toolkit.viz.assignment import count_marks
 from paa_toolkit.widgets import assignment_explorer, gmm_explorer, voting_explorer
-from paa_toolkit.widgets.compute import (
-    nms_then_vote, open_source, random_snapshot, replay_assignment, snapshot_anchors, snapshot_topk,
-    two_cluster_costs,
-)
+from paa_toolkit.widgets.compute import nms_then_vote, open_source, random_snapshot, replay_assignment, two_cluster_costs
 
 
 def targets_of(snap):
@@ -36,17 +33,26 @@ def test_replay_with_the_training_settings_reproduces_the_training_assignment():
     assert torch.equal(replay.assignment.matched_gt, snap.matched_gt)
 
 
-def test_k_is_read_from_a_snapshot_whose_smallest_level_has_fewer_than_k_anchors():
-    snap = random_snapshot(0, topk=5)  # levels of 64, 16 and 4 anchors: 5 + 5 + 4 candidate slots
-    assert snapshot_topk(snap) == 5
-    assert assignment_explorer(snap).topk.value == 5
+def test_the_explorer_starts_with_the_snapshot_own_k_and_lambda():
+    snap = random_snapshot(0, topk=5, score_lambda=0.5)  # levels of 64, 16 and 4 anchors: 5 + 5 + 4 slots
+    ex = assignment_explorer(snap)
+    assert (ex.topk.value, ex.score_lambda.value, ex.rule.value) == (5, 0.5, "c")
+
+
+def test_a_run_trained_with_another_lambda_replays_with_its_own_lambda():
+    snap = random_snapshot(3, score_lambda=0.25)
+    replay = replay_assignment(snap)
+    assert replay.exact and replay.note == "training costs (exact)"
+    assert torch.equal(replay.assignment.matched_gt, snap.matched_gt)
+    other = replay_assignment(snap, score_lambda=1.0)  # λ = 1 is a different assignment of this batch
+    assert not torch.equal(other.assignment.matched_gt, snap.matched_gt)
 
 
 def test_replay_with_another_k_and_cls_logits_equals_the_assigner_run_directly():
     snap = random_snapshot(1, with_logits=True)
     replay = replay_assignment(snap, "a", topk=2, score_lambda=0.5)
-    direct = PAAAssigner(topk=2, score_lambda=0.5, separation="a")(
-        snapshot_anchors(snap), targets_of(snap), snap.cls_logits, snap.pred_boxes)
+    direct = PAAAssigner(topk=2, score_lambda=0.5, rule="a")(
+        snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes)
     assert replay.exact
     assert torch.equal(replay.assignment.matched_gt, direct.matched_gt)
 
@@ -57,7 +63,7 @@ def test_replay_with_another_lambda_but_no_cls_logits_is_marked_approximate():
 
 
 def test_replay_rejects_an_unknown_rule():
-    with pytest.raises(ValueError, match="unknown method 'e'"):
+    with pytest.raises(ValueError, match="unknown rule 'e'"):
         replay_assignment(random_snapshot(0), "e")
 
 
@@ -78,7 +84,7 @@ def test_assignment_explorer_starts_with_the_snapshot_positive_count():
 def test_fnp_3_gives_three_positives():
     ex = assignment_explorer(random_snapshot(0))
     with ex.hold():
-        ex.method.value = "fnp"
+        ex.rule.value = "fnp"
         ex.fnp_num.value = 3
     assert ex.label.value == "positives: 3"
     assert count_marks(ex.figures["overlay"], "centers:positive") == 3
@@ -86,7 +92,7 @@ def test_fnp_3_gives_three_positives():
 
 
 def test_changing_fnp_n_updates_the_label_and_the_redrawn_images():
-    ex = assignment_explorer(random_snapshot(0), method="fnp", fnp_num=2)
+    ex = assignment_explorer(random_snapshot(0), rule="fnp", fnp_num=2)
     assert ex.label.value == "positives: 2"
     old_png = ex.overlay.value
     ex.fnp_num.value = 5
@@ -104,19 +110,19 @@ def test_choosing_another_image_and_gt_counts_that_gts_positives():
     assert ex.label.value == f"positives: {positives(snap.matched_gt, 1, 0)}"
 
 
-@pytest.mark.parametrize("method, assigner", [("atss", ATSSAssigner(topk=4)), ("max_iou", MaxIoUAssigner(topk=4))])
-def test_baseline_rules_count_the_baseline_positives(method, assigner):
+@pytest.mark.parametrize("rule, assigner", [("atss", ATSSAssigner(topk=4)), ("max_iou", MaxIoUAssigner(topk=4))])
+def test_baseline_rules_count_the_baseline_positives(rule, assigner):
     snap = random_snapshot(0)
-    expected = assigner(snapshot_anchors(snap), targets_of(snap)).matched_gt
+    expected = assigner(snap.anchor_grid, targets_of(snap)).matched_gt
     ex = assignment_explorer(snap)
-    ex.method.value = method
+    ex.rule.value = rule
     assert ex.label.value == f"positives: {positives(expected, 0, 0)}"
     assert ex.view["xlabel"].startswith("IoU")
 
 
 def test_changing_k_recomputes_the_assignment_with_the_per_class_logits():
     snap = random_snapshot(2, with_logits=True)
-    expected = PAAAssigner(topk=1)(snapshot_anchors(snap), targets_of(snap), snap.cls_logits, snap.pred_boxes)
+    expected = PAAAssigner(topk=1)(snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes)
     ex = assignment_explorer(snap)
     ex.topk.value = 1
     assert ex.label.value == f"positives: {positives(expected.matched_gt, 0, 0)}"
@@ -126,9 +132,9 @@ def test_changing_k_recomputes_the_assignment_with_the_per_class_logits():
 def test_hold_redraws_once_after_all_changes():
     ex = assignment_explorer(random_snapshot(0))
     calls = []
-    ex._update = lambda: calls.append(ex.method.value)
+    ex._update = lambda: calls.append(ex.rule.value)
     with ex.hold():
-        ex.method.value = "fnp"
+        ex.rule.value = "fnp"
         ex.fnp_num.value = 4
         ex.gt.value = 1
     assert calls == ["fnp"]
@@ -150,12 +156,7 @@ def test_trace_folder_iterations_switch_the_snapshot(tmp_path):
 
 
 def test_a_trace_file_of_the_detectors_assignment_snapshot_opens(tmp_path):
-    detector = pytest.importorskip("paa_toolkit.model.detector")
-    from dataclasses import fields
-
-    stand_in = random_snapshot(0)
-    names = [f.name for f in fields(detector.AssignmentSnapshot)]
-    snap = detector.AssignmentSnapshot(**{name: getattr(stand_in, name) for name in names})
+    snap = random_snapshot(0)
     torch.save({"iteration": 7, "snapshot": snap}, tmp_path / "iter_000007.pt")
     ex = assignment_explorer(tmp_path / "iter_000007.pt")
     assert list(ex.iteration.options) == [7]

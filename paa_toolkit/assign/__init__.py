@@ -1,33 +1,39 @@
-"""Anchor assigners: PAA (Procedure 1) and the baselines, all behind one interface (:mod:`.base`)."""
+"""Anchor assigners: PAA (Procedure 1) and the baselines, all behind one interface (:mod:`.base`).
+
+    assigner = build_assigner(AssignConfig(rule="c", topk=9))   # or rule "a"/"b"/"d"/"fnp"/"fsr"/"atss"/"max_iou"
+"""
 from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
 
 from .base import IGNORE, NEGATIVE, Assigner, Assignment, AssignmentDiagnostics
 from .baselines import ATSSAssigner, MaxIoUAssigner
 from .boundaries import BOUNDARIES, SEPARATIONS
+from .config import GMM_RULES, RULES, AssignConfig
+from .cost import anchor_cost
 from .gmm import GMMFit, fit_gmm
 from .paa import PAAAssigner
 
-#: Names accepted by :func:`build_assigner` (and by ``--assigner`` on the command line).
-ASSIGNERS = ("paa", "fnp", "fsr", "atss", "max_iou")
 
+def build_assigner(cfg: AssignConfig | None = None, **changes: Any) -> Assigner:
+    """The assigner of ``cfg.rule`` (∈ :data:`RULES`): PAA for Fig. 3 (a)–(d), FNP and FSR; ATSS; max-IoU.
 
-def build_assigner(
-    name: str = "paa", *, boundary: str = "c", topk: int = 9, score_lambda: float = 1.0,
-    fnp_num: int = 10, fsr_thresh: float = 0.2,
-) -> Assigner:
-    """Switching assigner is one argument: "paa" (with ``boundary`` a–d), "fnp", "fsr", "atss", "max_iou"."""
-    if name == "paa":
-        return PAAAssigner(topk=topk, score_lambda=score_lambda, separation=boundary)
-    if name in ("fnp", "fsr"):
-        return PAAAssigner(topk=topk, score_lambda=score_lambda, separation=name, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-    if name == "atss":
-        return ATSSAssigner(topk=topk)
-    if name == "max_iou":
-        return MaxIoUAssigner(topk=topk)
-    raise ValueError(f"unknown assigner {name!r}; valid choices: {', '.join(ASSIGNERS)}")
+    ``changes`` override fields of ``cfg`` (``build_assigner(rule="atss")``).
+    """
+    cfg = replace(cfg or AssignConfig(), **changes)
+    if cfg.rule in SEPARATIONS:
+        return PAAAssigner(topk=cfg.topk, score_lambda=cfg.score_lambda, rule=cfg.rule, fnp_num=cfg.fnp_num,
+                           fsr_thresh=cfg.fsr_thresh)
+    if cfg.rule == "atss":
+        return ATSSAssigner(topk=cfg.topk)
+    if cfg.rule == "max_iou":
+        return MaxIoUAssigner(topk=cfg.topk)
+    raise ValueError(f"unknown assignment rule {cfg.rule!r}; valid choices: {', '.join(RULES)}")
 
 
 __all__ = [
-    "ASSIGNERS", "ATSSAssigner", "Assigner", "Assignment", "AssignmentDiagnostics", "BOUNDARIES", "GMMFit",
-    "IGNORE", "MaxIoUAssigner", "NEGATIVE", "PAAAssigner", "SEPARATIONS", "build_assigner", "fit_gmm",
+    "ATSSAssigner", "AssignConfig", "Assigner", "Assignment", "AssignmentDiagnostics", "BOUNDARIES", "GMMFit",
+    "GMM_RULES", "IGNORE", "MaxIoUAssigner", "NEGATIVE", "PAAAssigner", "RULES", "SEPARATIONS", "anchor_cost",
+    "build_assigner", "fit_gmm",
 ]

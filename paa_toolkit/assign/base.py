@@ -104,11 +104,21 @@ class Assignment:
         return targets.boxes.gather(1, idx)
 
     def positives_per_gt(self, targets: PaddedTargets) -> Tensor:
-        """Number of positive anchors of each GT, ``[B, M]`` (Fig. 4 (b))."""
-        counts = torch.zeros(targets.boxes.shape[:2], dtype=torch.int64, device=self.matched_gt.device)
-        if targets.max_gts:
-            counts.scatter_add_(1, self.matched_gt.clamp(min=0), self.positive.long())
-        return counts
+        """Number of positive anchors of each GT slot, ``[B, M]`` (Fig. 4 (b); 0 for padding)."""
+        return positive_counts(self.matched_gt, targets.boxes.shape[1])
+
+
+def positive_counts(matched_gt: Tensor, max_gts: int) -> Tensor:
+    """Positive anchors of each GT slot, ``[B, M]``, from ``matched_gt[B, A]`` (GT index or < 0)."""
+    counts = torch.zeros(matched_gt.shape[0], max_gts, dtype=torch.int64, device=matched_gt.device)
+    if max_gts:
+        counts.scatter_add_(1, matched_gt.clamp(min=0), (matched_gt >= 0).long())
+    return counts
+
+
+def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
+    """Positive anchors of each real GT, ``[G]`` (Fig. 4 (b)), from ``matched_gt[B, A]`` and ``gt_valid[B, M]``."""
+    return positive_counts(matched_gt, gt_valid.shape[1])[gt_valid]
 
 
 class Assigner(Protocol):

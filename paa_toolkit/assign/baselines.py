@@ -13,6 +13,7 @@ from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, Assignment, AssignmentDiagnostics
 from .boundaries import IGNORED, POSITIVE
 from .candidates import anchor_gt_iou, match_max_iou, topk_per_level
+from .config import AssignConfig
 from .paa import rows_of_real_gts
 
 
@@ -49,10 +50,16 @@ class MaxIoUAssigner:
 
     needs_predictions = False
 
-    def __init__(self, pos_iou: float = 0.5, neg_iou: float = 0.4, allow_low_quality: bool = True, topk: int = 9):
+    def __init__(self, pos_iou: float = 0.5, neg_iou: float = 0.4, allow_low_quality: bool = True,
+                 topk: int = AssignConfig.topk):
         if not 0 <= neg_iou <= pos_iou <= 1:
             raise ValueError(f"need 0 <= neg_iou <= pos_iou <= 1, got neg_iou={neg_iou}, pos_iou={pos_iou}")
         self.pos_iou, self.neg_iou, self.allow_low_quality, self.topk = pos_iou, neg_iou, allow_low_quality, topk
+
+    @property
+    def settings(self) -> AssignConfig:
+        """The rule and K (of the diagnostics' candidate slots), recorded in every trace."""
+        return AssignConfig(rule="max_iou", topk=self.topk)
 
     def __repr__(self) -> str:
         return f"MaxIoUAssigner(pos_iou={self.pos_iou}, neg_iou={self.neg_iou})"
@@ -76,10 +83,15 @@ class ATSSAssigner:
 
     needs_predictions = False
 
-    def __init__(self, topk: int = 9):
+    def __init__(self, topk: int = AssignConfig.topk):
         if topk < 1:
             raise ValueError(f"topk (K) must be >= 1, got {topk}")
         self.topk = topk
+
+    @property
+    def settings(self) -> AssignConfig:
+        """The rule and K, recorded in every trace."""
+        return AssignConfig(rule="atss", topk=self.topk)
 
     def __repr__(self) -> str:
         return f"ATSSAssigner(topk={self.topk})"

@@ -105,7 +105,7 @@ def separate_fixed_score(costs: Tensor, valid: Tensor, threshold: float) -> Tens
 
 
 def separate(
-    method: str,
+    rule: str,
     costs: Tensor,
     valid: Tensor,
     fit: GMMFit | None = None,
@@ -113,22 +113,22 @@ def separate(
     fnp_num: int = 10,
     fsr_thresh: float = 0.2,
 ) -> Tensor:
-    """Dispatch on ``method`` ∈ :data:`SEPARATIONS`; ``fit`` is required for the GMM boundaries (a)–(d)."""
-    if method in BOUNDARIES and fit is None:
-        raise ValueError(f"boundary {method!r} needs a fitted GMM (fit=None given)")
-    if method == "a":
+    """Procedure 1, line 13 with ``rule`` ∈ :data:`SEPARATIONS`; ``fit`` is required for the GMM boundaries (a)–(d)."""
+    if rule in BOUNDARIES and fit is None:
+        raise ValueError(f"boundary {rule!r} needs a fitted GMM (fit=None given)")
+    if rule == "a":
         return separate_posterior(fit, valid)
-    if method == "b":
+    if rule == "b":
         return separate_peaks_with_ignore(fit, valid)
-    if method == "c":
+    if rule == "c":
         return separate_foreground_peak(fit, valid)
-    if method == "d":
+    if rule == "d":
         return separate_midpoint(costs, fit, valid)
-    if method == "fnp":
+    if rule == "fnp":
         return separate_fixed_number(costs, valid, fnp_num)
-    if method == "fsr":
+    if rule == "fsr":
         return separate_fixed_score(costs, valid, fsr_thresh)
-    raise ValueError(f"unknown separation {method!r}; valid choices: {', '.join(SEPARATIONS)}")
+    raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(SEPARATIONS)}")
 
 
 def boundary_cost(costs: Tensor, labels: Tensor) -> Tensor:

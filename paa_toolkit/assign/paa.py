@@ -1,11 +1,13 @@
 """The PAA assigner: Procedure 1 end to end, for a whole batch at once.
 
 Line 3   GetAnchors            → :func:`~.candidates.match_max_iou` (IoU ≥ 0.1, low-quality matches kept)
-Line 6   ComputeAnchorScores   → :func:`paa_toolkit.model.losses.anchor_cost` (Eq. 1–3)
+Line 6   ComputeAnchorScores   → :func:`~.cost.anchor_cost` (Eq. 1–3)
 Lines 7–9 FindKthLargest, top-K → :func:`~.candidates.topk_per_level`
 Line 12  FitGMM                → :func:`~.gmm.fit_gmm` (Eq. 4), all GTs of all images in one call
 Line 13  SeparateAnchors       → :func:`~.boundaries.separate` (Fig. 3 (a)–(d), FNP, FSR)
-Line 16  the rest are negatives.
+Line 14  positives of this GT     → :func:`scatter_labels` (all GTs' labels written back at once)
+Line 15  ignored anchors (Fig. 3 (b) only) → :func:`scatter_labels` writes ``IGNORE``
+Line 16  the rest are negatives  → :func:`scatter_labels` starts from ``NEGATIVE``
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
 from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
 from .candidates import PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level
+from .config import AssignConfig
+from .cost import anchor_cost
 from .gmm import GMMFit, fit_gmm
 
 
@@ -42,13 +46,13 @@ def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Te
 
 
 def fit_and_separate(
-    costs: Tensor, valid: Tensor, separation: str, *, fnp_num: int, fsr_thresh: float,
+    costs: Tensor, valid: Tensor, rule: str, *, fnp_num: int, fsr_thresh: float,
     gmm_dtype: torch.dtype = torch.float64,
 ) -> tuple[Tensor, GMMFit | None]:
     """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
     need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
-    fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=gmm_dtype) if separation in BOUNDARIES else None
-    return separate(separation, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh), fit
+    fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=gmm_dtype) if rule in BOUNDARIES else None
+    return separate(rule, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh), fit
 
 
 def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
@@ -65,10 +69,10 @@ def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
 class PAAAssigner:
     """Probabilistic anchor assignment (§3.1, Procedure 1).
 
-    Args:
+    Args (defaults: :class:`~.config.AssignConfig`, the one home of the settings):
         topk: K candidates per pyramid level (paper: 9; Table 4 tries 5–25).
         score_lambda: λ of Eq. (1)/(3) weighting the localisation cost (paper: 1).
-        separation: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
+        rule: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
             "fnp" (fixed number of positives) / "fsr" (fixed score range) of Table 1 left.
         fnp_num, fsr_thresh: n of FNP(n) and t of FSR(> t).
         gmm_dtype: float64 matches scikit-learn exactly; float32 is faster on GPUs.
@@ -78,24 +82,30 @@ class PAAAssigner:
 
     def __init__(
         self,
-        topk: int = 9,
-        score_lambda: float = 1.0,
-        separation: str = "c",
-        fnp_num: int = 10,
-        fsr_thresh: float = 0.2,
+        topk: int = AssignConfig.topk,
+        score_lambda: float = AssignConfig.score_lambda,
+        rule: str = AssignConfig.rule,
+        fnp_num: int = AssignConfig.fnp_num,
+        fsr_thresh: float = AssignConfig.fsr_thresh,
         iou_threshold: float = PAA_IOU_THRESHOLD,
         gmm_dtype: torch.dtype = torch.float64,
     ):
         if topk < 1:
             raise ValueError(f"topk (K) must be >= 1, got {topk}")
-        if separation not in SEPARATIONS:
-            raise ValueError(f"unknown separation {separation!r}; valid choices: {', '.join(SEPARATIONS)}")
-        self.topk, self.score_lambda, self.separation = topk, score_lambda, separation
+        if rule not in SEPARATIONS:
+            raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(SEPARATIONS)}")
+        self.topk, self.score_lambda, self.rule = topk, score_lambda, rule
         self.fnp_num, self.fsr_thresh = fnp_num, fsr_thresh
         self.iou_threshold, self.gmm_dtype = iou_threshold, gmm_dtype
 
+    @property
+    def settings(self) -> AssignConfig:
+        """Everything a replay of this assigner needs (recorded in every trace)."""
+        return AssignConfig(rule=self.rule, topk=self.topk, score_lambda=self.score_lambda,
+                            fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh)
+
     def __repr__(self) -> str:
-        return f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, separation={self.separation!r})"
+        return f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, rule={self.rule!r})"
 
     @torch.no_grad()
     def __call__(
@@ -108,8 +118,6 @@ class PAAAssigner:
     ) -> Assignment:
         if cls_logits is None or pred_boxes is None:
             raise ValueError("PAA scores anchors with the model: cls_logits and pred_boxes are required")
-        from ..model.losses import anchor_cost  # the one home of Eq. (1)–(3)
-
         b, a = cls_logits.shape[:2]
         ious = anchor_gt_iou(anchors, targets)  # [B, A, M]
         owner = match_max_iou(ious, self.iou_threshold)  # line 3
@@ -130,9 +138,9 @@ class PAAAssigner:
         order = sort_rows(costs, valid)
         anchor_idx, level, valid, costs = (t.gather(1, order) for t in (anchor_idx, level, valid, costs))
 
-        labels, fit = fit_and_separate(costs, valid, self.separation, fnp_num=self.fnp_num,  # lines 12–13
+        labels, fit = fit_and_separate(costs, valid, self.rule, fnp_num=self.fnp_num,  # lines 12–13
                                        fsr_thresh=self.fsr_thresh, gmm_dtype=self.gmm_dtype)
-        matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)
+        matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)  # 14–16
 
         diagnostics = None
         if return_diagnostics:

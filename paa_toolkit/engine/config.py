@@ -5,7 +5,7 @@
     cfg = TrainConfig.from_dict(cfg.to_dict())            # round trip (run folder, checkpoints)
 
 Every field can be set as ``--<section>.<field> VALUE`` (``--solver.lr 0.02``, ``--model.min_size
-[224,288]``); a few common ones have short aliases (``--lr``, ``--max-iters``, ``--assigner``...).
+[224,288]``); a few common ones have short aliases (``--lr``, ``--max-iters``, ``--rule``...).
 Precedence: defaults < ``--config`` file < command line. :func:`validate` checks everything up
 front and raises :class:`ConfigError` naming the field, the value and the valid choices.
 
@@ -26,10 +26,11 @@ from typing import Any, Union
 
 import yaml
 
-from ..assign import ASSIGNERS
-from ..assign.boundaries import BOUNDARIES
+from ..assign import RULES, AssignConfig
 from ..model.backbone import BACKBONES, NORMS
-from ..model.head import AUX_CHOICES as AUX_HEADS
+from ..model.head import AUX_CHOICES
+from ..model.losses import LossWeights
+from ..model.postprocess import InferenceConfig
 
 # ---- the scaled-down demo (paper values in comments) ------------------------------------------
 DEMO_MAX_ITERS = 600  # paper: 135k (ablations), 180k
@@ -53,7 +54,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """The detector (§3) and its post-processing (§3.3). ``arch`` "fcos"/"retinanet": torchvision baselines."""
+    """The detector (§3, Fig. 5) and its training loss (Eq. 8). ``arch`` "fcos"/"retinanet": torchvision baselines."""
 
     arch: str = "paa"
     backbone: str = "resnet18"
@@ -64,26 +65,11 @@ class ModelConfig:
     num_convs: int = 4
     aux: str = "iou"  # Table 1 right: IoU prediction vs centerness vs none
     anchor_scale: float = 8.0  # Table 4
-    assigner: str = "paa"  # Procedure 1, or a baseline
-    boundary: str = "c"  # Fig. 3 (a)–(d)
-    topk: int = 9  # K of Procedure 1, line 8
-    score_lambda: float = 1.0  # λ1 of Eq. (3) for anchor scores
-    fnp_num: int = 10
-    fsr_thresh: float = 0.2
-    reg_loss_weight: float = 1.3  # λ1 in the loss (§4)
-    iou_loss_weight: float = 0.5  # λ2 of Eq. (8)
+    box_loss_weight: float = LossWeights.box  # λ1 of Eq. (8)
+    aux_loss_weight: float = LossWeights.aux  # λ2 of Eq. (8)
     min_size: int | list[int] = DEMO_MIN_SIZE  # int, or [lo, hi] for multi-scale training
     max_size: int = DEMO_MAX_SIZE
     size_divisible: int = 128  # pad batches to a multiple of this: P7's stride (reference code: 32)
-    test_min_size: int | None = None  # None: same as min_size (the lower end of a range)
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.6
-    topk_per_level: int = 1000
-    detections_per_img: int = 100
-    score_voting: bool = True  # §3.3, Eq. (9)–(10)
-    voting_sigma: float = 0.025
-    tta: bool = False
-    tta_scales: list[int] = field(default_factory=lambda: [DEMO_MIN_SIZE - 64, DEMO_MIN_SIZE, DEMO_MIN_SIZE + 64])
 
 
 @dataclass
@@ -135,6 +121,8 @@ class TrainConfig:
     """One training run: what to build, how to optimise it, where to write, what to record."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    assign: AssignConfig = field(default_factory=AssignConfig)
+    test: InferenceConfig = field(default_factory=InferenceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     name: str = "demo"
@@ -173,7 +161,8 @@ class TrainConfig:
         return cfg
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "solver": SolverConfig}
+SECTIONS = {"model": ModelConfig, "assign": AssignConfig, "test": InferenceConfig, "data": DataConfig,
+            "solver": SolverConfig}
 
 #: short command-line aliases → dotted field names
 ALIASES = {
@@ -182,7 +171,7 @@ ALIASES = {
     "--batch-size": "data.batch_size",
     "--dataset": "data.dataset",
     "--data-root": "data.root",
-    "--assigner": "model.assigner",
+    "--rule": "assign.rule",
     "--backbone": "model.backbone",
     "--backbone-weights": "model.backbone_weights",
     "--aux": "model.aux",
@@ -314,13 +303,11 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every value before anything is built; the first problem raises :class:`ConfigError`."""
-    m, d, s = cfg.model, cfg.data, cfg.solver
+    m, a, t, d, s = cfg.model, cfg.assign, cfg.test, cfg.data, cfg.solver
     _choice("model.arch", m.arch, ARCHS)
     _choice("model.backbone", m.backbone, BACKBONES)
     _choice("model.backbone_norm", m.backbone_norm, NORMS)
-    _choice("model.aux", m.aux, AUX_HEADS)
-    _choice("model.assigner", m.assigner, ASSIGNERS)
-    _choice("model.boundary", m.boundary, BOUNDARIES)
+    _choice("model.aux", m.aux, AUX_CHOICES)
     _check(m.backbone_weights is None or Path(m.backbone_weights).is_file(),
            f"model.backbone_weights: file not found: {m.backbone_weights}")
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
@@ -328,25 +315,27 @@ def validate(cfg: TrainConfig) -> TrainConfig:
            f"(torchvision's FCOS head uses GroupNorm(32)), got {m.width}")
     _check(m.num_convs >= 0, f"model.num_convs must be >= 0, got {m.num_convs}")
     _check(m.anchor_scale > 0, f"model.anchor_scale must be > 0, got {m.anchor_scale}")
-    _check(m.topk >= 1, f"model.topk (K of Procedure 1) must be >= 1, got {m.topk}")
-    _check(m.score_lambda >= 0, f"model.score_lambda must be >= 0, got {m.score_lambda}")
-    _check(m.fnp_num >= 1, f"model.fnp_num must be >= 1, got {m.fnp_num}")
-    _check(0 < m.fsr_thresh <= 1, f"model.fsr_thresh must be in (0, 1], got {m.fsr_thresh}")
-    _check(m.reg_loss_weight >= 0, f"model.reg_loss_weight must be >= 0, got {m.reg_loss_weight}")
-    _check(m.iou_loss_weight >= 0, f"model.iou_loss_weight must be >= 0, got {m.iou_loss_weight}")
+    _check(m.box_loss_weight >= 0, f"model.box_loss_weight (λ1) must be >= 0, got {m.box_loss_weight}")
+    _check(m.aux_loss_weight >= 0, f"model.aux_loss_weight (λ2) must be >= 0, got {m.aux_loss_weight}")
     sizes = [m.min_size] if isinstance(m.min_size, int) else m.min_size
     _check(len(sizes) in (1, 2) and all(v >= 32 for v in sizes) and sizes == sorted(sizes),
            f"model.min_size must be an int >= 32 or a range [lo, hi] with 32 <= lo <= hi, got {m.min_size}")
     _check(m.max_size >= max(sizes), f"model.max_size ({m.max_size}) must be >= model.min_size ({m.min_size})")
     _check(m.size_divisible >= 1, f"model.size_divisible must be >= 1, got {m.size_divisible}")
-    _check(m.test_min_size is None or m.test_min_size >= 32, f"model.test_min_size must be >= 32, got {m.test_min_size}")
-    _check(0 <= m.score_thresh < 1, f"model.score_thresh must be in [0, 1), got {m.score_thresh}")
-    _check(0 < m.nms_thresh <= 1, f"model.nms_thresh must be in (0, 1], got {m.nms_thresh}")
-    _check(m.topk_per_level >= 1, f"model.topk_per_level must be >= 1, got {m.topk_per_level}")
-    _check(m.detections_per_img >= 1, f"model.detections_per_img must be >= 1, got {m.detections_per_img}")
-    _check(m.voting_sigma > 0, f"model.voting_sigma must be > 0, got {m.voting_sigma}")
-    _check(not m.tta or (m.tta_scales and all(v >= 32 for v in m.tta_scales)),
-           f"model.tta_scales must be a non-empty list of sizes >= 32 when model.tta is on, got {m.tta_scales}")
+
+    _choice("assign.rule", a.rule, RULES)
+    _check(a.topk >= 1, f"assign.topk (K of Procedure 1) must be >= 1, got {a.topk}")
+    _check(a.score_lambda >= 0, f"assign.score_lambda (λ) must be >= 0, got {a.score_lambda}")
+    _check(a.fnp_num >= 1, f"assign.fnp_num must be >= 1, got {a.fnp_num}")
+    _check(0 < a.fsr_thresh <= 1, f"assign.fsr_thresh must be in (0, 1], got {a.fsr_thresh}")
+
+    _check(t.min_size is None or t.min_size >= 32, f"test.min_size must be >= 32, got {t.min_size}")
+    _check(0 <= t.score_thresh < 1, f"test.score_thresh must be in [0, 1), got {t.score_thresh}")
+    _check(0 < t.nms_thresh <= 1, f"test.nms_thresh must be in (0, 1], got {t.nms_thresh}")
+    _check(t.topk_per_level >= 1, f"test.topk_per_level must be >= 1, got {t.topk_per_level}")
+    _check(t.detections_per_img >= 1, f"test.detections_per_img must be >= 1, got {t.detections_per_img}")
+    _check(t.voting_sigma > 0, f"test.voting_sigma must be > 0, got {t.voting_sigma}")
+    _check(all(v >= 32 for v in t.tta_scales), f"test.tta_scales must be sizes >= 32, got {t.tta_scales}")
 
     _choice("data.dataset", d.dataset, DATASETS)
     if d.dataset == "coco":

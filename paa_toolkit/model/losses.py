@@ -1,7 +1,10 @@
-"""The anchor cost of Eq. (1)–(3) and the training loss of Eq. (8) — each has its one home here.
+"""Eq. (5)–(8): the training objective — the one home of the detector's loss.
 
-The assigner ranks anchors by :func:`anchor_cost` on detached predictions; the detector trains with
-:func:`detection_losses`. Both use the same focal and GIoU losses from ``torchvision.ops``.
+Eq. (5)–(7) (§3.1) write the objective with the probabilities P_pos(a, x, g) / P_neg(a, x) that an
+anchor is positive / negative; PAA approximates them as binary (1 for the anchors Procedure 1 labels
+positive, resp. negative, 0 otherwise), which turns Eq. (7) into the per-anchor sum below. Eq. (8) adds
+the IoU-prediction term: L = L_cls + λ1·L_IoU + λ2·L_IoUP. The anchor cost of Eq. (1)–(3) that ranks
+anchors lives in :mod:`paa_toolkit.assign.cost`; the same focal loss is used here.
 """
 from __future__ import annotations
 
@@ -10,37 +13,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
+from torchvision.ops import generalized_box_iou_loss
 
 from ..assign.base import Assignment
+from ..assign.cost import focal_loss_per_anchor
 from ..distributed import mean_over_processes
 from ..structures import AnchorGrid, PaddedTargets, paired_box_iou
-
-FOCAL_ALPHA = 0.25
-FOCAL_GAMMA = 2.0
-
-
-def focal_loss_per_anchor(cls_logits: Tensor, labels: Tensor) -> Tensor:
-    """Sigmoid focal loss (α 0.25, γ 2) summed over classes, ``[..., A, C] → [..., A]``; label -1 = background."""
-    num_classes = cls_logits.shape[-1]
-    one_hot = F.one_hot(labels.clamp(min=0), num_classes).to(cls_logits.dtype)
-    one_hot = one_hot * (labels >= 0)[..., None].to(cls_logits.dtype)
-    return sigmoid_focal_loss(cls_logits, one_hot, FOCAL_ALPHA, FOCAL_GAMMA, reduction="none").sum(-1)
-
-
-def anchor_cost(
-    cls_logits: Tensor, pred_boxes: Tensor, gt_labels: Tensor, gt_boxes: Tensor, score_lambda: float = 1.0
-) -> Tensor:
-    """Eq. (3): cost = L_cls + λ·L_IoU = −log S, with S = S_cls × S_loc^λ of Eq. (1)–(2).
-
-    L_cls is the focal loss towards the anchor's GT class (summed over classes), L_IoU the GIoU loss
-    of the decoded predicted box against the GT box. Inputs ``[B, A, ...]`` per anchor (its matched
-    GT's label and box); lower cost = better anchor. Gradients are not needed: call under no_grad.
-    """
-    cls_cost = focal_loss_per_anchor(cls_logits.float(), gt_labels)
-    loc_cost = generalized_box_iou_loss(pred_boxes.float(), gt_boxes.float(), reduction="none")
-    return cls_cost + score_lambda * loc_cost
-
 
 def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
     """FCOS centerness of each anchor centre in its GT box (0 outside), ``[B, A]``."""
@@ -56,7 +34,8 @@ def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
 
 @dataclass
 class LossWeights:
-    """λ1 (box loss, Eq. 8; 1.3 as §4.1) and λ2 (auxiliary IoU / centerness loss; 0.5)."""
+    """λ1 and λ2 of Eq. (8): the weights of the box (GIoU) loss (1.3, §4.1) and of the auxiliary IoU /
+    centerness loss (0.5). Not the λ of Eq. (1)/(3), which weights the anchor score (see assign.cost)."""
 
     box: float = 1.3
     aux: float = 0.5

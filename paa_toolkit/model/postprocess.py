@@ -9,15 +9,41 @@ score threshold in one image of the batch).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from ..structures import batched_box_iou
+from .head import AUX_CHOICES
 
-AUX_CHOICES = ("iou", "centerness", "none")
-#: σ_t of Eq. (9): the reference implementation's value (§4.1 prints 0.0025, see :func:`score_voting`).
-VOTING_SIGMA = 0.025
+
+@dataclass
+class InferenceConfig:
+    """Test-time settings (§3.2–3.3, Table 3) — the one home of their defaults. The detector reads
+    them at every call (``model.inference``), so changing a field changes the next prediction."""
+
+    min_size: int | None = None  # shorter side at test time; None: the transform's largest size (authors: 800)
+    score_thresh: float = 0.05  # candidates need a classification probability above this
+    nms_thresh: float = 0.6  # IoU of class-aware NMS
+    topk_per_level: int = 1000  # candidates kept per pyramid level before NMS
+    detections_per_img: int = 100
+    unified_score: bool = True  # §3.2: rank by S_cls × the auxiliary prediction (Eq. 1); False: S_cls alone
+    score_voting: bool = True  # §3.3, Eq. (9)–(10)
+    voting_sigma: float = 0.025  # σ_t of Eq. (9): the reference code's value (§4.1 prints 0.0025)
+    tta_scales: list[int] = field(default_factory=list)  # Table 3 "*": non-empty = multi-scale testing
+    tta_flip: bool = True  # with tta_scales: each scale also horizontally flipped
+
+    def postprocess_kwargs(self, aux: str) -> dict:
+        """The keyword arguments of :func:`postprocess_detections` for a model with auxiliary head ``aux``."""
+        return dict(score_thresh=self.score_thresh, topk_per_level=self.topk_per_level, nms_thresh=self.nms_thresh,
+                    detections_per_img=self.detections_per_img, score_voting=self.score_voting,
+                    voting_sigma=self.voting_sigma, aux=aux if self.unified_score else "none")
+
+
+#: σ_t of Eq. (9) (see :class:`InferenceConfig`).
+VOTING_SIGMA = InferenceConfig.voting_sigma
 
 
 def unified_scores(cls_probs: Tensor, aux_logits: Tensor | None, aux: str = "iou") -> Tensor:
@@ -39,7 +65,7 @@ def unified_scores(cls_probs: Tensor, aux_logits: Tensor | None, aux: str = "iou
     return (cls_probs * aux_logits.sigmoid()[..., None]).sqrt()
 
 
-def score_voting(
+def vote_boxes(
     det_boxes: Tensor,
     det_scores: Tensor,
     det_labels: Tensor,
@@ -53,7 +79,7 @@ def score_voting(
     Eq. (9): ``p_i = exp(-(1 - IoU(b, b_i))² / σ_t)``; Eq. (10): ``b̂ = Σ p_i s_i b_i / Σ p_i s_i`` over
     the candidates ``b_i`` (the pre-NMS boxes, ``s_i`` their unified scores) of the same class with
     ``IoU(b, b_i) > 0``. σ_t: §4.1 of the paper prints 0.0025, the authors' reference code uses
-    0.025 — the default here.
+    0.025 — the default (:class:`InferenceConfig`).
 
     Shapes ``det_boxes[..., D, 4]``, ``det_labels[..., D]``, ``cand_boxes[..., N, 4]``,
     ``cand_scores[..., N]``, ``cand_labels[..., N]`` with any common leading (batch) dims; one IoU
@@ -82,7 +108,6 @@ def score_voting(
     return torch.where(total > 0, voted, det).to(det_boxes.dtype)
 
 
-_vote = score_voting  # the functions below take a flag named ``score_voting``
 
 
 def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
@@ -109,10 +134,10 @@ def postprocess_detections(
     num_anchors_per_level: list[int],
     image_sizes: list[tuple[int, int]],
     *,
-    score_thresh: float = 0.05,
-    topk_per_level: int = 1000,
-    nms_thresh: float = 0.6,
-    detections_per_img: int = 100,
+    score_thresh: float = InferenceConfig.score_thresh,
+    topk_per_level: int = InferenceConfig.topk_per_level,
+    nms_thresh: float = InferenceConfig.nms_thresh,
+    detections_per_img: int = InferenceConfig.detections_per_img,
     score_voting: bool = False,
     voting_sigma: float = VOTING_SIGMA,
     aux: str = "iou",
@@ -122,7 +147,7 @@ def postprocess_detections(
     1. candidates: (anchor, class) pairs with classification probability > ``score_thresh``;
     2. ranked by the unified score (:func:`unified_scores`), ``topk_per_level`` per pyramid level;
     3. boxes clipped to the image; class-aware NMS (``batched_nms``, groups = image × class);
-    4. the ``detections_per_img`` best per image, optionally moved by :func:`score_voting` with the
+    4. the ``detections_per_img`` best per image, optionally moved by :func:`vote_boxes` with the
        step-2 candidates as voters.
 
     Args: ``cls_logits[B, A, C]``, decoded ``pred_boxes[B, A, 4]`` (xyxy, input-image pixels),
@@ -182,7 +207,7 @@ def postprocess_detections(
         det_scores[img_kept, rank] = cand_scores[img_kept, k_kept]
         det_labels[img_kept, rank] = cand_labels[img_kept, k_kept]
         voters = valid_first(valid)  # the IoU matrix is [B, D, V] with V the most valid candidates of an image
-        voted = _vote(det_boxes, det_scores, det_labels, cand_boxes.gather(1, voters[..., None].expand(-1, -1, 4)),
+        voted = vote_boxes(det_boxes, det_scores, det_labels, cand_boxes.gather(1, voters[..., None].expand(-1, -1, 4)),
                       cand_scores.gather(1, voters).clamp(min=0), cand_labels.gather(1, voters), voting_sigma)
         boxes = voted[img_kept, rank]
     result = {"boxes": boxes, "scores": cand_scores[img_kept, k_kept], "labels": cand_labels[img_kept, k_kept]}
@@ -201,8 +226,8 @@ def hflip_boxes(boxes: Tensor, width: int | float) -> Tensor:
 def merge_tta(
     detections: list[dict[str, Tensor]],
     *,
-    nms_thresh: float = 0.6,
-    detections_per_img: int = 100,
+    nms_thresh: float = InferenceConfig.nms_thresh,
+    detections_per_img: int = InferenceConfig.detections_per_img,
     score_voting: bool = False,
     voting_sigma: float = VOTING_SIGMA,
 ) -> dict[str, Tensor]:
@@ -224,10 +249,10 @@ def merge_tta(
     keep = batched_nms(union["boxes"].double(), union["scores"].double(), union["labels"], nms_thresh)[:detections_per_img]
     merged = {key: value[keep] for key, value in union.items()}
     if score_voting:
-        merged["boxes"] = _vote(merged["boxes"], merged["scores"], merged["labels"], union["boxes"], union["scores"],
+        merged["boxes"] = vote_boxes(merged["boxes"], merged["scores"], merged["labels"], union["boxes"], union["scores"],
                                 union["labels"], voting_sigma)
     return merged
 
 
-__all__ = ["VOTING_SIGMA", "clip_boxes", "hflip_boxes", "merge_tta", "postprocess_detections", "score_voting",
+__all__ = ["VOTING_SIGMA", "clip_boxes", "hflip_boxes", "merge_tta", "postprocess_detections", "vote_boxes",
            "unified_scores"]

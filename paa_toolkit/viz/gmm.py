@@ -146,42 +146,42 @@ def plot_cost_histogram(
 
 
 def separation_results(
-    costs: Any, methods: Sequence[str] = BOUNDARIES, *, fnp_num: int = 10, fsr_thresh: float = 0.2,
+    costs: Any, rules: Sequence[str] = BOUNDARIES, *, fnp_num: int = 10, fsr_thresh: float = 0.2,
 ) -> tuple[np.ndarray, GMMFit, dict[str, tuple[np.ndarray, float]]]:
-    """One GT's costs sorted, its GMM fit and, per method, (labels, boundary cost) from the library's rules."""
+    """One GT's costs sorted, its GMM fit and, per rule, (labels, boundary cost) from the library's rules."""
     x = np.sort(_costs_1d(costs))
     row = torch.as_tensor(x, dtype=torch.float64)[None]
     valid = torch.ones_like(row, dtype=torch.bool)
     fit = fit_gmm(row, valid)
     results = {}
-    for method in methods:
-        labels = separate(method, row, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-        results[method] = (labels[0].numpy(), float(boundary_cost(row, labels)[0]))
+    for rule in rules:
+        labels = separate(rule, row, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
+        results[rule] = (labels[0].numpy(), float(boundary_cost(row, labels)[0]))
     return x, fit, results
 
 
 def plot_boundaries(
     costs_1d: Any,
-    methods: Sequence[str] = BOUNDARIES,
+    rules: Sequence[str] = BOUNDARIES,
     *,
     fnp_num: int = 10,
     fsr_thresh: float = 0.2,
     figsize_per_panel: tuple[float, float] = (4.0, 3.2),
 ) -> Figure:
-    """Fig. 3: the same GT's candidates separated by each rule (a)–(d) (add "fnp", "fsr" to ``methods``).
+    """Fig. 3: the same GT's candidates separated by each rule (a)–(d) (add "fnp", "fsr" to ``rules``).
 
     One GMM fit (:func:`~paa_toolkit.assign.gmm.fit_gmm`) shared by all panels; each panel colours the
     positives / ignored / negatives of its rule (:func:`~paa_toolkit.assign.boundaries.separate`) and
     draws its boundary (the last positive's cost). Panel titles give the number of positives.
     """
-    x, fit, results = separation_results(costs_1d, methods, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-    fig = Figure(figsize=(figsize_per_panel[0] * len(methods), figsize_per_panel[1]), layout="constrained")
-    axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
-    for ax, method in zip(axes, methods):
-        labels, boundary = results[method]
-        name = SEPARATION_TITLES.get(method, method)
-        name = f"FNP({fnp_num})" if method == "fnp" else f"FSR(>{fsr_thresh:g})" if method == "fsr" else name
-        plot_cost_histogram(x, fit if method in BOUNDARIES else None, labels, boundary, ax=ax,
+    x, fit, results = separation_results(costs_1d, rules, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
+    fig = Figure(figsize=(figsize_per_panel[0] * len(rules), figsize_per_panel[1]), layout="constrained")
+    axes = fig.subplots(1, len(rules), sharey=True, squeeze=False)[0]
+    for ax, rule in zip(axes, rules):
+        labels, boundary = results[rule]
+        name = SEPARATION_TITLES.get(rule, rule)
+        name = f"FNP({fnp_num})" if rule == "fnp" else f"FSR(>{fsr_thresh:g})" if rule == "fsr" else name
+        plot_cost_histogram(x, fit if rule in BOUNDARIES else None, labels, boundary, ax=ax,
                             title=f"{name}: {int((labels == 1).sum())} positives", legend=False)
     axes[0].text(0.98, 0.95, _params_text(fit), transform=axes[0].transAxes, ha="right", va="top",
                  fontsize="x-small", bbox=dict(facecolor="white", alpha=0.7, lw=0))

@@ -3,7 +3,8 @@
 * :class:`TraceSource` / :func:`open_source`: assignment snapshots by training iteration, from a trace
   folder ``<run>/trace/`` (``iter_XXXXXX.pt`` written by the trainer), one trace file, snapshot
   objects, or a ``(model, dataset)`` pair (``model.inspect_assignment``).
-* :func:`replay_assignment`: re-run the assignment of a snapshot with another rule, K or λ.
+* :func:`~paa_toolkit.assign.replay.replay_assignment` (re-exported): re-run the assignment of a snapshot
+  with another rule, K or λ.
 * :func:`gt_candidates`: one GT's candidates as the histogram of Fig. 1 / Fig. 3 draws them.
 * :func:`two_cluster_costs`: toy candidate costs for the GMM explorer; :func:`random_snapshot`: a tiny
   random-init snapshot for demos and tests.
@@ -11,26 +12,18 @@
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ..assign import ATSSAssigner, Assignment, MaxIoUAssigner, PAAAssigner
-from ..assign.boundaries import SEPARATIONS, boundary_cost
-from ..assign.paa import fit_and_separate, gmm_diagnostics, scatter_labels
-from ..structures import AnchorGrid, PaddedTargets, decode_boxes, make_anchor_grid, pad_targets
+from ..assign import PAAAssigner
+from ..assign.replay import Replay, replay_assignment
+from ..assign.trace import AssignmentSnapshot
+from ..structures import decode_boxes, make_anchor_grid, pad_targets
 
-#: Every rule the assignment explorer offers: Fig. 3 (a)–(d), FNP, FSR (Table 1 left), ATSS, max-IoU.
-METHODS = SEPARATIONS + ("atss", "max_iou")
-#: λ of Eq. (3) assumed for a snapshot that does not record its own (``TrainConfig`` default, paper §4.1).
-DEFAULT_SCORE_LAMBDA = 1.0
 _TRACE_FILE = re.compile(r"iter_(\d+)\.pt$")
 
 
@@ -125,102 +118,6 @@ def open_source(source: Any, *, indices: Sequence[int] | None = None, count: int
                      "snapshot(s) or (model, dataset)")
 
 
-# ---- replay ------------------------------------------------------------------------------------------
-@dataclass
-class Replay:
-    """An assignment recomputed from a snapshot. ``exact`` False: costs approximated (see ``note``)."""
-
-    assignment: Assignment
-    method: str
-    exact: bool
-    note: str
-    iou_boundary: float | None = None  # max-IoU: the positive IoU threshold (drawn on the IoU axis)
-
-
-def snapshot_topk(snapshot: Any) -> int:
-    """K of the snapshot's assigner, from its candidate slots per GT: ``N = Σ_levels min(K, anchors of the level)``."""
-    n = snapshot.diagnostics.candidate_valid.shape[1]
-    sizes = list(snapshot.num_per_level)
-    for k in range(1, max(sizes, default=0) + 1):
-        if sum(min(k, s) for s in sizes) >= n:
-            return k
-    return max(n, 1)
-
-
-def snapshot_anchors(snapshot: Any) -> AnchorGrid:
-    boxes = snapshot.anchors
-    scale = float(boxes[0, 2] - boxes[0, 0]) / snapshot.strides[0] if len(boxes) else 8.0
-    return AnchorGrid(boxes=boxes, num_per_level=list(snapshot.num_per_level), strides=list(snapshot.strides),
-                      scale=scale)
-
-
-def _reseparate(snapshot: Any, method: str, fnp_num: int, fsr_thresh: float) -> Assignment:
-    """Procedure 1, lines 12–16 on the snapshot's own candidate costs (exact: the costs of training)."""
-    diag = snapshot.diagnostics
-    costs, valid = diag.candidate_cost, diag.candidate_valid
-    labels, fit = fit_and_separate(costs, valid, method, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-    matched = scatter_labels(snapshot.matched_gt.shape, diag.candidate_anchor, diag.image_index, diag.gt_index, labels)
-    diagnostics = dataclasses.replace(diag, candidate_label=labels, boundary=boundary_cost(costs, labels),
-                                      iou_threshold=None, **gmm_diagnostics(fit))
-    return Assignment(matched_gt=matched, diagnostics=diagnostics)
-
-
-def _has_training_costs(snapshot: Any) -> bool:
-    diag = snapshot.diagnostics
-    return bool(torch.isfinite(diag.candidate_cost[diag.candidate_valid]).all()) and bool(diag.candidate_valid.any())
-
-
-@torch.no_grad()
-def replay_assignment(
-    snapshot: Any,
-    method: str = "c",
-    *,
-    topk: int | None = None,
-    score_lambda: float | None = None,
-    fnp_num: int = 10,
-    fsr_thresh: float = 0.2,
-) -> Replay:
-    """The snapshot's batch assigned again with ``method`` ∈ :data:`METHODS`, K = ``topk``, λ = ``score_lambda``.
-
-    * ATSS and max-IoU only need anchors and GT boxes: always exact.
-    * PAA rules with the snapshot's own K and λ (``None`` = unchanged): the snapshot's candidate costs
-      are fitted and separated again — exact, and the default rule reproduces the training assignment.
-    * Another K or λ needs the cost of Eq. (3) of every anchor: exact when the snapshot has per-class
-      ``cls_logits [B, A, C]``; otherwise approximated from ``cls_scores`` (the best class probability,
-      taken as the GT class probability, so the focal terms of the other classes are dropped).
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
-    anchors = snapshot_anchors(snapshot)
-    targets = PaddedTargets(boxes=snapshot.gt_boxes, labels=snapshot.gt_labels, valid=snapshot.gt_valid)
-    k_snap = snapshot_topk(snapshot)
-    k = k_snap if topk is None else int(topk)
-    if k < 1:
-        raise ValueError(f"topk (K) must be >= 1, got {topk}")
-    if method == "atss":
-        return Replay(ATSSAssigner(topk=k)(anchors, targets, return_diagnostics=True), method, True, "ATSS (exact)")
-    if method == "max_iou":
-        assigner = MaxIoUAssigner(topk=k)
-        return Replay(assigner(anchors, targets, return_diagnostics=True), method, True,
-                      "max-IoU (exact)", iou_boundary=assigner.pos_iou)
-
-    lam_snap = float(getattr(snapshot, "score_lambda", DEFAULT_SCORE_LAMBDA))
-    lam = lam_snap if score_lambda is None else float(score_lambda)
-    cls_logits = getattr(snapshot, "cls_logits", None)
-    if cls_logits is None and k == k_snap and math.isclose(lam, lam_snap) and _has_training_costs(snapshot):
-        return Replay(_reseparate(snapshot, method, fnp_num, fsr_thresh), method, True,
-                      "training costs (exact)")
-    exact = cls_logits is not None
-    if not exact:  # one class: the best-class probability stands in for the GT class probability
-        p = snapshot.cls_scores.float().clamp(1e-6, 1 - 1e-6)
-        cls_logits = torch.logit(p)[..., None]
-        targets = dataclasses.replace(targets, labels=torch.zeros_like(targets.labels))
-    assigner = PAAAssigner(topk=k, score_lambda=lam, separation=method, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-    assignment = assigner(anchors, targets, cls_logits, snapshot.pred_boxes, return_diagnostics=True)
-    note = "recomputed costs (exact)" if exact else "costs approximated from cls_scores (snapshot has no cls_logits)"
-    return Replay(assignment, method, exact, note)
-
-
 def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int) -> dict[str, Any]:
     """One GT's valid candidates as the histogram draws them.
 
@@ -235,7 +132,7 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
         raise ValueError(f"GT {gt_index} of image {image_index} is not in the assignment")
     row = int(rows[0])
     cand = diag.for_gt(row)
-    by_iou = replay.method in ("atss", "max_iou")
+    by_iou = replay.rule in ("atss", "max_iou")
     fit = None
     if diag.gmm_means is not None:
         fit = {"means": diag.gmm_means[row], "variances": diag.gmm_variances[row], "weights": diag.gmm_weights[row]}
@@ -267,13 +164,12 @@ def two_cluster_costs(
     return torch.cat([fg, bg]).sort().values
 
 
-def random_snapshot(
-    seed: int = 0, *, topk: int = 4, num_classes: int = 3, with_logits: bool = False,
-) -> SimpleNamespace:
-    """A tiny random-init stand-in for an ``AssignmentSnapshot`` (same fields): 2 images of 64×64, 3 GTs,
-    anchors of 3 levels (strides 8, 16, 32; scale 4), random logits and box deltas, assigned by PAA (c).
-
-    For demos and tests without a trained model; ``with_logits`` adds ``cls_logits [B, A, C]``.
+def random_snapshot(seed: int = 0, *, topk: int = 4, num_classes: int = 3, score_lambda: float = 1.0,
+                    with_logits: bool = False) -> AssignmentSnapshot:
+    """A tiny random-init :class:`~paa_toolkit.assign.trace.AssignmentSnapshot`: 2 images of 64×64, 3 GTs,
+    anchors of 3 levels (strides 8, 16, 32; scale 4), random logits and box deltas, assigned by PAA (c)
+    with K = ``topk`` and λ = ``score_lambda``; ``with_logits`` keeps ``cls_logits [B, A, C]`` (as the
+    trainer's traces do), otherwise replays with another K / λ are approximate. For demos and tests.
     """
     anchors = make_anchor_grid([(8, 8), (4, 4), (2, 2)], [8, 16, 32], scale=4.0)
     targets = pad_targets([
@@ -284,17 +180,17 @@ def random_snapshot(
     num_anchors = anchors.boxes.shape[0]
     cls_logits = torch.randn(2, num_anchors, num_classes, generator=g) - 1.0
     pred_boxes = decode_boxes(0.1 * torch.randn(2, num_anchors, 4, generator=g), anchors.boxes)
-    assignment = PAAAssigner(topk=topk)(anchors, targets, cls_logits, pred_boxes, return_diagnostics=True)
-    snapshot = SimpleNamespace(
+    assigner = PAAAssigner(topk=topk, score_lambda=score_lambda)
+    assignment = assigner(anchors, targets, cls_logits, pred_boxes, return_diagnostics=True)
+    return AssignmentSnapshot(
         diagnostics=assignment.diagnostics, anchors=anchors.boxes, num_per_level=list(anchors.num_per_level),
         strides=list(anchors.strides), matched_gt=assignment.matched_gt, pred_boxes=pred_boxes,
-        cls_scores=cls_logits.sigmoid().max(-1).values, gt_boxes=targets.boxes, gt_labels=targets.labels,
+        cls_scores=cls_logits.sigmoid().max(-1).values, cls_logits=cls_logits if with_logits else None,
+        gt_boxes=targets.boxes, gt_labels=targets.labels,
         gt_valid=targets.valid, image_sizes=[(64, 64)] * 2, scales=[(1.0, 1.0)] * 2,
         images=[(96 + 48 * torch.rand(3, 64, 64, generator=g)).to(torch.uint8) for _ in range(2)],  # muted noise
+        settings=assigner.settings, anchor_scale=anchors.scale,
     )
-    if with_logits:
-        snapshot.cls_logits = cls_logits
-    return snapshot
 
 
 # ---- score voting ---------------------------------------------------------------------------------------
@@ -312,9 +208,9 @@ def _detections(dets: Mapping[str, Tensor], name: str) -> dict[str, Tensor]:
 
 def default_voting_fn() -> Callable[..., Any]:
     """The library's score voting (Eq. 9–10), imported when first needed."""
-    from ..model.postprocess import score_voting
+    from ..model.postprocess import vote_boxes
 
-    return score_voting
+    return vote_boxes
 
 
 def nms_then_vote(
@@ -328,7 +224,7 @@ def nms_then_vote(
     ``detections``), then each voted by the candidates with weight ``p_i s_i`` (Eq. 9–10).
 
     ``voting_fn(det_boxes, det_scores, det_labels, cand_boxes, cand_scores, cand_labels, sigma)`` returns
-    the voted boxes ``[D, 4]``; default: :func:`paa_toolkit.model.postprocess.score_voting`.
+    the voted boxes ``[D, 4]``; default: :func:`paa_toolkit.model.postprocess.vote_boxes`.
     """
     from torchvision.ops import batched_nms
 
@@ -350,7 +246,6 @@ def nms_then_vote(
 
 
 __all__ = [
-    "METHODS", "Replay", "TraceSource", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
-    "random_snapshot", "replay_assignment", "snapshot_anchors", "snapshot_from_model", "snapshot_topk",
-    "two_cluster_costs",
+    "Replay", "TraceSource", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
+    "random_snapshot", "replay_assignment", "snapshot_from_model", "two_cluster_costs",
 ]

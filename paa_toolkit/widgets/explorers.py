@@ -6,7 +6,7 @@
 
 Thin by design: the computing lives in :mod:`.compute`, the figures in :mod:`paa_toolkit.viz`; an
 explorer wires controls to them. Each is an ``ipywidgets.VBox`` whose controls and outputs are
-attributes (``explorer.method.value = "fnp"``), whose ``label`` (an ``ipywidgets.Label``) reads like
+attributes (``explorer.rule.value = "fnp"``), whose ``label`` (an ``ipywidgets.Label``) reads like
 ``"positives: 7"`` after every update, and whose figures are PNGs in ``ipywidgets.Image`` widgets
 (the last ``matplotlib`` figures stay in ``explorer.figures`` for tests). ``with explorer.hold():``
 changes several controls with one redraw.
@@ -26,7 +26,7 @@ from ..viz.detections import plot_voting
 from ..viz.gmm import SEPARATION_TITLES, plot_cost_histogram, plot_gmm_comparison
 from . import compute
 
-METHOD_OPTIONS = [(SEPARATION_TITLES[m], m) for m in ("a", "b", "c", "d")] + [
+RULE_OPTIONS = [(SEPARATION_TITLES[m], m) for m in ("a", "b", "c", "d")] + [
     ("FNP (fixed number)", "fnp"), ("FSR (fixed score)", "fsr"), ("ATSS", "atss"), ("max-IoU", "max_iou")]
 _WIDE = {"description_width": "initial"}
 
@@ -90,21 +90,25 @@ class Explorer(W.VBox):
 class AssignmentExplorer(Explorer):
     """Choose trace iteration, image, GT, rule (Fig. 3 (a)–(d), FNP, FSR, ATSS, max-IoU), K and λ: the
     GT's cost histogram with its GMM (Fig. 1 / 3), the image with its anchors (Fig. 4a) and the positive
-    count update together. See :func:`.compute.replay_assignment` for what is exact and what approximated."""
+    count update together. See :func:`paa_toolkit.assign.replay.replay_assignment` for what is exact and what approximated."""
 
-    def __init__(self, source: Any, *, method: str = "c", fnp_num: int = 10, fsr_thresh: float = 0.2,
+    def __init__(self, source: Any, *, rule: str | None = None, fnp_num: int | None = None,
+                 fsr_thresh: float | None = None,
                  dpi: int = 80, **source_kwargs):
         super().__init__(dpi=dpi)
         self.source = compute.open_source(source, **source_kwargs)
         iterations = self.source.iterations
         self.snapshot = self.source.snapshot(iterations[-1])
-        k = compute.snapshot_topk(self.snapshot)
-        lam = float(getattr(self.snapshot, "score_lambda", compute.DEFAULT_SCORE_LAMBDA))
+        own = self.snapshot.settings  # the run's own rule, K, λ, n, t: the first view is the training assignment
+        k, lam = own.topk, own.score_lambda
+        rule = own.rule if rule is None else rule
+        fnp_num = own.fnp_num if fnp_num is None else fnp_num
+        fsr_thresh = own.fsr_thresh if fsr_thresh is None else fsr_thresh
         self.iteration = W.SelectionSlider(options=iterations, value=iterations[-1], description="iteration",
                                            disabled=len(iterations) == 1, style=_WIDE)
         self.image = W.Dropdown(description="image", style=_WIDE)
         self.gt = W.Dropdown(description="GT", style=_WIDE)
-        self.method = W.Dropdown(options=METHOD_OPTIONS, value=method, description="rule", style=_WIDE)
+        self.rule = W.Dropdown(options=RULE_OPTIONS, value=rule, description="rule", style=_WIDE)
         self.topk = W.IntSlider(value=k, min=1, max=max(25, k), description="K", style=_WIDE)
         self.score_lambda = W.FloatSlider(value=lam, min=0.0, max=3.0, step=0.1, description="λ", style=_WIDE)
         self.fnp_num = W.IntSlider(value=fnp_num, min=1, max=40, description="FNP n", style=_WIDE)
@@ -117,13 +121,13 @@ class AssignmentExplorer(Explorer):
         self._replays: dict[tuple, compute.Replay] = {}
         self.children = [
             W.HBox([self.iteration, self.image, self.gt]),
-            W.HBox([self.method, self.topk, self.score_lambda]),
+            W.HBox([self.rule, self.topk, self.score_lambda]),
             W.HBox([self.fnp_num, self.fsr_thresh]),
             W.HBox([self.label, self.status]),
             W.HBox([self.histogram, self.overlay]),
         ]
         self._set_images()
-        self._observe(self.iteration, self.image, self.gt, self.method, self.topk, self.score_lambda,
+        self._observe(self.iteration, self.image, self.gt, self.rule, self.topk, self.score_lambda,
                       self.fnp_num, self.fsr_thresh)
         self.update()
 
@@ -154,21 +158,21 @@ class AssignmentExplorer(Explorer):
             self._dirty = True
 
     def _replay(self) -> compute.Replay:
-        key = (self.iteration.value, self.method.value, self.topk.value, round(self.score_lambda.value, 6),
+        key = (self.iteration.value, self.rule.value, self.topk.value, round(self.score_lambda.value, 6),
                self.fnp_num.value, round(self.fsr_thresh.value, 6))
         if key not in self._replays:
             if len(self._replays) > 16:
                 self._replays.clear()
             self._replays[key] = compute.replay_assignment(
-                self.snapshot, self.method.value, topk=self.topk.value, score_lambda=self.score_lambda.value,
+                self.snapshot, self.rule.value, topk=self.topk.value, score_lambda=self.score_lambda.value,
                 fnp_num=self.fnp_num.value, fsr_thresh=self.fsr_thresh.value)
         return self._replays[key]
 
     def _update(self) -> None:
-        method = self.method.value
-        self.fnp_num.disabled = method != "fnp"
-        self.fsr_thresh.disabled = method != "fsr"
-        self.score_lambda.disabled = method in ("atss", "max_iou")
+        rule = self.rule.value
+        self.fnp_num.disabled = rule != "fnp"
+        self.fsr_thresh.disabled = rule != "fsr"
+        self.score_lambda.disabled = rule in ("atss", "max_iou")
         i, g = self.image.value, self.gt.value
         if g is None:
             self.label.value = "positives: 0"

@@ -1,0 +1,34 @@
+"""The assignment settings (§3.1, Procedure 1; Table 1 left; Table 4) — the one home of their defaults.
+
+    cfg = AssignConfig(rule="c", topk=9)          # the paper's PAA: Fig. 3 (c), K = 9, λ = 1
+    assigner = build_assigner(cfg)                # paa_toolkit.assign.build_assigner
+
+``rule`` is the one name of the assignment rule everywhere (config, command line ``--assign.rule``,
+assigners, widgets, traces, ablation grids).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .boundaries import BOUNDARIES, SEPARATIONS
+
+#: Every assignment rule: PAA with the boundaries of Fig. 3 (a)–(d); the fixed-number / fixed-score
+#: separations of Table 1 left (FNP, FSR: PAA's candidates and scores, no GMM); the baselines ATSS and
+#: max-IoU (RetinaNet's IoU ≥ 0.5, Table 1 right "IoU assignment").
+RULES = SEPARATIONS + ("atss", "max_iou")
+#: The rules that score anchors with the model and fit the GMM of Procedure 1, line 12.
+GMM_RULES = BOUNDARIES
+
+
+@dataclass
+class AssignConfig:
+    """How anchors become positive samples."""
+
+    rule: str = "c"  # one of RULES; "c" (Fig. 3 (c)) is the paper's and the reference code's
+    topk: int = 9  # K of Procedure 1, line 8: candidates per pyramid level (Table 4: 5–25)
+    score_lambda: float = 1.0  # λ of Eq. (1)/(3): weight of the localisation term of the anchor score
+    fnp_num: int = 10  # n of FNP(n), Table 1 left (rule "fnp")
+    fsr_thresh: float = 0.2  # t of FSR(> t), Table 1 left (rule "fsr")
+
+
+__all__ = ["AssignConfig", "GMM_RULES", "RULES"]
