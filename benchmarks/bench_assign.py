@@ -48,7 +48,7 @@ def batched_positives(costs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 320, 2000])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

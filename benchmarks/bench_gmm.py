@@ -52,7 +52,7 @@ def best_ms(fn, repeats: int, sync=lambda: None) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--sizes", type=int, nargs="+", default=[20, 320, 2000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")

@@ -41,6 +41,7 @@ from paa_toolkit.data.coco import CocoDetection
 from paa_toolkit.data.synthetic import make_synthetic_coco
 from paa_toolkit.engine.config import ModelConfig
 from paa_toolkit.model.detector import build_model
+from paa_toolkit.model.postprocess import InferenceConfig
 
 TIMERS: dict[str, float] = defaultdict(float)
 
@@ -68,7 +69,8 @@ def instrument(model: torch.nn.Module, arch: str) -> None:
 def instrument_paa_module() -> None:
     detector_module.detection_losses = timed("paa_loss", detector_module.detection_losses)
     detector_module.postprocess_detections = timed("paa_postprocess", detector_module.postprocess_detections)
-    postprocess_module._vote = timed("paa_voting", postprocess_module._vote)
+    # postprocess_detections looks score voting up in its module's globals at each call
+    postprocess_module.vote_boxes = timed("paa_voting", postprocess_module.vote_boxes)
 
 
 def batch_of(size: int, batch: int, seed: int = 0) -> tuple[list[torch.Tensor], list[dict], int]:
@@ -91,10 +93,11 @@ def run(args: argparse.Namespace) -> None:
     images, targets, num_classes = batch_of(args.size, args.batch)
     base = ModelConfig(backbone=args.backbone, width=args.width, num_convs=args.num_convs, min_size=args.size,
                        max_size=args.size, backbone_norm="gn", size_divisible=args.size_divisible)
+    test = InferenceConfig()  # the same post-processing thresholds for both
     models, optimizers = {}, {}
     for arch in ("paa", "fcos"):
         torch.manual_seed(0)
-        models[arch] = build_model(replace(base, arch=arch), num_classes)
+        models[arch] = build_model(replace(base, arch=arch), num_classes, inference=test)
         optimizers[arch] = torch.optim.SGD(models[arch].parameters(), lr=1e-4, momentum=0.9)
         instrument(models[arch], arch)
     instrument_paa_module()
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> None:
     def inference(arch: str, score_thresh: float) -> None:
         model = models[arch].eval()
         if arch == "paa":
-            model.post["score_thresh"] = score_thresh
+            model.inference.score_thresh = score_thresh  # read at every call
         else:
             model.score_thresh = score_thresh
         with torch.no_grad():
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
 
     cases = {
         "train step": train_step,
-        f"inference, score_thresh {base.score_thresh}": lambda arch: inference(arch, base.score_thresh),
+        f"inference, score_thresh {test.score_thresh}": lambda arch: inference(arch, test.score_thresh),
         "inference, score_thresh 0 (all candidates)": lambda arch: inference(arch, 0.0),
     }
     results = {}
@@ -177,7 +180,7 @@ def share(parts: dict[str, list[float]], name: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=2)

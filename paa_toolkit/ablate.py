@@ -57,7 +57,7 @@ DEFAULT_OUT = "runs/ablations"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m paa_toolkit.ablate", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
+                                     epilog="\n".join(__doc__.splitlines()[1:]), allow_abbrev=False)
     parser.add_argument("--table", required=True, nargs="+", choices=sorted(TABLES), help="which table(s)")
     parser.add_argument("--budget", default="small", choices=sorted(BUDGETS), help="default: small (this CPU)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per config (default 1)")

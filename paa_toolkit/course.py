@@ -25,9 +25,11 @@ from typing import Any, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
+from .data.build import build_datasets
 from .data.synthetic import default_cache_dir
-from .engine.checkpoint import FINAL_METRICS, CheckpointError, resolve_checkpoint
+from .engine.checkpoint import FINAL_METRICS, CheckpointError, build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig, set_field
+from .engine.loop import train
 from .model.postprocess import InferenceConfig
 from .structures import AnchorGrid
 
@@ -85,10 +87,8 @@ def briefly_trained_run(
 
     ``fast`` picks :data:`FAST_SETTINGS` (CI) or :data:`FULL_SETTINGS` (what a student runs). The
     folder holds ``last.pth``, ``final_metrics.json``, ``metrics.jsonl`` and ``trace/`` (assignment
-    snapshots from iteration 0 on), as written by :func:`~paa_toolkit.engine.trainer.train`.
+    snapshots from iteration 0 on), as written by :func:`~paa_toolkit.engine.loop.train`.
     """
-    from .engine.trainer import train
-
     cfg = course_config(fast, overrides)
     run_dir = course_run_dir(cfg, cache_dir)
     if is_complete(run_dir):
@@ -100,16 +100,12 @@ def briefly_trained_run(
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The trained model of a run folder (eval mode, on ``device``) and its checkpoint dict."""
-    from .engine.trainer import build_from_checkpoint
-
     _, state = resolve_checkpoint(run_dir)
     return build_from_checkpoint(state, device=device), state
 
 
 def run_datasets(state: Mapping[str, Any]):
     """``(train, val)`` datasets of a checkpoint's configuration (train: no flips, for looking at it)."""
-    from .engine.trainer import build_datasets
-
     cfg = TrainConfig.from_dict(state["config"])
     cfg.data.flip_prob = 0.0
     return build_datasets(cfg.data)

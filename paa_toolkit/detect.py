@@ -14,13 +14,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
-from torchvision.utils import draw_bounding_boxes
 
-from .engine.checkpoint import resolve_checkpoint
-from .engine.trainer import build_from_checkpoint, resolve_device, run_cli
-
-#: a qualitative palette (tab10), one colour per class
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+from .cli import run_cli
+from .distributed import resolve_device
+from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
+from .viz.detections import draw_detections
 
 
 def load_image(path: Path) -> torch.Tensor:
@@ -34,20 +32,9 @@ def load_image(path: Path) -> torch.Tensor:
         raise OSError(f"cannot read image {path}: {e}") from None
 
 
-def draw_detections(image: torch.Tensor, detection: dict[str, torch.Tensor], class_names: list[str],
-                    score_thresh: float = 0.3) -> torch.Tensor:
-    """``image`` (uint8) with the detections scoring at least ``score_thresh`` drawn on it."""
-    keep = detection["scores"] >= score_thresh
-    if not keep.any():
-        return image
-    boxes, scores, labels = detection["boxes"][keep], detection["scores"][keep], detection["labels"][keep].tolist()
-    captions = [f"{class_names[c]} {s:.2f}" for c, s in zip(labels, scores.tolist())]
-    colors = [PALETTE[c % len(PALETTE)] for c in labels]
-    return draw_bounding_boxes(image, boxes, labels=captions, colors=colors, width=2)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.detect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.detect", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder")
     parser.add_argument("--out", type=Path, default=Path("detections"), help="output folder (default: detections)")

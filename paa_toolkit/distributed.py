@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 T = TypeVar("T")
 
@@ -41,13 +41,29 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def is_main_process() -> bool:
+def is_writer() -> bool:
+    """Only rank 0 writes files, logs metrics and shows progress."""
     return rank() == 0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DDP / compiled wrapper (for state dicts and the model's own methods)."""
+    return getattr(model, "module", model)
 
 
 def launched_by_torchrun() -> bool:
     """True when the environment describes a process group of more than one process."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA if available, else CPU. Under torchrun, ``cuda`` means ``cuda:LOCAL_RANK``."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+    if device.type == "cuda" and device.index is None and launched_by_torchrun():
+        device = torch.device("cuda", local_rank())
+    return device
 
 
 def backend_for(device: torch.device) -> str:
@@ -156,7 +172,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 __all__ = [
     "all_gather_object", "all_reduce_sum", "backend_for", "barrier", "broadcast_object", "from_rank_zero",
-    "is_distributed",
-    "is_main_process", "launched_by_torchrun", "local_rank", "mean_over_processes", "process_group_from_env",
-    "rank", "rank_zero_first", "world_size",
+    "is_distributed", "is_writer", "launched_by_torchrun", "local_rank", "mean_over_processes",
+    "process_group_from_env", "rank", "rank_zero_first", "resolve_device", "unwrap", "world_size",
 ]

@@ -15,20 +15,23 @@ import logging
 import sys
 from pathlib import Path
 
+from .cli import add_override_arguments, config_from_namespace, run_cli
+from .data.build import dataset_paths
 from .data.coco import CocoDetection
-from .engine.checkpoint import resolve_checkpoint
-from .engine.config import TrainConfig, add_override_arguments, config_from_namespace
+from .distributed import resolve_device
+from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
+from .engine.config import TrainConfig
 from .engine.evaluate import evaluate_coco, format_metrics
-from .engine.trainer import build_from_checkpoint, dataset_paths, resolve_device, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m paa_toolkit.evaluate", description=__doc__.splitlines()[0],
-                                     usage="%(prog)s CHECKPOINT [--split val|train] [--<section>.<field> VALUE ...]")
+                                     usage="%(prog)s CHECKPOINT [--split val|train] [--<section>.<field> VALUE ...]",
+                                     allow_abbrev=False)
     parser.add_argument("checkpoint", help="checkpoint file, or a run folder")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which annotations to evaluate on")
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
-    add_override_arguments(parser, prefixes=("data", "model", "device", "eval_batch_size"))
+    add_override_arguments(parser, prefixes=("data", "model", "assign", "test", "device", "eval_batch_size"))
     return parser
 
 

@@ -22,13 +22,6 @@ def decode_boxes(deltas: Tensor, anchors: Tensor) -> Tensor:
     return BOX_CODER.decode_single(deltas.reshape(-1, 4), flat_anchors).reshape(shape)
 
 
-def encode_boxes(boxes: Tensor, anchors: Tensor) -> Tensor:
-    """Inverse of :func:`decode_boxes`: regression targets of ``boxes[..., A, 4]``."""
-    shape = boxes.shape
-    flat_anchors = anchors.expand(shape).reshape(-1, 4)
-    return BOX_CODER.encode_single(boxes.reshape(-1, 4), flat_anchors).reshape(shape)
-
-
 def box_area(boxes: Tensor) -> Tensor:
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 

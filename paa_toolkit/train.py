@@ -1,7 +1,8 @@
 """``python -m paa_toolkit.train [--config FILE] [--section.field VALUE ...]``: train, evaluate, report.
 
 With no arguments it trains the default detector on the embedded synthetic dataset (CPU friendly),
-evaluates it with COCOeval and prints the metrics. Examples::
+evaluates it with COCOeval, draws the training curves into the run folder (``losses.png``,
+``ap.png``, ``positives_per_gt.png``) and prints the metrics. Examples::
 
     python -m paa_toolkit.train --max-iters 2000 --model.aux centerness --output-dir runs/centerness
     python -m paa_toolkit.train --dataset coco --data-root /data/coco --backbone resnet50 --device cuda
@@ -17,9 +18,10 @@ import logging
 import os
 import sys
 
-from .engine.config import parse_args
+from .cli import parse_args, run_cli
 from .engine.evaluate import format_metrics
-from .engine.trainer import run_cli, train
+from .engine.loop import train
+from .viz.training import save_training_plots
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         result = train(cfg)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process has the metrics
+            save_training_plots(result.run_dir)
             print(format_metrics(result.metrics, f"COCO box metrics, val split, iteration {result.iteration}"))
             print(f"run folder: {result.run_dir}")
 

@@ -1,4 +1,4 @@
-"""A real JupyterLab in a real (headless) browser, for tests/test_browser.py and docs/make_screenshots.py.
+"""A real JupyterLab in a real (headless) browser, for tests/test_browser.py and tests/make_screenshots.py.
 
     with JupyterLab(root_dir, env={"PAA_FAST": "1"}) as lab, chromium_page() as page:
         open_notebook(page, lab, "04_assignment_evolution.ipynb")

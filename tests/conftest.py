@@ -1,12 +1,42 @@
 """Fixtures shared by several test modules."""
+from contextlib import contextmanager
+
 import pytest
 import torch
+
+from tiny_training import tiny_config  # tests/tiny_training.py
+
+from paa_toolkit.data.synthetic import make_synthetic_coco
+from paa_toolkit.engine.loop import train
+
+
+@contextmanager
+def torch_threads(count: int):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny convolutions run fastest on one thread, and far faster when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """The 6-image (3 val), 64-px synthetic dataset the training tests run on."""
+    return make_synthetic_coco(tmp_path_factory.mktemp("data") / "syn", seed=0, num_train=6, num_val=3, image_size=64)
+
+
+@pytest.fixture(scope="session")
+def reference_run(synthetic_root, tmp_path_factory):
+    """One finished run (4 iterations, traces at 0/2/4, an evaluation at 2) that several tests inspect;
+    trained on one thread, as the runs it is compared with."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    with torch_threads(1):
+        return run_dir, train(tiny_config(synthetic_root, run_dir, trace_iters=[0, 2, 4], eval_every=2), progress=False)

@@ -14,34 +14,35 @@ from paa_toolkit import ablate
 from paa_toolkit.ablation.grid import TABLES, build_config, build_plan, to_argv
 from paa_toolkit.ablation.report import RowResult, collect, markdown_table
 from paa_toolkit.ablation.runner import FAILED, LOCK, acquire_lock, execute, run_state
+from paa_toolkit.cli import parse_args
 from paa_toolkit.engine.checkpoint import FINAL_METRICS
-from paa_toolkit.engine.config import ConfigError, parse_args
+from paa_toolkit.engine.config import ConfigError
 
 
 # ---- grids ----------------------------------------------------------------------------------------
-def test_table_1_right_rows_map_onto_assigner_aux_and_voting():
+def test_table_1_right_rows_map_onto_rule_aux_and_voting():
     plan = {p.config.name: p.overrides for p in build_plan("1R", "small", 1, "out")}
     assert list(plan) == ["iou_assign", "iou_assign_ioupred", "paa_noaux", "paa_centerness", "paa_ioupred",
                           "paa_ioupred_voting", "atss_centerness", "atss_ioupred"]
-    expected = {  # (assigner, aux, score voting)
+    expected = {  # (assignment rule, aux, score voting); PAA is rule "c", Fig. 3 (c)
         "iou_assign": ("max_iou", "none", False), "iou_assign_ioupred": ("max_iou", "iou", False),
-        "paa_noaux": ("paa", "none", False), "paa_centerness": ("paa", "centerness", False),
-        "paa_ioupred": ("paa", "iou", False), "paa_ioupred_voting": ("paa", "iou", True),
+        "paa_noaux": ("c", "none", False), "paa_centerness": ("c", "centerness", False),
+        "paa_ioupred": ("c", "iou", False), "paa_ioupred_voting": ("c", "iou", True),
         "atss_centerness": ("atss", "centerness", False), "atss_ioupred": ("atss", "iou", False),
     }
-    for name, (assigner, aux, voting) in expected.items():
+    for name, (rule, aux, voting) in expected.items():
         o = plan[name]
-        assert (o["model.assigner"], o["model.aux"], o["model.score_voting"]) == (assigner, aux, voting), name
+        assert (o["assign.rule"], o["model.aux"], o["test.score_voting"]) == (rule, aux, voting), name
 
 
 def test_table_1_left_and_table_4_vary_one_setting_each():
     left = {p.config.name: p.overrides for p in build_plan("1L", "small", 1, "out")}
-    assert [left[f"boundary_{b}"]["model.boundary"] for b in "abd"] == ["a", "b", "d"]
-    assert [left[f"fnp_{n}"]["model.fnp_num"] for n in (5, 10, 20)] == [5, 10, 20]
-    assert {left[f"fsr_{t}"]["model.assigner"] for t in (0.1, 0.2, 0.3)} == {"fsr"}
-    assert [left[f"fsr_{t}"]["model.fsr_thresh"] for t in (0.1, 0.2, 0.3)] == [0.1, 0.2, 0.3]
+    assert [left[f"boundary_{b}"]["assign.rule"] for b in "abd"] == ["a", "b", "d"]
+    assert [left[f"fnp_{n}"]["assign.fnp_num"] for n in (5, 10, 20)] == [5, 10, 20]
+    assert {left[f"fsr_{t}"]["assign.rule"] for t in (0.1, 0.2, 0.3)} == {"fsr"}
+    assert [left[f"fsr_{t}"]["assign.fsr_thresh"] for t in (0.1, 0.2, 0.3)] == [0.1, 0.2, 0.3]
     t4 = {p.config.name: p.overrides for p in build_plan("4", "small", 1, "out")}
-    assert [t4[n]["model.topk"] for n in ("topk_5", "paa_ioupred", "topk_18", "topk_25")] == [5, 9, 18, 25]
+    assert [t4[n]["assign.topk"] for n in ("topk_5", "paa_ioupred", "topk_18", "topk_25")] == [5, 9, 18, 25]
     assert [t4[n]["model.anchor_scale"] for n in ("anchor_scale_4", "anchor_scale_6", "anchor_scale_10")] == [4, 6, 10]
 
 
@@ -97,7 +98,7 @@ FAKE_TRAIN = textwrap.dedent("""
     args = sys.argv[1:]
     out = pathlib.Path(args[args.index("--output-dir") + 1])
     (out / "argv.json").write_text(json.dumps(args))
-    if "--model.assigner" in args and args[args.index("--model.assigner") + 1] == "fsr":
+    if "--assign.rule" in args and args[args.index("--assign.rule") + 1] == "fsr":
         print("error: non-finite loss at iteration 3 (loss_cls=nan); training stopped.", file=sys.stderr)
         sys.exit(1)
     (out / "final_metrics.json").write_text(json.dumps({"AP": 0.5, "AP50": 0.75, "AP75": 0.25}))

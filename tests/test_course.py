@@ -8,6 +8,7 @@ import torch
 
 from paa_toolkit import course
 from paa_toolkit.engine.config import TrainConfig, validate
+from paa_toolkit.engine.run_files import read_metrics
 from paa_toolkit.model.postprocess import postprocess_detections
 
 #: a run of a few seconds: 6 images of 64 px, 2 iterations
@@ -70,7 +71,7 @@ def test_second_call_reuses_the_run_without_training(tiny_run, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("train() called although the run is complete")
 
-    monkeypatch.setattr("paa_toolkit.engine.trainer.train", no_training)
+    monkeypatch.setattr(course, "train", no_training)
     assert course.briefly_trained_run(True, cache_dir=cache, overrides=TINY) == run_dir
 
 
@@ -80,7 +81,7 @@ def test_interrupted_run_is_finished_on_the_next_call(tiny_run):
     assert not course.is_complete(run_dir)
     assert course.briefly_trained_run(True, cache_dir=cache, overrides=TINY) == run_dir
     assert course.is_complete(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir)
     train_iters = [r["iteration"] for r in records if r["kind"] == "train"]
     assert train_iters == sorted(set(train_iters))  # resumed at the end: no iteration trained twice
 

@@ -54,7 +54,7 @@ def tiny_args(image_dir: Path, ann_file: Path, run_dir: Path, batch_size: int) -
         "--model.num_convs", "1", "--model.min_size", "64", "--model.max_size", "128", "--max-iters", "4",
         "--solver.warmup_iters", "2", "--lr", "0.05", "--output-dir", str(run_dir), "--device", "cpu",
         "--log_every", "1", "--checkpoint_every", "2", "--eval_batch_size", "2", "--trace_images", "1",
-        "--trace_iters", "0,4", "--model.score_thresh", "0",
+        "--trace_iters", "0,4", "--test.score_thresh", "0",
     ]
 
 
@@ -63,9 +63,9 @@ def record_models(built: list):
     def build(cfg, num_classes):
         import torch.distributed as dist
 
-        from paa_toolkit.model.detector import build_model
+        from paa_toolkit.engine.checkpoint import default_model_builder
 
-        model = build_model(cfg, num_classes)
+        model = default_model_builder(cfg, num_classes)
         group = (dist.get_world_size(), dist.get_backend()) if dist.is_initialized() else (1, None)
         built.append((model, group))
         return model
@@ -76,8 +76,8 @@ def worker(out_dir: str, argv: list[str]) -> None:
     """One torchrun process: train through the CLI's parser, then save this process's weights."""
     import torch.distributed as dist
 
-    from paa_toolkit.engine.config import parse_args
-    from paa_toolkit.engine.trainer import train
+    from paa_toolkit.cli import parse_args
+    from paa_toolkit.engine.loop import train
 
     torch.set_num_threads(1)
     built: list = []
@@ -96,8 +96,8 @@ if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, one_thread):  # one thread, as the torchrun workers (OMP_NUM_THREADS=1)
     """The same 4 iterations twice: torchrun 2 processes × batch 1, and one process × batch 2."""
-    from paa_toolkit.engine.config import parse_args
-    from paa_toolkit.engine.trainer import train
+    from paa_toolkit.cli import parse_args
+    from paa_toolkit.engine.loop import train
 
     tmp = tmp_path_factory.mktemp("ddp")
     data = write_texture_dataset(tmp / "data")
@@ -136,8 +136,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one_process_with_the_globa
 
 @pytest.mark.slow
 def test_ddp_checkpoint_is_written_once_and_loads_in_a_single_process(runs):
-    from paa_toolkit.engine.checkpoint import LAST, load_checkpoint
-    from paa_toolkit.engine.trainer import build_from_checkpoint, read_metrics
+    from paa_toolkit.engine.checkpoint import LAST, build_from_checkpoint, load_checkpoint
+    from paa_toolkit.engine.run_files import read_metrics
 
     state = load_checkpoint(runs["ddp_dir"] / LAST)
     assert not any(key.startswith("module.") for key in state["model"])
@@ -152,9 +152,8 @@ def test_ddp_checkpoint_is_written_once_and_loads_in_a_single_process(runs):
 @pytest.mark.slow
 def test_ddp_evaluation_gathers_every_rank_and_matches_a_single_process_evaluation(runs):
     from paa_toolkit.data.coco import CocoDetection
-    from paa_toolkit.engine.checkpoint import LAST, load_checkpoint
+    from paa_toolkit.engine.checkpoint import LAST, build_from_checkpoint, load_checkpoint
     from paa_toolkit.engine.evaluate import evaluate_coco, predict
-    from paa_toolkit.engine.trainer import build_from_checkpoint
 
     state = load_checkpoint(runs["ddp_dir"] / LAST)
     model = build_from_checkpoint(state)

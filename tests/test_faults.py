@@ -2,9 +2,10 @@
 crowded images, divergence, SIGKILL and torn checkpoints.
 
 The loader's own checks (each bad field of a COCO file, skip / error policies) are specified in
-``test_data.py``; the injected-NaN stop, torn / bit-flipped checkpoint files and the parser's
-rejection of negative lr / unknown assigner / K = 0 in ``test_engine.py``. Here: the same faults
-end to end — what a user of ``python -m paa_toolkit.train`` sees.
+``test_data.py``; the injected-NaN stop in ``test_engine_loop.py``, torn / bit-flipped checkpoint
+files in ``test_engine_checkpoint.py`` and the parser's rejection of negative lr / unknown assigner /
+K = 0 in ``test_cli.py``. Here: the same faults end to end — what a user of ``python -m
+paa_toolkit.train`` sees.
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ from PIL import Image
 
 from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
 
-from paa_toolkit.data.synthetic import make_synthetic_coco
-from paa_toolkit.engine.checkpoint import LAST, PREVIOUS, load_checkpoint, save_checkpoint
-from paa_toolkit.engine.config import DataConfig, parse_args
-from paa_toolkit.engine.trainer import build_datasets, read_metrics, train
+from paa_toolkit.cli import parse_args
+from paa_toolkit.data.build import DataConfig, build_datasets
+from paa_toolkit.engine.checkpoint import LAST, PREVIOUS, default_model_builder, load_checkpoint, save_checkpoint
+from paa_toolkit.engine.loop import train
+from paa_toolkit.engine.run_files import read_metrics
 from paa_toolkit.train import main as train_main
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
@@ -67,11 +69,6 @@ def coco_args(image_dir: Path, ann_file: Path, run_dir: Path, *extra: str) -> li
             "--data.val_ann", str(ann_file), "--output-dir", str(run_dir), "--device", "cpu",
             "--model.width", "32", "--model.num_convs", "1", "--model.min_size", "64", "--model.max_size", "96",
             "--max-iters", "2", "--batch-size", "2", "--trace_images", "0", "--trace_iters", "[]", *extra]
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory) -> Path:
-    return make_synthetic_coco(tmp_path_factory.mktemp("data") / "syn", seed=0, num_train=6, num_val=3, image_size=64)
 
 
 def tiny_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -209,14 +206,15 @@ CROWDED_STEP = textwrap.dedent("""
     torch.set_num_threads(1)
     model = build_model(ModelConfig(width=32, num_convs=1, min_size=size, max_size=size), data.num_classes).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    report = []
+    stats, report = [], []
+    model.register_assignment_hook(stats.append)
     for index in (1, 1, 0, 0):  # image 2 (one object) twice, then image 1 (500 objects) twice
         image, target = data[index]
         losses = model([image], [target])
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
-        report.append({"num_gt": model.last_stats["num_gt"], "num_pos": model.last_stats["num_pos"],
+        report.append({"num_gt": stats[-1]["num_gt"], "num_pos": stats[-1]["num_pos"],
                        "losses": [float(v) for v in losses.values()],
                        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     print(json.dumps(report))
@@ -284,9 +282,7 @@ def test_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(syntheti
 
 def crash_in_training_forward(call: int):
     """A model builder whose ``call``-th training forward raises (a crash mid-run)."""
-    from paa_toolkit.model.detector import build_model
-
-    return lambda cfg, num_classes: crash_at_training_call(build_model(cfg, num_classes), call)
+    return lambda cfg, num_classes: crash_at_training_call(default_model_builder(cfg, num_classes), call)
 
 
 def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
@@ -317,18 +313,18 @@ def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
 # ---- bad values on the command lines ---------------------------------------------------------------
 
 def test_training_module_rejects_k_zero_without_a_traceback():
-    done = subprocess.run([sys.executable, "-m", "paa_toolkit.train", "--model.topk", "0"], env=SUBPROCESS_ENV,
+    done = subprocess.run([sys.executable, "-m", "paa_toolkit.train", "--assign.topk", "0"], env=SUBPROCESS_ENV,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].endswith("error: model.topk (K of Procedure 1) must be >= 1, got 0")
+    assert done.stderr.strip().splitlines()[-1].endswith("error: assign.topk (K of Procedure 1) must be >= 1, got 0")
 
 
 def test_evaluate_cli_rejects_an_unknown_assigner_listing_the_choices(uninterrupted, capsys):
     from paa_toolkit.evaluate import main
 
-    assert main([str(uninterrupted), "--model.assigner", "hungarian"]) == 1
+    assert main([str(uninterrupted), "--assign.rule", "hungarian"]) == 1
     assert one_error_line(capsys.readouterr().err) == \
-        "error: model.assigner: unknown value 'hungarian'; valid choices: paa, fnp, fsr, atss, max_iou"
+        "error: assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou"
 
 
 def test_world_size_without_torchrun_rendezvous_is_a_clear_error(synthetic_root, tmp_path, monkeypatch):

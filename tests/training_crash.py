@@ -1,4 +1,4 @@
-"""A crash between training iterations, for the resume tests (imported by test_engine and test_faults)."""
+"""A crash between training iterations, for the resume tests (imported by test_engine_loop and test_faults)."""
 from torch import nn
 
 

@@ -107,25 +107,24 @@ class RunConfig:
 
 
 #: The reference model of the ablations: PAA, IoU prediction, Fig. 3 (c), K = 9, scale 8, no voting.
-REFERENCE: dict[str, Any] = {"model.arch": "paa", "model.assigner": "paa", "model.aux": "iou",
-                             "model.boundary": "c", "model.topk": 9, "model.anchor_scale": 8.0,
-                             "model.score_voting": False}
+REFERENCE: dict[str, Any] = {"model.arch": "paa", "assign.rule": "c", "model.aux": "iou", "assign.topk": 9,
+                             "model.anchor_scale": 8.0, "test.score_voting": False}
 
 
 def _configs() -> dict[str, RunConfig]:
     c = [
-        RunConfig("iou_assign", {"model.assigner": "max_iou", "model.aux": "none"}),
-        RunConfig("iou_assign_ioupred", {"model.assigner": "max_iou"}),
+        RunConfig("iou_assign", {"assign.rule": "max_iou", "model.aux": "none"}),
+        RunConfig("iou_assign_ioupred", {"assign.rule": "max_iou"}),
         RunConfig("paa_noaux", {"model.aux": "none"}),
         RunConfig("paa_centerness", {"model.aux": "centerness"}),
         RunConfig("paa_ioupred", {}),
-        RunConfig("paa_ioupred_voting", {"model.score_voting": True}, evaluate_from="paa_ioupred"),
-        RunConfig("atss_centerness", {"model.assigner": "atss", "model.aux": "centerness"}),
-        RunConfig("atss_ioupred", {"model.assigner": "atss"}),
-        *(RunConfig(f"boundary_{b}", {"model.boundary": b}) for b in "abd"),
-        *(RunConfig(f"fnp_{n}", {"model.assigner": "fnp", "model.fnp_num": n}) for n in (5, 10, 20)),
-        *(RunConfig(f"fsr_{t}", {"model.assigner": "fsr", "model.fsr_thresh": t}) for t in (0.1, 0.2, 0.3)),
-        *(RunConfig(f"topk_{k}", {"model.topk": k}) for k in (5, 18, 25)),
+        RunConfig("paa_ioupred_voting", {"test.score_voting": True}, evaluate_from="paa_ioupred"),
+        RunConfig("atss_centerness", {"assign.rule": "atss", "model.aux": "centerness"}),
+        RunConfig("atss_ioupred", {"assign.rule": "atss"}),
+        *(RunConfig(f"boundary_{b}", {"assign.rule": b}) for b in "abd"),
+        *(RunConfig(f"fnp_{n}", {"assign.rule": "fnp", "assign.fnp_num": n}) for n in (5, 10, 20)),
+        *(RunConfig(f"fsr_{t}", {"assign.rule": "fsr", "assign.fsr_thresh": t}) for t in (0.1, 0.2, 0.3)),
+        *(RunConfig(f"topk_{k}", {"assign.topk": k}) for k in (5, 18, 25)),
         *(RunConfig(f"anchor_scale_{s}", {"model.anchor_scale": float(s)}) for s in (4, 6, 10)),
         RunConfig("fcos", {"model.arch": "fcos"}),
         RunConfig("retinanet", {"model.arch": "retinanet"}),
@@ -242,7 +241,7 @@ def resolve_overrides(config: RunConfig, budget: str, seed: int, extra: dict[str
         raise ConfigError(f"unknown budget {budget!r}; valid choices: {', '.join(BUDGETS)}")
     merged = {**BUDGETS[budget], **REFERENCE, **config.overrides, **(extra or {}), "seed": seed}
     if merged.get("model.arch", "paa") != "paa":  # torchvision baselines: their own post-processing
-        merged.pop("model.score_voting", None)
+        merged.pop("test.score_voting", None)
     return merged
 
 

@@ -15,6 +15,8 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ..engine.checkpoint import FINAL_METRICS
+from ..engine.run_files import METRICS_FILE, read_metrics
+from ..viz.ablation import plot_ablation_ap
 from .grid import BUDGETS, RUN_CONFIGS, TABLES, Table
 from .runner import ABLATE_INFO, FAILED, run_state
 
@@ -61,11 +63,9 @@ class RowResult:
 
 def mean_positives_per_gt(run_dir: Path) -> float | None:
     """Mean positives per GT over the logged training iterations (``metrics.jsonl``)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
+    if not (run_dir / METRICS_FILE).exists():
         return None
-    values = [r["pos_per_gt"] for line in path.read_text().splitlines() if line.strip()
-              for r in [json.loads(line)] if r.get("kind") == "train" and "pos_per_gt" in r]
+    values = [r["pos_per_gt"] for r in read_metrics(run_dir) if r.get("kind") == "train" and "pos_per_gt" in r]
     return statistics.fmean(values) if values else None
 
 
@@ -159,20 +159,9 @@ def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
 def bar_chart(table: str, rows: list[RowResult], budget: str, seeds: int) -> Figure:
     """AP per row (mean ± std over seeds); failed rows drawn as an empty bar with their status."""
     labels = [" ".join(("+ voting" if c == "✓" else c) for c in r.cells if c) or r.config for r in rows]
-    means = [r.mean("AP") or 0.0 for r in rows]
-    stds = [r.std("AP") or 0.0 for r in rows]
-    fig = Figure(figsize=(7.0, 0.45 * len(rows) + 1.4), layout="constrained")
-    ax = fig.add_subplot()
-    y = list(range(len(rows)))[::-1]
-    ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
-    for yi, r, m in zip(y, rows, means):
-        if r.status != "ok":
-            ax.text(m, yi, f"  {r.status}", va="center", color="tab:red", fontsize=8)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel("COCO AP (fraction)")
-    ax.set_title(f"{TABLES[table].title[:70]}\nbudget {budget}, {seeds} seed(s)", fontsize=9)
-    ax.set_xlim(0, max(max(means) * 1.35, 0.05))
-    return fig
+    return plot_ablation_ap(labels, [r.mean("AP") or 0.0 for r in rows], [r.std("AP") or 0.0 for r in rows],
+                            [None if r.status == "ok" else r.status for r in rows],
+                            f"{TABLES[table].title[:70]}\nbudget {budget}, {seeds} seed(s)")
 
 
 def write_report(table: str, out: str | Path, budget: str, seeds: int,

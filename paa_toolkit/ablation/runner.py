@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.checkpoint import FINAL_METRICS
+from ..engine.run_files import atomic_write_text
 from .grid import PlannedRun, to_argv
 
 FAILED = "failed.json"
@@ -79,9 +80,7 @@ def acquire_lock(run_dir: Path) -> Path | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def _failure(log_path: Path, returncode: int) -> dict:
@@ -119,7 +118,8 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
             if base_state != "complete":
                 echo(f"[ablate] {run.name}: nothing to re-evaluate yet ({run.base_dir} is {base_state}), skipped")
                 return Outcome(run, "pending")
-            eval_keys = {k: v for k, v in run.overrides.items() if k.startswith(("model.", "data.", "device"))}
+            eval_keys = {k: v for k, v in run.overrides.items()
+                         if k.startswith(("model.", "assign.", "test.", "data.", "device"))}
             cmd = [sys.executable, "-m", "paa_toolkit.evaluate", str(run.base_dir), *to_argv(eval_keys),
                    "--output", str(run.run_dir / ".eval.json")]
         else:

@@ -1,27 +1,42 @@
 """Checkpoints that survive being killed mid-write: atomic replace, a content digest, one fallback.
 
 ``save_checkpoint(state, run_dir)`` writes ``last.pth`` via a temporary file in the same folder
-(fsync, then ``os.replace``), first moving the previous ``last.pth`` to ``previous.pth``. Every
-checkpoint carries a SHA-256 digest of its contents, so a torn *or* bit-flipped file is detected at
-load time; :func:`find_resumable` then falls back to ``previous.pth`` — a corrupt file is never the
-one resumed from.
+(fsync, then ``os.replace``: :func:`~.run_files.atomic_save`), first moving the previous ``last.pth``
+to ``previous.pth``. Every checkpoint carries a SHA-256 digest of its contents, so a torn *or*
+bit-flipped file is detected at load time; :func:`find_resumable` then falls back to
+``previous.pth`` — a corrupt file is never the one resumed from.
+
+What a training checkpoint holds (:func:`training_state`): the bare model's weights (no ``module.``
+prefix: it loads in one process), the optimiser, scheduler and GradScaler, every RNG, the sampler's
+position, the config and the label mapping. :func:`restore_training_state` puts it back;
+:func:`build_from_checkpoint` builds the trained model for evaluation or detection.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
+
+from ..data.coco import CocoDetection
+from ..distributed import unwrap
+from ..model.detector import build_model
+from .config import TrainConfig
+from .run_files import atomic_save
+from .sampling import DeterministicBatchSampler, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
+#: builds the model of a run: ``(the run's TrainConfig, number of classes) → nn.Module``
+ModelBuilder = Callable[[TrainConfig, int], nn.Module]
+
 LAST = "last.pth"
 PREVIOUS = "previous.pth"
-#: written last (atomically) by the trainer: its presence means the run finished and was evaluated
+#: written last (atomically) by the training loop: its presence means the run finished and was evaluated
 FINAL_METRICS = "final_metrics.json"
 DIGEST_KEY = "sha256"
 
@@ -55,50 +70,6 @@ def state_digest(state: Any) -> str:
 
     visit(state)
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported on this platform (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_synced_temp(obj: Any, path: Path) -> Path:
-    """``torch.save`` into a temporary file next to ``path``, flushed and fsynced to disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
-
-
-def atomic_save(obj: Any, path: str | Path, keep_previous: Path | None = None) -> Path:
-    """Write ``obj`` to ``path`` atomically: readers see the old file or the new one, never a torn one.
-
-    With ``keep_previous``, an existing ``path`` is first moved there (after the new file is on disk).
-    """
-    path = Path(path)
-    tmp = _write_synced_temp(obj, path)
-    try:
-        if keep_previous is not None and path.exists():
-            os.replace(path, keep_previous)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
 
 
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path) -> Path:
@@ -157,5 +128,73 @@ def resolve_checkpoint(path: str | Path, map_location: str | torch.device = "cpu
     return path, load_checkpoint(path, map_location)
 
 
-__all__ = ["CheckpointError", "LAST", "PREVIOUS", "atomic_save", "find_resumable", "load_checkpoint",
-           "resolve_checkpoint", "save_checkpoint", "state_digest"]
+# ---- training checkpoints ------------------------------------------------------------------------
+def default_model_builder(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The detector ``cfg`` describes (PAA, or a torchvision baseline): :func:`~..model.detector.build_model`."""
+    return build_model(cfg.model, num_classes, cfg.assign, cfg.test)
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
+                   iteration: int, cfg: TrainConfig, sampler: DeterministicBatchSampler,
+                   train_ds: CocoDetection) -> dict[str, Any]:
+    """Everything an exact resume at ``iteration`` needs (see the module docstring)."""
+    return {
+        "format_version": 1, "iteration": iteration, "config": cfg.to_dict(),
+        "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+        "sampler": sampler.state(iteration), "num_classes": train_ds.num_classes,
+        "category_ids": list(train_ds.category_ids), "category_names": list(train_ds.category_names),
+    }
+
+
+def find_resume_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
+    """``resume="auto"``: newest good checkpoint of the run folder (None: start fresh); else that path."""
+    if cfg.resume is None:
+        return None
+    if cfg.resume == "auto":
+        found = find_resumable(cfg.run_dir)
+        if found is None:
+            log.info("no checkpoint in %s yet: starting from scratch", cfg.run_dir)
+        return found
+    return resolve_checkpoint(cfg.resume)
+
+
+def _warn_if_model_differs(cfg: TrainConfig, state: dict, path: Path) -> None:
+    saved = state["config"].get("model", {})
+    differ = sorted(k for k, v in asdict(cfg.model).items() if k in saved and saved[k] != v)
+    if differ:
+        log.warning("resuming from %s with different model settings: %s", path, ", ".join(differ))
+
+
+def restore_training_state(path: Path, state: dict, cfg: TrainConfig, model: nn.Module, optimizer, scheduler,
+                           scaler) -> int:
+    """Load a checkpoint into the freshly built objects (and the RNGs); returns its iteration."""
+    _warn_if_model_differs(cfg, state, path)
+    try:
+        unwrap(model).load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this model config: {str(e).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    log.info("resumed from %s at iteration %d", path, state["iteration"])
+    return int(state["iteration"])
+
+
+def build_from_checkpoint(state: dict[str, Any], cfg: TrainConfig | None = None,
+                          device: torch.device | str = "cpu", build_model: ModelBuilder | None = None) -> nn.Module:
+    """The trained model of a checkpoint (eval mode); ``cfg`` overrides the saved config (post-processing...)."""
+    cfg = cfg or TrainConfig.from_dict(state["config"])
+    cfg = replace(cfg, model=replace(cfg.model, backbone_weights=None))  # the checkpoint holds every weight
+    model = (build_model or default_model_builder)(cfg, state["num_classes"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit the model config: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+__all__ = ["CheckpointError", "FINAL_METRICS", "LAST", "PREVIOUS", "ModelBuilder", "build_from_checkpoint",
+           "default_model_builder", "find_resumable", "find_resume_checkpoint", "load_checkpoint",
+           "resolve_checkpoint", "restore_training_state", "save_checkpoint", "state_digest", "training_state"]

@@ -1,32 +1,30 @@
-"""The whole configuration as four plain dataclasses, with overrides from YAML/JSON and the command line.
+"""The whole configuration as plain dataclasses, with typed overrides from YAML/JSON and dotted names.
 
     cfg = TrainConfig()                                   # defaults: the CPU demo on the synthetic dataset
-    cfg = parse_args(["--lr", "0.02", "--model.aux", "centerness", "--config", "exp.yaml"])
+    set_field(cfg, "solver.lr", "0.02")                   # one field by its dotted name, value converted
     cfg = TrainConfig.from_dict(cfg.to_dict())            # round trip (run folder, checkpoints)
 
-Every field can be set as ``--<section>.<field> VALUE`` (``--solver.lr 0.02``, ``--model.min_size
-[224,288]``); a few common ones have short aliases (``--lr``, ``--max-iters``, ``--rule``...).
-Precedence: defaults < ``--config`` file < command line. :func:`validate` checks everything up
-front and raises :class:`ConfigError` naming the field, the value and the valid choices.
+Every field has a dotted name (``solver.lr``, ``assign.rule``, ``seed``); the command line sets it as
+``--<section>.<field> VALUE`` (:mod:`paa_toolkit.cli`). :func:`validate` checks everything up front
+and raises :class:`ConfigError` naming the field, the value and the valid choices.
 
 The defaults are the paper's settings (§4, Appendix A.1) scaled down so that ``python -m
 paa_toolkit.train`` finishes on a 2-core CPU; the ``DEMO_*`` constants below are what was scaled.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import types
 import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
 from ..assign import RULES, AssignConfig
+from ..data.build import DATASETS, DataConfig
 from ..model.backbone import BACKBONES, NORMS
 from ..model.head import AUX_CHOICES
 from ..model.losses import LossWeights
@@ -38,12 +36,11 @@ DEMO_WARMUP_ITERS = 50  # paper: 500
 DEMO_MIN_SIZE = 256  # paper: 800 (640–800 multi-scale for 180k)
 DEMO_MAX_SIZE = round(DEMO_MIN_SIZE * 1333 / 800)  # paper: 1333
 DEMO_WIDTH = 64  # tower + FPN channels; paper: 256
-DEMO_BATCH_SIZE = 4  # paper: 16 (8 GPUs x 2)
+DEMO_BATCH_SIZE = DataConfig.batch_size  # images per process; paper: 16 (8 GPUs x 2)
 DEMO_LR = 0.01  # paper: 0.01 for a batch of 16
 
 # ---- valid choices (validated up front, listed in error messages) ----------------------------
 ARCHS = ("paa", "fcos", "retinanet")
-DATASETS = ("synthetic", "coco")
 #: Appendix A.1: lr ÷10 at 90k and 120k of 135k iterations — kept as fractions of the run.
 PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
 
@@ -70,24 +67,6 @@ class ModelConfig:
     min_size: int | list[int] = DEMO_MIN_SIZE  # int, or [lo, hi] for multi-scale training
     max_size: int = DEMO_MAX_SIZE
     size_divisible: int = 128  # pad batches to a multiple of this: P7's stride (reference code: 32)
-
-
-@dataclass
-class DataConfig:
-    """Where the images come from: the embedded synthetic dataset, or any COCO-format folder."""
-
-    dataset: str = "synthetic"
-    root: str | None = None  # coco: folder holding train2017/, val2017/, annotations/; synthetic: cache folder
-    image_dir: str | None = None  # coco: overrides <root>/{train,val}2017 (one folder for both splits)
-    train_ann: str | None = None  # coco: default <root>/annotations/instances_train2017.json
-    val_ann: str | None = None  # coco: default <root>/annotations/instances_val2017.json
-    synthetic_seed: int = 0
-    synthetic_num_train: int = 800
-    synthetic_num_val: int = 100
-    synthetic_image_size: int = 256
-    flip_prob: float = 0.5  # training augmentation: random horizontal flip
-    num_workers: int = 0
-    batch_size: int = DEMO_BATCH_SIZE
 
 
 @dataclass
@@ -163,25 +142,6 @@ class TrainConfig:
 
 SECTIONS = {"model": ModelConfig, "assign": AssignConfig, "test": InferenceConfig, "data": DataConfig,
             "solver": SolverConfig}
-
-#: short command-line aliases → dotted field names
-ALIASES = {
-    "--lr": "solver.lr",
-    "--max-iters": "solver.max_iters",
-    "--batch-size": "data.batch_size",
-    "--dataset": "data.dataset",
-    "--data-root": "data.root",
-    "--rule": "assign.rule",
-    "--backbone": "model.backbone",
-    "--backbone-weights": "model.backbone_weights",
-    "--aux": "model.aux",
-    "--arch": "model.arch",
-    "--output-dir": "output_dir",
-    "--device": "device",
-    "--seed": "seed",
-    "--name": "name",
-}
-
 
 # ---- typed values -------------------------------------------------------------------------------
 def _hints(cls: type) -> dict[str, Any]:
@@ -379,75 +339,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-# ---- command line -------------------------------------------------------------------------------
-def _dotted_fields() -> list[tuple[str, Any]]:
-    """All ``(dotted name, default)`` pairs: top-level fields and ``section.field``."""
-    out = []
-    for f in fields(TrainConfig):
-        if f.name in SECTIONS:
-            out += [(f"{f.name}.{g.name}", g) for g in fields(SECTIONS[f.name])]
-        else:
-            out.append((f.name, f))
-    return out
-
-
-def add_override_arguments(parser: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
-    """Add ``--section.field`` (and ``--section.field-with-dashes``) options plus the short aliases.
-
-    ``prefixes`` restricts them to some sections (e.g. ``("data",)``); values land in the namespace
-    under their dotted name, only when given (``argparse.SUPPRESS``).
-    """
-    group = parser.add_argument_group("config overrides (any field: --<section>.<field> VALUE)")
-    for dotted, f in _dotted_fields():
-        if prefixes is not None and dotted.split(".")[0] not in prefixes:
-            continue
-        names = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
-        names += [alias for alias, target in ALIASES.items() if target == dotted]
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-        is_bool = isinstance(default, bool)
-        group.add_argument(*names, dest=dotted, default=argparse.SUPPRESS, metavar="BOOL" if is_bool else "VALUE",
-                           nargs="?" if is_bool or dotted == "resume" else None,
-                           const="true" if is_bool else ("auto" if dotted == "resume" else None),
-                           help=f"default: {default}")
-
-
-def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    usage = "%(prog)s [--config FILE] [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
-    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage)
-    parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    add_override_arguments(parser)
-    return parser
-
-
-def config_from_namespace(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """Defaults (or ``base``) < ``args.config`` file < dotted options in ``args``; then :func:`validate`."""
-    cfg = base if base is not None else TrainConfig()
-    if getattr(args, "config", None):
-        apply_dict(cfg, load_config_file(args.config), source=str(args.config))
-    known = {dotted for dotted, _ in _dotted_fields()}
-    for key, value in vars(args).items():
-        if key in known:
-            set_field(cfg, key, value)
-    return validate(cfg)
-
-
-def parse_args(argv: list[str] | None = None, prog: str = "python -m paa_toolkit.train") -> TrainConfig:
-    """The training command line → a validated :class:`TrainConfig`; a bad value exits with ``error:`` (code 2)."""
-    parser = build_parser(prog, "Train a PAA detector (defaults: the embedded synthetic dataset on CPU).")
-    args = parser.parse_args(argv)
-    try:
-        cfg = config_from_namespace(args)
-    except ConfigError as e:
-        parser.error(str(e))
-    if args.print_config:
-        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
-        parser.exit(0)
-    return cfg
-
-
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "SolverConfig", "TrainConfig", "add_override_arguments",
-    "apply_dict", "build_parser", "coerce", "config_from_namespace", "load_config_file", "parse_args",
-    "set_field", "validate",
+    "SECTIONS", "ConfigError", "DataConfig", "ModelConfig", "SolverConfig", "TrainConfig", "apply_dict", "coerce",
+    "load_config_file", "set_field", "validate",
 ]

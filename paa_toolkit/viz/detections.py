@@ -3,6 +3,7 @@
     fig = plot_iou_prediction(pred_iou, true_iou)        # scatter + mean |error| per true-IoU bin
     fig = plot_voting(image, before, after)               # boxes before / after score voting
     fig = plot_detections(image, detections)              # torchvision-style {"boxes", "scores", "labels"}
+    image = draw_detections(image, detections, names)     # the same boxes drawn into a uint8 image
 
 Artists carry gids (``"iou:pairs"``, ``"iou:bin_error"``, ``"boxes:before"``, ``"boxes:after"``,
 ``"boxes:candidates"``, ``"boxes:detections"``) for :func:`~.assignment.find_artists`.
@@ -12,10 +13,16 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from torchvision.utils import draw_bounding_boxes
 
 from .assignment import as_boxes, as_numpy, box_collection, new_axes, show_image
+
+#: a qualitative palette (tab10), one colour per class
+CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+                "#17becf"]
 
 
 def iou_error_by_bin(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, np.ndarray | float]:
@@ -121,6 +128,17 @@ def plot_voting(
     return fig
 
 
+def _kept_detections(detections: Mapping[str, Any], score_thresh: float, class_names: Sequence[str] | None):
+    """Boxes, labels and "class score" captions of the detections scoring at least ``score_thresh``."""
+    boxes, scores = _boxes_of(detections, "detections")
+    scores = np.ones(len(boxes)) if scores is None else scores
+    labels = as_numpy(detections.get("labels", np.zeros(len(boxes))), "detections['labels']", np.int64).reshape(-1)
+    keep = scores >= score_thresh
+    captions = [f"{class_names[label] if class_names is not None and 0 <= label < len(class_names) else label} "
+                f"{score:.2f}" for score, label in zip(scores[keep], labels[keep])]
+    return boxes[keep], labels[keep], captions
+
+
 def plot_detections(
     image: Any,
     detections: Mapping[str, Any],
@@ -131,19 +149,27 @@ def plot_detections(
     figsize: tuple[float, float] = (5.5, 5.5),
 ) -> Figure:
     """Fig. 8: the detections scoring at least ``score_thresh``, labelled "class score"."""
-    boxes, scores = _boxes_of(detections, "detections")
-    scores = np.ones(len(boxes)) if scores is None else scores
-    labels = as_numpy(detections.get("labels", np.zeros(len(boxes))), "detections['labels']", np.int64).reshape(-1)
-    keep = scores >= score_thresh
+    boxes, _, captions = _kept_detections(detections, score_thresh, class_names)
     fig, ax = new_axes(ax, figsize)
-    show_image(ax, image, [boxes[keep]])
-    ax.add_collection(box_collection(boxes[keep], "tab:green", "boxes:detections", linewidths=1.5))
-    for box, score, label in zip(boxes[keep], scores[keep], labels[keep]):
-        name = class_names[label] if class_names is not None and 0 <= label < len(class_names) else str(label)
-        ax.text(box[0], box[1], f"{name} {score:.2f}", fontsize="x-small", color="white", va="bottom",
+    show_image(ax, image, [boxes])
+    ax.add_collection(box_collection(boxes, "tab:green", "boxes:detections", linewidths=1.5))
+    for box, caption in zip(boxes, captions):
+        ax.text(box[0], box[1], caption, fontsize="x-small", color="white", va="bottom",
                 bbox=dict(facecolor="tab:green", alpha=0.7, pad=1, lw=0))
-    ax.set_title(f"{int(keep.sum())} detections (score ≥ {score_thresh:g})")
+    ax.set_title(f"{len(boxes)} detections (score ≥ {score_thresh:g})")
     return fig
 
 
-__all__ = ["iou_error_by_bin", "plot_detections", "plot_iou_prediction", "plot_voting"]
+def draw_detections(image: torch.Tensor, detections: Mapping[str, Any], class_names: Sequence[str] | None = None,
+                    score_thresh: float = 0.3) -> torch.Tensor:
+    """``image`` (uint8 ``[3, H, W]``) with the detections scoring at least ``score_thresh`` drawn into
+    its pixels, "class score" captions, one colour per class (what ``python -m paa_toolkit.detect`` saves)."""
+    boxes, labels, captions = _kept_detections(detections, score_thresh, class_names)
+    if not len(boxes):
+        return image
+    colors = [CLASS_COLORS[c % len(CLASS_COLORS)] for c in labels.tolist()]
+    return draw_bounding_boxes(image, torch.as_tensor(boxes), labels=captions, colors=colors, width=2)
+
+
+__all__ = ["CLASS_COLORS", "draw_detections", "iou_error_by_bin", "plot_detections", "plot_iou_prediction",
+           "plot_voting"]

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..engine.trainer import read_metrics
+from ..engine.run_files import read_metrics
 
 AP_KEYS = ("AP", "AP50", "AP75")
 
@@ -64,8 +64,9 @@ def plot_ap(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
 def plot_positives_per_gt(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
     """Fig. 4 (b): average number of positive anchors per ground truth as training goes on.
 
-    The line is the training batches' average (``model.last_stats["pos_per_gt"]``); the markers are
-    the fixed trace images (mean over their GTs), when traces were written.
+    The line is the training batches' average (``pos_per_gt`` of the ``train`` records, from the
+    detector's assignment hook); the markers are the fixed trace images (mean over their GTs), when
+    traces were written.
     """
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()

@@ -1,20 +1,20 @@
 """Screenshots of the three explorers as a student sees them: JupyterLab in headless Chromium.
 
-    .venv/bin/python docs/make_screenshots.py          # PAA_FAST=1 run (seconds; trains ~1 min if not cached)
-    .venv/bin/python docs/make_screenshots.py --full   # the full course run (trains ~5 min the first time)
+    .venv/bin/python tests/make_screenshots.py          # PAA_FAST=1 run (seconds; trains ~1 min if not cached)
+    .venv/bin/python tests/make_screenshots.py --full   # the full course run (trains ~5 min the first time)
 
 Writes docs/assignment_explorer.png (notebook 04 after Run All), docs/gmm_explorer.png (after three EM
-steps) and docs/voting_explorer.png, each a palette PNG under 300 KB. Uses the same JupyterLab and
-Playwright helpers as tests/test_browser.py (tests/browser_lab.py); needs /usr/bin/chromium and the
-playwright package (see .ci/run). The GMM and voting explorers come from a small notebook written into
-the temporary folder the server serves.
+steps) and docs/voting_explorer.png, each a palette PNG under 300 KB. It drives the browser exactly as
+tests/test_browser.py does, with the same helpers (browser_lab.py, next to this script: Python puts a
+script's own folder on the import path); needs /usr/bin/chromium and the playwright package (see
+.ci/run). The GMM and voting explorers come from a small notebook written into the temporary folder the
+server serves.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,14 +22,12 @@ from pathlib import Path
 import nbformat
 from PIL import Image, ImageChops
 
-DOCS = Path(__file__).resolve().parent
-sys.path.insert(0, str(DOCS.parent / "tests"))
-
-from browser_lab import (  # noqa: E402
+from browser_lab import (  # tests/browser_lab.py
     REPO, JupyterLab, cell_output, chromium_page, collapse_left_sidebar, copy_into, error_outputs, label_text,
     open_notebook, run_all, wait_idle, wait_until, widget_by_description,
 )
 
+DOCS = REPO / "docs"
 NOTEBOOK_04 = REPO / "notebooks" / "04_assignment_evolution.ipynb"
 MAX_BYTES = 300_000
 
@@ -107,7 +105,7 @@ def show_gt(page, lab, image: int, gt: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--full", action="store_true", help="use the full course run instead of PAA_FAST=1")
     parser.add_argument("--out", type=Path, default=DOCS, help="folder for the PNGs (default: docs/)")
     args = parser.parse_args(argv)

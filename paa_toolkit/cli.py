@@ -1,0 +1,146 @@
+"""The command lines' shared plumbing: config overrides as options, and user errors as one line.
+
+    cfg = parse_args(["--lr", "0.02", "--model.aux", "centerness", "--config", "exp.yaml"])
+    sys.exit(run_cli(lambda: train(cfg)))      # error: … on stderr and exit code 1 for a user error
+
+Every config field can be set as ``--<section>.<field> VALUE`` (``--solver.lr 0.02``,
+``--model.min_size [224,288]``); a few common ones have short aliases (:data:`ALIASES`: ``--lr``,
+``--max-iters``, ``--rule``...). Precedence: defaults < ``--config`` file < command line. Options
+must be spelled out: no parser here accepts an abbreviation (``--max`` is an error, not
+``--max-iters``). The config itself — dataclasses, defaults, validation — is
+:mod:`paa_toolkit.engine.config`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import MISSING, Field, fields
+from typing import Callable
+
+import yaml
+
+from .engine.config import SECTIONS, ConfigError, TrainConfig, apply_dict, load_config_file, set_field, validate
+from .engine.loop import NonFiniteLossError
+
+#: short command-line aliases → dotted field names
+ALIASES = {
+    "--lr": "solver.lr",
+    "--max-iters": "solver.max_iters",
+    "--batch-size": "data.batch_size",
+    "--dataset": "data.dataset",
+    "--data-root": "data.root",
+    "--rule": "assign.rule",
+    "--backbone": "model.backbone",
+    "--backbone-weights": "model.backbone_weights",
+    "--aux": "model.aux",
+    "--arch": "model.arch",
+    "--output-dir": "output_dir",
+    "--device": "device",
+    "--seed": "seed",
+    "--name": "name",
+}
+
+
+# ---- config overrides ------------------------------------------------------------------------------
+def _dotted_fields() -> list[tuple[str, Field]]:
+    """All ``(dotted name, field)`` pairs: top-level fields and ``section.field``."""
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in SECTIONS:
+            out += [(f"{f.name}.{g.name}", g) for g in fields(SECTIONS[f.name])]
+        else:
+            out.append((f.name, f))
+    return out
+
+
+def add_override_arguments(parser: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
+    """Add ``--section.field`` (and ``--section.field-with-dashes``) options plus the short aliases.
+
+    ``prefixes`` restricts them to some sections (e.g. ``("data",)``); values land in the namespace
+    under their dotted name, only when given (``argparse.SUPPRESS``).
+    """
+    group = parser.add_argument_group("config overrides (any field: --<section>.<field> VALUE)")
+    for dotted, f in _dotted_fields():
+        if prefixes is not None and dotted.split(".")[0] not in prefixes:
+            continue
+        names = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
+        names += [alias for alias, target in ALIASES.items() if target == dotted]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        is_bool = isinstance(default, bool)
+        group.add_argument(*names, dest=dotted, default=argparse.SUPPRESS, metavar="BOOL" if is_bool else "VALUE",
+                           nargs="?" if is_bool or dotted == "resume" else None,
+                           const="true" if is_bool else ("auto" if dotted == "resume" else None),
+                           help=f"default: {default}")
+
+
+def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    usage = "%(prog)s [--config FILE] [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
+    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage, allow_abbrev=False)
+    parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_override_arguments(parser)
+    return parser
+
+
+def config_from_namespace(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults (or ``base``) < ``args.config`` file < dotted options in ``args``; then :func:`validate`."""
+    cfg = base if base is not None else TrainConfig()
+    if getattr(args, "config", None):
+        apply_dict(cfg, load_config_file(args.config), source=str(args.config))
+    known = {dotted for dotted, _ in _dotted_fields()}
+    for key, value in vars(args).items():
+        if key in known:
+            set_field(cfg, key, value)
+    return validate(cfg)
+
+
+def parse_args(argv: list[str] | None = None, prog: str = "python -m paa_toolkit.train") -> TrainConfig:
+    """The training command line → a validated :class:`TrainConfig`; a bad value exits with ``error:`` (code 2)."""
+    parser = build_parser(prog, "Train a PAA detector (defaults: the embedded synthetic dataset on CPU).")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_namespace(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    if args.print_config:
+        yaml.safe_dump(cfg.to_dict(), sys.stdout, sort_keys=False)
+        parser.exit(0)
+    return cfg
+
+
+# ---- user errors ---------------------------------------------------------------------------------
+#: what a user can cause (bad path, bad file, bad value, diverging run): one line, no traceback
+USER_ERRORS = (ValueError, OSError, NonFiniteLossError)
+
+
+def user_message(error: BaseException) -> str:
+    """One line for a user error; an error re-raised by a DataLoader worker (whose message is
+    "Caught … in DataLoader worker …" plus the worker's traceback) gives the original message."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
+def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
+    """Run an entry point's body: 0 on success; a user error → ``error: …`` on stderr and 1.
+
+    Set ``PAA_DEBUG=1`` to get the full traceback instead.
+    """
+    try:
+        work()
+    except USER_ERRORS as e:
+        if os.environ.get("PAA_DEBUG"):
+            raise
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(on_interrupt, file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = ["ALIASES", "USER_ERRORS", "add_override_arguments", "build_parser", "config_from_namespace", "parse_args",
+           "run_cli", "user_message"]

@@ -1,0 +1,48 @@
+"""The optimiser and its learning-rate schedule (Appendix A.1), scaled to the batch size.
+
+    optimizer = build_optimizer(model, cfg.solver, batch_size)                        # SGD
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(cfg.solver))
+
+SGD, momentum 0.9, weight decay 1e-4 (none on norms and biases); linear warm-up, then ÷10 at 90k/135k
+and 120k/135k of the run; the lr scaled linearly to the actual batch (Goyal et al. [9]).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import SolverConfig
+
+
+def build_optimizer(model: nn.Module, solver: SolverConfig, batch_size: int) -> torch.optim.SGD:
+    """SGD with the linearly scaled lr; no weight decay on 1-D parameters (norm scales, biases)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": solver.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=solver.scaled_lr(batch_size), momentum=solver.momentum)
+
+
+class WarmupStepSchedule:
+    """lr factor at an iteration: linear warm-up from ``warmup_factor`` to 1 over ``warmup_iters``
+    (Goyal et al. [9]), times ``gamma`` per milestone passed (Appendix A.1). Picklable for LambdaLR."""
+
+    def __init__(self, solver: SolverConfig):
+        self.warmup_iters, self.warmup_factor = solver.warmup_iters, solver.warmup_factor
+        self.milestones, self.gamma = solver.milestones(), solver.gamma
+
+    def __call__(self, iteration: int) -> float:
+        warmup = 1.0
+        if iteration < self.warmup_iters:
+            alpha = iteration / self.warmup_iters
+            warmup = self.warmup_factor * (1 - alpha) + alpha
+        return warmup * self.gamma ** sum(iteration >= m for m in self.milestones)
+
+
+def lr_at(iteration: int, solver: SolverConfig, batch_size: int) -> float:
+    """The learning rate used for the step of ``iteration`` (0-based)."""
+    return solver.scaled_lr(batch_size) * WarmupStepSchedule(solver)(iteration)
+
+
+__all__ = ["WarmupStepSchedule", "build_optimizer", "lr_at"]

@@ -1,0 +1,108 @@
+"""Specifications of the command lines: config overrides, one-line user errors, the entry points' outputs."""
+import json
+
+import pytest
+import yaml
+
+from paa_toolkit.cli import parse_args
+from paa_toolkit.engine.config import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+# ---- config overrides ---------------------------------------------------------------------------
+def test_cli_sets_dotted_fields_and_short_aliases():
+    cfg = parse_args(["--solver.lr", "0.02", "--model.aux", "centerness", "--max-iters", "7",
+                      "--model.min_size", "[224, 288]", "--rule", "atss", "--test.score_voting", "false"])
+    assert (cfg.solver.lr, cfg.model.aux, cfg.solver.max_iters) == (0.02, "centerness", 7)
+    assert (cfg.model.min_size, cfg.assign.rule, cfg.test.score_voting) == ([224, 288], "atss", False)
+
+
+def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"solver": {"lr": 0.05, "max_iters": 9}, "assign": {"rule": "fsr"}, "seed": 3}))
+    cfg = parse_args(["--config", str(path), "--lr", "0.02"])
+    assert (cfg.solver.lr, cfg.solver.max_iters, cfg.assign.rule, cfg.seed) == (0.02, 9, "fsr", 3)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "-0.01"], "solver.lr must be > 0, got -0.01"),
+    (["--rule", "hungarian"], "assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou"),
+    (["--assign.topk", "0"], "assign.topk (K of Procedure 1) must be >= 1, got 0"),
+    (["--assign.rule", "e"], "valid choices: a, b, c, d"),
+    (["--backbone", "vgg16"], "valid choices: resnet18, resnet34, resnet50"),
+    (["--model.aux", "quality"], "valid choices: iou, centerness, none"),
+    (["--model.width", "wide"], "model.width: expected int, got 'wide'"),
+    (["--arch", "fcos", "--model.width", "48"], "model.width must be a multiple of 32 for arch fcos"),
+    (["--batch-size", "0"], "data.batch_size must be >= 1, got 0"),
+    (["--test.nms_thresh", "1.5"], "test.nms_thresh must be in (0, 1], got 1.5"),
+    (["--dataset", "imagenet"], "data.dataset: unknown value 'imagenet'; valid choices: synthetic, coco"),
+    (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
+    (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
+    (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
+])
+def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: " in last_line and message in last_line
+
+
+def test_an_abbreviated_option_is_an_error_not_a_guess(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--max-it", "7"])  # not --max-iters
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: --max-it 7" in capsys.readouterr().err
+
+
+def test_config_round_trips_through_dict_and_rejects_unknown_keys():
+    cfg = parse_args(["--model.aux", "none", "--solver.step_fractions", "0.5,0.75"])
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="unknown config field 'model.depth'"):
+        TrainConfig.from_dict({"model": {"depth": 3}})
+
+
+# ---- entry points -------------------------------------------------------------------------------
+def test_train_cli_draws_the_training_curves_into_the_run_folder(synthetic_root, tmp_path):
+    from paa_toolkit.train import main
+
+    argv = ["--data.root", str(synthetic_root), "--data.synthetic_num_train", "6", "--data.synthetic_num_val", "3",
+            "--data.synthetic_image_size", "64", "--batch-size", "2", "--model.width", "32", "--model.num_convs", "1",
+            "--model.min_size", "64", "--model.max_size", "64", "--max-iters", "2", "--solver.warmup_iters", "1",
+            "--output-dir", str(tmp_path), "--device", "cpu", "--log_every", "1", "--checkpoint_every", "0",
+            "--eval_batch_size", "3", "--trace_iters", "[]"]
+    assert main(argv) == 0
+    assert {"losses.png", "ap.png", "positives_per_gt.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_evaluate_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
+    from paa_toolkit.evaluate import main
+
+    assert main([str(tmp_path / "nope.pth")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: checkpoint not found: {tmp_path / 'nope.pth'}"
+
+
+def test_detect_cli_reports_a_missing_image_in_one_line(tmp_path, capsys):
+    from paa_toolkit.detect import main
+
+    assert main([str(tmp_path / "cat.jpg"), "--checkpoint", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: image not found: {tmp_path / 'cat.jpg'}"
+
+
+def test_detect_cli_writes_an_image_with_boxes(synthetic_root, reference_run, tmp_path, capsys):
+    from paa_toolkit.detect import main
+
+    image = sorted((synthetic_root / "images").iterdir())[0]
+    assert main([str(image), "--checkpoint", str(reference_run[0]), "--out", str(tmp_path), "--score-thresh", "0"]) == 0
+    assert (tmp_path / f"{image.stem}.png").is_file()
+    assert capsys.readouterr().out.startswith(str(tmp_path / f"{image.stem}.png"))
+
+
+def test_evaluate_cli_reproduces_the_final_metrics_of_a_run(reference_run, tmp_path):
+    from paa_toolkit.evaluate import main
+
+    run_dir, result = reference_run
+    assert main([str(run_dir), "--output", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(result.metrics["AP"])

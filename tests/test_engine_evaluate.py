@@ -1,0 +1,58 @@
+"""Specifications of COCO evaluation: perfect and empty predictions, the IoU-prediction error (Table 2 right)."""
+import pytest
+import torch
+from torch import nn
+
+from paa_toolkit.data.coco import CocoDetection
+from paa_toolkit.engine.evaluate import evaluate_coco, iou_prediction_error
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+class ReplayModel(nn.Module):
+    """Returns the dataset's own ground truth (``perfect``) or nothing, image after image, in order."""
+
+    def __init__(self, dataset, perfect: bool):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1))
+        self.targets = [dataset[i][1] for i in range(len(dataset))] if perfect else None
+        self.seen = 0
+
+    def forward(self, images, targets=None):
+        out = []
+        for _ in images:
+            if self.targets is None:
+                out.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)})
+            else:
+                t = self.targets[self.seen]
+                n = len(t["boxes"])
+                out.append({"boxes": t["boxes"], "scores": torch.ones(n), "labels": t["labels"], "ious": torch.ones(n)})
+            self.seen += 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def val_set(synthetic_root):
+    train_set = CocoDetection(synthetic_root / "images", synthetic_root / "train.json")
+    return CocoDetection(synthetic_root / "images", synthetic_root / "val.json", category_ids=train_set.category_ids)
+
+
+def test_perfect_predictions_score_ap_one(val_set):
+    metrics = evaluate_coco(ReplayModel(val_set, perfect=True), val_set, batch_size=2)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+    assert metrics["iou_error"] == pytest.approx(0.0)
+
+
+def test_no_predictions_score_ap_zero(val_set):
+    metrics = evaluate_coco(ReplayModel(val_set, perfect=False), val_set, batch_size=2)
+    assert metrics["AP"] == 0.0 and metrics["AR100"] == 0.0
+    assert "iou_error" not in metrics  # the model predicts no IoUs
+
+
+def test_iou_error_is_mean_absolute_gap_to_best_same_class_gt():
+    detections = [{"boxes": torch.tensor([[0.0, 0, 10, 5], [0.0, 0, 10, 10]]), "scores": torch.ones(2),
+                   "labels": torch.tensor([0, 1]), "ious": torch.tensor([0.8, 0.1])}]
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}]
+    # first: true IoU 0.5 (|0.8 - 0.5| = 0.3); second: no GT of class 1, true IoU 0 (|0.1 - 0| = 0.1)
+    errors = iou_prediction_error(detections, targets)
+    assert errors["iou_error"] == pytest.approx(0.2) and errors["iou_error_tp"] == pytest.approx(0.3)

@@ -1,0 +1,76 @@
+"""Specifications of the training loop: exact resume, the non-finite-loss stop, assignment traces, the run folder."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from tiny_training import tiny_config, weights  # tests/tiny_training.py
+from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
+
+from paa_toolkit.engine.checkpoint import FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint
+from paa_toolkit.engine.config import TrainConfig
+from paa_toolkit.engine.loop import NonFiniteLossError, train
+from paa_toolkit.engine.run_files import load_trace, read_metrics
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(synthetic_root, reference_run, tmp_path):
+    def crashing(cfg, n):
+        return crash_at_training_call(default_model_builder(cfg, n), call=3)  # dies in iteration 2, after its checkpoint
+
+    cfg = tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2)
+    with pytest.raises(TrainingCrash):
+        train(cfg, build_model=crashing, progress=False)
+    assert load_checkpoint(tmp_path / LAST)["iteration"] == 2
+    train(tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2, resume="auto"), progress=False)
+
+    straight, resumed = weights(reference_run[0] / LAST), weights(tmp_path / LAST)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    records = [(r["kind"], r["iteration"]) for r in read_metrics(tmp_path)]
+    assert records == [(r["kind"], r["iteration"]) for r in read_metrics(reference_run[0])]  # no duplicates
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path):
+    def diverging(cfg, n):
+        model = default_model_builder(cfg, n)
+        calls = {"n": 0}
+
+        def hook(module, inputs, output):
+            if module.training:
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    return {k: v * float("nan") for k, v in output.items()}
+            return output
+
+        model.register_forward_hook(hook)
+        return model
+
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at iteration 2 .*Last good checkpoint: .*last\.pth"):
+        train(tiny_config(synthetic_root, tmp_path), build_model=diverging, progress=False)
+    state = load_checkpoint(tmp_path / LAST)
+    assert state["iteration"] == 2
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_trace_files_are_written_at_the_chosen_iterations(reference_run):
+    run_dir, _ = reference_run
+    assert sorted(p.name for p in (run_dir / "trace").iterdir()) == ["iter_000000.pt", "iter_000002.pt", "iter_000004.pt"]
+    trace = load_trace(run_dir / "trace" / "iter_000002.pt")
+    assert trace["iteration"] == 2 and len(trace["image_ids"]) == 2
+    assert trace["snapshot"].matched_gt.shape[0] == 2
+    assert [r["iteration"] for r in read_metrics(run_dir) if r["kind"] == "trace"] == [0, 2, 4]
+
+
+def test_run_folder_holds_config_metrics_checkpoints_and_final_metrics(reference_run):
+    run_dir, result = reference_run
+    assert {"config.yaml", "metrics.jsonl", FINAL_METRICS, LAST, PREVIOUS} <= {p.name for p in run_dir.iterdir()}
+    assert TrainConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).solver.max_iters == 4
+    assert json.loads((run_dir / FINAL_METRICS).read_text())["AP"] == result.metrics["AP"]
+    records = read_metrics(run_dir)
+    assert [r["iteration"] for r in records if r["kind"] == "eval"] == [2, 4]
+    train_record = next(r for r in records if r["kind"] == "train")
+    assert {"lr", "loss", "pos_per_gt", "imgs_per_s"} <= train_record.keys()
