@@ -21,6 +21,7 @@ import ipywidgets as W
 from matplotlib.figure import Figure
 
 from ..assign.gmm import fit_gmm_sklearn, gmm_history
+from ..model.postprocess import VOTING_SIGMA, InferenceConfig
 from ..viz.assignment import plot_snapshot
 from ..viz.detections import plot_voting
 from ..viz.gmm import SEPARATION_TITLES, plot_cost_histogram, plot_gmm_comparison
@@ -270,7 +271,8 @@ class VotingExplorer(Explorer):
     """σ_t of Eq. (9) (log slider) and the NMS IoU threshold → detections before / after score voting."""
 
     def __init__(self, detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None, *,
-                 sigma: float = 0.025, nms_thresh: float = 0.6, voting_fn: Callable[..., Any] | None = None,
+                 sigma: float = VOTING_SIGMA, nms_thresh: float = InferenceConfig.nms_thresh,
+                 voting_fn: Callable[..., Any] | None = None,
                  dpi: int = 80):
         super().__init__(dpi=dpi)
         self.detections, self.candidates, self.image = detections, candidates, image
