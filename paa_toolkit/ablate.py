@@ -46,9 +46,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from .ablation.grid import BUDGETS, TABLES, build_plan, parse_assignment
+from .ablation.grid import TABLES, build_plan, parse_assignment
 from .ablation.report import write_report
 from .ablation.runner import execute, run_state
+from .engine import presets
 from .engine.config import ConfigError
 
 DEFAULT_OUT = "runs/ablations"
@@ -59,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[1:]), allow_abbrev=False)
     parser.add_argument("--table", required=True, nargs="+", choices=sorted(TABLES), help="which table(s)")
-    parser.add_argument("--budget", default="small", choices=sorted(BUDGETS), help="default: small (this CPU)")
+    parser.add_argument("--budget", default="small", choices=sorted(presets.BUDGETS),
+                        help="default: small (this CPU); the budgets are paa_toolkit.engine.presets")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per config (default 1)")
     parser.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configs (see --list)")
     parser.add_argument("--list", action="store_true", help="print the table's config names and exit")

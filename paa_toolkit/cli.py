@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 from dataclasses import MISSING, Field, fields
-from typing import Callable
+from typing import Any, Callable
 
 import yaml
 
@@ -52,6 +52,18 @@ def _dotted_fields() -> list[tuple[str, Field]]:
         else:
             out.append((f.name, f))
     return out
+
+
+def _value(cfg: TrainConfig, dotted: str) -> Any:
+    section, _, name = dotted.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
+
+
+def dotted_overrides(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[str, Any]:
+    """The fields in which ``cfg`` differs from ``base`` (default: the defaults), by dotted name: the
+    overrides (``--<dotted> VALUE``, :func:`~.engine.config.set_field`) that turn ``base`` into ``cfg``."""
+    base = base if base is not None else TrainConfig()
+    return {dotted: _value(cfg, dotted) for dotted, _ in _dotted_fields() if _value(cfg, dotted) != _value(base, dotted)}
 
 
 def add_override_arguments(parser: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
@@ -142,5 +154,5 @@ def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
     return 0
 
 
-__all__ = ["ALIASES", "USER_ERRORS", "add_override_arguments", "build_parser", "config_from_namespace", "parse_args",
-           "run_cli", "user_message"]
+__all__ = ["ALIASES", "USER_ERRORS", "add_override_arguments", "build_parser", "config_from_namespace",
+           "dotted_overrides", "parse_args", "run_cli", "user_message"]

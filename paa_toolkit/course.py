@@ -27,30 +27,19 @@ from torch import Tensor, nn
 
 from .data.build import build_datasets
 from .data.synthetic import default_cache_dir
+from .engine import presets
 from .engine.checkpoint import FINAL_METRICS, CheckpointError, build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig, set_field
 from .engine.loop import train
 from .model.postprocess import InferenceConfig
 from .structures import AnchorGrid
 
-#: The fast (CI) setting: 16 iterations of 2 images (of 32, 128 px), traced on 4 images; under half a minute on
-#: a 2-core CPU. Its numbers only show that the code runs.
-FAST_SETTINGS: dict[str, Any] = {
-    "data.synthetic_num_train": 32, "data.synthetic_num_val": 8, "data.synthetic_image_size": 128,
-    "data.batch_size": 2, "model.width": 32, "model.num_convs": 1, "model.min_size": 128, "model.max_size": 128,
-    "solver.max_iters": 16, "solver.warmup_iters": 2, "solver.lr": 0.08,
-    "log_every": 4, "checkpoint_every": 0, "eval_batch_size": 8, "trace_images": 4, "trace_iters": [0, 4, 8, 12, 16],
-}
-#: The full setting: the ``make demo`` run (600 iterations, 800 images of 256 px, ~5 min on a 2-core CPU),
-#: traced every 50 iterations on 8 images (Fig. 4 and the FSR study of notebook 03 use the traces).
-FULL_SETTINGS: dict[str, Any] = {"checkpoint_every": 200, "trace_images": 8, "trace_every": 50}
-
 
 def course_config(fast: bool, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The training configuration of the notebooks' detector: :data:`FAST_SETTINGS` or :data:`FULL_SETTINGS`,
+    """The training configuration of the notebooks' detector: the preset :func:`~.engine.presets.course`,
     then ``overrides`` (dotted field names, as ``--section.field`` on the command line)."""
-    cfg = TrainConfig(name="course-fast" if fast else "course-full")
-    for key, value in {**(FAST_SETTINGS if fast else FULL_SETTINGS), **(overrides or {})}.items():
+    cfg = presets.course(fast)
+    for key, value in (overrides or {}).items():
         set_field(cfg, key, value)
     return cfg
 
@@ -85,7 +74,7 @@ def briefly_trained_run(
 ) -> Path:
     """The run folder of the notebooks' briefly trained PAA detector; trains it the first time only.
 
-    ``fast`` picks :data:`FAST_SETTINGS` (CI) or :data:`FULL_SETTINGS` (what a student runs). The
+    ``fast`` picks the CI setting, otherwise what a student runs (:func:`~.engine.presets.course`). The
     folder holds ``last.pth``, ``final_metrics.json``, ``metrics.jsonl`` and ``trace/`` (assignment
     snapshots from iteration 0 on), as written by :func:`~paa_toolkit.engine.loop.train`.
     """
@@ -185,6 +174,6 @@ def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
 
 
 __all__ = [
-    "FAST_SETTINGS", "FULL_SETTINGS", "HeadView", "briefly_trained_run", "config_digest", "course_config",
-    "course_run_dir", "head_outputs", "is_complete", "load_run", "post_processing", "run_datasets", "scale_boxes",
+    "HeadView", "briefly_trained_run", "config_digest", "course_config", "course_run_dir", "head_outputs",
+    "is_complete", "load_run", "post_processing", "run_datasets", "scale_boxes",
 ]

@@ -61,10 +61,11 @@ def test_score_voting_row_reevaluates_the_reference_checkpoint():
 
 
 def test_baselines_use_torchvision_archs_on_the_same_budget_and_backbone():
-    plan = {p.config.name: p.overrides for p in build_plan("baselines", "small", 1, "out")}
-    assert plan["fcos"]["model.arch"] == "fcos" and plan["retinanet"]["model.arch"] == "retinanet"
+    plan = {p.config.name: build_config(p.overrides).to_dict() for p in build_plan("baselines", "small", 1, "out")}
+    assert plan["fcos"]["model"]["arch"] == "fcos" and plan["retinanet"]["model"]["arch"] == "retinanet"
     for key in ("model.backbone", "model.width", "model.min_size", "solver.max_iters", "data.synthetic_num_train"):
-        assert plan["fcos"][key] == plan["retinanet"][key] == plan["paa_ioupred"][key], key
+        section, name = key.split(".")
+        assert plan["fcos"][section][name] == plan["retinanet"][section][name] == plan["paa_ioupred"][section][name], key
 
 
 def test_every_planned_run_is_a_valid_train_config_and_survives_the_command_line(tmp_path):

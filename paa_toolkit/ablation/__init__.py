@@ -2,9 +2,9 @@
 
 See :mod:`paa_toolkit.ablate` for the command line.
 """
-from .grid import BUDGETS, RUN_CONFIGS, TABLES, PlannedRun, build_plan
+from .grid import RUN_CONFIGS, TABLES, PlannedRun, build_plan
 from .report import collect, markdown_table, write_report
 from .runner import execute, run_state
 
-__all__ = ["BUDGETS", "RUN_CONFIGS", "TABLES", "PlannedRun", "build_plan", "collect", "execute",
+__all__ = ["RUN_CONFIGS", "TABLES", "PlannedRun", "build_plan", "collect", "execute",
            "markdown_table", "run_state", "write_report"]

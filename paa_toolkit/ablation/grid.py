@@ -1,6 +1,7 @@
 """The ablation grids of the paper (Table 1 left/right, Table 4, baselines) as plain data.
 
-A *run config* is a named set of config overrides (``--section.field VALUE``) on top of a budget;
+A *run config* is a named set of config overrides (``--section.field VALUE``) on top of a budget
+(a typed preset of :mod:`paa_toolkit.engine.presets`, taken as the overrides it makes: :func:`budget_overrides`);
 a *table* is a list of rows, each row pointing at one run config. Identical settings share one
 name, so one training serves every table that needs it (Fig. 3 (c) of Table 1 left, K = 9 and
 anchor scale 8 of Table 4 and "PAA + IoU pred." of Table 1 right are the same run)::
@@ -19,81 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cli import dotted_overrides
+from ..engine import presets
 from ..engine.config import ConfigError, TrainConfig, set_field, validate
-
-# ---- budgets: overrides on top of TrainConfig() -------------------------------------------------
-#: Sized for the shared 2-core CPU: 62–185 s per training (median 72 s), Table 1 right × 2 seeds in
-#: 32.5 min, all four tables in 51 min (benchmarks/ablations.md).
-SMALL_BUDGET: dict[str, Any] = {
-    "data.synthetic_image_size": 128,  # the model pads to stride 128: 128 px is the cheapest size
-    "data.synthetic_num_train": 400,
-    "data.synthetic_num_val": 100,
-    "data.batch_size": 4,
-    "model.min_size": 128,
-    "model.max_size": 128,
-    "model.width": 32,  # paper: 256
-    "model.backbone": "resnet18",  # paper: ResNet-50 (ImageNet weights; none here)
-    "solver.max_iters": 240,  # paper: 135k
-    "solver.warmup_iters": 20,  # paper: 500
-    "checkpoint_every": 80,  # resumable mid-run
-    "log_every": 20,
-    "trace_iters": [],  # no assignment traces: not needed for the tables
-}
-
-#: The default run's data and model (256 px, 800 train / 100 val images, width 64) for 400 iterations:
-#: about 3–4 min per training on 2 idle cores, where the 128-px ``small`` budget has barely started.
-MEDIUM_BUDGET: dict[str, Any] = {
-    "data.batch_size": 4,
-    "model.width": 64,
-    "model.backbone": "resnet18",
-    "solver.max_iters": 400,
-    "solver.warmup_iters": 40,
-    "checkpoint_every": 100,
-    "log_every": 20,
-    "trace_iters": [],
-}
-
-#: §4 / Appendix A.1: ResNet-50 (frozen BN, ImageNet weights via --set model.backbone_weights=...),
-#: GN towers of width 256, 800 px, 135k iterations (lr ÷10 at 90k and 120k), 16 images per batch
-#: (2 per GPU on 8 GPUs: use --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"),
-#: COCO train2017 / val2017 (--set data.root=/data/coco).
-PAPER_BUDGET: dict[str, Any] = {
-    "data.dataset": "coco",
-    "data.batch_size": 2,  # per process; × 8 GPUs = 16
-    "data.num_workers": 4,
-    "model.backbone": "resnet50",
-    "model.backbone_norm": "frozen_bn",
-    "model.width": 256,
-    "model.min_size": 800,
-    "model.max_size": 1333,
-    "solver.max_iters": 135_000,
-    "solver.warmup_iters": 500,
-    "solver.amp": True,
-    "device": "cuda",
-    "checkpoint_every": 5000,
-    "eval_batch_size": 8,
-    "trace_iters": [],
-}
-
-#: A smoke test (CI, notebooks with PAA_FAST=1): seconds per run, numbers meaningless.
-TINY_BUDGET: dict[str, Any] = {
-    "data.synthetic_image_size": 64,
-    "data.synthetic_num_train": 8,
-    "data.synthetic_num_val": 4,
-    "data.batch_size": 2,
-    "model.min_size": 64,
-    "model.max_size": 64,
-    "model.width": 32,  # torchvision's FCOS head uses GroupNorm(32): width must be a multiple of 32
-    "model.num_convs": 1,
-    "solver.max_iters": 3,
-    "solver.warmup_iters": 1,
-    "checkpoint_every": 0,
-    "log_every": 1,
-    "eval_batch_size": 4,
-    "trace_iters": [],
-}
-
-BUDGETS = {"small": SMALL_BUDGET, "medium": MEDIUM_BUDGET, "paper": PAPER_BUDGET, "tiny": TINY_BUDGET}
 
 
 # ---- run configs ---------------------------------------------------------------------------------
@@ -236,10 +165,13 @@ def parse_assignment(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def budget_overrides(budget: str) -> dict[str, Any]:
+    """The budget (:func:`~..engine.presets.budget`) as overrides of the defaults, by dotted name."""
+    return dotted_overrides(presets.budget(budget))
+
+
 def resolve_overrides(config: RunConfig, budget: str, seed: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; valid choices: {', '.join(BUDGETS)}")
-    merged = {**BUDGETS[budget], **REFERENCE, **config.overrides, **(extra or {}), "seed": seed}
+    merged = {**budget_overrides(budget), **REFERENCE, **config.overrides, **(extra or {}), "seed": seed}
     if merged.get("model.arch", "paa") != "paa":  # torchvision baselines: their own post-processing
         merged.pop("test.score_voting", None)
     return merged
@@ -291,6 +223,5 @@ def to_argv(overrides: dict[str, Any]) -> list[str]:
     return argv
 
 
-__all__ = ["BUDGETS", "MEDIUM_BUDGET", "PAPER_BUDGET", "REFERENCE", "RUN_CONFIGS", "SMALL_BUDGET", "TABLES", "TINY_BUDGET",
-           "PlannedRun", "Row", "RunConfig", "Table", "build_config", "build_plan", "parse_assignment",
-           "resolve_overrides", "to_argv"]
+__all__ = ["REFERENCE", "RUN_CONFIGS", "TABLES", "PlannedRun", "Row", "RunConfig", "Table", "budget_overrides",
+           "build_config", "build_plan", "parse_assignment", "resolve_overrides", "to_argv"]

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
-from .grid import BUDGETS, RUN_CONFIGS, TABLES, Table
+from .grid import RUN_CONFIGS, TABLES, Table, budget_overrides
 from .runner import ABLATE_INFO, FAILED, run_state
 
 METRICS = ("AP", "AP50", "AP75")
@@ -117,7 +117,7 @@ def format_paper(paper: Any) -> str:
 
 def budget_summary(budget: str, extra: dict[str, Any] | None = None) -> str:
     """The budget's overrides, then the ``--set`` ones (which win)."""
-    text = ", ".join(f"{k}={v}" for k, v in BUDGETS[budget].items())
+    text = ", ".join(f"{k}={v}" for k, v in budget_overrides(budget).items())
     return text + ("; with --set " + ", ".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
 
 

@@ -1,0 +1,103 @@
+"""Every named setting of the toolkit as a typed :class:`~.config.TrainConfig`: the demo, the course
+runs, the ablation budgets — the dataclasses' defaults with the settings each one chooses.
+
+    cfg = demo()                 # = TrainConfig(): the defaults are the demo (the DEMO_* of engine.config)
+    cfg = course(fast=True)      # the notebooks' briefly trained detector (fast: the CI setting)
+    cfg = budget("small")        # an ablation budget: python -m paa_toolkit.ablate --budget small
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..data.build import DataConfig
+from .config import ConfigError, ModelConfig, SolverConfig, TrainConfig
+
+
+def demo() -> TrainConfig:
+    """``python -m paa_toolkit.train`` with no arguments (``make demo``): the paper's settings scaled
+    down to a 2-core CPU — 600 iterations on 800 synthetic images of 256 px, ~5 min."""
+    return TrainConfig()
+
+
+def course(fast: bool) -> TrainConfig:
+    """The briefly trained detector of the notebooks (:func:`paa_toolkit.course.briefly_trained_run`).
+
+    ``fast`` (CI, ``PAA_FAST=1``): 16 iterations of 2 images (of 32, 128 px), traced on 4 images;
+    under half a minute on a 2-core CPU — its numbers only show that the code runs. Otherwise the
+    demo run, traced every 50 iterations on 8 images (Fig. 4 and the FSR study of notebook 03 use
+    the traces).
+    """
+    if not fast:
+        return TrainConfig(name="course-full", checkpoint_every=200, trace_images=8, trace_every=50)
+    return TrainConfig(
+        name="course-fast",
+        data=DataConfig(synthetic_num_train=32, synthetic_num_val=8, synthetic_image_size=128, batch_size=2),
+        model=ModelConfig(width=32, num_convs=1, min_size=128, max_size=128),
+        solver=SolverConfig(max_iters=16, warmup_iters=2, lr=0.08),
+        log_every=4, checkpoint_every=0, eval_batch_size=8, trace_images=4, trace_iters=[0, 4, 8, 12, 16],
+    )
+
+
+# ---- ablation budgets (python -m paa_toolkit.ablate --budget NAME) ---------------------------------
+def small_budget() -> TrainConfig:
+    """Sized for the shared 2-core CPU: 62–185 s per training (median 72 s), Table 1 right × 2 seeds
+    in 32.5 min, all four tables in 51 min (benchmarks/ablations.md). No assignment traces."""
+    return TrainConfig(
+        # the model pads to stride 128: 128 px is the cheapest size
+        data=DataConfig(synthetic_image_size=128, synthetic_num_train=400, synthetic_num_val=100, batch_size=4),
+        model=ModelConfig(min_size=128, max_size=128, width=32,  # paper: width 256
+                          backbone="resnet18"),  # paper: ResNet-50 (ImageNet weights; none here)
+        solver=SolverConfig(max_iters=240, warmup_iters=20),  # paper: 135k, 500
+        checkpoint_every=80,  # resumable mid-run
+        log_every=20, trace_iters=[],
+    )
+
+
+def medium_budget() -> TrainConfig:
+    """The default run's data and model (256 px, 800 train / 100 val images, width 64) for 400
+    iterations: about 3–4 min per training on 2 idle cores, where ``small`` has barely started."""
+    return TrainConfig(
+        data=DataConfig(batch_size=4),
+        model=ModelConfig(width=64, backbone="resnet18"),
+        solver=SolverConfig(max_iters=400, warmup_iters=40),
+        checkpoint_every=100, log_every=20, trace_iters=[],
+    )
+
+
+def paper_budget() -> TrainConfig:
+    """§4 / Appendix A.1: ResNet-50 (frozen BN, ImageNet weights via ``--set model.backbone_weights=...``),
+    GN towers of width 256, 800 px, 135k iterations (lr ÷10 at 90k and 120k), 16 images per batch (2 per
+    GPU on 8 GPUs: ``--launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"``), COCO train2017 /
+    val2017 (``--set data.root=/data/coco``)."""
+    return TrainConfig(
+        data=DataConfig(dataset="coco", batch_size=2, num_workers=4),  # batch per process; × 8 GPUs = 16
+        model=ModelConfig(backbone="resnet50", backbone_norm="frozen_bn", width=256, min_size=800, max_size=1333),
+        solver=SolverConfig(max_iters=135_000, warmup_iters=500, amp=True),
+        device="cuda", checkpoint_every=5000, eval_batch_size=8, trace_iters=[],
+    )
+
+
+def tiny_budget() -> TrainConfig:
+    """A smoke test (CI, notebooks with ``PAA_FAST=1``): seconds per run, numbers meaningless."""
+    return TrainConfig(
+        data=DataConfig(synthetic_image_size=64, synthetic_num_train=8, synthetic_num_val=4, batch_size=2),
+        # torchvision's FCOS head uses GroupNorm(32): width must be a multiple of 32
+        model=ModelConfig(min_size=64, max_size=64, width=32, num_convs=1),
+        solver=SolverConfig(max_iters=3, warmup_iters=1),
+        checkpoint_every=0, log_every=1, eval_batch_size=4, trace_iters=[],
+    )
+
+
+BUDGETS: dict[str, Callable[[], TrainConfig]] = {
+    "small": small_budget, "medium": medium_budget, "paper": paper_budget, "tiny": tiny_budget,
+}
+
+
+def budget(name: str) -> TrainConfig:
+    """The ablation budget ``name`` (one of :data:`BUDGETS`); :class:`ConfigError` for another name."""
+    if name not in BUDGETS:
+        raise ConfigError(f"unknown budget {name!r}; valid choices: {', '.join(BUDGETS)}")
+    return BUDGETS[name]()
+
+
+__all__ = ["BUDGETS", "budget", "course", "demo", "medium_budget", "paper_budget", "small_budget", "tiny_budget"]
