@@ -175,7 +175,7 @@ def test_gmm_outputs_follow_requested_dtype_and_input_device():
     assert fit_gmm(costs.float(), valid).means.dtype == torch.float64  # default computes in float64
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_gmm_on_cuda_matches_cpu():
     costs, valid = synthetic_candidate_costs(300, seed=4)
     cpu, gpu = fit_gmm(costs, valid), fit_gmm(costs.cuda(), valid.cuda())
