@@ -1,12 +1,15 @@
-"""Data: a COCO-format dataset (:mod:`.coco`) and the embedded synthetic default (:mod:`.synthetic`).
+"""Data: a COCO-format dataset (:mod:`.coco`), its image reader (:mod:`.images`) and the embedded
+synthetic default (:mod:`.synthetic`).
 
 Datasets return images at their original size; resizing, normalisation and padding belong to the
 model (torchvision's ``GeneralizedRCNNTransform``), so predictions are in original coordinates.
 """
 from .coco import CocoDetection, coco_from_detections, collate, detections_to_coco_results, load_coco_json
+from .images import ImageNotFoundError, ImageReadError, read_image
 from .synthetic import CATEGORIES, default_cache_dir, default_dataset, make_synthetic_coco
 
 __all__ = [
-    "CATEGORIES", "CocoDetection", "coco_from_detections", "collate", "default_cache_dir", "default_dataset",
-    "detections_to_coco_results", "load_coco_json", "make_synthetic_coco",
+    "CATEGORIES", "CocoDetection", "ImageNotFoundError", "ImageReadError", "coco_from_detections", "collate",
+    "default_cache_dir", "default_dataset", "detections_to_coco_results", "load_coco_json", "make_synthetic_coco",
+    "read_image",
 ]
