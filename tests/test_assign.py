@@ -8,7 +8,7 @@ from paa_toolkit.assign import (
     IGNORE, NEGATIVE, ATSSAssigner, MaxIoUAssigner, PAAAssigner, build_assigner, fit_gmm,
 )
 from paa_toolkit.assign.boundaries import boundary_cost, separate
-from paa_toolkit.assign.candidates import match_max_iou
+from paa_toolkit.assign.candidates import LOW_QUALITY_POLICIES, match_max_iou
 from paa_toolkit.assign.base import AssignmentDiagnostics
 from paa_toolkit.assign.gmm import GMMFit
 from paa_toolkit.structures import AnchorGrid, make_anchor_grid, pad_targets, batched_box_iou
@@ -241,3 +241,60 @@ def test_for_gt_keeps_per_gt_fields_whole_when_a_gt_has_two_candidates():
     row = diag.for_gt(0)
     assert row["gmm_means"].tolist() == [0.5, 2.0] and row["gmm_weights"].tolist() == [0.5, 0.5]
     assert row["candidate_anchor"].tolist() == [4] and row["responsibilities"].tolist() == [[1.0, 0.0]]
+
+
+# ----- low-quality matches: which GT gets a best anchor (GetAnchors, line 3) --------------------------
+
+# IoU of 3 anchors with 2 GTs (threshold 0.1). GT 1's best anchor is anchor 1, whose own best GT is GT 0.
+IOUS_ORPHAN = torch.tensor([[[0.50, 0.05], [0.30, 0.08], [0.05, 0.02]]])
+# Anchor 0 is the best anchor of both GTs (GT 0 by 0.5, GT 1 by 0.4); GT 1 also has anchor 1 above 0.1.
+IOUS_SHARED = torch.tensor([[[0.50, 0.40], [0.05, 0.30]]])
+# GT 0's only anchor (anchor 0) is also the best anchor of GT 1, who has no other; anchor 1 is GT 0's next best.
+IOUS_CHAIN = torch.tensor([[[0.50, 0.45], [0.08, 0.02]]])
+
+
+@pytest.mark.parametrize("ious, policy, expected", [
+    (IOUS_ORPHAN, "reference", [0, 0, NEGATIVE]),  # anchor 1 keeps its own best GT: GT 1 has no anchor
+    (IOUS_ORPHAN, "gt", [0, 1, NEGATIVE]),
+    (IOUS_ORPHAN, "ensure", [0, 1, NEGATIVE]),
+    (IOUS_SHARED, "reference", [0, 1]),
+    (IOUS_SHARED, "gt", [1, 1]),  # the later GT overwrites the shared best anchor: GT 0 is left without
+    (IOUS_SHARED, "ensure", [0, 1]),  # both GTs have an anchor: the reference's matching is kept
+    (IOUS_CHAIN, "reference", [0, NEGATIVE]),
+    (IOUS_CHAIN, "gt", [1, NEGATIVE]),
+    (IOUS_CHAIN, "ensure", [1, 0]),  # GT 1 takes anchor 0, then GT 0 its best free anchor in the next pass
+])
+def test_low_quality_policy_decides_who_gets_a_best_anchor(ious, policy, expected):
+    assert match_max_iou(ious, 0.1, low_quality=policy).tolist() == [expected]
+
+
+def test_reference_policy_is_the_default_and_unknown_policies_are_rejected_with_choices():
+    assert torch.equal(match_max_iou(IOUS_ORPHAN, 0.1), match_max_iou(IOUS_ORPHAN, 0.1, low_quality="reference"))
+    with pytest.raises(ValueError, match="valid choices: reference, gt, ensure"):
+        match_max_iou(IOUS_ORPHAN, 0.1, low_quality="hungarian")
+    assert LOW_QUALITY_POLICIES[0] == "reference"
+
+
+def test_low_quality_policies_take_nothing_for_a_gt_that_overlaps_no_anchor():
+    ious = torch.tensor([[[0.5, 0.0], [0.2, 0.0]]])
+    for policy in LOW_QUALITY_POLICIES:
+        assert match_max_iou(ious, 0.1, low_quality=policy).tolist() == [[0, 0]], policy
+
+
+# A small GT nested in a larger one: its only best anchor (index 9, box 4..20) overlaps the large GT more.
+NESTED = {"boxes": torch.tensor([[0.0, 0.0, 24.0, 24.0], [10.0, 10.0, 16.0, 16.0]]), "labels": torch.tensor([0, 1])}
+
+
+@pytest.mark.parametrize("policy", LOW_QUALITY_POLICIES)
+def test_every_low_quality_policy_gives_the_same_matching_batched_and_per_image(policy):
+    grid, targets, _, _ = random_batch(seed=11, counts=(6, 0, 9, 4))
+    targets[0] = {"boxes": torch.cat([targets[0]["boxes"], NESTED["boxes"]]),
+                  "labels": torch.cat([targets[0]["labels"], NESTED["labels"]])}
+    padded = pad_targets(targets)
+    batched = match_max_iou(batched_box_iou(grid.boxes[None].expand(4, -1, -1), padded.boxes).masked_fill(
+        ~padded.valid[:, None], -1.0), 0.1, low_quality=policy)
+    for i, t in enumerate(targets):
+        one = pad_targets([t])
+        single = match_max_iou(batched_box_iou(grid.boxes[None], one.boxes).masked_fill(~one.valid[:, None], -1.0),
+                               0.1, low_quality=policy)
+        assert torch.equal(batched[i], single[0]), i
