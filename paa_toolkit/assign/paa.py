@@ -59,6 +59,8 @@ def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
         gmm_weights=None if fit is None else fit.weights,
         responsibilities=None if fit is None else fit.responsibilities,
         log_density=None if fit is None else fit.log_density,
+        em_iterations=None if fit is None else fit.n_iter,
+        em_converged=None if fit is None else fit.converged,
     )
 
 
@@ -137,10 +139,12 @@ class PAAAssigner:
         diagnostics = None
         if return_diagnostics:
             cand_iou = ious[image_index[:, None], anchor_idx.clamp(min=0), gt_index[:, None]].masked_fill(~valid, 0.0)
+            gt_box = targets.boxes[image_index, gt_index]
             diagnostics = AssignmentDiagnostics(
                 image_index=image_index, gt_index=gt_index, candidate_anchor=anchor_idx,
                 candidate_level=level, candidate_valid=valid, candidate_cost=costs,
                 candidate_iou=cand_iou, candidate_label=labels, **gmm_diagnostics(fit),
                 boundary=boundary_cost(costs, labels),
+                gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
             )
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)
