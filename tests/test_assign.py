@@ -274,7 +274,9 @@ def test_reference_policy_is_the_default_and_unknown_policies_are_rejected_with_
     assert torch.equal(match_max_iou(IOUS_ORPHAN, 0.1), match_max_iou(IOUS_ORPHAN, 0.1, low_quality="reference"))
     with pytest.raises(ValueError, match="valid choices: reference, gt, ensure"):
         match_max_iou(IOUS_ORPHAN, 0.1, low_quality="hungarian")
-    assert LOW_QUALITY_POLICIES[0] == "reference"
+    with pytest.raises(ValueError, match="valid choices: reference, gt, ensure"):
+        PAAAssigner(low_quality="hungarian")
+    assert PAAAssigner().low_quality == "reference" and LOW_QUALITY_POLICIES[0] == "reference"
 
 
 def test_low_quality_policies_take_nothing_for_a_gt_that_overlaps_no_anchor():
@@ -285,6 +287,20 @@ def test_low_quality_policies_take_nothing_for_a_gt_that_overlaps_no_anchor():
 
 # A small GT nested in a larger one: its only best anchor (index 9, box 4..20) overlaps the large GT more.
 NESTED = {"boxes": torch.tensor([[0.0, 0.0, 24.0, 24.0], [10.0, 10.0, 16.0, 16.0]]), "labels": torch.tensor([0, 1])}
+
+
+@pytest.mark.parametrize("policy, small_gets_anchors", [("reference", False), ("gt", True), ("ensure", True)])
+def test_a_gt_nested_in_a_larger_one_gets_candidates_with_gt_and_ensure_matching(policy, small_gets_anchors):
+    grid = grid_16px()
+    targets = pad_targets([NESTED])
+    owner = match_max_iou(batched_box_iou(grid.boxes[None], targets.boxes), 0.1, low_quality=policy)
+    assert (owner[0, 9].item() == 1) == small_gets_anchors
+    logits = torch.zeros(1, grid.boxes.shape[0], 2)
+    out = PAAAssigner(low_quality=policy)(grid, targets, logits, grid.boxes[None].clone(), return_diagnostics=True)
+    d = out.diagnostics
+    assert (d.num_candidates[1].item() > 0) == small_gets_anchors
+    assert (d.num_positives[1].item() > 0) == small_gets_anchors
+    assert d.num_positives[0].item() > 0  # the large GT keeps positives
 
 
 @pytest.mark.parametrize("policy", LOW_QUALITY_POLICIES)
@@ -302,7 +318,23 @@ def test_every_low_quality_policy_gives_the_same_matching_batched_and_per_image(
         assert torch.equal(batched[i], single[0]), i
 
 
-# ----- diagnostics ---------------------------------------------------------------------------------
+# ----- GMM settings and diagnostics ----------------------------------------------------------------
+
+def test_paa_passes_the_gmm_settings_to_fitgmm():
+    grid, targets, logits, boxes = random_batch(seed=3)
+    padded = pad_targets(targets)
+    default = PAAAssigner()(grid, padded, logits, boxes, return_diagnostics=True).diagnostics
+    d = PAAAssigner(gmm_init="data", gmm_tol=1e-6, gmm_max_iter=50)(grid, padded, logits, boxes,
+                                                                      return_diagnostics=True).diagnostics
+    fit = fit_gmm(d.candidate_cost.masked_fill(~d.candidate_valid, 0.0), d.candidate_valid, init="data",
+                  tol=1e-6, max_iter=50)
+    assert torch.equal(d.em_iterations, fit.n_iter) and torch.equal(d.gmm_means, fit.means)
+    assert not torch.equal(d.em_iterations, default.em_iterations)
+    one_step = PAAAssigner(gmm_max_iter=1)(grid, padded, logits, boxes, return_diagnostics=True).diagnostics
+    assert (one_step.em_iterations == 1).all() and not one_step.em_converged.any()
+    with pytest.raises(ValueError, match="valid choices: paper, data"):
+        PAAAssigner(gmm_init="kmeans")
+
 
 def test_paa_diagnostics_count_candidates_positives_em_steps_and_gt_area_per_gt():
     grid, targets, logits, boxes = random_batch(seed=3)

@@ -1,9 +1,9 @@
 """The PAA assigner: Procedure 1 end to end, for a whole batch at once.
 
-Line 3   GetAnchors            → :func:`~.candidates.match_max_iou` (IoU ≥ 0.1, low-quality matches kept)
+Line 3   GetAnchors            → :func:`~.candidates.match_max_iou` (IoU ≥ 0.1 + low-quality matches)
 Line 6   ComputeAnchorScores   → :func:`paa_toolkit.model.losses.anchor_cost` (Eq. 1–3)
 Lines 7–9 FindKthLargest, top-K → :func:`~.candidates.topk_per_level`
-Line 12  FitGMM                → :func:`~.gmm.fit_gmm` (Eq. 4), all GTs of all images in one call
+Line 12  FitGMM                → :func:`~.gmm.fit_gmm` (Eq. 4), all GTs of all images in one call (``gmm_*``)
 Line 13  SeparateAnchors       → :func:`~.boundaries.separate` (Fig. 3 (a)–(d), FNP, FSR)
 Line 16  the rest are negatives.
 """
@@ -15,8 +15,10 @@ from torch import Tensor
 from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
 from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
-from .candidates import PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level
-from .gmm import GMMFit, fit_gmm
+from .candidates import (
+    LOW_QUALITY_POLICIES, PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level,
+)
+from .gmm import GMM_INITS, GMMFit, fit_gmm
 
 
 def scatter_labels(
@@ -43,11 +45,14 @@ def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Te
 
 def fit_and_separate(
     costs: Tensor, valid: Tensor, separation: str, *, fnp_num: int, fsr_thresh: float,
-    gmm_dtype: torch.dtype = torch.float64,
+    gmm_dtype: torch.dtype = torch.float64, gmm_init: str = "paper", gmm_tol: float = 1e-3, gmm_max_iter: int = 100,
 ) -> tuple[Tensor, GMMFit | None]:
     """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
     need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
-    fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=gmm_dtype) if separation in BOUNDARIES else None
+    fit = None
+    if separation in BOUNDARIES:
+        fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, init=gmm_init, tol=gmm_tol, max_iter=gmm_max_iter,
+                      dtype=gmm_dtype)
     return separate(separation, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh), fit
 
 
@@ -73,6 +78,14 @@ class PAAAssigner:
         separation: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
             "fnp" (fixed number of positives) / "fsr" (fixed score range) of Table 1 left.
         fnp_num, fsr_thresh: n of FNP(n) and t of FSR(> t).
+        iou_threshold: GetAnchors' IoU threshold (reference code: 0.1).
+        low_quality: which GT gets an anchor that is the best anchor of several (GetAnchors, line 3):
+            "reference" (the authors' code, the default), "gt" (mmdetection's PAA) or "ensure"
+            (reference + every GT left without anchors takes its best free ones); see
+            :func:`~.candidates.match_max_iou`.
+        gmm_init: EM initialisation of FitGMM (line 12): "paper" (§4.1: min / max costs, σ = 1, the
+            default) or "data" (halves below / above the median); see :mod:`~.gmm`.
+        gmm_tol, gmm_max_iter: EM stopping rule, as scikit-learn's ``tol`` / ``max_iter`` (1e-3 / 100).
         gmm_dtype: float64 matches scikit-learn exactly; float32 is faster on GPUs.
     """
 
@@ -87,17 +100,30 @@ class PAAAssigner:
         fsr_thresh: float = 0.2,
         iou_threshold: float = PAA_IOU_THRESHOLD,
         gmm_dtype: torch.dtype = torch.float64,
+        low_quality: str = "reference",
+        gmm_init: str = "paper",
+        gmm_tol: float = 1e-3,
+        gmm_max_iter: int = 100,
     ):
         if topk < 1:
             raise ValueError(f"topk (K) must be >= 1, got {topk}")
         if separation not in SEPARATIONS:
             raise ValueError(f"unknown separation {separation!r}; valid choices: {', '.join(SEPARATIONS)}")
+        if low_quality not in LOW_QUALITY_POLICIES:
+            raise ValueError(f"unknown low_quality {low_quality!r}; valid choices: {', '.join(LOW_QUALITY_POLICIES)}")
+        if gmm_init not in GMM_INITS:
+            raise ValueError(f"unknown gmm_init {gmm_init!r}; valid choices: {', '.join(GMM_INITS)}")
+        if gmm_tol < 0 or gmm_max_iter < 0:
+            raise ValueError(f"need gmm_tol >= 0 and gmm_max_iter >= 0, got {gmm_tol} and {gmm_max_iter}")
         self.topk, self.score_lambda, self.separation = topk, score_lambda, separation
         self.fnp_num, self.fsr_thresh = fnp_num, fsr_thresh
         self.iou_threshold, self.gmm_dtype = iou_threshold, gmm_dtype
+        self.low_quality, self.gmm_init, self.gmm_tol, self.gmm_max_iter = low_quality, gmm_init, gmm_tol, gmm_max_iter
 
     def __repr__(self) -> str:
-        return f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, separation={self.separation!r})"
+        return (f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, separation={self.separation!r}, "
+                f"low_quality={self.low_quality!r}, gmm_init={self.gmm_init!r}, gmm_tol={self.gmm_tol}, "
+                f"gmm_max_iter={self.gmm_max_iter})")
 
     @torch.no_grad()
     def __call__(
@@ -114,7 +140,7 @@ class PAAAssigner:
 
         b, a = cls_logits.shape[:2]
         ious = anchor_gt_iou(anchors, targets)  # [B, A, M]
-        owner = match_max_iou(ious, self.iou_threshold)  # line 3
+        owner = match_max_iou(ious, self.iou_threshold, low_quality=self.low_quality)  # line 3
         safe = owner.clamp(min=0)
         gt_labels = targets.labels.gather(1, safe) if targets.max_gts else torch.full_like(owner, -1)
         gt_boxes = targets.boxes.gather(1, safe[..., None].expand(-1, -1, 4)) if targets.max_gts \
@@ -132,8 +158,9 @@ class PAAAssigner:
         order = sort_rows(costs, valid)
         anchor_idx, level, valid, costs = (t.gather(1, order) for t in (anchor_idx, level, valid, costs))
 
-        labels, fit = fit_and_separate(costs, valid, self.separation, fnp_num=self.fnp_num,  # lines 12–13
-                                       fsr_thresh=self.fsr_thresh, gmm_dtype=self.gmm_dtype)
+        labels, fit = fit_and_separate(  # lines 12–13
+            costs, valid, self.separation, fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh,
+            gmm_dtype=self.gmm_dtype, gmm_init=self.gmm_init, gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
         matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)
 
         diagnostics = None
