@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast notebooks benchmark venv clean
+.PHONY: demo test test-fast notebooks benchmark gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_assign.py
+
+# The GPU path in <= 8 min on one GPU -> benchmarks/gpu_check.md + .json (without CUDA: the CPU quick mode)
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+from torchvision.transforms.functional import to_pil_image
 
 from .cli import run_cli
+from .data.images import read_image
 from .distributed import resolve_device
 from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
 from .viz.detections import draw_detections
@@ -25,11 +25,7 @@ def load_image(path: Path) -> torch.Tensor:
     """RGB ``uint8 [3, H, W]``; a missing or unreadable file raises with its name."""
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return pil_to_tensor(im.convert("RGB"))
-    except OSError as e:
-        raise OSError(f"cannot read image {path}: {e}") from None
+    return (read_image(path) * 255).round().to(torch.uint8)  # any bit depth / mode / EXIF orientation
 
 
 def main(argv: list[str] | None = None) -> int:

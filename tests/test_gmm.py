@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+import paa_toolkit.assign.gmm as gmm_module
 from paa_toolkit.assign.gmm import (
-    GMMFit, fit_gmm, fit_gmm_sklearn, gmm_history, synthetic_candidate_costs,
+    GMM_INITS, GMMFit, fit_gmm, fit_gmm_sklearn, gmm_history, initial_parameters, synthetic_candidate_costs,
 )
+from paa_toolkit.assign.stats import collapsed_fits
 
 NUM_GTS = 600
 
@@ -175,7 +177,7 @@ def test_gmm_outputs_follow_requested_dtype_and_input_device():
     assert fit_gmm(costs.float(), valid).means.dtype == torch.float64  # default computes in float64
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_gmm_on_cuda_matches_cpu():
     costs, valid = synthetic_candidate_costs(300, seed=4)
     cpu, gpu = fit_gmm(costs, valid), fit_gmm(costs.cuda(), valid.cuda())
@@ -211,6 +213,8 @@ def test_gmm_history_ends_at_the_batched_fit_and_follows_sklearn_lower_bounds():
     (torch.tensor([[1.0, math.nan]]), None, {}, "non-finite"),
     (torch.zeros(2, 5), None, {"reg_covar": 0.0}, "reg_covar"),
     (torch.zeros(2, 5), None, {"dtype": torch.int64}, "floating point"),
+    (torch.zeros(2, 5), None, {"init": "kmeans"}, "valid choices: paper, data"),
+    (torch.zeros(2, 5), None, {"check_every": 0}, "check_every"),
 ])
 def test_gmm_rejects_bad_input_with_a_clear_error(values, valid, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -225,3 +229,108 @@ def test_sklearn_reference_refuses_a_single_value():
 def test_sklearn_reference_returns_one_row_gmmfit():
     ref = fit_gmm_sklearn(np.array([0.5, 0.6, 3.0, 3.2]))
     assert isinstance(ref, GMMFit) and ref.means.shape == (1, 2) and ref.labels.tolist() == [[0, 0, 1, 1]]
+
+
+# ----- init, tol, max_iter: every setting is scikit-learn's, GT by GT ---------------------------------
+
+SETTINGS = [  # (tol, max_iter): the default, tight (some GTs hit max_iter), never converging, loose, one step
+    (1e-3, 100), (1e-5, 100), (0.0, 7), (1e-1, 100), (1e-3, 1),
+]
+
+
+@pytest.mark.parametrize("init", GMM_INITS)
+@pytest.mark.parametrize("tol, max_iter", SETTINGS)
+def test_gmm_matches_sklearn_gt_by_gt_for_every_init_tol_and_max_iter(init, tol, max_iter):
+    costs, valid = synthetic_candidate_costs(60, seed=21)
+    ours = fit_gmm(costs, valid, init=init, tol=tol, max_iter=max_iter)
+    for g in range(60):
+        ref = fit_gmm_sklearn(costs[g][valid[g]], init=init, tol=tol, max_iter=max_iter)
+        assert torch.equal(ours.labels[g][valid[g]], ref.labels[0]), g
+        assert ours.n_iter[g] == ref.n_iter[0] and ours.converged[g] == ref.converged[0], g
+        for name in ("means", "variances", "weights"):
+            assert torch.allclose(getattr(ours, name)[g], getattr(ref, name)[0], rtol=0, atol=1e-9), (g, name)
+
+
+def test_sklearn_cross_check_covers_converged_and_unconverged_gts():
+    costs, valid = synthetic_candidate_costs(60, seed=21)
+    tight = fit_gmm(costs, valid, init="data", tol=1e-5)
+    assert tight.converged.any() and not tight.converged.all() and tight.n_iter.max() == 100
+    assert not fit_gmm(costs, valid, tol=0.0, max_iter=7).converged.any()
+
+
+def test_data_init_is_the_mean_and_variance_of_the_lowest_and_highest_halves():
+    # n = 5, h = 2: {0.1, 0.3} and {0.5, 0.9}; the median (one of the tied 0.5) is in neither half
+    x = torch.tensor([[0.5, 0.3, 0.0, 0.9, 0.1, 0.5]], dtype=torch.float64)
+    valid = torch.tensor([[True, True, False, True, True, True]])
+    weights, means, variances = initial_parameters(x, valid, "data", reg_covar=1e-6)
+    assert means[:, 0, 0].tolist() == pytest.approx([0.2, 0.7])
+    assert variances[:, 0, 0].tolist() == pytest.approx([0.01 + 1e-6, 0.04 + 1e-6])
+    assert weights[:, 0, 0].tolist() == [0.5, 0.5]
+
+
+def test_data_init_with_two_costs_starts_one_spike_on_each_and_below_two_falls_back_to_the_paper():
+    x = torch.tensor([[0.8, 3.9, 0.0], [2.5, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    valid = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    _, means, variances = initial_parameters(x, valid, "data", reg_covar=1e-6)
+    _, paper_means, paper_variances = initial_parameters(x, valid, "paper", reg_covar=1e-6)
+    assert means[:, 0, 0].tolist() == [0.8, 3.9] and variances[:, 0, 0].tolist() == [1e-6, 1e-6]
+    assert torch.equal(means[:, 1:], paper_means[:, 1:]) and torch.equal(variances[:, 1:], paper_variances[:, 1:])
+    fit = fit_gmm(x, valid, init="data")
+    assert fit.labels.tolist() == [[0, 1, -1], [0, -1, -1], [-1, -1, -1]]
+
+
+def test_data_init_of_equal_costs_keeps_both_components_on_them_with_foreground_labels():
+    fit = fit_gmm(torch.full((1, 6), 0.4, dtype=torch.float64), init="data")
+    assert fit.means[0].tolist() == pytest.approx([0.4, 0.4]) and (fit.labels == 0).all()
+
+
+# Two clusters on a narrow cost range, as a trained model's candidates: 5 good anchors, 9 poorer ones.
+NARROW = torch.tensor([[0.10, 0.13, 0.15, 0.18, 0.22, 0.55, 0.60, 0.62, 0.66, 0.70, 0.72, 0.75, 0.78, 0.80]],
+                      dtype=torch.float64)
+
+
+def test_data_init_separates_a_narrow_bimodal_cost_set_into_its_two_clusters():
+    fit = fit_gmm(NARROW, init="data")
+    assert fit.labels[0].tolist() == [0] * 5 + [1] * 9
+    assert fit.means[0].tolist() == pytest.approx([float(NARROW[0, :5].mean()), float(NARROW[0, 5:].mean())], abs=1e-3)
+    assert not collapsed_fits(fit.means, NARROW, torch.ones_like(NARROW, dtype=torch.bool))[0].any()
+    ref = fit_gmm_sklearn(NARROW[0], init="data")
+    assert fit.n_iter[0] == ref.n_iter[0] == 7
+
+
+def test_paper_init_stops_after_three_iterations_with_collapsed_means_on_a_narrow_cost_set():
+    # σ = 1 components are ten times wider than the costs: the likelihood barely changes and EM stops
+    # (|Δ| < tol = 1e-3) at iteration 3 with both means near the middle, exactly as scikit-learn does.
+    fit, ref = fit_gmm(NARROW, init="paper"), fit_gmm_sklearn(NARROW[0], init="paper")
+    assert fit.n_iter[0] == ref.n_iter[0] == 3 and bool(fit.converged[0]) and bool(ref.converged[0])
+    assert torch.allclose(fit.means, ref.means, atol=1e-9)
+    collapsed, defined = collapsed_fits(fit.means, NARROW, torch.ones_like(NARROW, dtype=torch.bool))
+    assert bool(defined[0]) and bool(collapsed[0])  # gap 0.06 < (0.80 - 0.10) / 4
+
+
+@pytest.mark.parametrize("init", GMM_INITS)
+def test_gmm_history_follows_the_requested_init_to_the_batched_fit(init):
+    history, fit = gmm_history(NARROW[0], init=init), fit_gmm(NARROW, init=init)
+    assert len(history) == int(fit.n_iter[0]) + 1
+    assert torch.allclose(history[-1]["means"], fit.means[0], rtol=0, atol=1e-12)
+
+
+# ----- the convergence check: a host sync only every check_every iterations --------------------------
+
+@pytest.mark.parametrize("check_every", [2, 5, 16])
+def test_gmm_results_do_not_depend_on_check_every(check_every):
+    costs, valid = synthetic_candidate_costs(80, seed=13)
+    every, sparse = fit_gmm(costs, valid, check_every=1), fit_gmm(costs, valid, check_every=check_every)
+    for name in ("means", "variances", "weights", "responsibilities", "log_density", "labels", "n_iter", "converged"):
+        assert torch.equal(getattr(every, name), getattr(sparse, name)), name
+
+
+@pytest.mark.parametrize("check_every", [1, 4, 7])
+def test_gmm_asks_whether_rows_still_run_only_every_check_every_iterations(monkeypatch, check_every):
+    calls = []
+    real = gmm_module._num_running
+    monkeypatch.setattr(gmm_module, "_num_running", lambda work: calls.append(1) or real(work))
+    costs, valid = synthetic_candidate_costs(80, seed=13)
+    fit = fit_gmm(costs, valid, check_every=check_every)
+    last = int(fit.n_iter.max())  # < max_iter: the loop ends at the first check after the last row stopped
+    assert last < 100 and len(calls) == math.ceil(last / check_every) + 1

@@ -24,47 +24,12 @@ def positives(matched_gt, image, gt):
     return int((matched_gt[image] == gt).sum())
 
 
-# ---- replay (what the assignment explorer computes) ----
-
-def test_replay_with_the_training_settings_reproduces_the_training_assignment():
-    snap = random_snapshot(0)
-    replay = replay_assignment(snap, "c")
-    assert replay.exact
-    assert torch.equal(replay.assignment.matched_gt, snap.matched_gt)
-
+# ---- sources and the explorer's first view ----
 
 def test_the_explorer_starts_with_the_snapshot_own_k_and_lambda():
     snap = random_snapshot(0, topk=5, score_lambda=0.5)  # levels of 64, 16 and 4 anchors: 5 + 5 + 4 slots
     ex = assignment_explorer(snap)
     assert (ex.topk.value, ex.score_lambda.value, ex.rule.value) == (5, 0.5, "c")
-
-
-def test_a_run_trained_with_another_lambda_replays_with_its_own_lambda():
-    snap = random_snapshot(3, score_lambda=0.25)
-    replay = replay_assignment(snap)
-    assert replay.exact and replay.note == "training costs (exact)"
-    assert torch.equal(replay.assignment.matched_gt, snap.matched_gt)
-    other = replay_assignment(snap, score_lambda=1.0)  # λ = 1 is a different assignment of this batch
-    assert not torch.equal(other.assignment.matched_gt, snap.matched_gt)
-
-
-def test_replay_with_another_k_and_cls_logits_equals_the_assigner_run_directly():
-    snap = random_snapshot(1, with_logits=True)
-    replay = replay_assignment(snap, "a", topk=2, score_lambda=0.5)
-    direct = PAAAssigner(topk=2, score_lambda=0.5, rule="a")(
-        snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes)
-    assert replay.exact
-    assert torch.equal(replay.assignment.matched_gt, direct.matched_gt)
-
-
-def test_replay_with_another_lambda_but_no_cls_logits_is_marked_approximate():
-    replay = replay_assignment(random_snapshot(0), "c", score_lambda=2.0)
-    assert not replay.exact and "approximated" in replay.note
-
-
-def test_replay_rejects_an_unknown_rule():
-    with pytest.raises(ValueError, match="unknown rule 'e'"):
-        replay_assignment(random_snapshot(0), "e")
 
 
 def test_open_source_rejects_a_folder_without_trace_files(tmp_path):

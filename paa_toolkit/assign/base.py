@@ -9,13 +9,14 @@ Switching assigner is one argument of :func:`paa_toolkit.assign.build_assigner`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from ..structures import AnchorGrid, PaddedTargets
+from .boundaries import POSITIVE
 
 #: ``Assignment.matched_gt`` value of a negative (background) anchor.
 NEGATIVE = -1
@@ -23,7 +24,7 @@ NEGATIVE = -1
 IGNORE = -2
 
 
-#: the diagnostics fields with one entry per candidate slot (``[G, N, ...]``); the rest are per GT
+#: the diagnostics fields with one entry per candidate slot (``[G, N, ...]``); the rest are per GT (``[G, ...]``)
 PER_CANDIDATE = frozenset({"candidate_anchor", "candidate_level", "candidate_valid", "candidate_cost",
                            "candidate_iou", "candidate_label", "responsibilities", "log_density"})
 
@@ -34,7 +35,13 @@ class AssignmentDiagnostics:
 
     One row per ground truth of the batch (``G`` rows, padding removed), ``N`` candidate slots per
     row (``num_levels × K``), candidates sorted by cost ascending, unused slots last with
-    ``candidate_valid`` False. Notebooks and widgets plot exactly these fields.
+    ``candidate_valid`` False. Notebooks and widgets plot exactly these fields;
+    :func:`paa_toolkit.assign.stats.summarize_diagnostics` turns them into a few floats for the logs.
+
+    ``num_candidates`` and ``num_positives`` are not arguments: they are counted from
+    ``candidate_valid`` / ``candidate_label`` on construction (so ``dataclasses.replace`` with new labels
+    recounts them). For PAA and ATSS every positive is a candidate, so ``num_positives`` is the GT's
+    number of positive anchors; for max-IoU it counts those among its top-K-per-level candidates only.
     """
 
     image_index: Tensor  # [G] image of the GT in the batch
@@ -52,6 +59,15 @@ class AssignmentDiagnostics:
     log_density: Tensor | None = None  # [G, N] log mixture density (sklearn's score_samples)
     boundary: Tensor | None = None  # [G] cost at which positives end (last positive's cost)
     iou_threshold: Tensor | None = None  # [G] ATSS only: mean + std of the candidates' IoUs
+    em_iterations: Tensor | None = None  # [G] int64 EM iterations of the GMM fit (sklearn's n_iter_)
+    em_converged: Tensor | None = None  # [G] bool the fit met tol before max_iter (sklearn's converged_)
+    gt_area: Tensor | None = None  # [G] box area of the GT, in the image coordinates of the assignment
+    num_candidates: Tensor | None = field(init=False, default=None)  # [G] int64 valid candidate slots
+    num_positives: Tensor | None = field(init=False, default=None)  # [G] int64 candidates labelled positive
+
+    def __post_init__(self):
+        self.num_candidates = self.candidate_valid.sum(dim=1)
+        self.num_positives = ((self.candidate_label == POSITIVE) & self.candidate_valid).sum(dim=1)
 
     def for_gt(self, row: int) -> dict[str, Tensor]:
         """The valid candidates of one ground truth, as a dict of 1-D tensors (easy to plot)."""
@@ -65,9 +81,10 @@ class AssignmentDiagnostics:
         return out
 
     def to(self, device: torch.device | str) -> "AssignmentDiagnostics":
+        """The same diagnostics on ``device`` (the counted fields are counted again there)."""
         return AssignmentDiagnostics(
             **{f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None)
-               for f in fields(self)}
+               for f in fields(self) if f.init}
         )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .boundaries import BOUNDARIES, SEPARATIONS
+from .candidates import LOW_QUALITY_POLICIES
+from .gmm import GMM_INITS, SKLEARN_MAX_ITER, SKLEARN_TOL
 
 #: Every assignment rule: PAA with the boundaries of Fig. 3 (a)–(d); the fixed-number / fixed-score
 #: separations of Table 1 left (FNP, FSR: PAA's candidates and scores, no GMM); the baselines ATSS and
@@ -29,6 +31,10 @@ class AssignConfig:
     score_lambda: float = 1.0  # λ of Eq. (1)/(3): weight of the localisation term of the anchor score
     fnp_num: int = 10  # n of FNP(n), Table 1 left (rule "fnp")
     fsr_thresh: float = 0.2  # t of FSR(> t), Table 1 left (rule "fsr")
+    low_quality: str = "reference"  # line 3, who keeps a GT's best anchor: one of LOW_QUALITY_POLICIES
+    gmm_init: str = "paper"  # line 12, EM start: "paper" (§4.1: min/max, σ = 1) or "data" (one of GMM_INITS)
+    gmm_tol: float = SKLEARN_TOL  # line 12, EM stops when the mean log-likelihood gains less (scikit-learn's tol)
+    gmm_max_iter: int = SKLEARN_MAX_ITER  # line 12, EM iteration cap (scikit-learn's max_iter)
 
 
-__all__ = ["AssignConfig", "GMM_RULES", "RULES"]
+__all__ = ["AssignConfig", "GMM_INITS", "GMM_RULES", "LOW_QUALITY_POLICIES", "RULES"]

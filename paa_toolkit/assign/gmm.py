@@ -6,21 +6,35 @@ fitted to the costs of each ground truth's candidate anchors. :func:`fit_gmm` fi
 all images at once, as padded ``[G, N]`` rows with a ``valid`` mask, on any device, and reproduces
 ``sklearn.mixture.GaussianMixture`` (the reference code's FitGMM) step for step:
 
-* initialisation (§4.1): means = min and max of the valid costs, precisions 1, weights 1/2;
-  component 0 (started at the minimum cost) is the foreground one;
+* initialisation, ``init`` (one of :data:`GMM_INITS`); component 0 (started at the lower mean) is
+  the foreground one:
+
+  - ``"paper"`` (§4.1, the reference code): means = min and max of the valid costs, precisions 1
+    (σ = 1 whatever the spread of the costs), weights 1/2;
+  - ``"data"`` (ours): with the valid costs sorted, ``x_(1) ≤ … ≤ x_(n)`` and ``h = ⌊n/2⌋``, component 0
+    starts on the ``h`` lowest ``x_(1..h)`` and component 1 on the ``h`` highest ``x_(n-h+1..n)`` (for an
+    odd ``n`` the median is in neither): mean = the average of its half, variance = the mean squared
+    deviation of its half ``+ reg_covar`` (as an M-step with hard responsibilities), weights 1/2. The
+    halves are cut by rank, so ties are split deterministically and a half of equal costs starts as a
+    spike of variance ``reg_covar``; ``n = 2`` starts with one cost per component; rows with fewer than
+    2 candidates start as ``"paper"``. Unlike σ = 1 it scales with the costs: on a narrow cost range
+    (e.g. 0.1–0.8, a model that already scores its anchors alike) the paper's two wide components
+    barely move and EM stops after a few iterations with both means near the middle;
 * E-step in the log domain (log-sum-exp), M-step with ``nk + 10·eps``, two-pass variances
   ``+ reg_covar``, weights ``nk / Σ nk``;
 * stop when the mean log-likelihood per sample (computed in the E-step, i.e. under the parameters
   *before* that iteration's M-step) changes by less than ``tol``, or after ``max_iter`` iterations;
-  each row stops at its own iteration (it is frozen while the others go on);
+  each row stops at its own iteration (it is frozen while the others go on); ``n_iter`` and
+  ``converged`` are scikit-learn's ``n_iter_`` and ``converged_`` whatever ``init``, ``tol``, ``max_iter``;
 * labels, responsibilities and ``log_density`` (= ``score_samples``) come from one more E-step
   with the final parameters; ties go to component 0.
 
 No Python loop over GTs: every EM step is a handful of tensor ops on all rows. A row that has
 converged keeps its parameters (``torch.where``) while the others go on, so its result is the one of
 stopping at its own iteration; from time to time stopped rows leave the batch so the remaining steps
-work on fewer rows. float64 (default) matches scikit-learn to rounding; float32 gives the same
-labels on well-separated costs.
+work on fewer rows. Whether any row is still running is only asked (a host-device sync on GPUs)
+every ``check_every`` iterations: the iterations in between are exact no-ops for stopped rows.
+float64 (default) matches scikit-learn to rounding; float32 gives the same labels on well-separated costs.
 
 Degenerate rows, defined here:
 
@@ -46,6 +60,12 @@ import torch
 from torch import Tensor
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+#: EM initialisations of :func:`fit_gmm` (``assign.gmm_init``): the paper's §4.1 one and a data-driven one.
+GMM_INITS = ("paper", "data")
+#: scikit-learn's EM stopping rule (GaussianMixture's defaults), which the reference code uses
+SKLEARN_TOL, SKLEARN_MAX_ITER, SKLEARN_REG_COVAR = 1e-3, 100, 1e-6
+#: Iterations between two "is any row still running?" checks (host syncs) off the CPU; on CPU: every one.
+CHECK_EVERY_ACCELERATOR = 4
 #: Fraction of the working rows still running below which converged rows are dropped from the batch.
 _COMPACT_BELOW = 0.5
 #: On CPU, batches of fewer elements ([2, G, N]) are fitted on one intra-op thread (see :func:`fit_gmm`).
@@ -107,10 +127,33 @@ def initial_means(x: Tensor, mask: Tensor) -> Tensor:
     return torch.stack([torch.where(has, lo, 0.0), torch.where(has, hi, 0.0)])[..., None]
 
 
+def initial_parameters(x: Tensor, mask: Tensor, init: str, reg_covar: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Weights, means, variances ``[2, G, 1]`` before the first E-step, for ``init`` in :data:`GMM_INITS`.
+
+    See the module docstring for both definitions (``mask`` bool ``[G, N]``).
+    """
+    means = initial_means(x, mask)
+    weights, variances = torch.full_like(means, 0.5), torch.ones_like(means)  # "paper": precisions 1
+    if init == "paper":
+        return weights, means, variances
+    n = mask.sum(-1, keepdim=True)  # [G, 1]
+    half = n // 2
+    ranked = x.masked_fill(~mask, math.inf).sort(-1).values  # valid costs ascending, padding last
+    rank = torch.arange(x.shape[-1], device=x.device)
+    halves = torch.stack([rank < half, (rank >= n - half) & (rank < n)])  # [2, G, N]: lowest h, highest h
+    count = half.clamp(min=1).to(x.dtype)
+    half_means = torch.where(halves, ranked, 0.0).sum(-1, keepdim=True) / count
+    deviation = torch.where(halves, ranked - half_means, 0.0)
+    half_variances = deviation.square().sum(-1, keepdim=True) / count + reg_covar
+    too_few = n < 2  # 0 or 1 candidate: the paper's initialisation
+    return weights, torch.where(too_few, means, half_means), torch.where(too_few, variances, half_variances)
+
+
 # --- batched fit ---
 
 def _check_inputs(
     values: Tensor, valid: Tensor | None, max_iter: int, tol: float, reg_covar: float, dtype: torch.dtype,
+    init: str, check_every: int,
 ) -> Tensor:
     if not isinstance(values, Tensor) or values.dim() != 2:
         raise ValueError(f"fit_gmm: values must be a [G, N] tensor, got {getattr(values, 'shape', type(values))}")
@@ -125,6 +168,10 @@ def _check_inputs(
     if max_iter < 0 or tol < 0 or not reg_covar > 0:
         raise ValueError(f"fit_gmm: need max_iter >= 0, tol >= 0, reg_covar > 0 (keeps variances positive); "
                          f"got {max_iter}, {tol}, {reg_covar}")
+    if init not in GMM_INITS:
+        raise ValueError(f"fit_gmm: unknown init {init!r}; valid choices: {', '.join(GMM_INITS)}")
+    if check_every < 1:
+        raise ValueError(f"fit_gmm: check_every must be >= 1, got {check_every}")
     if values.numel() and not bool((torch.isfinite(values) | ~valid).all()):
         raise ValueError("fit_gmm: values has non-finite entries where valid is True")
     return valid
@@ -135,18 +182,25 @@ def fit_gmm(
     values: Tensor,
     valid: Tensor | None = None,
     *,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
+    init: str = GMM_INITS[0],
+    max_iter: int = SKLEARN_MAX_ITER,
+    tol: float = SKLEARN_TOL,
+    reg_covar: float = SKLEARN_REG_COVAR,
     dtype: torch.dtype = torch.float64,
+    check_every: int | None = None,
 ) -> GMMFit:
     """FitGMM (Procedure 1, line 12) on every row at once: Eq. (4) by EM, as scikit-learn would per row.
 
     Args:
         values: ``[G, N]`` candidate costs (any float dtype, any device); padded slots may hold anything.
         valid: ``[G, N]`` bool, which slots are candidates (None: all). Need not be contiguous.
-        max_iter, tol, reg_covar: as ``sklearn.mixture.GaussianMixture``.
+        init: ``"paper"`` (§4.1: min / max, σ = 1) or ``"data"`` (halves below / above the median),
+            see the module docstring; scikit-learn gets the same as ``means_init`` / ``precisions_init``.
+        max_iter, tol, reg_covar: as ``sklearn.mixture.GaussianMixture`` (defaults: the reference's 100,
+            scikit-learn's 1e-3 and 1e-6).
         dtype: computation and output dtype (float64 matches scikit-learn to rounding).
+        check_every: iterations between two checks whether any row still runs (each one a host sync
+            on GPUs); None: 1 on CPU, :data:`CHECK_EVERY_ACCELERATOR` elsewhere. Results do not depend on it.
 
     Returns:
         :class:`GMMFit` on ``values.device`` in ``dtype``. See the module docstring for degenerate rows.
@@ -157,8 +211,10 @@ def fit_gmm(
     """
     small = isinstance(values, Tensor) and values.device.type == "cpu" and 2 * values.numel() < _ONE_THREAD_BELOW
     with _intra_op_threads(1 if small else None):
-        valid = _check_inputs(values, valid, max_iter, tol, reg_covar, dtype)
-        return _fit(values, valid, max_iter, tol, reg_covar, dtype)
+        if check_every is None:
+            check_every = 1 if isinstance(values, Tensor) and values.device.type == "cpu" else CHECK_EVERY_ACCELERATOR
+        valid = _check_inputs(values, valid, max_iter, tol, reg_covar, dtype, init, check_every)
+        return _fit(values, valid, init, max_iter, tol, reg_covar, dtype, check_every)
 
 
 @contextmanager
@@ -174,27 +230,28 @@ def _intra_op_threads(num: int | None):
             torch.set_num_threads(before)
 
 
-def _fit(values: Tensor, valid: Tensor, max_iter: int, tol: float, reg_covar: float, dtype: torch.dtype) -> GMMFit:
+def _fit(
+    values: Tensor, valid: Tensor, init: str, max_iter: int, tol: float, reg_covar: float, dtype: torch.dtype,
+    check_every: int,
+) -> GMMFit:
     """:func:`fit_gmm` after input checks."""
     num_rows, device = values.shape[0], values.device
     x = torch.where(valid, values.to(dtype), torch.zeros((), dtype=dtype, device=device))
     mask = valid.to(dtype)
     num_valid = mask.sum(-1)
     has_data = num_valid > 0
-    means = initial_means(x, valid)
+    weights, means, variances = initial_parameters(x, valid, init, reg_covar)
     work = {  # the rows still being fitted (all at first); stopped rows move to `out` from time to time
         "x": x, "mask": mask, "inv_valid": num_valid.clamp(min=1).reciprocal(),
-        "weights": torch.full_like(means, 0.5), "means": means, "variances": torch.ones_like(means),  # precision 1
-        "sq_dist": (x - means).square(),
+        "weights": weights, "means": means, "variances": variances, "sq_dist": (x - means).square(),
         "n_iter": torch.zeros(num_rows, dtype=torch.int64, device=device),
         "active": has_data,  # rows without candidates never run; a row stops only by converging
         "prev_ll": torch.full((num_rows,), -math.inf, dtype=dtype, device=device),
     }
     out, rows = {}, None
-    check_every = 1 if device.type == "cpu" else 4  # a host sync is cheap on CPU, not on GPUs
-    for it in range(max_iter):
+    for it in range(max_iter):  # between two checks, stopped rows go through exact no-op iterations
         if it % check_every == 0:
-            n_active = int(work["active"].sum())
+            n_active = _num_running(work)
             if n_active == 0:
                 break
             if n_active < _COMPACT_BELOW * work["active"].shape[0]:
@@ -214,6 +271,11 @@ def _fit(values: Tensor, valid: Tensor, max_iter: int, tol: float, reg_covar: fl
         labels=labels.masked_fill(~valid, -1),
         n_iter=out["n_iter"], converged=has_data & ~out["active"],
     )
+
+
+def _num_running(work: dict[str, Tensor]) -> int:
+    """How many working rows have not stopped: the only host sync of the EM loop."""
+    return int(work["active"].sum())
 
 
 def _em_iteration(work: dict[str, Tensor], reg_covar: float, tol: float) -> None:
@@ -265,14 +327,15 @@ def _compact(work: dict[str, Tensor], out: dict[str, Tensor], rows: Tensor | Non
 @torch.no_grad()
 def gmm_history(
     values_1d: Tensor | np.ndarray,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
+    max_iter: int = SKLEARN_MAX_ITER,
+    tol: float = SKLEARN_TOL,
+    reg_covar: float = SKLEARN_REG_COVAR,
     dtype: torch.dtype = torch.float64,
+    init: str = GMM_INITS[0],
 ) -> list[dict]:
     """EM on one set of costs, one entry per step, with the same equations as :func:`fit_gmm`.
 
-    Entry ``t`` holds the parameters after ``t`` iterations (entry 0: the §4.1 initialisation) and the
+    Entry ``t`` holds the parameters after ``t`` iterations (entry 0: the ``init`` one) and the
     E-step under them: ``responsibilities`` ``[n, 2]``, ``labels`` ``[n]`` and ``log_likelihood``, the
     mean log P(a) per sample (entry ``t`` is scikit-learn's ``lower_bounds_[t]``). It stops where
     :func:`fit_gmm` stops, so the last entry is ``fit_gmm``'s result and there are ``n_iter + 1`` entries.
@@ -281,9 +344,11 @@ def gmm_history(
     x = torch.as_tensor(values_1d).to(dtype).reshape(1, -1)  # one row, G = 1
     if x.shape[-1] == 0 or not bool(torch.isfinite(x).all()):
         raise ValueError(f"gmm_history: values_1d must be non-empty and finite, got {x.shape[-1]} values")
+    if init not in GMM_INITS:
+        raise ValueError(f"gmm_history: unknown init {init!r}; valid choices: {', '.join(GMM_INITS)}")
     mask = torch.ones_like(x)
-    means = initial_means(x, mask.bool())
-    weights, variances, sq_dist = torch.full_like(means, 0.5), torch.ones_like(means), (x - means).square()
+    weights, means, variances = initial_parameters(x, mask.bool(), init, reg_covar)
+    sq_dist = (x - means).square()
     history, prev_ll, stop = [], -math.inf, max_iter == 0
     for it in range(max_iter + 1):
         joint = log_joint(sq_dist, weights, variances)
@@ -306,12 +371,16 @@ def gmm_history(
 # --- the reference ---
 
 def fit_gmm_sklearn(
-    values_1d: np.ndarray | Tensor, max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6,
+    values_1d: np.ndarray | Tensor, max_iter: int = SKLEARN_MAX_ITER, tol: float = SKLEARN_TOL,
+    reg_covar: float = SKLEARN_REG_COVAR,
+    init: str = GMM_INITS[0],
 ) -> GMMFit:
     """The reference code's FitGMM: ``sklearn.mixture.GaussianMixture`` on one set, as a :class:`GMMFit` (G=1).
 
-    Same initialisation as :func:`fit_gmm` (§4.1). Needs at least 2 finite values (scikit-learn's
-    own limit; :func:`fit_gmm` defines the 1-value case). Returns float64 CPU tensors.
+    Same initialisation as :func:`fit_gmm`, passed as ``weights_init`` / ``means_init`` /
+    ``precisions_init`` and computed here again with NumPy (``"paper"``: §4.1, the reference code's;
+    ``"data"``: the sorted halves). Needs at least 2 finite values (scikit-learn's own limit;
+    :func:`fit_gmm` defines the 1-value case). Returns float64 CPU tensors.
     """
     import warnings
 
@@ -322,9 +391,18 @@ def fit_gmm_sklearn(
     x = x.reshape(-1, 1)
     if x.shape[0] < 2 or not np.isfinite(x).all():
         raise ValueError(f"fit_gmm_sklearn: values_1d needs >= 2 finite values, got {x.ravel().tolist()[:5]}...")
+    if init == "paper":
+        means_init, precisions_init = [[x.min()], [x.max()]], [[[1.0]], [[1.0]]]
+    elif init == "data":
+        ranked, half = np.sort(x[:, 0]), x.shape[0] // 2
+        low, high = ranked[:half], ranked[x.shape[0] - half:]
+        means_init = [[low.mean()], [high.mean()]]
+        precisions_init = [[[1.0 / (low.var() + reg_covar)]], [[1.0 / (high.var() + reg_covar)]]]
+    else:
+        raise ValueError(f"fit_gmm_sklearn: unknown init {init!r}; valid choices: {', '.join(GMM_INITS)}")
     gmm = GaussianMixture(
         2, covariance_type="full", tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-        weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]], precisions_init=[[[1.0]], [[1.0]]],
+        weights_init=[0.5, 0.5], means_init=means_init, precisions_init=precisions_init,
     )
     with warnings.catch_warnings():  # non-convergence is reported in `converged`
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -1,9 +1,9 @@
 """The PAA assigner: Procedure 1 end to end, for a whole batch at once.
 
-Line 3   GetAnchors            → :func:`~.candidates.match_max_iou` (IoU ≥ 0.1, low-quality matches kept)
+Line 3   GetAnchors            → :func:`~.candidates.match_max_iou` (IoU ≥ 0.1 + low-quality matches)
 Line 6   ComputeAnchorScores   → :func:`~.cost.anchor_cost` (Eq. 1–3)
 Lines 7–9 FindKthLargest, top-K → :func:`~.candidates.topk_per_level`
-Line 12  FitGMM                → :func:`~.gmm.fit_gmm` (Eq. 4), all GTs of all images in one call
+Line 12  FitGMM                → :func:`~.gmm.fit_gmm` (Eq. 4), all GTs of all images in one call (``gmm_*``)
 Line 13  SeparateAnchors       → :func:`~.boundaries.separate` (Fig. 3 (a)–(d), FNP, FSR)
 Line 14  positives of this GT     → :func:`scatter_labels` (all GTs' labels written back at once)
 Line 15  ignored anchors (Fig. 3 (b) only) → :func:`scatter_labels` writes ``IGNORE``
@@ -17,10 +17,12 @@ from torch import Tensor
 from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
 from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
-from .candidates import PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level
+from .candidates import (
+    LOW_QUALITY_POLICIES, PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level,
+)
 from .config import AssignConfig
 from .cost import anchor_cost
-from .gmm import GMMFit, fit_gmm
+from .gmm import GMM_INITS, GMMFit, fit_gmm
 
 
 def scatter_labels(
@@ -47,11 +49,15 @@ def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Te
 
 def fit_and_separate(
     costs: Tensor, valid: Tensor, rule: str, *, fnp_num: int, fsr_thresh: float,
-    gmm_dtype: torch.dtype = torch.float64,
+    gmm_dtype: torch.dtype = torch.float64, gmm_init: str = AssignConfig.gmm_init,
+    gmm_tol: float = AssignConfig.gmm_tol, gmm_max_iter: int = AssignConfig.gmm_max_iter,
 ) -> tuple[Tensor, GMMFit | None]:
     """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
     need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
-    fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, dtype=gmm_dtype) if rule in BOUNDARIES else None
+    fit = None
+    if rule in BOUNDARIES:
+        fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, init=gmm_init, tol=gmm_tol, max_iter=gmm_max_iter,
+                      dtype=gmm_dtype)
     return separate(rule, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh), fit
 
 
@@ -63,6 +69,8 @@ def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
         gmm_weights=None if fit is None else fit.weights,
         responsibilities=None if fit is None else fit.responsibilities,
         log_density=None if fit is None else fit.log_density,
+        em_iterations=None if fit is None else fit.n_iter,
+        em_converged=None if fit is None else fit.converged,
     )
 
 
@@ -75,6 +83,14 @@ class PAAAssigner:
         rule: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
             "fnp" (fixed number of positives) / "fsr" (fixed score range) of Table 1 left.
         fnp_num, fsr_thresh: n of FNP(n) and t of FSR(> t).
+        iou_threshold: GetAnchors' IoU threshold (reference code: 0.1).
+        low_quality: which GT gets an anchor that is the best anchor of several (GetAnchors, line 3):
+            "reference" (the authors' code, the default), "gt" (mmdetection's PAA) or "ensure"
+            (reference + every GT left without anchors takes its best free ones); see
+            :func:`~.candidates.match_max_iou`.
+        gmm_init: EM initialisation of FitGMM (line 12): "paper" (§4.1: min / max costs, σ = 1, the
+            default) or "data" (halves below / above the median); see :mod:`~.gmm`.
+        gmm_tol, gmm_max_iter: EM stopping rule, as scikit-learn's ``tol`` / ``max_iter`` (1e-3 / 100).
         gmm_dtype: float64 matches scikit-learn exactly; float32 is faster on GPUs.
     """
 
@@ -89,23 +105,37 @@ class PAAAssigner:
         fsr_thresh: float = AssignConfig.fsr_thresh,
         iou_threshold: float = PAA_IOU_THRESHOLD,
         gmm_dtype: torch.dtype = torch.float64,
+        low_quality: str = AssignConfig.low_quality,
+        gmm_init: str = AssignConfig.gmm_init,
+        gmm_tol: float = AssignConfig.gmm_tol,
+        gmm_max_iter: int = AssignConfig.gmm_max_iter,
     ):
         if topk < 1:
             raise ValueError(f"topk (K) must be >= 1, got {topk}")
         if rule not in SEPARATIONS:
             raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(SEPARATIONS)}")
+        if low_quality not in LOW_QUALITY_POLICIES:
+            raise ValueError(f"unknown low_quality {low_quality!r}; valid choices: {', '.join(LOW_QUALITY_POLICIES)}")
+        if gmm_init not in GMM_INITS:
+            raise ValueError(f"unknown gmm_init {gmm_init!r}; valid choices: {', '.join(GMM_INITS)}")
+        if gmm_tol < 0 or gmm_max_iter < 0:
+            raise ValueError(f"need gmm_tol >= 0 and gmm_max_iter >= 0, got {gmm_tol} and {gmm_max_iter}")
         self.topk, self.score_lambda, self.rule = topk, score_lambda, rule
         self.fnp_num, self.fsr_thresh = fnp_num, fsr_thresh
         self.iou_threshold, self.gmm_dtype = iou_threshold, gmm_dtype
+        self.low_quality, self.gmm_init, self.gmm_tol, self.gmm_max_iter = low_quality, gmm_init, gmm_tol, gmm_max_iter
 
     @property
     def settings(self) -> AssignConfig:
         """Everything a replay of this assigner needs (recorded in every trace)."""
-        return AssignConfig(rule=self.rule, topk=self.topk, score_lambda=self.score_lambda,
-                            fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh)
+        return AssignConfig(rule=self.rule, topk=self.topk, score_lambda=self.score_lambda, fnp_num=self.fnp_num,
+                            fsr_thresh=self.fsr_thresh, low_quality=self.low_quality, gmm_init=self.gmm_init,
+                            gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
 
     def __repr__(self) -> str:
-        return f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, rule={self.rule!r})"
+        return (f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, rule={self.rule!r}, "
+                f"low_quality={self.low_quality!r}, gmm_init={self.gmm_init!r}, gmm_tol={self.gmm_tol}, "
+                f"gmm_max_iter={self.gmm_max_iter})")
 
     @torch.no_grad()
     def __call__(
@@ -120,7 +150,7 @@ class PAAAssigner:
             raise ValueError("PAA scores anchors with the model: cls_logits and pred_boxes are required")
         b, a = cls_logits.shape[:2]
         ious = anchor_gt_iou(anchors, targets)  # [B, A, M]
-        owner = match_max_iou(ious, self.iou_threshold)  # line 3
+        owner = match_max_iou(ious, self.iou_threshold, low_quality=self.low_quality)  # line 3
         safe = owner.clamp(min=0)
         gt_labels = targets.labels.gather(1, safe) if targets.max_gts else torch.full_like(owner, -1)
         gt_boxes = targets.boxes.gather(1, safe[..., None].expand(-1, -1, 4)) if targets.max_gts \
@@ -138,17 +168,20 @@ class PAAAssigner:
         order = sort_rows(costs, valid)
         anchor_idx, level, valid, costs = (t.gather(1, order) for t in (anchor_idx, level, valid, costs))
 
-        labels, fit = fit_and_separate(costs, valid, self.rule, fnp_num=self.fnp_num,  # lines 12–13
-                                       fsr_thresh=self.fsr_thresh, gmm_dtype=self.gmm_dtype)
-        matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)  # 14–16
+        labels, fit = fit_and_separate(  # lines 12–13
+            costs, valid, self.rule, fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh,
+            gmm_dtype=self.gmm_dtype, gmm_init=self.gmm_init, gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
+        matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)  # lines 14–16
 
         diagnostics = None
         if return_diagnostics:
             cand_iou = ious[image_index[:, None], anchor_idx.clamp(min=0), gt_index[:, None]].masked_fill(~valid, 0.0)
+            gt_box = targets.boxes[image_index, gt_index]
             diagnostics = AssignmentDiagnostics(
                 image_index=image_index, gt_index=gt_index, candidate_anchor=anchor_idx,
                 candidate_level=level, candidate_valid=valid, candidate_cost=costs,
                 candidate_iou=cand_iou, candidate_label=labels, **gmm_diagnostics(fit),
                 boundary=boundary_cost(costs, labels),
+                gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
             )
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)

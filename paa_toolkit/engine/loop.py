@@ -230,6 +230,8 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     """Seed, data, model, optimiser; resume from a checkpoint if asked; open the run folder."""
     seed_everything(cfg.seed)  # the same seed in every process: identical initial weights
     train_ds, val_ds = distributed.rank_zero_first(lambda: build_datasets(cfg.data))
+    for dataset in (train_ds, val_ds):  # every rank: a bad image stops all of them before the first step
+        dataset.check_images()
     model = build_model(cfg, train_ds.num_classes).to(device)
     solver, batch_size, world = cfg.solver, cfg.data.batch_size, distributed.world_size()
     optimizer = build_optimizer(model, solver, batch_size * world)
