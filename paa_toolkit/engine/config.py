@@ -23,7 +23,7 @@ from typing import Any, Union
 
 import yaml
 
-from ..assign import RULES, AssignConfig
+from ..assign import GMM_INITS, LOW_QUALITY_POLICIES, RULES, AssignConfig
 from ..data.build import DATASETS, DataConfig
 from ..model.backbone import BACKBONES, NORMS
 from ..model.head import AUX_CHOICES
@@ -288,6 +288,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(a.score_lambda >= 0, f"assign.score_lambda (λ) must be >= 0, got {a.score_lambda}")
     _check(a.fnp_num >= 1, f"assign.fnp_num must be >= 1, got {a.fnp_num}")
     _check(0 < a.fsr_thresh <= 1, f"assign.fsr_thresh must be in (0, 1], got {a.fsr_thresh}")
+    _choice("assign.low_quality", a.low_quality, LOW_QUALITY_POLICIES)
+    _choice("assign.gmm_init", a.gmm_init, GMM_INITS)
+    _check(a.gmm_tol >= 0, f"assign.gmm_tol must be >= 0, got {a.gmm_tol}")
+    _check(a.gmm_max_iter >= 1, f"assign.gmm_max_iter must be >= 1, got {a.gmm_max_iter}")
 
     _check(t.min_size is None or t.min_size >= 32, f"test.min_size must be >= 32, got {t.min_size}")
     _check(0 <= t.score_thresh < 1, f"test.score_thresh must be in [0, 1), got {t.score_thresh}")
