@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import MISSING, Field, fields
 from typing import Any, Callable
@@ -130,6 +131,8 @@ def user_message(error: BaseException) -> str:
     """One line for a user error; an error re-raised by a DataLoader worker (whose message is
     "Caught … in DataLoader worker …" plus the worker's traceback) gives the original message."""
     text = str(error)
+    if isinstance(error, OSError) and error.filename and error.strerror:  # "[Errno 13] Permission denied: 'x'"
+        text = f"{error.filename}: {error.strerror}"
     if "Original Traceback" in text:
         last = text.rstrip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
@@ -137,7 +140,8 @@ def user_message(error: BaseException) -> str:
 
 
 def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
-    """Run an entry point's body: 0 on success; a user error → ``error: …`` on stderr and 1.
+    """Run an entry point's body: 0 on success; a user error → ``error: …`` on stderr and 1;
+    Ctrl-C / SIGTERM → ``on_interrupt`` (and what the training saved) and 128 + the signal number.
 
     Set ``PAA_DEBUG=1`` to get the full traceback instead.
     """
@@ -148,9 +152,9 @@ def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
             raise
         print(f"error: {user_message(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(on_interrupt, file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{on_interrupt} ({e})" if str(e) else on_interrupt, file=sys.stderr)
+        return 128 + (getattr(e, "signum", None) or signal.SIGINT)
     return 0
 
 

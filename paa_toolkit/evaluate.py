@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from .cli import add_override_arguments, config_from_namespace, run_cli
 from .data.build import dataset_paths
@@ -22,6 +21,7 @@ from .distributed import resolve_device
 from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig
 from .engine.evaluate import evaluate_coco, format_metrics
+from .engine.run_files import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         model = build_from_checkpoint(state, cfg, device)
         metrics = evaluate_coco(model, dataset, cfg.eval_batch_size, device, cfg.data.num_workers, progress=True)
         print(format_metrics(metrics, f"COCO box metrics: {path} (iteration {state['iteration']}) on {ann}"))
-        if args.output:
-            Path(args.output).write_text(json.dumps({"checkpoint": str(path), "annotations": str(ann), **metrics},
-                                                    indent=1))
+        if args.output:  # missing folders are created
+            atomic_write_text(args.output, json.dumps({"checkpoint": str(path), "annotations": str(ann), **metrics},
+                                                      indent=1))
 
     return run_cli(work)
 

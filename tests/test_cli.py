@@ -1,5 +1,6 @@
 """Specifications of the command lines: config overrides, one-line user errors, the entry points' outputs."""
 import json
+import shutil
 
 import pytest
 import yaml
@@ -104,5 +105,24 @@ def test_evaluate_cli_reproduces_the_final_metrics_of_a_run(reference_run, tmp_p
     from paa_toolkit.evaluate import main
 
     run_dir, result = reference_run
-    assert main([str(run_dir), "--output", str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(result.metrics["AP"])
+    output = tmp_path / "new" / "folder" / "m.json"  # missing folders are created
+    assert main([str(run_dir), "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["AP"] == pytest.approx(result.metrics["AP"])
+
+
+def test_detect_cli_never_writes_two_images_to_one_output(synthetic_root, reference_run, tmp_path, capsys):
+    from paa_toolkit.detect import main
+
+    source = sorted((synthetic_root / "images").iterdir())
+    images = {"a/x.png": source[0], "b/x.png": source[1], "b/x.jpg": source[2]}  # same stem in two folders
+    for name, original in images.items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(original, tmp_path / "in" / name)
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "in" / name) for name in images]
+    assert main(argv + ["--checkpoint", str(reference_run[0]), "--out", str(out), "--score-thresh", "0"]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["a/x.png", "b/x.jpg.png", "b/x.png.png"]  # mirrored; suffix kept where stems clash
+    assert len({(out / w).read_bytes() for w in written}) == 3  # three different drawings
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [str(out / w) for w in
+                                                                                       ("a/x.png", "b/x.png.png", "b/x.jpg.png")]

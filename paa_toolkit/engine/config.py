@@ -25,6 +25,7 @@ import yaml
 
 from ..assign import GMM_INITS, LOW_QUALITY_POLICIES, RULES, AssignConfig
 from ..data.build import DATASETS, DataConfig
+from ..distributed import device_name_problem
 from ..model.backbone import BACKBONES, NORMS
 from ..model.head import AUX_CHOICES
 from ..model.losses import LossWeights
@@ -109,6 +110,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
     resume: str | None = None  # "auto": <output_dir>/last.pth (or its fallback); or a checkpoint path
+    overwrite: bool = False  # replace a run already in output_dir (deletes its checkpoints, metrics, traces, plots)
     log_every: int = 20
     checkpoint_every: int = 200  # 0: only at the end
     eval_every: int = 0  # 0: only at the end
@@ -332,8 +334,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(s.max_iters >= 1, f"solver.max_iters must be >= 1, got {s.max_iters}")
 
     _check(bool(cfg.name) and "/" not in cfg.name, f"name must be a non-empty folder name, got {cfg.name!r}")
-    _check(cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
-           f"device: unknown value {cfg.device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
+    _check(device_name_problem(cfg.device) is None, f"device: {device_name_problem(cfg.device)}")
+    _check(not (cfg.overwrite and cfg.resume), "resume and overwrite exclude each other: --resume continues the "
+           "run in the output folder, --overwrite deletes it and starts afresh")
     for name in ("log_every", "checkpoint_every", "eval_every", "trace_every", "trace_images"):
         _check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")

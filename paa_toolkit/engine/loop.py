@@ -13,7 +13,9 @@
   alone writes files, and evaluation is sharded and gathered on rank 0.
 * Output folder ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl`` (one JSON record per log /
   eval / trace), ``last.pth`` + ``previous.pth``, ``trace/iter_000123.pt`` (assignment snapshots
-  for Fig. 4a / 7) and, written last, ``final_metrics.json``.
+  for Fig. 4a / 7) and, written last, ``final_metrics.json``. The folder is locked while training;
+  a run already in it is continued only with ``resume``, replaced only with ``overwrite``
+  (:mod:`.run_folder`). Ctrl-C / SIGTERM end the iteration, write a checkpoint and stop (:mod:`.signals`).
 
 Works with any torchvision-style detector; a :class:`~paa_toolkit.model.detector.PAADetector`'s
 assignment statistics (positives per GT, Fig. 4b) are logged through its assignment hook, and a
@@ -48,6 +50,8 @@ from .checkpoint import (
 from .config import TrainConfig, validate
 from .evaluate import evaluate_coco
 from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
+from .run_folder import claimed_run_folder
+from .signals import StopOnSignal, TrainingInterrupted
 from .sampling import DeterministicBatchSampler, SeededSamples, rng_untouched, seed_everything
 from .solver import WarmupStepSchedule, build_optimizer
 
@@ -74,7 +78,8 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
     """
     validate(cfg)
     device = resolve_device(cfg.device)
-    with distributed.process_group_from_env(device):
+    with distributed.process_group_from_env(device), StopOnSignal(device) as stop, \
+            claimed_run_folder(cfg.run_dir, resume=cfg.resume is not None, overwrite=cfg.overwrite):
         run = _set_up(cfg, device, build_model or default_model_builder)
         window = LogWindow()
         if isinstance(unwrap(run.model), PAADetector):  # positives per GT of this process's (rank 0's) batches
@@ -83,6 +88,7 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
         run.model.train()
         bar = tqdm(total=solver.max_iters, initial=run.start, desc="train", dynamic_ncols=True,
                    disable=not (progress and is_writer()))
+        stop.arm()  # from here, Ctrl-C / SIGTERM end the iteration, save it and stop
         for iteration, (images, targets) in zip(range(run.start, solver.max_iters), run.loader):
             run.trace(iteration)
             lr = run.optimizer.param_groups[0]["lr"]
@@ -97,6 +103,10 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
                 run.save_checkpoint(done)
             if cfg.eval_every and done % cfg.eval_every == 0 and done != solver.max_iters:
                 run.evaluate(done)
+            if stop.requested():
+                bar.close()
+                run.interrupt(done, stop.signum)
+        stop.disarm()
         bar.close()
         return run.finish()
 
@@ -145,6 +155,7 @@ class TrainingRun:
     trace_ds: CocoDetection  # the training set without flips
     trace_indices: list[int]
     trace_iters: set[int]
+    saved: int | None = None  # the iteration of the newest checkpoint written
 
     @property
     def use_amp(self) -> bool:
@@ -195,6 +206,13 @@ class TrainingRun:
             self.last_good = save_checkpoint(state, self.cfg.run_dir)
         else:
             self.last_good = self.cfg.run_dir / LAST
+        self.saved = done
+
+    def interrupt(self, done: int, signum: int | None) -> None:
+        """Ctrl-C / SIGTERM: a checkpoint after ``done`` iterations (unless just written), then stop."""
+        if self.saved != done:
+            self.save_checkpoint(done)
+        raise TrainingInterrupted(signum, done, self.last_good)
 
     def trace(self, iteration: int) -> None:
         """At the trace iterations, rank 0 saves the assignment of the trace images (0 = before any step)."""
@@ -243,8 +261,6 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     start, resumed = 0, distributed.from_rank_zero(lambda: find_resume_checkpoint(cfg))  # rank 0 reads, all restore
     if resumed is not None:
         start = restore_training_state(*resumed, cfg, model, optimizer, scheduler, scaler)
-    elif is_writer() and (cfg.run_dir / LAST).exists():
-        log.warning("%s already holds a run; starting afresh (use --resume to continue it)", cfg.run_dir)
     log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g, iterations %d..%d on %s → %s",
              cfg.model.arch, cfg.assign.rule, len(train_ds), train_ds.num_classes, batch_size,
              f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), start,
@@ -270,7 +286,7 @@ def _open_run_folder(cfg: TrainConfig, resume_from: int | None) -> MetricsLog:
     """``config.yaml`` and the metrics log (kept up to ``resume_from`` when resuming)."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return MetricsLog(cfg.run_dir / METRICS_FILE, resume_from=resume_from)
+    return MetricsLog(cfg.run_dir / METRICS_FILE, resume_from=resume_from, final_iteration=cfg.solver.max_iters)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..engine.run_files import read_metrics
+from ..engine.run_files import PLOT_FILES, atomic_write, read_metrics
 
 AP_KEYS = ("AP", "AP50", "AP75")
 
@@ -113,14 +113,13 @@ def plot_positives_by_iteration(
 
 
 def save_training_plots(run_dir: str | Path, dpi: int = 100) -> list[Path]:
-    """Write ``losses.png``, ``ap.png`` and ``positives_per_gt.png`` into the run folder."""
+    """Write ``losses.png``, ``ap.png`` and ``positives_per_gt.png`` into the run folder (atomically)."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     written = []
-    for name, plot in (("losses", plot_losses), ("ap", plot_ap), ("positives_per_gt", plot_positives_per_gt)):
-        path = run_dir / f"{name}.png"
-        plot(records).savefig(path, dpi=dpi)
-        written.append(path)
+    for name, plot in zip(PLOT_FILES, (plot_losses, plot_ap, plot_positives_per_gt)):
+        figure = plot(records)
+        written.append(atomic_write(run_dir / name, lambda f: figure.savefig(f, format="png", dpi=dpi)))
     return written
 
 
