@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .cli import add_override_arguments, config_from_namespace, run_cli
+from .cli import HelpFormatter, add_override_arguments, config_from_namespace, run_cli
 from .data.build import dataset_paths
 from .data.coco import CocoDetection
 from .detect import load_image
@@ -40,12 +40,15 @@ SCORE_TOLERANCE = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.export", description=__doc__.splitlines()[0],
-                                     usage="%(prog)s CHECKPOINT [--format onnx] [--out FILE] [--test.<field> VALUE ...]",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.export",
+                                     description="Export a trained detector as one ONNX file, post-processing "
+                                                 "included, and check it against PyTorch.",
+                                     usage="%(prog)s CHECKPOINT [--format onnx] [--out FILE]\n"
+                                           "       [--check-images IMAGE ...] [--test.<field> VALUE ...]",
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file, or a run folder")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="file format (default: onnx)")
-    parser.add_argument("--out", type=Path, help="output file (default: model.onnx beside the checkpoint)")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default: model.onnx beside the checkpoint)")
     parser.add_argument("--check-images", nargs="+", type=Path, metavar="IMAGE",
                         help="images to compare ONNX Runtime with PyTorch on (default: 2 validation images)")
     add_override_arguments(parser, prefixes=("test",))

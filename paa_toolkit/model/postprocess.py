@@ -25,15 +25,15 @@ class InferenceConfig:
     """Test-time settings (§3.2–3.3, Table 3) — the one home of their defaults. The detector reads
     them at every call (``model.inference``), so changing a field changes the next prediction."""
 
-    min_size: int | None = None  # shorter side at test time; None: the transform's largest size (authors: 800)
+    min_size: int | None = None  # shorter side at test time; none: the largest training size (authors: 800)
     score_thresh: float = 0.05  # candidates need a classification probability above this
     nms_thresh: float = 0.6  # IoU of class-aware NMS
     topk_per_level: int = 1000  # candidates kept per pyramid level before NMS
-    detections_per_img: int = 100
-    unified_score: bool = True  # §3.2: rank by S_cls × the auxiliary prediction (Eq. 1); False: S_cls alone
-    score_voting: bool = True  # §3.3, Eq. (9)–(10)
+    detections_per_img: int = 100  # detections kept per image, best first
+    unified_score: bool = True  # §3.2: rank by S_cls × the auxiliary prediction (Eq. 1); false: S_cls alone
+    score_voting: bool = True  # §3.3, Eq. (9)–(10): move each box to the score-weighted mean of its neighbours
     voting_sigma: float = 0.025  # σ_t of Eq. (9): the reference code's value (§4.1 prints 0.0025)
-    tta_scales: list[int] = field(default_factory=list)  # Table 3 "*": non-empty = multi-scale testing
+    tta_scales: list[int] = field(default_factory=list)  # Table 3 "*": test at each of these shorter sides; empty: off
     tta_flip: bool = True  # with tta_scales: each scale also horizontally flipped
 
     def postprocess_kwargs(self, aux: str) -> dict:
