@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from .cli import add_override_arguments, config_from_namespace, run_cli
+from .cli import HelpFormatter, add_override_arguments, config_from_namespace, run_cli
 from .data.build import dataset_paths
 from .data.coco import CocoDetection
 from .distributed import resolve_device
@@ -26,8 +26,8 @@ from .engine.run_files import atomic_write_text
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m paa_toolkit.evaluate", description=__doc__.splitlines()[0],
-                                     usage="%(prog)s CHECKPOINT [--split val|train] [--<section>.<field> VALUE ...]",
-                                     allow_abbrev=False)
+                                     usage="%(prog)s CHECKPOINT [--split val|train]\n       [--<section>.<field> VALUE ...]",
+                                     allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file, or a run folder")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which annotations to evaluate on")
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(cfg.device)
         train_dir, train_ann, val_dir, val_ann = dataset_paths(cfg.data)
         image_dir, ann = (val_dir, val_ann) if args.split == "val" else (train_dir, train_ann)
-        dataset = CocoDetection(image_dir, ann, category_ids=state["category_ids"])
+        dataset = CocoDetection(image_dir, ann, category_ids=state["category_ids"],
+                                on_bad_annotation=cfg.data.on_bad_annotation)
         model = build_from_checkpoint(state, cfg, device)
         metrics = evaluate_coco(model, dataset, cfg.eval_batch_size, device, cfg.data.num_workers, progress=True)
         print(format_metrics(metrics, f"COCO box metrics: {path} (iteration {state['iteration']}) on {ann}"))

@@ -126,3 +126,48 @@ def test_detect_cli_never_writes_two_images_to_one_output(synthetic_root, refere
     assert len({(out / w).read_bytes() for w in written}) == 3  # three different drawings
     assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [str(out / w) for w in
                                                                                        ("a/x.png", "b/x.png.png", "b/x.jpg.png")]
+
+
+# ---- --help ---------------------------------------------------------------------------------------
+def _help_text(monkeypatch, columns: int = 80) -> str:
+    from paa_toolkit.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    return build_parser("python -m paa_toolkit.train").format_help()
+
+
+def test_every_config_field_has_a_one_line_description():
+    from paa_toolkit.cli import _dotted_fields
+    from paa_toolkit.engine.config import SECTIONS, field_docs
+
+    undocumented = [dotted for dotted, f in _dotted_fields()
+                    if not field_docs(SECTIONS.get(dotted.split(".")[0], TrainConfig)).get(f.name)]
+    assert undocumented == []
+
+
+def test_help_fits_80_columns_and_groups_options_by_section(monkeypatch):
+    text = _help_text(monkeypatch)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    titles = [line.split(" ")[0] for line in text.splitlines() if line.endswith(">):")]
+    assert titles == ["model", "assign", "test", "data", "solver", "run"]
+
+
+def test_help_lists_choices_and_each_spelling_once(monkeypatch):
+    text = " ".join(_help_text(monkeypatch).split())  # undo the wrapping
+    assert "--assign.rule, --rule VALUE" in text and "[a, b, c, d, fnp, fsr, atss, max_iou] (default: c)" in text
+    assert "[iou, centerness, none] (default: iou)" in text
+    assert text.count("--output-dir") == 1 and "--model.backbone-norm" not in text
+    assert parse_args(["--model.backbone-norm", "bn"]).model.backbone_norm == "bn"  # still accepted
+
+
+def test_help_explains_the_learning_rate_the_run_uses(monkeypatch):
+    text = " ".join(_help_text(monkeypatch).split())
+    assert "the default run trains at 0.0025 = 0.01 × data.batch_size 4 / solver.reference_batch_size 16" in text
+
+
+def test_help_describes_what_happens_to_bad_annotations(monkeypatch, capsys):
+    text = " ".join(_help_text(monkeypatch).split())
+    assert "--data.on_bad_annotation VALUE boxes of zero size or outside their image: skipped and counted" in text
+    with pytest.raises(SystemExit):
+        parse_args(["--data.on_bad_annotation", "ignore"])
+    assert "valid choices: skip, error" in capsys.readouterr().err

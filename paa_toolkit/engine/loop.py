@@ -261,10 +261,11 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     start, resumed = 0, distributed.from_rank_zero(lambda: find_resume_checkpoint(cfg))  # rank 0 reads, all restore
     if resumed is not None:
         start = restore_training_state(*resumed, cfg, model, optimizer, scheduler, scaler)
-    log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g, iterations %d..%d on %s → %s",
+    log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g (solver.lr %g × batch %d / "
+             "solver.reference_batch_size %d), iterations %d..%d on %s → %s",
              cfg.model.arch, cfg.assign.rule, len(train_ds), train_ds.num_classes, batch_size,
-             f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), start,
-             solver.max_iters, device, cfg.run_dir)
+             f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), solver.lr,
+             batch_size * world, solver.reference_batch_size, start, solver.max_iters, device, cfg.run_dir)
     metrics = _open_run_folder(cfg, resume_from=start if resumed else None) if is_writer() else None
     model = _wrap(model, cfg, device)
 

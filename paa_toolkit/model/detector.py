@@ -108,6 +108,9 @@ class PAADetector(nn.Module):
         return lambda: self._assignment_hooks.remove(hook)
 
     def anchors_for(self, feature_sizes: list[tuple[int, int]], like: Tensor) -> AnchorGrid:
+        """The anchor grid of these feature-map sizes (cached; computed in the graph while tracing)."""
+        if torch.jit.is_tracing():  # traced sizes: the exported graph builds the grid of each input
+            return make_anchor_grid(feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype)
         key = (tuple(feature_sizes), like.device, like.dtype)
         if key not in self._anchor_cache:
             if len(self._anchor_cache) > 32:
