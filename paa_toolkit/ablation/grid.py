@@ -55,6 +55,9 @@ def _configs() -> dict[str, RunConfig]:
         *(RunConfig(f"fsr_{t}", {"assign.rule": "fsr", "assign.fsr_thresh": t}) for t in (0.1, 0.2, 0.3)),
         *(RunConfig(f"topk_{k}", {"assign.topk": k}) for k in (5, 18, 25)),
         *(RunConfig(f"anchor_scale_{s}", {"model.anchor_scale": float(s)}) for s in (4, 6, 10)),
+        RunConfig("paa_gt_match", {"assign.low_quality": "gt"}),
+        RunConfig("paa_data_init", {"assign.gmm_init": "data"}),
+        RunConfig("paa_gt_match_data_init", {"assign.low_quality": "gt", "assign.gmm_init": "data"}),
         RunConfig("fcos", {"model.arch": "fcos"}),
         RunConfig("retinanet", {"model.arch": "retinanet"}),
     ]
@@ -139,6 +142,15 @@ TABLES: dict[str, Table] = {
         Row(("PAA (IoU pred., no voting)",), "paa_ioupred", None),
         Row(("torchvision FCOS",), "fcos", None),
         Row(("torchvision RetinaNet",), "retinanet", None),
+    )),)),
+    "analysis": Table("analysis", "Issue 9: the two remedies of PAA's assignment (gt matching, data-init EM) "
+                      "against PAA (reference), ATSS and FCOS", ("Method",), (("", (
+        Row(("PAA (reference)",), "paa_ioupred", None),
+        Row(("PAA + gt matching",), "paa_gt_match", None),
+        Row(("PAA + data-init EM",), "paa_data_init", None),
+        Row(("PAA + both",), "paa_gt_match_data_init", None),
+        Row(("ATSS",), "atss_ioupred", None),
+        Row(("torchvision FCOS",), "fcos", None),
     )),)),
 }
 
