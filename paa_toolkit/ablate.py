@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .ablation.grid import TABLES, build_plan, parse_assignment
-from .ablation.report import write_report
+from .ablation.report import write_report, write_results
 from .ablation.runner import execute, run_state
 from .engine import presets
 from .engine.config import ConfigError
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--launcher", help="training command (default: this python -m paa_toolkit.train)")
     parser.add_argument("--retry-failed", action="store_true", help="re-run configs whose training failed")
     parser.add_argument("--report", action="store_true", help="only write the tables from finished runs")
+    parser.add_argument("--results", metavar="FILE",
+                        help="also write the table's results (per seed, means, paired differences, date, machine) "
+                             "as a small JSON file, e.g. benchmarks/results/analysis.json (needs a single --table)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="trainings at once (default 1; each its own process and folder). With N > 1 and "
                              "no OMP_NUM_THREADS set, each training gets cpu_count // N threads")
@@ -105,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                                extra) for t in args.table}
     except ConfigError as e:
         parser.error(str(e))
-    if args.only and len(args.table) > 1:
-        parser.error("--only needs a single --table")
+    if (args.only or args.results) and len(args.table) > 1:
+        parser.error("--only and --results need a single --table")
     if args.list:
         for table, plan in plans.items():
             for name in dict.fromkeys(p.config.name for p in plan):
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_report(table, args.out, args.budget, args.seeds, extra)
         print(paths["md"].read_text())
         print(f"[ablate] wrote {paths['md']}, {paths['json'].name}, {paths['png'].name}")
+        if args.results:
+            print(f"[ablate] wrote {write_results(args.results, table, args.out, args.budget, args.seeds, extra)}")
     return 0
 
 

@@ -13,8 +13,10 @@ over the last third of them (``last_third``), the assignment of the nearly train
 """
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +310,37 @@ def table_data(table: str, rows: list[RowResult], budget: str, seeds: int,
     return data
 
 
+def machine_description() -> str:
+    """CPU model, core count, Python and torch versions (and the GPU, if any) of this machine."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def write_results(path: str | Path, table: str, out: str | Path, budget: str, seeds: int,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """The table's results as one small JSON file to commit: per row and seed the metrics and training
+    figures (no run folders), means, stds, paired comparisons, the date and the machine."""
+    data = table_data(table, collect(table, out, budget, seeds), budget, seeds, extra)
+    for row in data["rows"]:
+        row["seeds"] = [{k: v for k, v in s.items() if k != "run_dir"} for s in row["seeds"]]
+    data = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_description(), **data}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
 __all__ = ["DIAGNOSTICS", "EXTRA_METRICS", "METRICS", "PAIRED", "RowResult", "bar_chart", "collect", "comparisons",
            "format_value", "markdown_table", "paired_differences", "table_data", "training_means", "verdict",
-           "write_report"]
+           "write_report", "write_results"]
