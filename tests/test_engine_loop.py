@@ -12,7 +12,7 @@ from training_crash import TrainingCrash, crash_at_training_call, signal_at_trai
 
 from paa_toolkit.engine.checkpoint import FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint
 from paa_toolkit.engine.config import TrainConfig
-from paa_toolkit.engine.loop import NonFiniteLossError, train
+from paa_toolkit.engine.loop import LogWindow, NonFiniteLossError, train
 from paa_toolkit.engine.run_files import load_trace, read_metrics
 from paa_toolkit.engine.run_folder import LOCK_FILE
 from paa_toolkit.engine.signals import TrainingInterrupted
@@ -108,3 +108,24 @@ def test_a_second_signal_stops_at_once_keeping_the_checkpoints_written(synthetic
               progress=False)
     assert not isinstance(stopped.value, TrainingInterrupted)
     assert load_checkpoint(tmp_path / LAST)["iteration"] == 2 and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_every_train_record_holds_the_assignment_diagnostics(reference_run):
+    run_dir, _ = reference_run
+    records = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert len(records) == 4  # log_every 1
+    for r in records:
+        assert {"gt_without_pos", "gt_without_cand", "em_iters", "em_collapsed", "em_not_converged"} <= r.keys()
+        assert 0.0 <= r["gt_without_pos"] <= 1.0 and r["em_iters"] >= 1
+        assert any(k.startswith("gt_without_pos_") for k in r) and any(k.startswith("pos_per_gt_") for k in r)
+    assert json.loads(json.dumps(records)) == records  # plain JSON numbers: no NaN written
+
+
+def test_the_log_window_averages_past_nan_and_drops_keys_that_were_nan_throughout():
+    window = LogWindow()
+    for value in (1.0, float("nan"), 3.0):
+        window.add({"loss": torch.tensor(value if value == value else 2.0), "gt_without_pos_large": value,
+                    "gt_without_pos_small": float("nan")})
+    stats = window.close(images_per_step=2)
+    assert stats["loss"] == pytest.approx(2.0) and stats["gt_without_pos_large"] == pytest.approx(2.0)
+    assert "gt_without_pos_small" not in stats and stats["imgs_per_s"] > 0

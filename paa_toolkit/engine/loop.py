@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -82,8 +83,8 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
             claimed_run_folder(cfg.run_dir, resume=cfg.resume is not None, overwrite=cfg.overwrite):
         run = _set_up(cfg, device, build_model or default_model_builder)
         window = LogWindow()
-        if isinstance(unwrap(run.model), PAADetector):  # positives per GT of this process's (rank 0's) batches
-            unwrap(run.model).register_assignment_hook(window.add)
+        if isinstance(unwrap(run.model), PAADetector):  # the assignment of this process's (rank 0's) batches
+            unwrap(run.model).register_assignment_hook(window.add, diagnostics=True)
         solver = cfg.solver
         run.model.train()
         bar = tqdm(total=solver.max_iters, initial=run.start, desc="train", dynamic_ncols=True,
@@ -114,7 +115,9 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
 class LogWindow:
     """The values of the iterations since the last ``train`` record, averaged into the next one.
 
-    Tensors are kept as they are (no device sync) until :meth:`close`.
+    Tensors are kept as they are (no device sync) until :meth:`close`. NaN values (a figure over an
+    empty set, e.g. GTs without a positive among the large GTs of a batch without large GTs) are left
+    out of the mean; a key that was NaN all window long is left out of the record.
     """
 
     def __init__(self):
@@ -128,7 +131,11 @@ class LogWindow:
     def close(self, images_per_step: int) -> dict[str, float]:
         """The mean of every value and the images per second since the window opened; opens the next."""
         elapsed = time.perf_counter() - self.tick
-        stats = {k: sum(float(x) for x in v) / len(v) for k, v in self.values.items()}
+        stats = {}
+        for key, values in self.values.items():
+            finite = [x for x in map(float, values) if not math.isnan(x)]
+            if finite:
+                stats[key] = sum(finite) / len(finite)
         stats["imgs_per_s"] = len(self.values["loss"]) * images_per_step / max(elapsed, 1e-9)
         self.values.clear()
         self.tick = time.perf_counter()
