@@ -50,7 +50,6 @@ import os
 import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from .ablation.grid import TABLES, build_plan, parse_assignment
 from .ablation.report import write_report, write_results

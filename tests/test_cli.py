@@ -41,6 +41,9 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
     (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
     (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
     (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
+    (["--assign.low_quality", "best"], "assign.low_quality: unknown value 'best'; valid choices: reference, gt, ensure"),
+    (["--assign.gmm_init", "kmeans"], "assign.gmm_init: unknown value 'kmeans'; valid choices: paper, data"),
+    (["--assign.gmm_max_iter", "0"], "assign.gmm_max_iter must be >= 1, got 0"),
 ])
 def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -48,6 +51,17 @@ def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message,
     assert exit_info.value.code == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "error: " in last_line and message in last_line
+
+
+def test_the_assignment_remedies_of_issue_9_reach_the_assigner_from_the_command_line():
+    from paa_toolkit.assign import build_assigner
+
+    cfg = parse_args(["--assign.low_quality", "gt", "--assign.gmm_init", "data", "--assign.gmm_tol", "1e-8",
+                      "--assign.gmm_max_iter", "500"])
+    assigner = build_assigner(cfg.assign)
+    assert (assigner.low_quality, assigner.gmm_init, assigner.gmm_tol, assigner.gmm_max_iter) == ("gt", "data", 1e-8, 500)
+    defaults = build_assigner(parse_args([]).assign)  # the faithful default: the authors' matcher and EM
+    assert (defaults.low_quality, defaults.gmm_init, defaults.gmm_tol, defaults.gmm_max_iter) == ("reference", "paper", 1e-3, 100)
 
 
 def test_an_abbreviated_option_is_an_error_not_a_guess(capsys):
@@ -75,6 +89,7 @@ def test_train_cli_draws_the_training_curves_into_the_run_folder(synthetic_root,
             "--eval_batch_size", "3", "--trace_iters", "[]"]
     assert main(argv) == 0
     assert {"losses.png", "ap.png", "positives_per_gt.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "assignment.png").stat().st_size > 5000  # the assigner's diagnostics (issue 9)
 
 
 def test_evaluate_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
