@@ -186,3 +186,32 @@ def test_help_describes_what_happens_to_bad_annotations(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--data.on_bad_annotation", "ignore"])
     assert "valid choices: skip, error" in capsys.readouterr().err
+
+
+def test_detect_writes_coco_results_that_evaluate_scores_like_the_checkpoint(synthetic_root, reference_run, tmp_path,
+                                                                            capsys):
+    from paa_toolkit.detect import main as detect
+    from paa_toolkit.evaluate import main as evaluate
+
+    run_dir, result = reference_run
+    val = json.loads((synthetic_root / "val.json").read_text())
+    images = [str(synthetic_root / "images" / image["file_name"]) for image in val["images"]]
+    assert detect([*images, "--checkpoint", str(run_dir), "--out", str(tmp_path), "--score-thresh", "0",
+                   "--test.score_thresh", "0", "--annotations", str(synthetic_root / "val.json")]) == 0
+    results = json.loads((tmp_path / "detections.json").read_text())
+    assert {r["image_id"] for r in results} <= {image["id"] for image in val["images"]}
+    assert set(results[0]) == {"image_id", "category_id", "bbox", "score"} and len(results[0]["bbox"]) == 4
+    assert evaluate(["--detections", str(tmp_path / "detections.json"), str(run_dir), "--output", str(tmp_path / "d.json")]) == 0
+    assert evaluate([str(run_dir), "--test.score_thresh", "0", "--output", str(tmp_path / "m.json")]) == 0
+    from_json, from_model = (json.loads((tmp_path / name).read_text()) for name in ("d.json", "m.json"))
+    assert from_json["num_detections"] == from_model["num_detections"] == len(results) > 0
+    assert from_json["AP"] == pytest.approx(from_model["AP"], abs=1e-4)
+
+
+def test_evaluate_reports_a_bad_detections_file_in_one_line(reference_run, tmp_path, capsys):
+    from paa_toolkit.evaluate import main
+
+    bad = tmp_path / "dets.json"
+    bad.write_text(json.dumps([{"image_id": 123456, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
+    assert main(["--detections", str(bad), str(reference_run[0])]) == 1
+    assert "image_id 123456 or category_id 1 is not in the annotations" in capsys.readouterr().err

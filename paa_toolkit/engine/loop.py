@@ -82,13 +82,14 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
     with distributed.process_group_from_env(device), StopOnSignal(device) as stop, \
             claimed_run_folder(cfg.run_dir, resume=cfg.resume is not None, overwrite=cfg.overwrite):
         run = _set_up(cfg, device, build_model or default_model_builder)
+        run.progress = progress and is_writer()
         window = LogWindow()
         if isinstance(unwrap(run.model), PAADetector):  # the assignment of this process's (rank 0's) batches
             unwrap(run.model).register_assignment_hook(window.add, diagnostics=True)
         solver = cfg.solver
         run.model.train()
         bar = tqdm(total=solver.max_iters, initial=run.start, desc="train", dynamic_ncols=True,
-                   disable=not (progress and is_writer()))
+                   disable=not run.progress)
         stop.arm()  # from here, Ctrl-C / SIGTERM end the iteration, save it and stop
         for iteration, (images, targets) in zip(range(run.start, solver.max_iters), run.loader):
             run.trace(iteration)
@@ -163,6 +164,7 @@ class TrainingRun:
     trace_indices: list[int]
     trace_iters: set[int]
     saved: int | None = None  # the iteration of the newest checkpoint written
+    progress: bool = False  # progress bars (rank 0): training, and each evaluation
 
     @property
     def use_amp(self) -> bool:
@@ -233,7 +235,8 @@ class TrainingRun:
     def evaluate(self, iteration: int) -> dict[str, float]:
         """COCO metrics on the val split; every process predicts its shard."""
         with rng_untouched(self.device):
-            result = evaluate_coco(unwrap(self.model), self.val_ds, self.cfg.eval_batch_size, self.device)
+            result = evaluate_coco(unwrap(self.model), self.val_ds, self.cfg.eval_batch_size, self.device,
+                                   progress=self.progress)
         self.record({"kind": "eval", "iteration": iteration, **result})
         return result
 

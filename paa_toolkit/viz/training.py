@@ -50,13 +50,20 @@ def plot_losses(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
 
 
 def plot_ap(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
-    """COCO AP, AP50 and AP75 (in %) at each evaluation."""
+    """COCO AP, AP50 and AP75 (in %) at each evaluation on an axis from iteration 0, the last value of
+    each in the legend; a single evaluation (the default run's, at the end) says how to get a curve."""
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
     for key in AP_KEYS:
         x, y = _series(records, "eval", key)
         if x:
-            ax.plot(x, [100 * v for v in y], marker="o", label=key)
+            ax.plot(x, [100 * v for v in y], marker="o", label=f"{key} {100 * y[-1]:.1f}")
+    if ax.lines:
+        ax.set_xlim(0, max(max(line.get_xdata()) for line in ax.lines) * 1.05 + 1)
+        ax.set_ylim(bottom=0)
+    if len({r["iteration"] for r in records if r.get("kind") == "eval"}) == 1:
+        ax.text(0.02, 0.04, "one evaluation, at the end (--eval_every N draws a curve)", transform=ax.transAxes,
+                color="grey", fontsize="small")
     _finish(ax, "no evaluation records", xlabel="iteration", ylabel="%", title="COCO AP on the validation split")
     return fig
 
