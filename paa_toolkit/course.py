@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .assign.boundaries import BOUNDARIES, separate
 from .assign.config import AssignConfig
-from .assign.gmm import GMMFit, fit_gmm
+from .assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, GMMFit, fit_gmm
 from .data.build import build_datasets
 from .data.synthetic import default_cache_dir
 from .engine import presets
@@ -182,8 +182,6 @@ def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
 
 
 # ---- the EM of Procedure 1, line 12, as the course compares it -----------------------------------------
-#: "Run to convergence": the paper's start (§4.1) with a tolerance 1000x tighter than scikit-learn's 1e-3.
-CONVERGED_TOL, CONVERGED_MAX_ITER = 1e-6, 1000
 #: Ashman's D above which a two-Gaussian mixture is clearly bimodal (the two groups do not overlap much).
 BIMODAL_D = 2.0
 #: ... and each component must hold at least this many candidates (one outlier is not a group).
