@@ -7,6 +7,8 @@
     view = head_outputs(model, image)                # one image through backbone + FPN + head
     with post_processing(model, unified_score=False):  # §3.2: rank by S_cls alone instead of Eq. (1)
         metrics = evaluate_coco(model, val_ds)
+    expect(fit_separates, "the converged fit has two distinct components")  # asserted in the full setting
+    check("Exercise 1", answer, expected, hint="...")  # grades a student's answer (see notebooks/README.md)
 
 The run lives in ``<cache>/course/course-<fast|full>-<digest>/`` (cache: :func:`~.data.synthetic.default_cache_dir`),
 the digest being that of the whole training configuration: other settings, another folder. A folder
@@ -18,14 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .assign.boundaries import BOUNDARIES, separate
+from .assign.config import AssignConfig
+from .assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, GMMFit, fit_gmm
 from .data.build import build_datasets
 from .data.synthetic import default_cache_dir
 from .engine import presets
@@ -182,7 +190,178 @@ def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
     return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
 
 
+# ---- the EM of Procedure 1, line 12, as the course compares it -----------------------------------------
+#: Ashman's D above which a two-Gaussian mixture is clearly bimodal (the two groups do not overlap much).
+BIMODAL_D = 2.0
+#: ... and each component must hold at least this many candidates (one outlier is not a group).
+BIMODAL_MIN_COUNT = 2
+#: Two fits "differ" when a mean moved by more than this fraction of the GT's cost range.
+VISIBLE_SHIFT = 0.1
+
+
+def ashman_d(means: Tensor, variances: Tensor) -> Tensor:
+    """Ashman's D of two Gaussians, ``|m_1 - m_0| / sqrt((σ_0² + σ_1²) / 2)``, per row of ``[G, 2]`` tensors.
+
+    D > 2 (:data:`BIMODAL_D`): the mixture has two clearly separated modes.
+    """
+    return (means[..., 1] - means[..., 0]).abs() / ((variances[..., 0] + variances[..., 1]) / 2).sqrt()
+
+
+def bic_gain(costs: Tensor, valid: Tensor, fit: GMMFit) -> Tensor:
+    """BIC(one Gaussian) − BIC(the two-Gaussian ``fit``) per row ``[G]``: > 0 when the data prefer two.
+
+    BIC = −2 log L + p log n with p = 2 parameters for one Gaussian, 5 for the mixture (2 means, 2
+    variances, 1 free weight). Costs drawn from one Gaussian give ≤ 0 in ~97 % of 45-candidate sets,
+    while D > 2 alone (EM puts a narrow component on a tail) would call 60 % of them bimodal.
+    """
+    x = costs.double().masked_fill(~valid, 0.0)
+    n = valid.sum(1).double()
+    mean = x.sum(1) / n.clamp(min=1)
+    var = ((x - mean[:, None]).square() * valid).sum(1) / n.clamp(min=1) + 1e-6
+    ll_one = -0.5 * n * (torch.log(2 * math.pi * var) + 1)
+    ll_two = fit.log_density.double().masked_fill(~valid, 0.0).sum(1)
+    log_n = torch.log(n.clamp(min=1))
+    return (-2 * ll_one + 2 * log_n) - (-2 * ll_two + 5 * log_n)
+
+
+@dataclass
+class FitComparison:
+    """Every GT's candidate costs fitted twice (Procedure 1, line 12), all ``[G]`` / ``[G, ...]``.
+
+    ``trained``: the fit training used (the snapshot's settings; by default the paper's §4.1 start,
+    σ = 1, stopped by scikit-learn's tol 1e-3); ``converged``: the same start run to convergence
+    (:data:`CONVERGED_TOL`). ``d`` is Ashman's D of the converged fit, ``delta_bic`` its :func:`bic_gain`;
+    ``bimodal`` (the course's criterion of "clearly bimodal costs"): BIC prefers two Gaussians, D > 2
+    and each component holds ≥ 2 candidates; ``differs``: a mean of the two fits is apart by more than
+    :data:`VISIBLE_SHIFT` of the GT's cost range (the plots differ); ``positives_differ``: separating
+    with the two fits (the snapshot's rule, Fig. 3 (c) for a non-GMM rule) gives other positives.
+    """
+
+    trained: GMMFit
+    converged: GMMFit
+    d: Tensor
+    delta_bic: Tensor
+    bimodal: Tensor
+    differs: Tensor
+    positives_differ: Tensor
+    num_candidates: Tensor
+
+
+def compare_fits(costs: Tensor, valid: Tensor, settings: AssignConfig | None = None) -> FitComparison:
+    """Fit ``costs [G, N]`` (``valid`` mask) as training did (``settings``: the snapshot's) and to convergence."""
+    settings = settings or AssignConfig()
+    x = costs.double().masked_fill(~valid, 0.0)
+    trained = fit_gmm(x, valid, init=settings.gmm_init, tol=settings.gmm_tol, max_iter=settings.gmm_max_iter)
+    converged = fit_gmm(x, valid, init=settings.gmm_init, tol=CONVERGED_TOL, max_iter=CONVERGED_MAX_ITER)
+    d = ashman_d(converged.means, converged.variances)
+    counts = torch.stack([((converged.labels == k) & valid).sum(1) for k in (0, 1)], 1)
+    delta_bic = bic_gain(costs, valid, converged)
+    bimodal = (delta_bic > 0) & (d > BIMODAL_D) & (counts.min(1).values >= BIMODAL_MIN_COUNT)
+    spread = (x.masked_fill(~valid, -math.inf).amax(1) - x.masked_fill(~valid, math.inf).amin(1)).clamp(min=1e-12)
+    differs = (trained.means - converged.means).abs().amax(1) > VISIBLE_SHIFT * spread
+    rule = settings.rule if settings.rule in BOUNDARIES else "c"
+    sorted_x, order = x.masked_fill(~valid, math.inf).sort(1)  # the rules read sorted rows
+    sorted_valid = valid.gather(1, order)
+    sorted_x = sorted_x.masked_fill(~sorted_valid, 0.0)
+    labels = [separate(rule, sorted_x, sorted_valid, fit_gmm(sorted_x, sorted_valid, init=settings.gmm_init, tol=tol,
+                                                              max_iter=it))
+              for tol, it in ((settings.gmm_tol, settings.gmm_max_iter), (CONVERGED_TOL, CONVERGED_MAX_ITER))]
+    positives_differ = ((labels[0] != labels[1]) & sorted_valid).any(1)
+    return FitComparison(trained, converged, d, delta_bic, bimodal, differs, positives_differ, valid.sum(1))
+
+
+def fit_row(fit: GMMFit, row: int) -> dict[str, Tensor]:
+    """Row ``row`` of a batched fit as the ``{"means", "variances", "weights", "labels"}`` the plots take."""
+    return {k: getattr(fit, k)[row] for k in ("means", "variances", "weights", "labels", "n_iter")}
+
+
+# ---- exercises and the notebooks' claims ----------------------------------------------------------------
+#: ``PAA_CHECK_SOLUTIONS=1`` (the tests): an unanswered exercise is an error (the solution was injected).
+CHECK_SOLUTIONS_ENV = "PAA_CHECK_SOLUTIONS"
+
+
+class ExerciseError(AssertionError):
+    """A wrong answer (or, under ``PAA_CHECK_SOLUTIONS=1``, a missing one); the message gives a hint."""
+
+
+def _fast() -> bool:
+    return os.environ.get("PAA_FAST") == "1"
+
+
+def _same(answer: Any, expected: Any, rel_tol: float, abs_tol: float) -> bool:
+    if isinstance(expected, (Tensor, np.ndarray)) or isinstance(answer, (Tensor, np.ndarray)):
+        a = answer.detach().cpu().numpy() if isinstance(answer, Tensor) else np.asarray(answer)
+        b = expected.detach().cpu().numpy() if isinstance(expected, Tensor) else np.asarray(expected)
+        if a.shape != b.shape:
+            return False
+        if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+            return bool(np.allclose(a, b, rtol=rel_tol, atol=abs_tol, equal_nan=True))
+        return bool((a == b).all())
+    if isinstance(expected, bool) or isinstance(answer, bool):
+        return isinstance(answer, (bool, np.bool_)) and bool(answer) == bool(expected)
+    if isinstance(expected, (int, float)) and isinstance(answer, (int, float, np.integer, np.floating)):
+        return math.isclose(float(answer), float(expected), rel_tol=rel_tol, abs_tol=abs_tol)
+    if isinstance(expected, (set, frozenset)):
+        return isinstance(answer, (set, frozenset, list, tuple)) and set(answer) == set(expected)
+    if isinstance(expected, (list, tuple)):
+        return (isinstance(answer, (list, tuple)) and len(answer) == len(expected)
+                and all(_same(a, b, rel_tol, abs_tol) for a, b in zip(answer, expected)))
+    if isinstance(expected, Mapping):
+        return (isinstance(answer, Mapping) and set(answer) == set(expected)
+                and all(_same(answer[k], expected[k], rel_tol, abs_tol) for k in expected))
+    return answer == expected
+
+
+def check(exercise: str, answer: Any, expected: Any, *, hint: str, why: str = "", rel_tol: float = 1e-3,
+          abs_tol: float = 1e-6) -> None:
+    """Grade a student's ``answer`` of ``exercise`` against ``expected`` (a value, or a predicate).
+
+    * not answered yet (``answer`` is ``...`` or None): prints the hint — Run All goes on; under
+      ``PAA_CHECK_SOLUTIONS=1`` (the tests inject the hidden solutions) it raises instead;
+    * right (numbers within ``rel_tol`` / ``abs_tol``, tensors / arrays element-wise, sets as sets,
+      lists in order): prints "correct" and ``why``;
+    * wrong: raises :class:`ExerciseError` with the hint (never the expected value).
+    """
+    if answer is ... or answer is None:
+        if os.environ.get(CHECK_SOLUTIONS_ENV) == "1":
+            raise ExerciseError(f"{exercise}: no answer although {CHECK_SOLUTIONS_ENV}=1 (was the solution injected?)")
+        print(f"{exercise}: not answered yet — replace the ... above. Hint: {hint}")
+        return
+    ok = bool(expected(answer)) if callable(expected) else _same(answer, expected, rel_tol, abs_tol)
+    if not ok:
+        shown = repr(answer)
+        raise ExerciseError(f"{exercise}: {shown[:200]} is not right. Hint: {hint}")
+    print(f"{exercise}: correct ✓ {why}".rstrip())
+
+
+def expect(ok: bool, claim: str) -> None:
+    """A claim the notebook's text makes about a figure, with its numbers in ``claim``.
+
+    Printed with ✓ when it holds; when it does not: an ``AssertionError`` in the student setting (so a
+    regression fails CI), only a printed ✗ with ``PAA_FAST=1`` (a few iterations cannot show the paper's
+    figures).
+    """
+    if ok:
+        print(f"✓ {claim}")
+    elif _fast():
+        print(f"✗ (PAA_FAST=1: not asserted) {claim}")
+    else:
+        raise AssertionError(f"the notebook's claim does not hold: {claim}")
+
+
+def repository_root(start: str | Path | None = None) -> Path:
+    """The folder holding ``pyproject.toml`` (and ``benchmarks/``): above ``start`` (default: the current
+    folder), else the one this package was installed from."""
+    for base in (Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent):
+        for folder in (base, *base.parents):
+            if (folder / "pyproject.toml").is_file() and (folder / "paa_toolkit").is_dir():
+                return folder
+    return Path(__file__).resolve().parents[1]
+
+
 __all__ = [
-    "HeadView", "briefly_trained_run", "config_digest", "course_config", "course_run_dir", "head_outputs",
-    "is_complete", "load_run", "post_processing", "run_datasets", "scale_boxes",
+    "BIMODAL_D", "BIMODAL_MIN_COUNT", "CHECK_SOLUTIONS_ENV", "CONVERGED_MAX_ITER", "CONVERGED_TOL", "ExerciseError",
+    "FitComparison", "HeadView", "VISIBLE_SHIFT", "ashman_d", "bic_gain", "briefly_trained_run", "check", "compare_fits", "config_digest",
+    "course_config", "course_run_dir", "expect", "fit_row", "head_outputs", "is_complete", "load_run",
+    "post_processing", "repository_root", "run_datasets", "scale_boxes",
 ]

@@ -143,3 +143,49 @@ def test_post_processing_rejects_unknown_settings(tiny_model):
 def test_scale_boxes_maps_original_to_resized_pixels():
     boxes = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
     assert torch.equal(course.scale_boxes(boxes, (2.0, 0.5)), torch.tensor([[5.0, 40.0, 15.0, 80.0]]))
+
+
+# ---- the EM comparison and the exercise checks ------------------------------------------------------------
+def test_the_paper_start_stops_early_on_narrow_costs_and_the_converged_fit_separates_them():
+    # two clear groups 0.82-1.0 and 1.6-1.68 (a range well below the sigma = 1 of the paper's start)
+    costs = torch.tensor([[0.82, 0.85, 0.9, 0.93, 0.95, 1.0, 1.6, 1.62, 1.64, 1.66, 1.68]], dtype=torch.float64)
+    fits = course.compare_fits(costs, torch.ones_like(costs, dtype=torch.bool))
+    assert int(fits.trained.n_iter[0]) <= 5 and bool(fits.differs[0])
+    assert torch.allclose(fits.converged.means[0], torch.tensor([0.908, 1.64], dtype=torch.float64), atol=0.01)
+    assert bool(fits.bimodal[0]) and float(fits.d[0]) > course.BIMODAL_D
+
+
+def test_costs_from_one_gaussian_are_rarely_called_bimodal():
+    g = torch.Generator().manual_seed(0)
+    costs = torch.randn(300, 45, generator=g, dtype=torch.float64).sort(1).values
+    fits = course.compare_fits(costs, torch.ones_like(costs, dtype=torch.bool))
+    assert float(fits.bimodal.double().mean()) < 0.06  # D > 2 alone: ~60 %
+
+
+def test_check_prints_a_hint_when_unanswered_and_raises_on_a_wrong_answer(capsys, monkeypatch):
+    monkeypatch.delenv(course.CHECK_SOLUTIONS_ENV, raising=False)
+    course.check("Exercise 1", ..., 3, hint="count them")
+    assert "not answered yet" in capsys.readouterr().out
+    with pytest.raises(course.ExerciseError, match="count them"):
+        course.check("Exercise 1", 4, 3, hint="count them")
+    course.check("Exercise 1", 3.0001, 3, hint="count them")
+    course.check("Exercise 1", torch.tensor([1.0, 2.0]), [1.0, 2.0], hint="")
+    course.check("Exercise 1", ["b", "a"], {"a", "b"}, hint="")
+    course.check("Exercise 1", 7, lambda a: a > 5, hint="")
+    assert capsys.readouterr().out.count("correct") == 4
+
+
+def test_check_raises_when_unanswered_under_the_solution_check(monkeypatch):
+    monkeypatch.setenv(course.CHECK_SOLUTIONS_ENV, "1")
+    with pytest.raises(course.ExerciseError, match="injected"):
+        course.check("Exercise 2", None, 3, hint="")
+
+
+def test_expect_asserts_in_the_student_setting_and_only_reports_in_the_fast_one(capsys, monkeypatch):
+    monkeypatch.delenv("PAA_FAST", raising=False)
+    course.expect(True, "two components")
+    with pytest.raises(AssertionError, match="two components"):
+        course.expect(False, "two components")
+    monkeypatch.setenv("PAA_FAST", "1")
+    course.expect(False, "two components")
+    assert "not asserted" in capsys.readouterr().out

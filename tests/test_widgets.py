@@ -156,6 +156,16 @@ def test_changing_a_cluster_slider_resamples_the_costs_and_restarts_em():
     assert count_marks(ex.figures["comparison"].axes[1], "rug:positive") == sklearn_foreground
 
 
+def test_on_narrow_costs_the_explorer_shows_the_early_stop_and_the_converged_fit_beside_it():
+    # the paper's sigma = 1 start on two groups 0.7 apart, each of spread 0.05: tol 1e-3 stops at iteration 3
+    ex = gmm_explorer(fg_mean=0.9, fg_std=0.05, fg_count=15, bg_mean=1.6, bg_std=0.05, bg_count=20)
+    assert len(ex.history) - 1 == 3 and ex.converged_differs
+    assert len(ex.figures["comparison"].axes) == 3
+    assert "EM stopped after 3 iterations (tol 1e-3), converged after" in ex.status.value
+    ex.init.value = "data"  # the data-driven start separates the groups at once
+    assert not ex.converged_differs and len(ex.figures["comparison"].axes) == 2
+
+
 # ---- voting explorer ----
 
 CANDIDATES = {

@@ -1,0 +1,62 @@
+"""paa_toolkit.ablation.results: the committed measured grids, a fresh local grid in their place, and the
+verdicts of the paper's orderings against the seed-to-seed noise."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from paa_toolkit.ablation.grid import TABLES
+from paa_toolkit.ablation.results import compare, load_table, markdown, read_table
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "benchmarks" / "results"
+GRIDS = [("1R", "small"), ("1R", "medium"), ("baselines", "small"), ("baselines", "medium"), ("1L", "small"),
+         ("4", "small")]
+
+
+@pytest.mark.parametrize("table,budget", GRIDS, ids=[f"{t}-{b}" for t, b in GRIDS])
+def test_committed_grid_names_its_date_machine_command_and_has_every_row_of_the_table(table, budget):
+    result = read_table(COMMITTED / f"table_{table}_{budget}.json")
+    assert result.measured_on and result.machine and result.command and result.noise_AP
+    assert [r.config for r in result.rows] == [r.config for r in TABLES[table].rows]
+    assert all(r.mean["AP"] is not None and r.num_seeds == result.seeds for r in result.rows)
+
+
+def test_a_difference_within_the_noise_is_unresolved_and_beyond_it_holds_or_is_reversed():
+    small = load_table("1R", "small", committed=COMMITTED)
+    assert compare(small, "paa_noaux", "iou_assign").verdict == "holds"  # +0.008 against a std of 0.004
+    assert compare(small, "paa_ioupred", "paa_centerness").verdict == "unresolved"  # -0.001
+    assert compare(small, "atss_ioupred", "atss_centerness").verdict == "reversed"  # -0.007 against 0.006
+    c = compare(small, "paa_ioupred", "atss_ioupred")  # -0.004 exactly at the noise: not "reversed" by rounding
+    assert (c.diff, c.verdict) == (-0.004, "unresolved")
+
+
+def test_one_seed_rows_take_the_stated_noise():
+    medium = load_table("1R", "medium", committed=COMMITTED)
+    assert compare(medium, "paa_ioupred", "paa_centerness").noise == medium.noise_AP == 0.01
+
+
+def test_a_complete_local_grid_replaces_the_committed_one_and_an_unfinished_one_does_not(tmp_path):
+    committed = tmp_path / "results"
+    committed.mkdir()
+    (committed / "table_1R_small.json").write_text((COMMITTED / "table_1R_small.json").read_text())
+    local = tmp_path / "runs" / "small" / "table_1R.json"
+    local.parent.mkdir(parents=True)
+    rows = [{"cells": list(r.cells), "config": r.config, "paper": None, "status": "ok",
+             "seeds": [{"state": "complete", "AP": 0.5}], "mean": {"AP": 0.5}, "std": {"AP": None}}
+            for r in TABLES["1R"].rows]
+    local.write_text(json.dumps({"table": "1R", "budget": "small", "seeds": 1, "rows": rows}))
+    fresh = load_table("1R", "small", committed=committed, runs=tmp_path / "runs")
+    assert fresh.fresh and fresh.source == local and fresh.rows[0].num_seeds == 1
+    rows[0]["status"] = "pending"
+    local.write_text(json.dumps({"table": "1R", "budget": "small", "seeds": 1, "rows": rows}))
+    assert not load_table("1R", "small", committed=committed, runs=tmp_path / "runs").fresh
+    assert load_table("4", "medium", committed=committed) is None
+
+
+def test_markdown_shows_the_seed_spread_only_for_several_seeds():
+    text = markdown(load_table("1R", "small", committed=COMMITTED))
+    assert "| PAA · IoU pred. | 0.014 ± 0.000 |" in text
+    assert "| FSR (> 0.3) | 0.000 |" in markdown(load_table("1L", "small", committed=COMMITTED))
