@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .cli import HelpFormatter, add_override_arguments, config_from_namespace, run_cli
 from .data.build import dataset_paths
