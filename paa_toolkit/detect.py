@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.score_thresh <= 1:
         parser.error(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
-    if device_name_problem(args.device):
-        parser.error(f"device: {device_name_problem(args.device)}")
+    problem = device_name_problem(getattr(args, "device", "auto"))  # --device is only set when given
+    if problem:
+        parser.error(f"device: {problem}")
 
     def work() -> None:
         images = {path: load_image(path) for path in args.images}  # fail on a bad path before loading the model

@@ -139,8 +139,8 @@ def test_detect_cli_never_writes_two_images_to_one_output(synthetic_root, refere
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
     assert written == ["a/x.png", "b/x.jpg.png", "b/x.png.png"]  # mirrored; suffix kept where stems clash
     assert len({(out / w).read_bytes() for w in written}) == 3  # three different drawings
-    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [str(out / w) for w in
-                                                                                       ("a/x.png", "b/x.png.png", "b/x.jpg.png")]
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == [str(out / w) for w in ("a/x.png", "b/x.png.png", "b/x.jpg.png", "detections.json")]
 
 
 # ---- --help ---------------------------------------------------------------------------------------
