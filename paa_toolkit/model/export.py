@@ -9,7 +9,8 @@ size, normalisation, padding), the network, the box decoding and :func:`~.postpr
 — the function eager inference runs — with score voting (Eq. 9–10) when ``inference.score_voting``.
 It is traced by ``torch.onnx.export(..., dynamo=False)`` at opset 17, the exporter torchvision's
 detection models export with (``torchvision.ops.nms`` becomes ONNX ``NonMaxSuppression``); the
-``torch.export``-based exporter stops at the data-dependent NMS, for torchvision's FCOS as well.
+``torch.export``-based exporter stops at the data-dependent sizes of the post-processing (at NMS
+for torchvision's FCOS as well).
 
 What differs from eager PyTorch (``tests/test_export.py`` bounds it on several images and two sizes):
 
