@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
+    @torch.no_grad()
     def work() -> None:
-        torch.set_grad_enabled(False)
         path, state = resolve_checkpoint(args.checkpoint)
         base = TrainConfig.from_dict(state["config"])
         base.model.backbone_weights = None  # not needed: the checkpoint holds every weight
