@@ -72,24 +72,30 @@ def default_check_images(cfg: TrainConfig, category_ids: list[int], count: int =
         return [torch.rand(3, 240, 320, generator=g) for _ in range(count)]
 
 
-def compare(model, session, images: list[torch.Tensor]) -> list[dict[str, float]]:
-    """Eager PyTorch against ONNX Runtime on each image: detection differences and one timed run each."""
+def compare(model, session, images: list[torch.Tensor], repeats: int = 1) -> list[dict[str, float]]:
+    """Eager PyTorch against ONNX Runtime on each image: detection differences, and the median time of
+    ``repeats`` runs of each after one warm-up run (the first call at a size allocates)."""
     rows = []
     for image in images:
-        with torch.no_grad():
-            model([image])  # warm-up: the first call of a size allocates
-            start = time.perf_counter()
-            (eager,) = model([image])
-            eager_ms = 1000 * (time.perf_counter() - start)
         feed = {"image": image.numpy()}
-        session.run(None, feed)
-        start = time.perf_counter()
+        with torch.no_grad():
+            (eager,) = model([image])
+            eager_ms = _median_ms(lambda: model([image]), repeats)
         boxes, scores, labels = session.run(None, feed)
-        onnx_ms = 1000 * (time.perf_counter() - start)
+        onnx_ms = _median_ms(lambda: session.run(None, feed), repeats)
         actual = {"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores), "labels": torch.from_numpy(labels)}
         rows.append({"height": image.shape[-2], "width": image.shape[-1], **detection_difference(eager, actual),
                      "eager_ms": eager_ms, "onnx_ms": onnx_ms})
     return rows
+
+
+def _median_ms(run, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(1000 * (time.perf_counter() - start))
+    return sorted(times)[len(times) // 2]
 
 
 def format_rows(rows: list[dict[str, float]]) -> str:
@@ -105,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
+    @torch.no_grad()
     def work() -> None:
-        torch.set_grad_enabled(False)
         path, state = resolve_checkpoint(args.checkpoint)
         base = TrainConfig.from_dict(state["config"])
         base.model.backbone_weights = None  # not needed: the checkpoint holds every weight

@@ -99,6 +99,7 @@ def test_export_cli_writes_and_validates_an_onnx_file(reference_run, tmp_path, c
 
     out = tmp_path / "paa.onnx"
     assert main([str(reference_run[0]), "--out", str(out), "--test.score_thresh", "0"]) == 0
+    assert torch.is_grad_enabled()  # the command leaves the process as it found it
     text = capsys.readouterr().out
     assert "passes onnx.checker" in text and "same detections within" in text
     assert len([line for line in text.splitlines() if "×" in line]) == 4  # 2 images × 2 sizes

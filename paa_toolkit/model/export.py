@@ -9,17 +9,18 @@ size, normalisation, padding), the network, the box decoding and :func:`~.postpr
 — the function eager inference runs — with score voting (Eq. 9–10) when ``inference.score_voting``.
 It is traced by ``torch.onnx.export(..., dynamo=False)`` at opset 17, the exporter torchvision's
 detection models export with (``torchvision.ops.nms`` becomes ONNX ``NonMaxSuppression``); the
-``torch.export``-based exporter stops at the data-dependent NMS, for torchvision's FCOS as well.
+``torch.export``-based exporter stops at the data-dependent sizes of the post-processing (at NMS
+for torchvision's FCOS as well).
 
 What differs from eager PyTorch (``tests/test_export.py`` bounds it on several images and two sizes):
 
-* NMS runs in float32 (ONNX ``NonMaxSuppression`` takes no float64); eager uses float64 so that the
-  class offsets of ``batched_nms`` stay exact. Only boxes whose IoU lies within ~1e-6 of
-  ``nms_thresh`` can be decided differently.
+* NMS runs in float32 (ONNX ``NonMaxSuppression`` takes no float64: torchvision's exporter casts);
+  eager uses float64 so that the class offsets of ``batched_nms`` stay exact. Only boxes whose IoU
+  lies within ~1e-6 of ``nms_thresh`` can be decided differently.
 * Score voting lets every candidate column vote (padding has weight 0) instead of cutting the IoU
   matrix to the most valid candidates of an image: the same result, summed in another order.
-* The resize is ONNX ``Resize`` (bilinear, half-pixel) on the scale factor torchvision computes: a
-  few grey levels on some pixels of some sizes, hence scores and boxes equal to ~1e-4, not bit for bit.
+* The resize is ONNX ``Resize`` (bilinear, half-pixel) to the output size eager PyTorch computes
+  (in float64, in the graph): pixels agree to ~3e-7, so scores agree to ~1e-6 and boxes to ~1e-3 px.
 * Test-time augmentation (``inference.tta_scales``) is not exported: :class:`ExportableDetector`
   refuses a model that has it.
 """
