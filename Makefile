@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast notebooks benchmark gpu-check venv clean
+.PHONY: demo course test test-fast notebooks benchmark gpu-check venv clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): requirements.txt requirements-notebooks.txt pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m paa_toolkit.train
+
+# The course notebooks' detector (~5 min on 2 idle cores the first time, then cached): prints where it is
+course: $(STAMP)
+	$(PY) -m paa_toolkit.course
 
 test: $(STAMP)
 	$(PY) -m pytest -q

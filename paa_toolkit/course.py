@@ -18,21 +18,25 @@ reused; an interrupted one is resumed (``resume="auto"``), a finished but unusab
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .assign.boundaries import BOUNDARIES, separate
+from .assign.boundaries import BOUNDARIES, boundary_cost, separate
 from .assign.config import AssignConfig
+from .assign.stats import size_class
 from .assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, GMMFit, fit_gmm
 from .data.build import build_datasets
 from .data.synthetic import default_cache_dir
@@ -184,6 +188,20 @@ def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
     )
 
 
+@torch.no_grad()
+def detections_from_view(model: nn.Module, view: HeadView) -> dict[str, Tensor]:
+    """The model's detections of one image from its :class:`HeadView` — post-processing only, with the
+    model's current test-time settings (:func:`post_processing` changes them), boxes in original-image
+    pixels. The same as ``model([image])[0]`` without running the network again: notebooks compare
+    several settings on one forward pass per image."""
+    det = model.postprocess(SimpleNamespace(cls_logits=view.cls_logits[None], aux_logits=None if view.aux_logits is None
+                                            else view.aux_logits[None]),
+                            view.anchors, view.pred_boxes[None], [tuple(view.image.shape[-2:])],
+                            model.inference.score_voting)[0]
+    sy, sx = view.scale
+    return {**det, "boxes": det["boxes"] / det["boxes"].new_tensor([sx, sy, sx, sy])}
+
+
 def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
     """Original-image boxes ``[N, 4]`` → resized-image boxes (``scale = (sy, sx)`` of a :class:`HeadView`)."""
     sy, sx = scale
@@ -268,6 +286,69 @@ def compare_fits(costs: Tensor, valid: Tensor, settings: AssignConfig | None = N
               for tol, it in ((settings.gmm_tol, settings.gmm_max_iter), (CONVERGED_TOL, CONVERGED_MAX_ITER))]
     positives_differ = ((labels[0] != labels[1]) & sorted_valid).any(1)
     return FitComparison(trained, converged, d, delta_bic, bimodal, differs, positives_differ, valid.sum(1))
+
+
+#: GTs with fewer candidates are not judged bimodal or not (too few points for two Gaussians and a BIC).
+MIN_CANDIDATES_TO_JUDGE = 10
+
+
+@dataclass
+class TracedGTs:
+    """Every GT of an assignment snapshot (one row per GT, as its diagnostics) with both EM fits."""
+
+    image: Tensor  # [G] image of the snapshot
+    gt: Tensor  # [G] GT index in its image
+    area: Tensor  # [G] box area in the resized image
+    size: Tensor  # [G] COCO size: 0 small (< 32²), 1 medium (< 96²), 2 large
+    num_candidates: Tensor  # [G]
+    fits: FitComparison
+
+    @property
+    def judged(self) -> Tensor:
+        """GTs with at least :data:`MIN_CANDIDATES_TO_JUDGE` candidates."""
+        return self.num_candidates >= MIN_CANDIDATES_TO_JUDGE
+
+    def summary(self) -> dict[str, float]:
+        """Over the judged GTs: how many, the fraction with clearly bimodal costs, with an early-stopped
+        (visibly different) training fit, with other positives under the converged fit; the median EM
+        iterations of both fits."""
+        j = self.judged
+        f = self.fits
+        frac = lambda flag: float(flag[j].double().mean()) if j.any() else math.nan
+        return {"gts": int(len(j)), "judged": int(j.sum()), "bimodal": frac(f.bimodal), "differs": frac(f.differs),
+                "positives_differ": frac(f.positives_differ),
+                "em_iterations": float(f.trained.n_iter[j].double().median()) if j.any() else math.nan,
+                "converged_iterations": float(f.converged.n_iter[j].double().median()) if j.any() else math.nan}
+
+
+def traced_gts(snapshot: Any) -> TracedGTs:
+    """The GTs of a trace snapshot (``<run>/trace/iter_*.pt``) and :func:`compare_fits` of their costs
+    under the snapshot's own assignment settings."""
+    d = snapshot.diagnostics
+    fits = compare_fits(d.candidate_cost, d.candidate_valid, getattr(snapshot, "settings", None))
+    area = d.gt_area if d.gt_area is not None else torch.full_like(d.candidate_cost[:, 0], math.nan)
+    return TracedGTs(d.image_index, d.gt_index, area, size_class(area), d.candidate_valid.sum(1), fits)
+
+
+def gt_fits(costs: Tensor, settings: AssignConfig | None = None, rule: str | None = None) -> dict[str, dict[str, Any]]:
+    """One GT's candidate costs ``[n]`` fitted as training did (``"trained"``) and run to convergence
+    (``"converged"``), each separated with ``rule`` (default: the settings' rule; Fig. 3 (c) for a non-GMM
+    rule). Per fit: ``fit`` (a :class:`GMMFit` with one row), ``labels`` ``[n]`` in the order of the sorted
+    costs, ``boundary`` (the last positive's cost), ``n_iter``, ``positives``, ``ignored``.
+    """
+    settings = settings or AssignConfig()
+    rule = rule or (settings.rule if settings.rule in BOUNDARIES else "c")
+    row = costs.double().sort().values[None]
+    ok = torch.ones_like(row, dtype=torch.bool)
+    out = {}
+    for name, tol, max_iter in (("trained", settings.gmm_tol, settings.gmm_max_iter),
+                                ("converged", CONVERGED_TOL, CONVERGED_MAX_ITER)):
+        fit = fit_gmm(row, ok, init=settings.gmm_init, tol=tol, max_iter=max_iter)
+        labels = separate(rule, row, ok, fit)
+        out[name] = {"fit": fit, "labels": labels[0], "boundary": float(boundary_cost(row, labels)[0]),
+                     "n_iter": int(fit.n_iter[0]), "positives": int((labels == 1).sum()),
+                     "ignored": int((labels == -1).sum())}
+    return out
 
 
 def fit_row(fit: GMMFit, row: int) -> dict[str, Tensor]:
@@ -359,9 +440,44 @@ def repository_root(start: str | Path | None = None) -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m paa_toolkit.course`` (``make course``): train the course detector, or find it cached;
+    print where it is, how long it took, its AP and how bimodal its GTs' candidate costs are."""
+    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.course", description=main.__doc__)
+    parser.add_argument("--fast", action="store_true", help="the PAA_FAST=1 setting instead of the student one")
+    parser.add_argument("--cache-dir", help="cache folder (default: $PAA_TOOLKIT_CACHE or ~/.cache/paa_toolkit)")
+    args = parser.parse_args(argv)
+    cfg = course_config(args.fast)
+    run_dir = course_run_dir(cfg, args.cache_dir)
+    cached = is_complete(run_dir)
+    print(f"course detector ({'fast' if args.fast else 'student'} setting): {run_dir}")
+    start = time.perf_counter()
+    briefly_trained_run(args.fast, cache_dir=args.cache_dir, progress=True)
+    took = time.perf_counter() - start
+    final = json.loads((run_dir / FINAL_METRICS).read_text())
+    print("found in the cache, nothing trained" if cached else
+          f"trained in {took / 60:.1f} min ({cfg.solver.max_iters} iterations, then the final evaluation)")
+    print(f"AP {final['AP']:.3f}, AP50 {final['AP50']:.3f}, AP75 {final['AP75']:.3f} on {cfg.data.synthetic_num_val} "
+          f"validation images; IoU-prediction error on true positives {final.get('iou_error_tp', math.nan):.3f}")
+    traces = sorted((run_dir / "trace").glob("iter_*.pt"))
+    if traces:
+        snapshot = torch.load(traces[-1], map_location="cpu", weights_only=False)["snapshot"]
+        s = traced_gts(snapshot).summary()
+        print(f"last trace: {s['gts']} GTs, {s['judged']} with >= {MIN_CANDIDATES_TO_JUDGE} candidates, of which "
+              f"{100 * s['bimodal']:.0f} % have clearly bimodal costs (BIC, Ashman's D > {BIMODAL_D:g}) and "
+              f"{100 * s['differs']:.0f} % an EM fit that stopped early (median {s['em_iterations']:.0f} vs "
+              f"{s['converged_iterations']:.0f} iterations)")
+    print("open the notebooks: jupyter lab notebooks/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
 __all__ = [
     "BIMODAL_D", "BIMODAL_MIN_COUNT", "CHECK_SOLUTIONS_ENV", "CONVERGED_MAX_ITER", "CONVERGED_TOL", "ExerciseError",
-    "FitComparison", "HeadView", "VISIBLE_SHIFT", "ashman_d", "bic_gain", "briefly_trained_run", "check", "compare_fits", "config_digest",
-    "course_config", "course_run_dir", "expect", "fit_row", "head_outputs", "is_complete", "load_run",
-    "post_processing", "repository_root", "run_datasets", "scale_boxes",
+    "FitComparison", "HeadView", "MIN_CANDIDATES_TO_JUDGE", "TracedGTs", "VISIBLE_SHIFT", "ashman_d", "bic_gain", "briefly_trained_run", "check", "compare_fits", "config_digest",
+    "course_config", "course_run_dir", "detections_from_view", "expect", "fit_row", "gt_fits", "head_outputs", "is_complete", "load_run",
+    "post_processing", "repository_root", "run_datasets", "scale_boxes", "traced_gts",
 ]

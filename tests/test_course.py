@@ -113,6 +113,17 @@ def test_head_outputs_reproduce_the_models_own_detections(tiny_model):
     assert torch.allclose(ours["scores"], theirs["scores"], atol=1e-6)
 
 
+def test_detections_from_a_head_view_are_the_models_own_under_every_setting(tiny_model):
+    model, val = tiny_model
+    image, _ = val[0]
+    view = course.head_outputs(model, image)
+    for settings in ({"unified_score": False, "score_voting": False}, {"unified_score": True, "score_voting": True}):
+        with course.post_processing(model, score_thresh=0.005, **settings), torch.no_grad():
+            ours, theirs = course.detections_from_view(model, view), model([image])[0]
+        assert len(theirs["boxes"]) > 0 and torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-4)
+        assert torch.allclose(ours["scores"], theirs["scores"], atol=1e-6)
+
+
 def test_head_outputs_rejects_an_image_without_three_channels(tiny_model):
     model, _ = tiny_model
     with pytest.raises(ValueError, match=r"\[3, H, W\]"):
@@ -189,3 +200,15 @@ def test_expect_asserts_in_the_student_setting_and_only_reports_in_the_fast_one(
     monkeypatch.setenv("PAA_FAST", "1")
     course.expect(False, "two components")
     assert "not asserted" in capsys.readouterr().out
+
+
+def test_traced_gts_summarise_a_snapshot_and_gt_fits_reproduce_its_labels():
+    from paa_toolkit.widgets.compute import random_snapshot
+
+    snap = random_snapshot(0, topk=4)
+    traced = course.traced_gts(snap)
+    assert len(traced.image) == int(snap.gt_valid.sum()) and traced.summary()["gts"] == len(traced.image)
+    row = snap.diagnostics.for_gt(0)
+    fits = course.gt_fits(row["candidate_cost"], snap.settings)
+    assert torch.equal(fits["trained"]["labels"], row["candidate_label"])
+    assert fits["converged"]["n_iter"] >= fits["trained"]["n_iter"]

@@ -78,10 +78,32 @@ def test_boundaries_figure_has_one_panel_per_rule_with_the_library_positive_coun
     fit = fit_gmm(row, valid)
     for ax, method in zip(fig.axes, methods):
         labels = separate(method, row, valid, fit, fnp_num=3, fsr_thresh=0.3)
-        assert ax.get_title().endswith(f": {int((labels == 1).sum())} positives"), method
+        ignored = int((labels == -1).sum())
+        assert ax.get_title().endswith(f": {int((labels == 1).sum())} positives" + (f", {ignored} ignored" if ignored else "")), method
         assert count_marks(ax, "rug:positive") == int((labels == 1).sum()), method
         (line,) = find_artists(ax, "boundary")
-        assert line.get_xdata()[0] == pytest.approx(float(boundary_cost(row, labels)[0])), method
+        expected = float(fit.means[0].mean()) if method == "d" else float(boundary_cost(row, labels)[0])
+        assert line.get_xdata()[0] == pytest.approx(expected), method  # (d) cuts at the midpoint of the means
+    (negatives,) = find_artists(fig.axes[1], "boundary:negatives")  # (b): where the negatives start again
+    labels_b = separate("b", row, valid, fit)[0]
+    first_negative = int(((labels_b == 0) & (torch.arange(row.shape[1]) > (labels_b == -1).nonzero().max())).nonzero()[0])
+    assert negatives.get_xdata()[0] == pytest.approx(float(row[0, first_negative]))
+
+
+def test_cost_histogram_draws_a_second_fit_dotted():
+    row = COSTS.sort().values[None]
+    valid = torch.ones_like(row, dtype=torch.bool)
+    fig = plot_cost_histogram(COSTS, fit_gmm(row, valid, max_iter=1), converged=fit_gmm(row, valid, tol=1e-6))
+    (line,) = find_artists(fig, "gmm:converged")
+    assert line.get_linestyle() == ":" and "run to convergence" in line.get_label()
+
+
+def test_assignment_zoom_shows_the_gt_region_only():
+    gt = torch.tensor([[100.0, 100.0, 140.0, 150.0]])
+    anchors = torch.tensor([[90.0, 90.0, 150.0, 160.0]])
+    fig = plot_assignment(torch.zeros(3, 256, 256, dtype=torch.uint8), gt, anchors, torch.tensor([1]), zoom=True)
+    x0, x1 = fig.axes[0].get_xlim()
+    assert 60 < x0 < 100 and 140 < x1 < 190
 
 
 def test_em_steps_has_one_panel_per_iteration():

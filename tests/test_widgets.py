@@ -4,6 +4,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest
+import re
+
 import torch
 
 pytest.importorskip("ipywidgets")
@@ -203,3 +205,11 @@ def test_library_score_voting_moves_a_box_towards_its_overlapping_candidates():
     voted = after["boxes"][0]
     assert (voted >= CANDIDATES["boxes"][0] - 1e-4).all() and (voted <= CANDIDATES["boxes"][1] + 1e-4).all()
     assert voted[0] > CANDIDATES["boxes"][0, 0]  # the second candidate pulled it to the right
+
+
+def test_assignment_explorer_starts_on_the_given_gt_and_reports_both_em_fits():
+    snap = random_snapshot(0, with_logits=True)
+    ex = assignment_explorer(snap, image=1, gt=0)
+    assert (ex.image.value, ex.gt.value) == (1, 0)
+    assert ex.label.value == f"positives: {int((snap.matched_gt[1] == 0).sum())}"
+    assert re.search(r"EM \d+ iterations \(run to convergence: \d+", ex.status.value)

@@ -132,6 +132,7 @@ def plot_assignment(
     anchor_boxes: Sequence[int] = (1,),
     pred_for: Sequence[int] = (1,),
     title: str | None = None,
+    zoom: bool = False,
     figsize: tuple[float, float] = (5.5, 5.5),
 ) -> Figure:
     """Fig. 4 (a): an image, its GT boxes, and anchors coloured positive / negative candidate / ignored.
@@ -143,6 +144,8 @@ def plot_assignment(
         labels: ``[N]`` 1 positive, 0 negative, -1 ignored (as :func:`~paa_toolkit.assign.boundaries.separate`).
         pred_boxes: ``[N, 4]`` each anchor's predicted box, drawn dashed for the labels in ``pred_for``.
         anchor_boxes: the labels whose anchors' boxes are drawn (thin) besides their centre dots.
+        zoom: show only the region of the GT boxes, the anchor centres and the drawn predicted boxes
+            (a square with a margin, as the paper's crops), not the whole image.
 
     Artists (gid): ``"gt"``; per label name ``"centers:<name>"`` (one dot per anchor),
     ``"anchors:<name>"`` (one box per anchor); ``"pred:<name>"`` for the predicted boxes.
@@ -172,7 +175,17 @@ def plot_assignment(
                           zorder=3, label=f"{name} ({int(keep.sum())})")
         dots.set_gid(f"centers:{name}")
     ax.add_collection(box_collection(gt, GT_COLOR, "gt", linewidths=2.0, zorder=4))
-    ax.legend(loc="lower right", fontsize="small", framealpha=0.7)
+    if zoom:
+        shown = [gt, np.concatenate([centers, centers], axis=1)]
+        if pred is not None:
+            shown.append(pred[np.isin(lab, list(pred_for))])
+        region = np.concatenate([b for b in shown if len(b)])
+        (x0, y0), (x1, y1) = region[:, :2].min(0), region[:, 2:].max(0)
+        half = max(x1 - x0, y1 - y0) * 0.6 + 4
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        ax.set_xlim(cx - half, cx + half)
+        ax.set_ylim(cy + half, cy - half)
+    ax.legend(loc="best", fontsize="small", framealpha=0.7)
     if title:
         ax.set_title(title)
     return fig
@@ -227,6 +240,7 @@ def plot_snapshot(
     assignment: Any = None,
     show_pred: bool = True,
     title: str | None = None,
+    zoom: bool = False,
     figsize: tuple[float, float] = (5.5, 5.5),
 ) -> Figure:
     """Fig. 4 (a) / Fig. 7 for an :class:`~paa_toolkit.model.detector.AssignmentSnapshot` (a trainer trace).
@@ -243,7 +257,7 @@ def plot_snapshot(
     return plot_assignment(
         images[image_index] if images is not None and len(images) > image_index else None,
         view["gt_boxes"], view["boxes"], view["labels"], view["pred_boxes"] if show_pred else None,
-        ax=ax, title=title, figsize=figsize,
+        ax=ax, title=title, zoom=zoom, figsize=figsize,
     )
 
 

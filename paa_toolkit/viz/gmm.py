@@ -78,6 +78,7 @@ def plot_cost_histogram(
     title: str | None = None,
     label_names: Mapping[int, str] | None = None,
     legend: bool = True,
+    converged: GMMFit | Mapping[str, Any] | None = None,
     figsize: tuple[float, float] = (6.4, 3.4),
 ) -> Figure:
     """Fig. 1 / Fig. 3: one GT's candidate costs, the two weighted Gaussians, their mixture, the boundary.
@@ -90,6 +91,8 @@ def plot_cost_histogram(
         boundary: x of the vertical boundary line (e.g. :func:`~paa_toolkit.assign.boundaries.boundary_cost`).
         label_names: legend names of the labels (default positive / negative / ignored).
         legend: draw the legend (outside the axes, on the right).
+        converged: a second fit of the same costs (e.g. the EM run to convergence where training's
+            stopped early), its mixture drawn dotted in grey (gid ``"gmm:converged"``).
 
     The bar heights add up to ``n``; the rug has one mark per candidate (gid ``"rug:<label name>"``).
     """
@@ -133,6 +136,13 @@ def plot_cost_histogram(
             line.set_gid(f"gmm:{name}")
         line, = ax.plot(grid, dens.sum(0), color="black", lw=1.8, label="mixture P(a), Eq. (4)")
         line.set_gid("gmm:mixture")
+    if converged is not None:
+        means, variances, weights = mixture_params(converged)
+        grid = np.linspace(edges[0], edges[-1], 400)
+        dens = component_densities(grid, means, variances, weights).sum(0) * x.size * (edges[1] - edges[0])
+        text = ", ".join(f"m={m:.2f} σ={math.sqrt(v):.2f}" for m, v in zip(means, variances))
+        line, = ax.plot(grid, dens, color="0.35", lw=1.6, ls=":", label=f"run to convergence: {text}")
+        line.set_gid("gmm:converged")
     if boundary is not None and math.isfinite(boundary):
         line = ax.axvline(boundary, color="tab:red", lw=1.5, label=f"boundary {boundary:.2f}")
         line.set_gid("boundary")
@@ -147,16 +157,20 @@ def plot_cost_histogram(
 
 def separation_results(
     costs: Any, rules: Sequence[str] = BOUNDARIES, *, fnp_num: int = 10, fsr_thresh: float = 0.2,
+    fit_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, GMMFit, dict[str, tuple[np.ndarray, float]]]:
-    """One GT's costs sorted, its GMM fit and, per rule, (labels, boundary cost) from the library's rules."""
+    """One GT's costs sorted, its GMM fit (``fit_gmm(**fit_kwargs)``) and, per rule, (labels, boundary)
+    from the library's rules. The boundary is the last positive's cost, except for (d): the midpoint
+    of the two means, where that rule cuts."""
     x = np.sort(_costs_1d(costs))
     row = torch.as_tensor(x, dtype=torch.float64)[None]
     valid = torch.ones_like(row, dtype=torch.bool)
-    fit = fit_gmm(row, valid)
+    fit = fit_gmm(row, valid, **(fit_kwargs or {}))
     results = {}
     for rule in rules:
         labels = separate(rule, row, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-        results[rule] = (labels[0].numpy(), float(boundary_cost(row, labels)[0]))
+        boundary = float(fit.means[0].mean()) if rule == "d" else float(boundary_cost(row, labels)[0])
+        results[rule] = (labels[0].numpy(), boundary)
     return x, fit, results
 
 
@@ -166,30 +180,41 @@ def plot_boundaries(
     *,
     fnp_num: int = 10,
     fsr_thresh: float = 0.2,
+    fit_kwargs: Mapping[str, Any] | None = None,
     figsize_per_panel: tuple[float, float] = (4.0, 3.2),
 ) -> Figure:
     """Fig. 3: the same GT's candidates separated by each rule (a)–(d) (add "fnp", "fsr" to ``rules``).
 
-    One GMM fit (:func:`~paa_toolkit.assign.gmm.fit_gmm`) shared by all panels; each panel colours the
-    positives / ignored / negatives of its rule (:func:`~paa_toolkit.assign.boundaries.separate`) and
-    draws its boundary (the last positive's cost). Panel titles give the number of positives.
+    One GMM fit (:func:`~paa_toolkit.assign.gmm.fit_gmm` with ``fit_kwargs``, e.g. ``tol``) shared by
+    all panels; each panel colours the positives / ignored / negatives of its rule
+    (:func:`~paa_toolkit.assign.boundaries.separate`) and draws its boundary: the last positive's cost,
+    for (d) the midpoint of the means, for (b) also the first negative after the ignored zone (dashed,
+    gid ``"boundary:negatives"``). Panel titles give the numbers of positives and ignored.
     """
-    x, fit, results = separation_results(costs_1d, rules, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
+    x, fit, results = separation_results(costs_1d, rules, fnp_num=fnp_num, fsr_thresh=fsr_thresh,
+                                         fit_kwargs=fit_kwargs)
     fig = Figure(figsize=(figsize_per_panel[0] * len(rules), figsize_per_panel[1]), layout="constrained")
     axes = fig.subplots(1, len(rules), sharey=True, squeeze=False)[0]
     for ax, rule in zip(axes, rules):
         labels, boundary = results[rule]
         name = SEPARATION_TITLES.get(rule, rule)
         name = f"FNP({fnp_num})" if rule == "fnp" else f"FSR(>{fsr_thresh:g})" if rule == "fsr" else name
-        plot_cost_histogram(x, fit if rule in BOUNDARIES else None, labels, boundary, ax=ax,
-                            title=f"{name}: {int((labels == 1).sum())} positives", legend=False)
+        ignored = int((labels == -1).sum())
+        title = f"{name}: {int((labels == 1).sum())} positives" + (f", {ignored} ignored" if ignored else "")
+        plot_cost_histogram(x, fit if rule in BOUNDARIES else None, labels, boundary, ax=ax, title=title, legend=False)
+        ax.title.set_fontsize("small")
+        if rule == "b" and ignored:  # negatives start at the background peak, after the ignored zone
+            after = np.nonzero((labels == 0) & (np.arange(len(x)) > np.nonzero(labels == -1)[0].max()))[0]
+            if after.size:
+                ax.axvline(float(x[after[0]]), color="tab:red", lw=1.2, ls="--", gid="boundary:negatives")
     axes[0].text(0.98, 0.95, _params_text(fit), transform=axes[0].transAxes, ha="right", va="top",
                  fontsize="x-small", bbox=dict(facecolor="white", alpha=0.7, lw=0))
     handles = [Patch(color=LABEL_COLORS[v], alpha=0.75, label=LABEL_NAMES[v]) for v in (1, -1, 0)] + [
         Line2D([], [], color=COMPONENT_COLORS[0], ls="--", label="foreground Gaussian"),
         Line2D([], [], color=COMPONENT_COLORS[1], ls="--", label="background Gaussian"),
         Line2D([], [], color="black", label="mixture P(a), Eq. (4)"),
-        Line2D([], [], color="tab:red", label="boundary (last positive)")]
+        Line2D([], [], color="tab:red", label="boundary: last positive; (d) midpoint of the means"),
+        Line2D([], [], color="tab:red", ls="--", label="(b): first negative after the ignored")]
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     return fig
 
@@ -235,6 +260,31 @@ def plot_em_steps(
     return fig
 
 
+def plot_cost_panels(
+    costs: Any, panels: Mapping[str, tuple[Any, Any, float | None]], *, figsize_per_panel=(4.6, 3.3),
+) -> Figure:
+    """The same GT's costs under several fits, one panel each: ``{title: (fit, labels, boundary)}``.
+
+    E.g. Fig. 1 with the fit training used and the same EM run to convergence side by side; each panel
+    colours the labels its fit gives (positive / ignored / negative) and lists the fit's parameters.
+    """
+    x = _costs_1d(costs)
+    fig = Figure(figsize=(figsize_per_panel[0] * len(panels) + 2.2, figsize_per_panel[1]), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
+    for ax, (title, (fit, labels, boundary)) in zip(axes, panels.items()):
+        plot_cost_histogram(x, fit, labels, boundary, ax=ax, title=title, legend=False)
+        ax.text(0.98, 0.95, _params_text(fit), transform=ax.transAxes, ha="right", va="top", fontsize="x-small",
+                bbox=dict(facecolor="white", alpha=0.7, lw=0))
+        ax.title.set_fontsize("small")
+    handles = [Patch(color=LABEL_COLORS[v], alpha=0.75, label=LABEL_NAMES[v]) for v in (1, -1, 0)] + [
+        Line2D([], [], color=COMPONENT_COLORS[0], ls="--", label="foreground Gaussian"),
+        Line2D([], [], color=COMPONENT_COLORS[1], ls="--", label="background Gaussian"),
+        Line2D([], [], color="black", label="mixture P(a), Eq. (4)"),
+        Line2D([], [], color="tab:red", label="boundary (last positive)")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    return fig
+
+
 def _params_text(fit: GMMFit | Mapping[str, Any]) -> str:
     means, variances, weights = mixture_params(fit)
     return "\n".join(f"{name}: m={means[k]:.2f}, σ={math.sqrt(variances[k]):.2f}, w={weights[k]:.2f}"
@@ -261,5 +311,5 @@ def plot_gmm_comparison(
 
 __all__ = [
     "COST_LABEL", "SEPARATION_TITLES", "component_densities", "mixture_params", "plot_boundaries",
-    "plot_cost_histogram", "plot_em_steps", "plot_gmm_comparison", "separation_results",
+    "plot_cost_histogram", "plot_cost_panels", "plot_em_steps", "plot_gmm_comparison", "separation_results",
 ]

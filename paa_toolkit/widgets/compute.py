@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..assign import PAAAssigner
+from ..assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, fit_gmm
 from ..assign.replay import Replay, replay_assignment
 from ..assign.trace import AssignmentSnapshot
 from ..engine.run_files import load_trace
@@ -114,7 +115,9 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
     """One GT's valid candidates as the histogram draws them.
 
     PAA rules: ``values`` are the costs of Eq. (3), ``fit`` the GMM row, ``boundary`` the last positive's
-    cost. ATSS / max-IoU: ``values`` are IoUs and ``boundary`` their IoU threshold (no GMM).
+    cost, ``em_iterations`` its EM iterations and ``converged`` the same EM run to convergence (tol
+    1e-6; its ``n_iter`` too), ``converged_differs`` whether a mean moved by > 10 % of the cost range.
+    ATSS / max-IoU: ``values`` are IoUs and ``boundary`` their IoU threshold (no GMM).
     ``num_positive`` counts ``matched_gt == gt`` (every positive, candidate or not).
     """
     assignment = replay.assignment
@@ -125,9 +128,17 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
     row = int(rows[0])
     cand = diag.for_gt(row)
     by_iou = replay.rule in ("atss", "max_iou")
-    fit = None
+    fit, converged, differs = None, None, False
     if diag.gmm_means is not None:
         fit = {"means": diag.gmm_means[row], "variances": diag.gmm_variances[row], "weights": diag.gmm_weights[row]}
+        costs = cand["candidate_cost"].double()[None]
+        if costs.shape[1] >= 2:
+            init = getattr(getattr(snapshot, "settings", None), "gmm_init", "paper")
+            full = fit_gmm(costs, init=init, tol=CONVERGED_TOL, max_iter=CONVERGED_MAX_ITER)
+            converged = {"means": full.means[0], "variances": full.variances[0], "weights": full.weights[0],
+                         "n_iter": int(full.n_iter[0])}
+            spread = float(costs.max() - costs.min()) or 1.0
+            differs = float((full.means[0] - diag.gmm_means[row].double()).abs().max()) > 0.1 * spread
     if by_iou:
         boundary = float(diag.iou_threshold[row]) if diag.iou_threshold is not None else replay.iou_boundary
     else:
@@ -138,6 +149,8 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
         "xlabel": "IoU of the anchor with the GT" if by_iou else None,
         "num_positive": int((assignment.matched_gt[image_index] == gt_index).sum()),
         "num_candidates": int(cand["candidate_valid"].sum()),
+        "em_iterations": int(diag.em_iterations[row]) if diag.em_iterations is not None and fit is not None else None,
+        "converged": converged, "converged_differs": differs,
     }
 
 

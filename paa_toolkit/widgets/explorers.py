@@ -90,11 +90,12 @@ class Explorer(W.VBox):
 # ---- assignment ---------------------------------------------------------------------------------------
 class AssignmentExplorer(Explorer):
     """Choose trace iteration, image, GT, rule (Fig. 3 (a)–(d), FNP, FSR, ATSS, max-IoU), K and λ: the
-    GT's cost histogram with its GMM (Fig. 1 / 3), the image with its anchors (Fig. 4a) and the positive
-    count update together. See :func:`paa_toolkit.assign.replay.replay_assignment` for what is exact and what approximated."""
+    GT's cost histogram with its GMM (Fig. 1 / 3; where training's EM stopped early, the fit run to
+    convergence dotted beside it and both iteration counts in the status), the image with its anchors
+    (Fig. 4a) and the positive count update together. See :func:`paa_toolkit.assign.replay.replay_assignment` for what is exact and what approximated."""
 
     def __init__(self, source: Any, *, rule: str | None = None, fnp_num: int | None = None,
-                 fsr_thresh: float | None = None,
+                 fsr_thresh: float | None = None, image: int | None = None, gt: int | None = None,
                  dpi: int = 80, **source_kwargs):
         super().__init__(dpi=dpi)
         self.source = compute.open_source(source, **source_kwargs)
@@ -128,6 +129,11 @@ class AssignmentExplorer(Explorer):
             W.HBox([self.histogram, self.overlay]),
         ]
         self._set_images()
+        if image is not None:  # the first view: this image and GT (else image 0, its first GT)
+            self.image.value = image
+            self._set_gts()
+        if gt is not None:
+            self.gt.value = gt
         self._observe(self.iteration, self.image, self.gt, self.rule, self.topk, self.score_lambda,
                       self.fnp_num, self.fsr_thresh)
         self.update()
@@ -183,11 +189,20 @@ class AssignmentExplorer(Explorer):
         self.view = compute.gt_candidates(self.snapshot, self.replay, i, g)
         v = self.view
         self.label.value = f"positives: {v['num_positive']}"
-        self.status.value = f"| iteration {self.iteration.value}, {self.replay.note}"
+        em = ""
+        if v["em_iterations"] is not None and v["converged"] is not None:
+            em = (f", EM {v['em_iterations']} iterations (run to convergence: {v['converged']['n_iter']}"
+                  + (", drawn dotted)" if v["converged_differs"] else ", same fit)"))
+        self.status.value = f"| iteration {self.iteration.value}, {self.replay.note}{em}"
         title = f"GT {g}: {v['num_candidates']} candidates, {v['num_positive']} positives"
+        if v["num_candidates"] == 0:  # GetAnchors left it no anchor (line 3): nothing to histogram
+            self.status.value += "; this GT has no candidate (every anchor overlapping it belongs to another GT)"
+            self._show("overlay", plot_snapshot(self.snapshot, i, g, assignment=self.replay.assignment), self.overlay)
+            return
         kwargs = {"xlabel": v["xlabel"]} if v["xlabel"] else {}
+        converged = v["converged"] if v["converged_differs"] else None
         self._show("histogram", plot_cost_histogram(v["values"], v["fit"], v["labels"], v["boundary"],
-                                                    title=title, **kwargs), self.histogram)
+                                                    title=title, converged=converged, **kwargs), self.histogram)
         self._show("overlay", plot_snapshot(self.snapshot, i, g, assignment=self.replay.assignment), self.overlay)
 
 
