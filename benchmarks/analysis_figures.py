@@ -45,7 +45,7 @@ def training_curves(runs: Path, out: Path) -> Path:
     spec = TABLES["analysis"]
     curves = {}
     for row in spec.rows:
-        seeds = sorted((runs / row.config).glob("seed*/metrics.jsonl"))
+        seeds = sorted(path.parent for path in (runs / row.config).glob("seed*/final_metrics.json"))  # finished runs
         if seeds:
             curves[" ".join(row.cells)] = [read_metrics(path) for path in seeds]
     path = out / "analysis_training.png"

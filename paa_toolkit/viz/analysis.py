@@ -24,6 +24,7 @@ from .assignment import as_numpy
 from .gmm import plot_cost_histogram
 
 ASSIGNMENT_PLOT = "assignment.png"
+LINE_STYLES = ("-", "--", ":", "-.")
 SIZE_COLORS = {"": "black", "small": "tab:red", "medium": "tab:orange", "large": "tab:blue"}
 
 
@@ -79,14 +80,15 @@ def plot_diagnostics_by_config(
 ) -> Figure:
     """For each config (``runs[name]`` = the metrics records of each seed), each figure over training:
     the mean over seeds as a line (gid ``"<key>:<name>"``), the seeds' min–max as a band. Fractions
-    (``gt_without_pos*``) are drawn in percent."""
+    (``gt_without_pos*``) are drawn in percent. Configs alternate line styles: two configs with equal
+    figures (e.g. GTs without a positive of two GMM settings under one matcher) stay visible."""
     fig = Figure(figsize=(figsize_per_panel[0] * len(keys), figsize_per_panel[1]), layout="constrained")
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     titles = {"pos_per_gt": "Positive anchors per GT", "gt_without_pos": "GTs without a positive (%)",
               "gt_without_pos_small": "Small GTs without a positive (%)", "em_iters": "Mean EM iterations"}
     for ax, key in zip(axes, keys):
         scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" else 1.0
-        for name, seeds in runs.items():
+        for index, (name, seeds) in enumerate(runs.items()):
             series = [_series(records, key) for records in seeds]
             series = [(x, y) for x, y in series if x.size]
             if not series:
@@ -95,7 +97,8 @@ def plot_diagnostics_by_config(
             if not common:
                 continue
             values = np.array([[dict(zip(x.tolist(), y.tolist()))[i] for i in common] for x, y in series]) * scale
-            (line,) = ax.plot(common, values.mean(0), label=f"{name} ({len(series)} seeds)", gid=f"{key}:{name}")
+            (line,) = ax.plot(common, values.mean(0), ls=LINE_STYLES[index % len(LINE_STYLES)], lw=1.6,
+                              label=f"{name} ({len(series)} seed{'s' if len(series) > 1 else ''})", gid=f"{key}:{name}")
             if len(series) > 1:
                 ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
         ax.set(xlabel="iteration", title=titles.get(key, key))
