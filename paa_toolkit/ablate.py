@@ -9,6 +9,7 @@ mean ± std over seeds), ``.json`` and a ``.png`` bar chart of AP::
     python -m paa_toolkit.ablate --table 1R --seeds 2                 # small budget, this CPU
     python -m paa_toolkit.ablate --table 1L --list                    # config names, one per line
     python -m paa_toolkit.ablate --table 1L --only fsr_0.1 fsr_0.2    # one share of the grid
+    python -m paa_toolkit.ablate --table analysis --budget medium --seeds 3 --jobs 2   # 2 trainings at once
     python -m paa_toolkit.ablate --table 1R --budget paper --set data.root=/data/coco \\
         --set model.backbone_weights=/weights/resnet50.pth --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"
 
@@ -22,6 +23,9 @@ K = 9, anchor scale 8, no score voting):
 * ``4``  Table 4: K ∈ {5, 9, 18, 25}; default anchor scale ∈ {4, 6, 8, 10}.
 * ``baselines``: our PAA (with / without voting) vs torchvision FCOS and RetinaNet built on the
   same backbone, trained by the same loop on the same data and budget.
+* ``analysis`` (issue 9): PAA (reference) vs its two remedies — gt matching (``assign.low_quality
+  gt``), data-initialised EM (``assign.gmm_init data``) and both — and ATSS, torchvision FCOS; all
+  with IoU prediction where it applies. Meant for ``--budget medium --seeds 3``.
 
 Budgets (``--budget``):
 
@@ -42,12 +46,13 @@ Budgets (``--budget``):
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 from .ablation.grid import TABLES, build_plan, parse_assignment
-from .ablation.report import write_report
+from .ablation.report import write_report, write_results
 from .ablation.runner import execute, run_state
 from .engine import presets
 from .engine.config import ConfigError
@@ -71,7 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--launcher", help="training command (default: this python -m paa_toolkit.train)")
     parser.add_argument("--retry-failed", action="store_true", help="re-run configs whose training failed")
     parser.add_argument("--report", action="store_true", help="only write the tables from finished runs")
+    parser.add_argument("--results", metavar="FILE",
+                        help="also write the table's results (per seed, means, paired differences, date, machine) "
+                             "as a small JSON file, e.g. benchmarks/results/analysis.json (needs a single --table)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trainings at once (default 1; each its own process and folder). With N > 1 and "
+                             "no OMP_NUM_THREADS set, each training gets cpu_count // N threads")
     return parser
+
+
+def run_grid(plan: list, launcher: list[str] | None, retry_failed: bool, jobs: int = 1) -> list:
+    """Every run of ``plan`` once, ``jobs`` at a time; re-evaluations after the trainings they read."""
+    unique = list({run.run_dir: run for run in plan}.values())
+    trainings = sorted((run for run in unique if run.base_dir is None), key=lambda run: run.seed)  # seed 0 of every row first
+    evaluations = [run for run in unique if run.base_dir is not None]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait: each run is a subprocess
+        outcomes = list(pool.map(lambda run: execute(run, launcher, retry_failed), trainings))
+    return outcomes + [execute(run, launcher, retry_failed) for run in evaluations]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,28 +107,27 @@ def main(argv: list[str] | None = None) -> int:
                                extra) for t in args.table}
     except ConfigError as e:
         parser.error(str(e))
-    if args.only and len(args.table) > 1:
-        parser.error("--only needs a single --table")
+    if (args.only or args.results) and len(args.table) > 1:
+        parser.error("--only and --results need a single --table")
     if args.list:
         for table, plan in plans.items():
             for name in dict.fromkeys(p.config.name for p in plan):
                 states = ", ".join(run_state(p.run_dir) for p in plan if p.config.name == name)
                 print(f"{name}\t{states}" if len(args.table) == 1 else f"{table}\t{name}\t{states}")
         return 0
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # inherited by every training process
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     launcher = shlex.split(args.launcher) if args.launcher else None
-    failed = 0
     for table, plan in plans.items():
         if not args.report:
-            done: set[Path] = set()
-            for run in plan:
-                if run.run_dir in done:
-                    continue
-                done.add(run.run_dir)
-                outcome = execute(run, launcher, args.retry_failed)
-                failed += outcome.state == "failed"
+            run_grid(plan, launcher, args.retry_failed, args.jobs)
         paths = write_report(table, args.out, args.budget, args.seeds, extra)
         print(paths["md"].read_text())
         print(f"[ablate] wrote {paths['md']}, {paths['json'].name}, {paths['png'].name}")
+        if args.results:
+            print(f"[ablate] wrote {write_results(args.results, table, args.out, args.budget, args.seeds, extra)}")
     return 0
 
 

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import signal
 import sys
 from dataclasses import MISSING, Field, fields
 from typing import Any, Callable
 
 import yaml
 
-from .engine.config import SECTIONS, ConfigError, TrainConfig, apply_dict, load_config_file, set_field, validate
+from .engine.config import (
+    CHOICES, SECTIONS, ConfigError, TrainConfig, apply_dict, field_docs, load_config_file, set_field, validate,
+)
 from .engine.loop import NonFiniteLossError
 
 #: short command-line aliases → dotted field names
@@ -66,29 +70,91 @@ def dotted_overrides(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[
     return {dotted: _value(cfg, dotted) for dotted, _ in _dotted_fields() if _value(cfg, dotted) != _value(base, dotted)}
 
 
+def _show(value: Any) -> str:
+    """A default as one would type it: none, true/false, 0.333333, [0.666667, 0.888889]."""
+    if value is None or isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return f"[{', '.join(_show(v) for v in value)}]"
+    return str(value)
+
+
+def _help(dotted: str, f: Field, default: Any) -> str:
+    """An option's line of ``--help``: the field's comment (:func:`~.engine.config.field_docs`), its
+    choices, its default and what is derived from it."""
+    section = dotted.split(".")[0] if "." in dotted else None
+    text = field_docs(SECTIONS[section] if section else TrainConfig).get(f.name, "")
+    if dotted in CHOICES:
+        text += f" [{', '.join(CHOICES[dotted])}]"
+    elif isinstance(default, bool):
+        text += " [true, false; alone: true]"
+    text += f" (default: {_show(default)})"
+    if dotted in DERIVED:
+        text += f"; {DERIVED[dotted](TrainConfig())}"
+    return text.replace("%", "%%")  # argparse %-formats help strings
+
+
+#: what the run derives from a field, explained in ``--help`` (the training log prints the run's own values)
+DERIVED: dict[str, Callable[[TrainConfig], str]] = {
+    "solver.lr": lambda cfg: (f"the default run trains at {cfg.solver.scaled_lr(cfg.data.batch_size):g} = "
+                              f"{cfg.solver.lr:g} × data.batch_size {cfg.data.batch_size} / "
+                              f"solver.reference_batch_size {cfg.solver.reference_batch_size} (× processes)"),
+}
+
+
 def add_override_arguments(parser: argparse.ArgumentParser, prefixes: tuple[str, ...] | None = None) -> None:
-    """Add ``--section.field`` (and ``--section.field-with-dashes``) options plus the short aliases.
+    """Add ``--section.field`` (and ``--section.field-with-dashes``) options plus the short aliases,
+    one ``--help`` group per section (model, assign, test, data, solver, run).
 
     ``prefixes`` restricts them to some sections (e.g. ``("data",)``); values land in the namespace
     under their dotted name, only when given (``argparse.SUPPRESS``).
     """
-    group = parser.add_argument_group("config overrides (any field: --<section>.<field> VALUE)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for dotted, f in _dotted_fields():
         if prefixes is not None and dotted.split(".")[0] not in prefixes:
             continue
-        names = [f"--{dotted}"] + ([f"--{dotted.replace('_', '-')}"] if "_" in dotted else [])
-        names += [alias for alias, target in ALIASES.items() if target == dotted]
+        section = dotted.split(".")[0] if "." in dotted else "run"
+        if section not in groups:
+            cls = SECTIONS.get(section, TrainConfig)
+            summary = re.split(r"\.\s+[A-Z`]| — ", " ".join((cls.__doc__ or "").split()))[0].rstrip(".")
+            groups[section] = parser.add_argument_group(
+                f"{section} (--{section}.<field>)" if section != "run" else "run (--<field>)", summary)
+        dashed = f"--{dotted.replace('_', '-')}"
+        aliases = [alias for alias, target in ALIASES.items() if target == dotted]
+        names = list(dict.fromkeys([f"--{dotted}", dashed, *aliases]))  # each spelling once
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         is_bool = isinstance(default, bool)
-        group.add_argument(*names, dest=dotted, default=argparse.SUPPRESS, metavar="BOOL" if is_bool else "VALUE",
-                           nargs="?" if is_bool or dotted == "resume" else None,
-                           const="true" if is_bool else ("auto" if dotted == "resume" else None),
-                           help=f"default: {default}")
+        action = groups[section].add_argument(
+            *names, dest=dotted, default=argparse.SUPPRESS, metavar="BOOL" if is_bool else "VALUE",
+            nargs="?" if is_bool or dotted == "resume" else None,
+            const="true" if is_bool else ("auto" if dotted == "resume" else None), help=_help(dotted, f, default))
+        action.unlisted = {dashed} - {f"--{dotted}", *aliases}  # accepted, left out of --help
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` that fits 80 columns: each option's spellings once and its value once
+    (``--solver.lr, --lr VALUE``); the spellings with dashes for underscores work but are not listed."""
+
+    def __init__(self, prog: str):
+        super().__init__(prog, max_help_position=30)
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        shown = [s for s in action.option_strings if s not in getattr(action, "unlisted", ())]
+        return f"{', '.join(shown)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+EPILOG = ("Every field is --<section>.<field> VALUE (dashes for underscores work too); lists as [a,b] or a,b; "
+          "none for no value. Precedence: defaults < --config file < command line.")
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    usage = "%(prog)s [--config FILE] [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
-    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage, allow_abbrev=False)
+    usage = "%(prog)s [--config FILE] [--print-config]\n       [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
+    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage, allow_abbrev=False,
+                                     formatter_class=HelpFormatter, epilog=EPILOG)
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_override_arguments(parser)
@@ -130,6 +196,8 @@ def user_message(error: BaseException) -> str:
     """One line for a user error; an error re-raised by a DataLoader worker (whose message is
     "Caught … in DataLoader worker …" plus the worker's traceback) gives the original message."""
     text = str(error)
+    if isinstance(error, OSError) and error.filename and error.strerror:  # "[Errno 13] Permission denied: 'x'"
+        text = f"{error.filename}: {error.strerror}"
     if "Original Traceback" in text:
         last = text.rstrip().splitlines()[-1]
         text = last.split(": ", 1)[1] if ": " in last else last
@@ -137,7 +205,8 @@ def user_message(error: BaseException) -> str:
 
 
 def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
-    """Run an entry point's body: 0 on success; a user error → ``error: …`` on stderr and 1.
+    """Run an entry point's body: 0 on success; a user error → ``error: …`` on stderr and 1;
+    Ctrl-C / SIGTERM → ``on_interrupt`` (and what the training saved) and 128 + the signal number.
 
     Set ``PAA_DEBUG=1`` to get the full traceback instead.
     """
@@ -148,11 +217,11 @@ def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
             raise
         print(f"error: {user_message(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(on_interrupt, file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"{on_interrupt} ({e})" if str(e) else on_interrupt, file=sys.stderr)
+        return 128 + (getattr(e, "signum", None) or signal.SIGINT)
     return 0
 
 
-__all__ = ["ALIASES", "USER_ERRORS", "add_override_arguments", "build_parser", "config_from_namespace",
-           "dotted_overrides", "parse_args", "run_cli", "user_message"]
+__all__ = ["ALIASES", "DERIVED", "USER_ERRORS", "HelpFormatter", "add_override_arguments", "build_parser",
+           "config_from_namespace", "dotted_overrides", "parse_args", "run_cli", "user_message"]

@@ -12,8 +12,9 @@
 
 The run lives in ``<cache>/course/course-<fast|full>-<digest>/`` (cache: :func:`~.data.synthetic.default_cache_dir`),
 the digest being that of the whole training configuration: other settings, another folder. A folder
-with ``final_metrics.json`` and a loadable checkpoint is complete and is reused; an interrupted one
-is resumed (``resume="auto"``).
+with ``final_metrics.json``, a loadable checkpoint and traces of this version is complete and is
+reused; an interrupted one is resumed (``resume="auto"``), a finished but unusable one trained again
+(``overwrite``).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from .data.synthetic import default_cache_dir
 from .engine import presets
 from .engine.checkpoint import FINAL_METRICS, CheckpointError, build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig, set_field
+from .engine.run_files import TRACE_DIR, TraceFileError, load_trace
 from .engine.loop import train
 from .model.postprocess import InferenceConfig
 from .structures import AnchorGrid
@@ -58,7 +60,7 @@ def course_config(fast: bool, overrides: Mapping[str, Any] | None = None) -> Tra
 
 def config_digest(cfg: TrainConfig) -> str:
     """A short digest of everything that shapes the run (not where it is written, not how it is resumed)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "resume")}
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "resume", "overwrite")}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -69,13 +71,16 @@ def course_run_dir(cfg: TrainConfig, cache_dir: str | Path | None = None) -> Pat
 
 
 def is_complete(run_dir: str | Path) -> bool:
-    """The run finished (final metrics written) and its checkpoint loads."""
+    """The run finished (final metrics written), its checkpoint loads and its traces are of this version."""
     run_dir = Path(run_dir)
     if not (run_dir / FINAL_METRICS).is_file():
         return False
+    traces = sorted((run_dir / TRACE_DIR).glob("iter_*.pt"))
     try:
         resolve_checkpoint(run_dir)
-    except CheckpointError:
+        if traces:
+            load_trace(traces[0])
+    except (CheckpointError, TraceFileError):
         return False
     return True
 
@@ -94,7 +99,11 @@ def briefly_trained_run(
     run_dir = course_run_dir(cfg, cache_dir)
     if is_complete(run_dir):
         return run_dir
-    cfg.output_dir, cfg.resume = str(run_dir), "auto"  # an interrupted run goes on where it stopped
+    cfg.output_dir = str(run_dir)
+    if (run_dir / FINAL_METRICS).is_file():  # finished, but unusable (e.g. traces of an older version): again
+        cfg.overwrite = True
+    else:
+        cfg.resume = "auto"  # an interrupted run goes on where it stopped
     train(cfg, progress=progress)
     return run_dir
 

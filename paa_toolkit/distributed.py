@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
@@ -56,11 +57,32 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+#: the device names of ``--device``
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def device_name_problem(name: str) -> str | None:
+    """What is wrong with a ``--device`` value (None: nothing); N of ``cuda:N`` is a number >= 0."""
+    kind, colon, index = str(name).partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (colon and kind != "cuda"):
+        return f"unknown value {name!r}; valid choices: {DEVICE_CHOICES}"
+    if colon and not re.fullmatch(r"[0-9]+", index):
+        return f"malformed index in {name!r}: N of cuda:N is a device number >= 0 (cuda:0, cuda:1, ...)"
+    return None
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto``: CUDA if available, else CPU. Under torchrun, ``cuda`` means ``cuda:LOCAL_RANK``."""
+    problem = device_name_problem(name)
+    if problem:
+        raise ValueError(f"device: {problem}")
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {name!r} requested but this machine has {count} CUDA device(s): "
+                         f"cuda:0 to cuda:{count - 1}")
     if device.type == "cuda" and device.index is None and launched_by_torchrun():
         device = torch.device("cuda", local_rank())
     return device
@@ -171,7 +193,8 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 __all__ = [
-    "all_gather_object", "all_reduce_sum", "backend_for", "barrier", "broadcast_object", "from_rank_zero",
+    "DEVICE_CHOICES", "all_gather_object", "all_reduce_sum", "backend_for", "barrier", "broadcast_object",
+    "device_name_problem", "from_rank_zero",
     "is_distributed", "is_writer", "launched_by_torchrun", "local_rank", "mean_over_processes",
     "process_group_from_env", "rank", "rank_zero_first", "resolve_device", "unwrap", "world_size",
 ]

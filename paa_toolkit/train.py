@@ -2,7 +2,8 @@
 
 With no arguments it trains the default detector on the embedded synthetic dataset (CPU friendly),
 evaluates it with COCOeval, draws the training curves into the run folder (``losses.png``,
-``ap.png``, ``positives_per_gt.png``) and prints the metrics. Examples::
+``ap.png``, ``positives_per_gt.png``; ``assignment.png``: GTs without a positive, positives per GT by
+size, EM iterations) and prints the metrics. Examples::
 
     python -m paa_toolkit.train --max-iters 2000 --model.aux centerness --output-dir runs/centerness
     python -m paa_toolkit.train --dataset coco --data-root /data/coco --backbone resnet50 --device cuda
@@ -21,6 +22,7 @@ import sys
 from .cli import parse_args, run_cli
 from .engine.evaluate import format_metrics
 from .engine.loop import train
+from .viz.analysis import save_assignment_plot
 from .viz.training import save_training_plots
 
 
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(cfg)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every process has the metrics
             save_training_plots(result.run_dir)
+            save_assignment_plot(result.run_dir)  # the assigner's diagnostics over training (PAA, ATSS)
             print(format_metrics(result.metrics, f"COCO box metrics, val split, iteration {result.iteration}"))
             print(f"run folder: {result.run_dir}")
 

@@ -12,7 +12,7 @@ import pytest
 
 from paa_toolkit import ablate
 from paa_toolkit.ablation.grid import TABLES, build_config, build_plan, to_argv
-from paa_toolkit.ablation.report import RowResult, collect, markdown_table
+from paa_toolkit.ablation.report import RowResult, collect, comparisons, markdown_table, training_means, verdict
 from paa_toolkit.ablation.runner import FAILED, LOCK, acquire_lock, execute, run_state
 from paa_toolkit.cli import parse_args
 from paa_toolkit.engine.checkpoint import FINAL_METRICS
@@ -93,6 +93,69 @@ def test_list_prints_one_config_name_per_line_with_its_state(capsys, tmp_path):
     assert all(ln.endswith("\tmissing") for ln in lines)
 
 
+def test_analysis_table_plans_the_remedies_atss_and_fcos_at_the_medium_budget_with_three_seeds():
+    plan = build_plan("analysis", "medium", 3, "out")
+    names = list(dict.fromkeys(p.config.name for p in plan))
+    assert names == ["paa_ioupred", "paa_gt_match", "paa_data_init", "paa_gt_match_data_init", "atss_ioupred", "fcos"]
+    assert [p.seed for p in plan if p.config.name == "paa_gt_match"] == [0, 1, 2] and len(plan) == 18
+    cfg = {p.config.name: build_config(p.overrides) for p in plan if p.seed == 0}
+    settings = {n: (c.model.arch, c.assign.rule, c.assign.low_quality, c.assign.gmm_init) for n, c in cfg.items()}
+    assert settings == {
+        "paa_ioupred": ("paa", "c", "reference", "paper"), "paa_gt_match": ("paa", "c", "gt", "paper"),
+        "paa_data_init": ("paa", "c", "reference", "data"), "paa_gt_match_data_init": ("paa", "c", "gt", "data"),
+        "atss_ioupred": ("paa", "atss", "reference", "paper"), "fcos": ("fcos", "c", "reference", "paper")}
+    assert {c.model.aux for n, c in cfg.items() if n != "fcos"} == {"iou"}
+    assert {(c.solver.max_iters, c.data.synthetic_image_size) for c in cfg.values()} == {(400, 256)}
+    assert TABLES["analysis"].reference == "paa_ioupred"
+
+
+def test_one_seed_never_resolves_a_difference_however_large():
+    assert verdict([0.5]) == verdict([-0.5]) == verdict([]) == "unresolved"
+
+
+def test_consistent_differences_beyond_two_standard_errors_hold_or_reverse():
+    assert verdict([0.020, 0.025, 0.022]) == "holds"
+    assert verdict([-0.020, -0.025, -0.022]) == "reversed"
+    assert verdict([0.020, 0.025], labels=("higher", "lower")) == "higher"
+
+
+def test_noisy_or_mixed_sign_differences_are_within_noise():
+    assert verdict([0.03, -0.01, 0.02]) == "within noise"  # signs differ
+    assert verdict([0.001, 0.05, 0.002]) == "within noise"  # same sign, mean 0.018 < 2 · 0.028 / √3
+
+
+def seeds(*aps):
+    return [{"state": "complete", "AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": None,
+             "pos_per_gt": 5.0, "gt_without_pos": 0.1, "wall_s": 1.0} for ap in aps]
+
+
+def test_analysis_report_shows_paired_differences_and_verdicts_against_the_reference():
+    spec = TABLES["analysis"].rows
+    aps = {"paa_ioupred": (0.20, 0.22, 0.21), "paa_gt_match": (0.25, 0.26, 0.27), "paa_data_init": (0.21, 0.21, 0.20)}
+    rows = [RowResult(r.cells, r.config, r.paper, seeds(*aps.get(r.config, (0.1, 0.12, 0.11)))) for r in spec]
+    rows[-1].seeds = seeds(0.3)[:1] + [{"state": "missing"}] * 2  # FCOS: only seed 0 finished
+    compared = comparisons(rows, "paa_ioupred")
+    assert compared["paa_gt_match"]["AP"]["per_seed"] == pytest.approx([0.05, 0.04, 0.06])
+    assert compared["paa_gt_match"]["AP"]["verdict"] == "higher"
+    assert compared["paa_data_init"]["AP"]["verdict"] == "within noise"
+    assert compared["atss_ioupred"]["AP"]["verdict"] == "lower"
+    assert compared["fcos"]["AP"]["verdict"] == "unresolved" and compared["fcos"]["APl"]["verdict"] == "pending"
+    text = markdown_table("analysis", rows, "medium", 3)
+    assert "| PAA + gt matching | +0.050, +0.040, +0.060 | +0.050 ± 0.010 (higher) |" in text
+    assert "| torchvision FCOS | +0.100, –, – | +0.100 (unresolved) |" in text
+    assert "| GTs w/o pos. (%) |" in text and "| 10.0 ± 0.0 |" in text  # fractions shown in percent
+
+
+def test_training_means_average_the_logged_figures_overall_and_over_the_last_third(tmp_path):
+    records = [{"kind": "train", "iteration": i, "gt_without_pos": v, "em_iters": 3.0}
+               for i, v in zip(range(20, 140, 20), (0.6, 0.5, 0.4, 0.3, 0.2, 0.1))]
+    records.insert(3, {"kind": "eval", "iteration": 60, "AP": 0.1})
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert training_means(tmp_path, ("gt_without_pos", "em_iters", "em_collapsed")) == pytest.approx(
+        {"gt_without_pos": 0.35, "em_iters": 3.0, "em_collapsed": None})
+    assert training_means(tmp_path, ("gt_without_pos",), last_fraction=1 / 3)["gt_without_pos"] == pytest.approx(0.15)
+
+
 # ---- runner -----------------------------------------------------------------------------------------
 FAKE_TRAIN = textwrap.dedent("""
     import json, sys, pathlib
@@ -160,6 +223,13 @@ def test_a_reevaluation_waits_for_its_trained_base_run(tmp_path):
     assert run_state(voting.run_dir) == "incomplete" and not (voting.run_dir / FAILED).exists()
 
 
+def test_parallel_jobs_run_every_training_once_seed_0_of_every_row_first(tmp_path, fake_launcher):
+    plan = build_plan("1R", "tiny", 2, tmp_path, only=["paa_noaux", "paa_ioupred"])
+    outcomes = ablate.run_grid(plan + plan[:1], fake_launcher, retry_failed=False, jobs=2)  # a duplicate: run once
+    assert [o.run.name for o in outcomes] == ["paa_noaux@0", "paa_ioupred@0", "paa_noaux@1", "paa_ioupred@1"]
+    assert {o.state for o in outcomes} == {"complete"}
+
+
 # ---- report -------------------------------------------------------------------------------------------
 def test_markdown_table_shows_mean_and_sample_std_and_failures_in_the_paper_layout():
     ok = [{"state": "complete", "AP": 0.30, "AP50": 0.5, "AP75": 0.2, "pos_per_gt": 4.0, "wall_s": 60.0},
@@ -172,7 +242,7 @@ def test_markdown_table_shows_mean_and_sample_std_and_failures_in_the_paper_layo
     text = markdown_table("1L", rows, "small", 2)
     lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| Anchor Sep. | AP | AP50 | AP75 | pos/GT |")
-    assert lines[1] == "| Fig. 3 (a) | 0.320 ± 0.028 | 0.500 ± 0.000 | 0.250 ± 0.071 | 5.0 | 70 | 40.5 |"
+    assert lines[1] == "| Fig. 3 (a) | 0.320 ± 0.028 | 0.500 ± 0.000 | 0.250 ± 0.071 | 5.0 ± 1.4 | 70 | 40.5 |"
     assert lines[2].startswith("| Fig. 3 (b) | diverged |")
     assert "0.000 (0 positives)" in lines[-1] and "training failed" in lines[-1]
 

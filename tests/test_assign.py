@@ -355,6 +355,19 @@ def test_paa_diagnostics_count_candidates_positives_em_steps_and_gt_area_per_gt(
     assert torch.equal(fnp.num_positives, fnp.num_candidates.clamp(max=2))
 
 
+@pytest.mark.parametrize("assigner", [ATSSAssigner(), MaxIoUAssigner()], ids=["atss", "max_iou"])
+def test_baseline_diagnostics_carry_gt_area_so_their_figures_exist_by_size(assigner):
+    grid, targets, _, _ = random_batch(seed=3)
+    padded = pad_targets(targets)
+    d = assigner(grid, padded, return_diagnostics=True).diagnostics
+    box = padded.boxes[d.image_index, d.gt_index]
+    assert torch.allclose(d.gt_area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
+    summary = summarize_diagnostics(d)
+    small = d.gt_area < 32 ** 2
+    assert small.any() and summary["positives_per_gt_small"] == pytest.approx(d.num_positives[small].double().mean().item())
+    assert math.isnan(summary["em_iterations_mean"])  # no GMM: no EM figure
+
+
 def hand_diagnostics(**extra):
     """Two GTs, three slots: GT 0 has candidates 0 and 1 (one positive), GT 1 one candidate, positive."""
     return AssignmentDiagnostics(

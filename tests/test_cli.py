@@ -1,5 +1,6 @@
 """Specifications of the command lines: config overrides, one-line user errors, the entry points' outputs."""
 import json
+import shutil
 
 import pytest
 import yaml
@@ -40,6 +41,9 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
     (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
     (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
     (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
+    (["--assign.low_quality", "best"], "assign.low_quality: unknown value 'best'; valid choices: reference, gt, ensure"),
+    (["--assign.gmm_init", "kmeans"], "assign.gmm_init: unknown value 'kmeans'; valid choices: paper, data"),
+    (["--assign.gmm_max_iter", "0"], "assign.gmm_max_iter must be >= 1, got 0"),
 ])
 def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -47,6 +51,17 @@ def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message,
     assert exit_info.value.code == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "error: " in last_line and message in last_line
+
+
+def test_the_assignment_remedies_of_issue_9_reach_the_assigner_from_the_command_line():
+    from paa_toolkit.assign import build_assigner
+
+    cfg = parse_args(["--assign.low_quality", "gt", "--assign.gmm_init", "data", "--assign.gmm_tol", "1e-8",
+                      "--assign.gmm_max_iter", "500"])
+    assigner = build_assigner(cfg.assign)
+    assert (assigner.low_quality, assigner.gmm_init, assigner.gmm_tol, assigner.gmm_max_iter) == ("gt", "data", 1e-8, 500)
+    defaults = build_assigner(parse_args([]).assign)  # the faithful default: the authors' matcher and EM
+    assert (defaults.low_quality, defaults.gmm_init, defaults.gmm_tol, defaults.gmm_max_iter) == ("reference", "paper", 1e-3, 100)
 
 
 def test_an_abbreviated_option_is_an_error_not_a_guess(capsys):
@@ -74,6 +89,7 @@ def test_train_cli_draws_the_training_curves_into_the_run_folder(synthetic_root,
             "--eval_batch_size", "3", "--trace_iters", "[]"]
     assert main(argv) == 0
     assert {"losses.png", "ap.png", "positives_per_gt.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "assignment.png").stat().st_size > 5000  # the assigner's diagnostics (issue 9)
 
 
 def test_evaluate_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
@@ -104,5 +120,98 @@ def test_evaluate_cli_reproduces_the_final_metrics_of_a_run(reference_run, tmp_p
     from paa_toolkit.evaluate import main
 
     run_dir, result = reference_run
-    assert main([str(run_dir), "--output", str(tmp_path / "m.json")]) == 0
-    assert json.loads((tmp_path / "m.json").read_text())["AP"] == pytest.approx(result.metrics["AP"])
+    output = tmp_path / "new" / "folder" / "m.json"  # missing folders are created
+    assert main([str(run_dir), "--output", str(output)]) == 0
+    assert json.loads(output.read_text())["AP"] == pytest.approx(result.metrics["AP"])
+
+
+def test_detect_cli_never_writes_two_images_to_one_output(synthetic_root, reference_run, tmp_path, capsys):
+    from paa_toolkit.detect import main
+
+    source = sorted((synthetic_root / "images").iterdir())
+    images = {"a/x.png": source[0], "b/x.png": source[1], "b/x.jpg": source[2]}  # same stem in two folders
+    for name, original in images.items():
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(original, tmp_path / "in" / name)
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "in" / name) for name in images]
+    assert main(argv + ["--checkpoint", str(reference_run[0]), "--out", str(out), "--score-thresh", "0"]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert written == ["a/x.png", "b/x.jpg.png", "b/x.png.png"]  # mirrored; suffix kept where stems clash
+    assert len({(out / w).read_bytes() for w in written}) == 3  # three different drawings
+    printed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == [str(out / w) for w in ("a/x.png", "b/x.png.png", "b/x.jpg.png", "detections.json")]
+
+
+# ---- --help ---------------------------------------------------------------------------------------
+def _help_text(monkeypatch, columns: int = 80) -> str:
+    from paa_toolkit.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    return build_parser("python -m paa_toolkit.train").format_help()
+
+
+def test_every_config_field_has_a_one_line_description():
+    from paa_toolkit.cli import _dotted_fields
+    from paa_toolkit.engine.config import SECTIONS, field_docs
+
+    undocumented = [dotted for dotted, f in _dotted_fields()
+                    if not field_docs(SECTIONS.get(dotted.split(".")[0], TrainConfig)).get(f.name)]
+    assert undocumented == []
+
+
+def test_help_fits_80_columns_and_groups_options_by_section(monkeypatch):
+    text = _help_text(monkeypatch)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    titles = [line.split(" ")[0] for line in text.splitlines() if line.endswith(">):")]
+    assert titles == ["model", "assign", "test", "data", "solver", "run"]
+
+
+def test_help_lists_choices_and_each_spelling_once(monkeypatch):
+    text = " ".join(_help_text(monkeypatch).split())  # undo the wrapping
+    assert "--assign.rule, --rule VALUE" in text and "[a, b, c, d, fnp, fsr, atss, max_iou] (default: c)" in text
+    assert "[iou, centerness, none] (default: iou)" in text
+    assert text.count("--output-dir") == 1 and "--model.backbone-norm" not in text
+    assert parse_args(["--model.backbone-norm", "bn"]).model.backbone_norm == "bn"  # still accepted
+
+
+def test_help_explains_the_learning_rate_the_run_uses(monkeypatch):
+    text = " ".join(_help_text(monkeypatch).split())
+    assert "the default run trains at 0.0025 = 0.01 × data.batch_size 4 / solver.reference_batch_size 16" in text
+
+
+def test_help_describes_what_happens_to_bad_annotations(monkeypatch, capsys):
+    text = " ".join(_help_text(monkeypatch).split())
+    assert "--data.on_bad_annotation VALUE boxes of zero size or outside their image: skipped and counted" in text
+    with pytest.raises(SystemExit):
+        parse_args(["--data.on_bad_annotation", "ignore"])
+    assert "valid choices: skip, error" in capsys.readouterr().err
+
+
+def test_detect_writes_coco_results_that_evaluate_scores_like_the_checkpoint(synthetic_root, reference_run, tmp_path,
+                                                                            capsys):
+    from paa_toolkit.detect import main as detect
+    from paa_toolkit.evaluate import main as evaluate
+
+    run_dir, result = reference_run
+    val = json.loads((synthetic_root / "val.json").read_text())
+    images = [str(synthetic_root / "images" / image["file_name"]) for image in val["images"]]
+    assert detect([*images, "--checkpoint", str(run_dir), "--out", str(tmp_path), "--score-thresh", "0",
+                   "--test.score_thresh", "0", "--annotations", str(synthetic_root / "val.json")]) == 0
+    results = json.loads((tmp_path / "detections.json").read_text())
+    assert {r["image_id"] for r in results} <= {image["id"] for image in val["images"]}
+    assert set(results[0]) == {"image_id", "category_id", "bbox", "score"} and len(results[0]["bbox"]) == 4
+    assert evaluate(["--detections", str(tmp_path / "detections.json"), str(run_dir), "--output", str(tmp_path / "d.json")]) == 0
+    assert evaluate([str(run_dir), "--test.score_thresh", "0", "--output", str(tmp_path / "m.json")]) == 0
+    from_json, from_model = (json.loads((tmp_path / name).read_text()) for name in ("d.json", "m.json"))
+    assert from_json["num_detections"] == from_model["num_detections"] == len(results) > 0
+    assert from_json["AP"] == pytest.approx(from_model["AP"], abs=1e-4)
+
+
+def test_evaluate_reports_a_bad_detections_file_in_one_line(reference_run, tmp_path, capsys):
+    from paa_toolkit.evaluate import main
+
+    bad = tmp_path / "dets.json"
+    bad.write_text(json.dumps([{"image_id": 123456, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
+    assert main(["--detections", str(bad), str(reference_run[0])]) == 1
+    assert "image_id 123456 or category_id 1 is not in the annotations" in capsys.readouterr().err

@@ -8,8 +8,9 @@ import torch
 
 from paa_toolkit import course
 from paa_toolkit.engine.config import TrainConfig, validate
-from paa_toolkit.engine.run_files import read_metrics
+from paa_toolkit.engine.run_files import load_trace, read_metrics
 from paa_toolkit.model.postprocess import postprocess_detections
+from paa_toolkit.widgets.compute import random_snapshot
 
 #: a run of a few seconds: 6 images of 64 px, 2 iterations
 TINY = {
@@ -84,6 +85,15 @@ def test_interrupted_run_is_finished_on_the_next_call(tiny_run):
     records = read_metrics(run_dir)
     train_iters = [r["iteration"] for r in records if r["kind"] == "train"]
     assert train_iters == sorted(set(train_iters))  # resumed at the end: no iteration trained twice
+
+
+def test_a_finished_run_with_traces_of_an_older_version_is_trained_again(tiny_run):
+    cache, run_dir = tiny_run
+    old = run_dir / "trace" / "iter_000000.pt"
+    torch.save({"iteration": 0, "snapshot": random_snapshot(0)}, old)  # pickled objects: the format before 2
+    assert not course.is_complete(run_dir)
+    assert course.briefly_trained_run(True, cache_dir=cache, overrides=TINY) == run_dir
+    assert course.is_complete(run_dir) and load_trace(old)["iteration"] == 0
 
 
 def test_head_outputs_reproduce_the_models_own_detections(tiny_model):

@@ -7,6 +7,7 @@ import re
 import struct
 import warnings
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -384,6 +385,17 @@ def test_box_wholly_outside_image_is_skipped_or_raises(tmp_path):
     assert ds.skipped == {"outside_image": 1} and len(ds[0][1]["boxes"]) == 0
     with pytest.raises(ValueError, match=r"wholly outside its image.*\[8\]"):
         CocoDetection(*write_dataset(tmp_path, annotations=annotations), on_bad_annotation="error")
+
+
+def test_the_data_config_chooses_what_happens_to_bad_boxes(tmp_path):
+    from paa_toolkit.data.build import DataConfig, build_datasets
+
+    image_dir, ann = write_dataset(tmp_path, annotations=[
+        {"id": 8, "image_id": 10, "category_id": 5, "bbox": [W + 1, 2, 5, 5]}])
+    cfg = DataConfig(dataset="coco", image_dir=str(image_dir), train_ann=str(ann), val_ann=str(ann))
+    assert build_datasets(cfg)[0].skipped == {"outside_image": 1}
+    with pytest.raises(ValueError, match=r"wholly outside its image"):
+        build_datasets(replace(cfg, on_bad_annotation="error"))
 
 
 def test_box_partly_outside_image_is_clipped(tmp_path):

@@ -1,17 +1,21 @@
-"""Specifications of the training loop: exact resume, the non-finite-loss stop, assignment traces, the run folder."""
+"""Specifications of the training loop: exact resume, the non-finite-loss stop, Ctrl-C / SIGTERM, assignment
+traces, the run folder."""
 import json
+import signal
 
 import pytest
 import torch
 import yaml
 
 from tiny_training import tiny_config, weights  # tests/tiny_training.py
-from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
+from training_crash import TrainingCrash, crash_at_training_call, signal_at_training_call  # tests/training_crash.py
 
 from paa_toolkit.engine.checkpoint import FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint
 from paa_toolkit.engine.config import TrainConfig
-from paa_toolkit.engine.loop import NonFiniteLossError, train
+from paa_toolkit.engine.loop import LogWindow, NonFiniteLossError, train
 from paa_toolkit.engine.run_files import load_trace, read_metrics
+from paa_toolkit.engine.run_folder import LOCK_FILE
+from paa_toolkit.engine.signals import TrainingInterrupted
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -74,3 +78,54 @@ def test_run_folder_holds_config_metrics_checkpoints_and_final_metrics(reference
     assert [r["iteration"] for r in records if r["kind"] == "eval"] == [2, 4]
     train_record = next(r for r in records if r["kind"] == "train")
     assert {"lr", "loss", "pos_per_gt", "imgs_per_s"} <= train_record.keys()
+
+
+# ---- Ctrl-C and SIGTERM --------------------------------------------------------------------------
+@pytest.mark.parametrize("signum, call", [(signal.SIGINT, 1), (signal.SIGTERM, 3)])
+def test_a_signal_mid_run_saves_that_iteration_and_the_resumed_run_ends_bit_exact(
+        synthetic_root, reference_run, tmp_path, signum, call):
+    handler = signal.getsignal(signum)
+    cfg = tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2)
+    with pytest.raises(TrainingInterrupted) as stopped:  # the signal arrives in iteration `call` (1-based)
+        train(cfg, build_model=lambda c, n: signal_at_training_call(default_model_builder(c, n), call, signum),
+              progress=False)
+    assert (stopped.value.signum, stopped.value.iteration, stopped.value.checkpoint) == (signum, call, tmp_path / LAST)
+    assert load_checkpoint(tmp_path / LAST)["iteration"] == call  # 3: not a checkpoint iteration of the schedule
+    assert signal.getsignal(signum) is handler and not (tmp_path / LOCK_FILE).exists()
+    train(tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2, resume="auto"), progress=False)
+
+    straight, resumed = weights(reference_run[0] / LAST), weights(tmp_path / LAST)
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    records = [(r["kind"], r["iteration"]) for r in read_metrics(tmp_path)]
+    assert records == [(r["kind"], r["iteration"]) for r in read_metrics(reference_run[0])]
+
+
+def test_a_second_signal_stops_at_once_keeping_the_checkpoints_written(synthetic_root, tmp_path):
+    with pytest.raises(KeyboardInterrupt) as stopped:  # two Ctrl-C in iteration 3: no wait for its end
+        train(tiny_config(synthetic_root, tmp_path),
+              build_model=lambda c, n: signal_at_training_call(default_model_builder(c, n), 3, signal.SIGINT, times=2),
+              progress=False)
+    assert not isinstance(stopped.value, TrainingInterrupted)
+    assert load_checkpoint(tmp_path / LAST)["iteration"] == 2 and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_every_train_record_holds_the_assignment_diagnostics(reference_run):
+    run_dir, _ = reference_run
+    records = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert len(records) == 4  # log_every 1
+    for r in records:
+        assert {"gt_without_pos", "gt_without_cand", "em_iters", "em_collapsed", "em_not_converged"} <= r.keys()
+        assert 0.0 <= r["gt_without_pos"] <= 1.0 and r["em_iters"] >= 1
+        assert any(k.startswith("gt_without_pos_") for k in r) and any(k.startswith("pos_per_gt_") for k in r)
+    assert json.loads(json.dumps(records)) == records  # plain JSON numbers: no NaN written
+
+
+def test_the_log_window_averages_past_nan_and_drops_keys_that_were_nan_throughout():
+    window = LogWindow()
+    for value in (1.0, float("nan"), 3.0):
+        window.add({"loss": torch.tensor(value if value == value else 2.0), "gt_without_pos_large": value,
+                    "gt_without_pos_small": float("nan")})
+    stats = window.close(images_per_step=2)
+    assert stats["loss"] == pytest.approx(2.0) and stats["gt_without_pos_large"] == pytest.approx(2.0)
+    assert "gt_without_pos_small" not in stats and stats["imgs_per_s"] > 0

@@ -9,15 +9,18 @@ paa_toolkit.train`` sees.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +28,18 @@ import pytest
 import torch
 from PIL import Image
 
+from full_disk import fdopen_on_a_full_disk  # tests/full_disk.py
+from tiny_training import tiny_config, weights  # tests/tiny_training.py
 from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
 
 from paa_toolkit.cli import parse_args
 from paa_toolkit.data.build import DataConfig, build_datasets
-from paa_toolkit.engine.checkpoint import LAST, PREVIOUS, default_model_builder, load_checkpoint, save_checkpoint
-from paa_toolkit.engine.loop import train
-from paa_toolkit.engine.run_files import read_metrics
+from paa_toolkit.engine.checkpoint import (
+    FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint, save_checkpoint,
+)
+from paa_toolkit.engine.loop import TrainingRun, train
+from paa_toolkit.engine.run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics
+from paa_toolkit.engine.run_folder import LOCK_FILE
 from paa_toolkit.train import main as train_main
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
@@ -308,6 +316,210 @@ def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
     assert f"resumed from {run_dir / PREVIOUS} at iteration 2" in messages
     same_weights(load_checkpoint(run_dir / LAST)["model"], load_checkpoint(uninterrupted / LAST)["model"])
     assert not stale.exists()  # removed by the next successful save
+
+
+# ---- a kill at any moment --------------------------------------------------------------------------
+def kill_when_replacing(name: str, nth: int = 1) -> None:
+    """From now on in this process, SIGKILL it at the ``nth`` ``os.replace`` onto a file called ``name``
+    (the temporary file is complete; the rename never happens)."""
+    real_replace, count = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        if Path(dst).name == name:
+            count["n"] += 1
+            if count["n"] == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst)
+
+    os.replace = replace
+
+
+def kill_mid_metrics_line(nth: int) -> None:
+    """From now on in this process, SIGKILL it half-way through appending the ``nth`` metrics record."""
+    real_write, count = MetricsLog.write, {"n": 0}
+
+    def write(self, record):
+        count["n"] += 1
+        if count["n"] == nth:
+            line = json.dumps(record) + "\n"
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line[: len(line) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_write(self, record)
+
+    MetricsLog.write = write
+
+
+#: moment → (how to arm the kill, what the kill leaves). The run: 4 iterations, checkpoints at 2 and 4,
+#: traces at 0/2/4, an evaluation at 2; records: trace 0, train 1, train 2, eval 2, trace 2, train 3, ...
+KILL_MOMENTS = {
+    "writing_config": (lambda: kill_when_replacing(CONFIG_FILE), ".config.yaml.*.tmp"),
+    "appending_a_metrics_line": (lambda: kill_mid_metrics_line(6), METRICS_FILE),  # train 3, cut in half
+    "writing_a_trace": (lambda: kill_when_replacing("iter_000002.pt"), "trace/.iter_000002.pt.*.tmp"),
+    "writing_a_checkpoint": (lambda: kill_when_replacing(PREVIOUS), ".last.pth.*.tmp"),  # before last → previous
+    "rotating_the_checkpoints": (lambda: kill_when_replacing(LAST, nth=2), ".last.pth.*.tmp"),  # no last.pth now
+    "writing_final_metrics": (lambda: kill_when_replacing(FINAL_METRICS), ".final_metrics.json.*.tmp"),
+}
+
+
+def killed_in_a_fork(work) -> None:
+    """Run ``work`` in a forked copy of this process (same modules, same threads) and wait for it to be SIGKILLed."""
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        try:
+            work()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"not killed: wait status {status}"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("moment", [  # ~12 s each; two in the fast suite
+    moment if moment in ("appending_a_metrics_line", "rotating_the_checkpoints") else pytest.param(moment, marks=pytest.mark.slow)
+    for moment in KILL_MOMENTS])
+def test_a_run_killed_at_any_moment_resumes_to_the_same_weights_and_records(
+        synthetic_root, reference_run, tmp_path, caplog, moment):
+    arm, leftover = KILL_MOMENTS[moment]
+    settings = {"trace_iters": [0, 2, 4], "eval_every": 2}  # as the reference run's
+
+    def killed_run():
+        arm()
+        train(tiny_config(synthetic_root, tmp_path, **settings), progress=False)
+
+    killed_in_a_fork(killed_run)
+    assert list(tmp_path.glob(leftover)), f"the kill left no {leftover}"
+    with caplog.at_level(logging.WARNING):
+        train(tiny_config(synthetic_root, tmp_path, resume="auto", **settings), progress=False)
+    assert "taking over the lock of PID" in caplog.text  # the killed process's
+    if moment == "appending_a_metrics_line":
+        assert f"{tmp_path / METRICS_FILE}: line 6 is not a complete JSON record" in caplog.text
+    same_weights(weights(tmp_path / LAST), weights(reference_run[0] / LAST), atol=0)
+    records = [(r["kind"], r["iteration"]) for r in read_metrics(tmp_path)]
+    assert records == [(r["kind"], r["iteration"]) for r in read_metrics(reference_run[0])]
+    assert not list(tmp_path.rglob("*.tmp")) and not (tmp_path / LOCK_FILE).exists()
+
+
+def test_training_cli_stopped_by_sigterm_exits_143_naming_the_checkpoint_and_resumes_bit_exact(
+        synthetic_root, uninterrupted, tmp_path, capsys, monkeypatch):
+    run_dir, step, calls = tmp_path / "run", TrainingRun.step, {"n": 0}
+
+    def step_then_sigterm(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` while iteration 3 runs
+        return step(self, *args)
+
+    monkeypatch.setattr(TrainingRun, "step", step_then_sigterm)
+    assert train_main(tiny_args(synthetic_root, run_dir)) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted; continue with --output-dir {run_dir} --resume "
+        f"(SIGTERM after iteration 3; checkpoint {run_dir / LAST} written)")
+    monkeypatch.setattr(TrainingRun, "step", step)
+    assert train_main(tiny_args(synthetic_root, run_dir, "--resume")) == 0
+    same_weights(weights(run_dir / LAST), weights(uninterrupted / LAST), atol=0)
+
+
+# ---- failed writes and reads -----------------------------------------------------------------------
+def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_previous_checkpoint(
+        synthetic_root, tmp_path, capsys, monkeypatch):
+    run_dir, checkpoint_writes = tmp_path / "run", []
+
+    def second_checkpoint(path):  # the checkpoint of iteration 4 finds the disk full
+        checkpoint_writes.extend([path] if os.path.basename(path).startswith(f".{LAST}.") else [])
+        return len(checkpoint_writes) == 2 and checkpoint_writes[-1] == path
+
+    monkeypatch.setattr(os, "fdopen", fdopen_on_a_full_disk(room=1000, full=second_checkpoint))
+    assert train_main(tiny_args(synthetic_root, run_dir)) == 1
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: cannot write {run_dir / LAST}: No space left on device; "
+        f"the previous checkpoint {run_dir / LAST} is unchanged")
+    assert load_checkpoint(run_dir / LAST)["iteration"] == 2 and not list(run_dir.glob("*.tmp"))
+
+
+def test_a_digest_valid_checkpoint_without_config_is_refused_in_one_line(uninterrupted, tmp_path, capsys):
+    from paa_toolkit.detect import main as detect_main
+    from paa_toolkit.evaluate import main as evaluate_main
+
+    state = load_checkpoint(uninterrupted / LAST)
+    del state["config"]
+    save_checkpoint(state, tmp_path)  # a valid digest over the other entries
+    expected = f"error: checkpoint {tmp_path / LAST} is not a training checkpoint of paa_toolkit: " \
+               "missing or malformed entries ['config']"
+    assert evaluate_main([str(tmp_path)]) == 1
+    assert one_error_line(capsys.readouterr().err) == expected
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    assert detect_main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / LAST), "--out", str(tmp_path)]) == 1
+    assert one_error_line(capsys.readouterr().err) == expected
+
+
+def test_an_unreadable_last_checkpoint_stops_the_resume_instead_of_falling_back(
+        synthetic_root, uninterrupted, tmp_path, capsys, monkeypatch):
+    import paa_toolkit.engine.checkpoint as checkpoint
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir)
+    load = torch.load
+
+    def denied(path, *args, **kwargs):
+        if Path(path).name == LAST:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "load", denied)
+    before = (run_dir / LAST).read_bytes()
+    assert train_main(tiny_args(synthetic_root, run_dir, "--resume")) == 1
+    assert one_error_line(capsys.readouterr().err) == f"error: cannot read checkpoint {run_dir / LAST}: Permission denied"
+    assert (run_dir / LAST).read_bytes() == before  # not replaced by a run resumed from previous.pth
+
+
+def test_an_output_dir_whose_parent_is_a_file_is_one_line_naming_it(synthetic_root, tmp_path, capsys):
+    (tmp_path / "runs").write_text("a file, not a folder")
+    assert train_main(tiny_args(synthetic_root, tmp_path / "runs" / "a")) == 1
+    assert one_error_line(capsys.readouterr().err) == \
+        f"error: cannot create the run folder {tmp_path / 'runs' / 'a'}: Not a directory"
+
+
+def test_an_output_dir_without_permission_is_one_line_naming_it(synthetic_root, tmp_path, capsys, monkeypatch):
+    mkdir = Path.mkdir
+
+    def denied(self, *args, **kwargs):
+        if self == tmp_path / "locked" / "run":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    assert train_main(tiny_args(synthetic_root, tmp_path / "locked" / "run")) == 1
+    assert one_error_line(capsys.readouterr().err) == \
+        f"error: cannot create the run folder {tmp_path / 'locked' / 'run'}: Permission denied"
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cuda:x", "device: malformed index in 'cuda:x': N of cuda:N is a device number >= 0"),
+    ("cuda:-1", "device: malformed index in 'cuda:-1': N of cuda:N is a device number >= 0"),
+    ("cpu:1", "device: unknown value 'cpu:1'; valid choices: auto, cpu, cuda, cuda:N, mps"),
+])
+def test_a_malformed_device_is_a_usage_error_of_every_command(synthetic_root, tmp_path, capsys, device, message):
+    from paa_toolkit.detect import main as detect_main
+
+    for command in (lambda: train_main(tiny_args(synthetic_root, tmp_path / "run", "--device", device)),
+                    lambda: detect_main(["x.png", "--checkpoint", str(tmp_path), "--device", device])):
+        with pytest.raises(SystemExit) as exit_info:
+            command()
+        assert exit_info.value.code == 2
+        assert re.search(f"error: {re.escape(message)}", capsys.readouterr().err.strip().splitlines()[-1])
+
+
+def test_a_cuda_index_beyond_the_devices_is_refused_naming_them(monkeypatch):
+    from paa_toolkit.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"^device 'cuda:2' requested but this machine has 2 CUDA device\(s\): "
+                                         r"cuda:0 to cuda:1$"):
+        resolve_device("cuda:2")
 
 
 # ---- bad values on the command lines ---------------------------------------------------------------

@@ -1,6 +1,7 @@
 """PAADetector (model/detector.py): torchvision's detection API, no per-call state, typed test-time settings."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -77,6 +78,25 @@ def test_assignment_hooks_receive_each_training_batchs_positive_counts():
     remove()
     model([torch.rand(3, 64, 64)], [TARGET])
     assert len(seen) == 1
+
+
+def test_a_diagnostics_hook_gets_the_log_figures_and_leaves_losses_and_random_draws_unchanged():
+    images, targets = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))] * 2, [TARGET, TARGET]
+    results = {}
+    for with_diagnostics in (False, True):
+        model, seen = tiny().train(), []
+        if with_diagnostics:
+            model.register_assignment_hook(seen.append, diagnostics=True)
+        torch.manual_seed(5)
+        losses = model(images, targets)
+        results[with_diagnostics] = (losses, torch.get_rng_state(), seen)
+    (plain, rng_plain, _), (diag, rng_diag, seen) = results[False], results[True]
+    assert plain.keys() == diag.keys() and all(torch.equal(plain[k], diag[k]) for k in plain)
+    assert torch.equal(rng_plain, rng_diag)  # the multi-scale draw and everything after it unchanged
+    stats = seen[0]
+    assert stats["num_gt"] == 2 and stats["gt_without_pos"] == 0.0 and stats["pos_per_gt_medium"] == stats["pos_per_gt"]
+    assert stats["em_iters"] >= 1 and 0.0 <= stats["em_collapsed"] <= 1.0
+    assert math.isnan(stats["gt_without_pos_small"])  # the 32 × 36 px box is medium at every training size
 
 
 def test_the_snapshot_records_the_assigners_settings():

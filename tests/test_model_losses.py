@@ -3,18 +3,11 @@ import math
 
 import pytest
 import torch
+from test_assign_cost import EXACT, FOCAL_NEG, FOCAL_POS, GT, HALF, LN2  # tests/: the same known answers
 
 from paa_toolkit.assign.base import Assignment
 from paa_toolkit.model.losses import LossWeights, detection_losses
 from paa_toolkit.structures import AnchorGrid, pad_targets
-
-LN2 = math.log(2.0)
-FOCAL_NEG = 0.75 * 0.25 * LN2  # (1-α)·p^γ·(-log(1-p)) at p = 0.5
-FOCAL_POS = 0.25 * 0.25 * LN2  # α·(1-p)^γ·(-log p) at p = 0.5
-
-GT = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-HALF = [0.0, 0.0, 10.0, 20.0]  # IoU 0.5 with GT, enclosing box = union → GIoU loss 0.5
-EXACT = [0.0, 0.0, 10.0, 10.0]
 
 
 def batch(pred_boxes, matched_gt):

@@ -218,3 +218,30 @@ def test_positives_by_iteration_draws_one_mean_line_and_band_per_rule():
     (line,) = find_artists(fig, "mean:PAA")
     assert list(line.get_ydata()) == [2.0, 4.0]
     assert len(find_artists(fig, "range:ATSS")) == 1
+
+
+def test_one_evaluation_draws_labelled_points_on_an_axis_from_zero():
+    from paa_toolkit.viz.training import plot_ap
+
+    fig = plot_ap([{"kind": "eval", "iteration": 600, "AP": 0.28, "AP50": 0.506, "AP75": 0.292}])
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["AP 28.0", "AP50 50.6", "AP75 29.2"]
+    assert [list(line.get_xdata()) for line in ax.lines] == [[600]] * 3 and ax.get_xlim()[0] == 0
+    assert any("--eval_every" in text.get_text() for text in ax.texts)
+
+
+def test_detections_are_drawn_with_filled_tags_in_the_class_colour_and_contrasting_text():
+    from PIL import ImageColor
+
+    from paa_toolkit.viz.detections import CLASS_COLORS, draw_detections
+
+    image = torch.zeros(3, 256, 256, dtype=torch.uint8)
+    det = {"boxes": torch.tensor([[60.0, 80.0, 200.0, 220.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}
+    drawn = draw_detections(image, det, ["cat", "dog", "emu"])
+    tag = drawn[:, 68:79, 61:118].reshape(3, -1).T  # the "emu 0.90" tag, just above the box's top-left corner
+    colour = torch.tensor(ImageColor.getrgb(CLASS_COLORS[2]), dtype=torch.uint8)
+    filled = (tag == colour).all(1).float().mean()
+    text = (tag.int().sum(1) < 150).float().mean()  # black text on the light green of class 2
+    assert filled > 0.4 and text > 0.05
+    assert int((drawn[:, 85:215, 100] == colour[:, None]).all(0).sum()) == 0  # the box is not filled
+    assert draw_detections(image, det, ["cat", "dog", "emu"], score_thresh=0.95).equal(image)

@@ -12,6 +12,7 @@ pytest.importorskip("ipywidgets")
 
 from paa_toolkit.assign import ATSSAssigner, MaxIoUAssigner, PAAAssigner
 from paa_toolkit.assign.gmm import fit_gmm_sklearn
+from paa_toolkit.engine.run_files import save_trace
 from paa_toolkit.structures import PaddedTargets
 from paa_toolkit.viz.assignment import count_marks
 from paa_toolkit.widgets import assignment_explorer, gmm_explorer, voting_explorer
@@ -113,7 +114,7 @@ def test_trace_folder_iterations_switch_the_snapshot(tmp_path):
     assert counts[100] != counts[300]  # the seeds are chosen so that the count changes
     (tmp_path / "trace").mkdir()
     for it, snap in snaps.items():
-        torch.save({"iteration": it, "snapshot": snap}, tmp_path / "trace" / f"iter_{it:06d}.pt")
+        save_trace(tmp_path / "trace" / f"iter_{it:06d}.pt", snap, iteration=it)
     ex = assignment_explorer(tmp_path)  # a run folder: its trace/ is used
     assert list(ex.iteration.options) == [100, 300]
     assert ex.label.value == f"positives: {counts[300]}"  # starts at the last iteration
@@ -124,7 +125,7 @@ def test_trace_folder_iterations_switch_the_snapshot(tmp_path):
 
 def test_a_trace_file_of_the_detectors_assignment_snapshot_opens(tmp_path):
     snap = random_snapshot(0)
-    torch.save({"iteration": 7, "snapshot": snap}, tmp_path / "iter_000007.pt")
+    save_trace(tmp_path / "iter_000007.pt", snap, iteration=7)
     ex = assignment_explorer(tmp_path / "iter_000007.pt")
     assert list(ex.iteration.options) == [7]
     assert ex.label.value == f"positives: {positives(snap.matched_gt, 0, 0)}"

@@ -55,6 +55,9 @@ def _configs() -> dict[str, RunConfig]:
         *(RunConfig(f"fsr_{t}", {"assign.rule": "fsr", "assign.fsr_thresh": t}) for t in (0.1, 0.2, 0.3)),
         *(RunConfig(f"topk_{k}", {"assign.topk": k}) for k in (5, 18, 25)),
         *(RunConfig(f"anchor_scale_{s}", {"model.anchor_scale": float(s)}) for s in (4, 6, 10)),
+        RunConfig("paa_gt_match", {"assign.low_quality": "gt"}),
+        RunConfig("paa_data_init", {"assign.gmm_init": "data"}),
+        RunConfig("paa_gt_match_data_init", {"assign.low_quality": "gt", "assign.gmm_init": "data"}),
         RunConfig("fcos", {"model.arch": "fcos"}),
         RunConfig("retinanet", {"model.arch": "retinanet"}),
     ]
@@ -74,12 +77,26 @@ class Row:
     paper: tuple[float, float, float] | str | None = None
 
 
+#: the report's columns of every table: COCO AP, AP50, AP75 (fractions)
+AP_COLUMNS = ("AP", "AP50", "AP75")
+#: the analysis table's columns (issue 9): COCO metrics, recall of small GTs at IoU 0.5 (final evaluation) and
+#: the assignment diagnostics of the training log (mean over its train records; assign.stats.LOG_KEYS)
+ANALYSIS_COLUMNS = (*AP_COLUMNS, "APs", "APm", "APl", "recall50_small", "gt_without_pos", "gt_without_pos_small",
+                    "em_iters", "em_collapsed", "pos_per_gt")
+
+
 @dataclass(frozen=True)
 class Table:
+    """A paper table: its rows by section; ``columns`` the report shows (metrics of final_metrics.json or
+    figures of the training log); ``reference``: the row config every other row is compared with, seed
+    by seed (paired differences and a verdict, :func:`~.report.verdict`)."""
+
     key: str
     title: str
     label_columns: tuple[str, ...]
     sections: tuple[tuple[str, tuple[Row, ...]], ...]  # (sub-table caption, rows)
+    columns: tuple[str, ...] = AP_COLUMNS
+    reference: str | None = None
 
     @property
     def rows(self) -> list[Row]:
@@ -140,6 +157,15 @@ TABLES: dict[str, Table] = {
         Row(("torchvision FCOS",), "fcos", None),
         Row(("torchvision RetinaNet",), "retinanet", None),
     )),)),
+    "analysis": Table("analysis", "Issue 9: the two remedies of PAA's assignment (gt matching, data-init EM) "
+                      "against PAA (reference), ATSS and FCOS", ("Method",), (("", (
+        Row(("PAA (reference)",), "paa_ioupred", None),
+        Row(("PAA + gt matching",), "paa_gt_match", None),
+        Row(("PAA + data-init EM",), "paa_data_init", None),
+        Row(("PAA + both",), "paa_gt_match_data_init", None),
+        Row(("ATSS",), "atss_ioupred", None),
+        Row(("torchvision FCOS",), "fcos", None),
+    )),), columns=ANALYSIS_COLUMNS, reference="paa_ioupred"),
 }
 
 
@@ -223,5 +249,5 @@ def to_argv(overrides: dict[str, Any]) -> list[str]:
     return argv
 
 
-__all__ = ["REFERENCE", "RUN_CONFIGS", "TABLES", "PlannedRun", "Row", "RunConfig", "Table", "budget_overrides",
+__all__ = ["ANALYSIS_COLUMNS", "AP_COLUMNS", "REFERENCE", "RUN_CONFIGS", "TABLES", "PlannedRun", "Row", "RunConfig", "Table", "budget_overrides",
            "build_config", "build_plan", "parse_assignment", "resolve_overrides", "to_argv"]

@@ -3,24 +3,63 @@
 Numbers are COCO metrics as fractions in [0, 1] (the paper prints percent), mean ± sample std over
 seeds; a failed training is shown by its status ("diverged", "failed", "0 positives"), as the
 paper shows "training failed" for FSR (> 0.3).
+
+A table with a ``reference`` row (the ``analysis`` table of issue 9) also gets the paired per-seed
+differences of every row against it (seed k of a row minus seed k of the reference: same data order
+and initial weights, so the shared part of the seed noise cancels) and a :func:`verdict` per metric.
+The assignment figures of the training log (``gt_without_pos``, ``em_iters``, ``pos_per_gt``, …;
+:data:`DIAGNOSTICS`) are the mean over all of a run's ``train`` records; the JSON also holds the mean
+over the last third of them (``last_third``), the assignment of the nearly trained model.
 """
 from __future__ import annotations
 
+import datetime
 import json
+import math
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
+from ..assign.stats import LOG_KEYS
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
-from .grid import RUN_CONFIGS, TABLES, Table, budget_overrides
+from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Table, budget_overrides
 from .runner import ABLATE_INFO, FAILED, run_state
 
-METRICS = ("AP", "AP50", "AP75")
+METRICS = AP_COLUMNS
+#: the figures of the training log a report can show (means over the run's ``train`` records)
+DIAGNOSTICS = ("pos_per_gt", *LOG_KEYS.values())
+#: further numbers of ``final_metrics.json`` a table can show (None when -1 / NaN: nothing to measure)
+EXTRA_METRICS = ("APs", "APm", "APl", "AR100", "recall50_small", "recall50_medium", "recall50_large", "recall50_all")
+#: the metrics compared seed by seed against a table's reference row
+PAIRED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+#: column headers and cell formats (default: the key, three decimals)
+HEADERS = {"pos_per_gt": "pos/GT", "gt_without_pos": "GTs w/o pos. (%)", "gt_without_pos_small": "small w/o pos. (%)",
+           "em_iters": "EM iter.", "em_collapsed": "collapsed (%)", "recall50_small": "recall50 small"}
+PERCENT = {"gt_without_pos", "gt_without_pos_small", "gt_without_pos_medium", "gt_without_pos_large",
+           "em_collapsed", "em_not_converged", "gt_without_cand"}
+
+
+# ---- the verdict on a paired difference ------------------------------------------------------------
+def verdict(differences: Sequence[float], labels: tuple[str, str] = ("holds", "reversed")) -> str:
+    """Whether paired per-seed differences (a − b) resolve a difference: ``labels[0]`` (a > b) or
+    ``labels[1]`` (a < b) only when every seed's difference has the same sign AND |mean| > 2 standard
+    errors (2 · sample std / √n); else "within noise". One seed (or none) is "unresolved": a single
+    difference carries no estimate of its own spread, whatever its size.
+    """
+    diffs = [float(d) for d in differences if d is not None and not math.isnan(d)]
+    if len(diffs) < 2:
+        return "unresolved"
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
+    if same_sign and abs(mean) > 2 * se:
+        return labels[0] if mean > 0 else labels[1]
+    return "within noise"
 
 
 @dataclass
@@ -55,18 +94,64 @@ class RowResult:
         return "0 positives" if pos is not None and pos == 0 else "ok"
 
     def to_dict(self) -> dict[str, Any]:
+        keys = (*METRICS, *EXTRA_METRICS, *DIAGNOSTICS)
         return {"cells": list(self.cells), "config": self.config, "paper": self.paper, "status": self.status,
-                "seeds": self.seeds,
-                "mean": {k: self.mean(k) for k in (*METRICS, "pos_per_gt", "wall_s")},
-                "std": {k: self.std(k) for k in METRICS}}
+                "seeds": self.seeds, "mean": {k: self.mean(k) for k in (*keys, "wall_s")},
+                "std": {k: self.std(k) for k in keys}}
+
+
+def paired_differences(row: RowResult, reference: RowResult, key: str) -> list[float | None]:
+    """``row − reference`` of ``key`` seed by seed (None where either seed is missing or not complete)."""
+    out = []
+    for mine, ref in zip(row.seeds, reference.seeds):
+        ok = mine["state"] == ref["state"] == "complete" and mine.get(key) is not None and ref.get(key) is not None
+        out.append(mine[key] - ref[key] if ok else None)
+    return out
+
+
+def comparisons(rows: list[RowResult], reference: str) -> dict[str, dict[str, Any]]:
+    """Per row (but the reference): per :data:`PAIRED` metric the per-seed differences, their mean and
+    sample std, and the :func:`verdict` ("higher" / "lower" / "within noise" / "unresolved")."""
+    ref = next(r for r in rows if r.config == reference)
+    out = {}
+    for row in rows:
+        if row.config == reference:
+            continue
+        out[row.config] = {}
+        for key in PAIRED:
+            diffs = paired_differences(row, ref, key)
+            known = [d for d in diffs if d is not None]
+            out[row.config][key] = {
+                "per_seed": diffs, "mean": statistics.fmean(known) if known else None,
+                "std": statistics.stdev(known) if len(known) > 1 else None,
+                "verdict": verdict(known, ("higher", "lower")) if known else "pending"}
+    return out
+
+
+def training_means(run_dir: Path, keys: Sequence[str] = DIAGNOSTICS, last_fraction: float = 1.0
+                   ) -> dict[str, float | None]:
+    """Mean of each figure over the run's logged training records (``metrics.jsonl``), or over the last
+    ``last_fraction`` of them; None for a figure the run never logged (e.g. EM iterations of ATSS)."""
+    if not (run_dir / METRICS_FILE).exists():
+        return {k: None for k in keys}
+    records = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
+    records = records[len(records) - max(1, round(last_fraction * len(records))):] if records else records
+    out = {}
+    for key in keys:
+        values = [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
+        out[key] = statistics.fmean(values) if values else None
+    return out
 
 
 def mean_positives_per_gt(run_dir: Path) -> float | None:
     """Mean positives per GT over the logged training iterations (``metrics.jsonl``)."""
-    if not (run_dir / METRICS_FILE).exists():
-        return None
-    values = [r["pos_per_gt"] for r in read_metrics(run_dir) if r.get("kind") == "train" and "pos_per_gt" in r]
-    return statistics.fmean(values) if values else None
+    return training_means(run_dir, ("pos_per_gt",))["pos_per_gt"]
+
+
+def _finite(value: Any) -> float | None:
+    """A metric of final_metrics.json, None when COCOeval had nothing to measure (-1) or it is NaN."""
+    value = float(value)
+    return None if math.isnan(value) or value < 0 else value
 
 
 def seed_result(run_dir: Path, base_dir: Path | None = None) -> dict[str, Any]:
@@ -77,10 +162,12 @@ def seed_result(run_dir: Path, base_dir: Path | None = None) -> dict[str, Any]:
     if base_dir is not None and (base_dir / ABLATE_INFO).exists():  # the training behind a re-evaluation
         wall = (wall or 0.0) + json.loads((base_dir / ABLATE_INFO).read_text()).get("wall_s", 0.0)
     out["wall_s"] = wall
-    out["pos_per_gt"] = mean_positives_per_gt(base_dir or run_dir)
+    out.update(training_means(base_dir or run_dir))
+    out["last_third"] = training_means(base_dir or run_dir, last_fraction=1 / 3)
     if state == "complete":
         metrics = json.loads((run_dir / FINAL_METRICS).read_text())
         out.update({k: max(float(metrics[k]), 0.0) for k in METRICS if k in metrics})
+        out.update({k: _finite(metrics[k]) for k in EXTRA_METRICS if k in metrics})
     elif state == "failed":
         out.update(json.loads((run_dir / FAILED).read_text()))
     return out
@@ -101,10 +188,22 @@ def collect(table: str, out: str | Path, budget: str, seeds: int) -> list[RowRes
 
 
 # ---- formatting --------------------------------------------------------------------------------------
-def format_value(mean: float | None, std: float | None) -> str:
+def format_value(mean: float | None, std: float | None, key: str = "AP") -> str:
+    """``mean ± std`` of a column: fractions in percent for :data:`PERCENT`, one decimal for counts
+    (positives per GT, EM iterations), three decimals for COCO metrics."""
     if mean is None:
         return "–"
-    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+    scale, digits = (100.0, 1) if key in PERCENT else (1.0, 1) if key.startswith(("pos_per_gt", "em_iters")) else (1.0, 3)
+    text = f"{scale * mean:.{digits}f}"
+    return text + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+
+
+def format_difference(result: dict[str, Any]) -> str:
+    """A paired difference ``+0.012 ± 0.004 (higher)``: mean ± std of the per-seed differences, verdict."""
+    if result["mean"] is None:
+        return result["verdict"]
+    std = f" ± {result['std']:.3f}" if result["std"] is not None else ""
+    return f"{result['mean']:+.3f}{std} ({result['verdict']})"
 
 
 def format_paper(paper: Any) -> str:
@@ -123,13 +222,21 @@ def budget_summary(budget: str, extra: dict[str, Any] | None = None) -> str:
 
 def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
                    extra: dict[str, Any] | None = None) -> str:
-    """The table in the paper's layout, plus our columns: positives per GT, wall time, paper AP (%)."""
+    """The table in the paper's layout, plus our columns: positives per GT, wall time, paper AP (%);
+    with a reference row, the paired differences against it and their verdicts."""
     spec: Table = TABLES[table]
-    header = [*spec.label_columns, *METRICS, "pos/GT", "wall s", "paper AP (%)"]
+    columns = list(spec.columns)
+    shown = [*columns, *(["pos_per_gt"] if "pos_per_gt" not in columns else [])]
+    has_paper = any(r.paper is not None for r in spec.rows)
+    header = [*spec.label_columns, *(HEADERS.get(k, k) for k in shown), "wall s", *(["paper AP (%)"] if has_paper else [])]
     lines = [f"## {spec.title}", "",
              f"Budget `{budget}` ({budget_summary(budget, extra)}); {seeds} seed(s), mean ± std; "
              "COCO metrics as fractions in [0, 1] (the paper prints percent); pos/GT: mean positives per "
              "GT box during training; wall s: training + evaluation, per seed.", ""]
+    if any(k in LOG_KEYS.values() for k in columns):
+        lines += ["Assignment figures (GTs without a positive, overall and small; mean EM iterations; collapsed "
+                  "fits; pos/GT) are means over the training's logged records (every 20 iterations, each the "
+                  "mean over its batches); '–': the detector has no such figure (FCOS; EM for ATSS).", ""]
     by_config = iter(rows)
     for caption, section_rows in spec.sections:
         if caption:
@@ -139,21 +246,37 @@ def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
             r = next(by_config)
             status = r.status
             if status in ("ok", "0 positives"):
-                values = [format_value(r.mean(k), r.std(k)) for k in METRICS]
+                values = [format_value(r.mean(k), r.std(k), k) for k in shown]
                 if status == "0 positives":
                     values[0] += " (0 positives)"
             else:
-                values = [status, "", ""]
-            pos = r.mean("pos_per_gt")
+                values = [status] + [""] * (len(shown) - 1)
             wall = r.mean("wall_s")
-            lines.append("| " + " | ".join([*r.cells, *values, "–" if pos is None else f"{pos:.1f}",
-                                             "–" if wall is None else f"{wall:.0f}", format_paper(r.paper)]) + " |")
+            lines.append("| " + " | ".join([*r.cells, *values, "–" if wall is None else f"{wall:.0f}",
+                                             *([format_paper(r.paper)] if has_paper else [])]) + " |")
         lines.append("")
+    if spec.reference:
+        lines += paired_markdown(spec, rows)
     notes = [f"- `{r.config}`: {s['status']}: {s.get('message', '')}" for r in rows
              for s in r.seeds if s["state"] == "failed"][:10]
     if notes:
         lines += ["Failures:", "", *notes, ""]
     return "\n".join(lines)
+
+
+def paired_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
+    """The paired differences against ``spec.reference``, one line per row, one column per metric."""
+    label = {r.config: " ".join(c for c in r.cells if c) for r in rows}
+    compared = comparisons(rows, spec.reference)
+    lines = [f"**Paired differences against {label[spec.reference]}** (row − reference, seed by seed; mean ± "
+             "std of the per-seed differences; verdict: *higher* / *lower* when every seed's difference has the "
+             "same sign and |mean| > 2 · std / √n, else *within noise*; one seed: *unresolved*)", "",
+             "| " + " | ".join(["Method", "ΔAP per seed", *(f"Δ{k}" for k in PAIRED)]) + " |",
+             "|" + "---|" * (len(PAIRED) + 2)]
+    for config, result in compared.items():
+        seeds = ", ".join("–" if d is None else f"{d:+.3f}" for d in result["AP"]["per_seed"])
+        lines.append("| " + " | ".join([label[config], seeds, *(format_difference(result[k]) for k in PAIRED)]) + " |")
+    return [*lines, ""]
 
 
 def bar_chart(table: str, rows: list[RowResult], budget: str, seeds: int) -> Figure:
@@ -172,10 +295,52 @@ def write_report(table: str, out: str | Path, budget: str, seeds: int,
     root.mkdir(parents=True, exist_ok=True)
     paths = {"md": root / f"table_{table}.md", "json": root / f"table_{table}.json", "png": root / f"table_{table}.png"}
     paths["md"].write_text(markdown_table(table, rows, budget, seeds, extra), encoding="utf-8")
-    paths["json"].write_text(json.dumps({"table": table, "budget": budget, "seeds": seeds, "set": extra or {},
-                                         "rows": [r.to_dict() for r in rows]}, indent=1), encoding="utf-8")
+    paths["json"].write_text(json.dumps(table_data(table, rows, budget, seeds, extra), indent=1), encoding="utf-8")
     bar_chart(table, rows, budget, seeds).savefig(paths["png"], dpi=110)
     return paths
 
 
-__all__ = ["METRICS", "RowResult", "bar_chart", "collect", "format_value", "markdown_table", "write_report"]
+def table_data(table: str, rows: list[RowResult], budget: str, seeds: int,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The machine-readable table: every row's seeds, means and stds, and the paired comparisons."""
+    data = {"table": table, "budget": budget, "seeds": seeds, "set": extra or {}, "rows": [r.to_dict() for r in rows]}
+    if TABLES[table].reference:
+        data["reference"] = TABLES[table].reference
+        data["paired"] = comparisons(rows, TABLES[table].reference)
+    return data
+
+
+def machine_description() -> str:
+    """CPU model, core count, Python and torch versions (and the GPU, if any) of this machine."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def write_results(path: str | Path, table: str, out: str | Path, budget: str, seeds: int,
+                  extra: dict[str, Any] | None = None) -> Path:
+    """The table's results as one small JSON file to commit: per row and seed the metrics and training
+    figures (no run folders), means, stds, paired comparisons, the date and the machine."""
+    data = table_data(table, collect(table, out, budget, seeds), budget, seeds, extra)
+    for row in data["rows"]:
+        row["seeds"] = [{k: v for k, v in s.items() if k != "run_dir"} for s in row["seeds"]]
+    data = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_description(), **data}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["DIAGNOSTICS", "EXTRA_METRICS", "METRICS", "PAIRED", "RowResult", "bar_chart", "collect", "comparisons",
+           "format_value", "markdown_table", "paired_differences", "table_data", "training_means", "verdict",
+           "write_report", "write_results"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import atomic_write_text
+from ..engine.run_folder import RunFolderError, acquire_lock as engine_lock
 from .grid import PlannedRun, to_argv
 
 FAILED = "failed.json"
@@ -47,36 +47,14 @@ def run_state(run_dir: Path) -> str:
     return "incomplete" if run_dir.exists() else "missing"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def acquire_lock(run_dir: Path) -> Path | None:
-    """Create ``run_dir/.ablate.lock`` atomically; None when another live process holds it."""
+    """Create ``run_dir/.ablate.lock`` atomically (:func:`~..engine.run_folder.acquire_lock`); None when
+    another live process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / LOCK
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                return None  # being written right now by its owner
-            if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", -1))):
-                lock.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            return None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
-        return lock
-    return None
+    try:
+        return engine_lock(run_dir, LOCK).path
+    except RunFolderError:
+        return None
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -31,6 +31,7 @@ def _diagnostics(
     order = torch.sort(cand_iou.masked_fill(~valid, -1.0), dim=1, descending=True, stable=True).indices
     anchor_idx, valid, cand_iou = (t.gather(1, order) for t in (anchor_idx, valid, cand_iou))
     level = anchors.level_of_anchor[anchor_idx].masked_fill(~valid, -1)
+    gt_box = targets.boxes[image_index, gt_index]
     assigned = matched_gt[image_index[:, None], anchor_idx]
     labels = torch.where(assigned == gt_index[:, None], POSITIVE, 0)
     labels = labels.masked_fill(assigned == IGNORE, IGNORED).masked_fill(~valid, 0)
@@ -39,6 +40,7 @@ def _diagnostics(
         candidate_level=level, candidate_valid=valid,
         candidate_cost=torch.full_like(cand_iou, float("nan")), candidate_iou=cand_iou,
         candidate_label=labels, iou_threshold=iou_threshold,
+        gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
     )
 
 

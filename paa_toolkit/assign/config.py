@@ -26,13 +26,13 @@ GMM_RULES = BOUNDARIES
 class AssignConfig:
     """How anchors become positive samples."""
 
-    rule: str = "c"  # one of RULES; "c" (Fig. 3 (c)) is the paper's and the reference code's
+    rule: str = "c"  # PAA boundary a–d (Fig. 3; "c": the paper's), FNP / FSR (Table 1 left), ATSS or max-IoU
     topk: int = 9  # K of Procedure 1, line 8: candidates per pyramid level (Table 4: 5–25)
     score_lambda: float = 1.0  # λ of Eq. (1)/(3): weight of the localisation term of the anchor score
     fnp_num: int = 10  # n of FNP(n), Table 1 left (rule "fnp")
     fsr_thresh: float = 0.2  # t of FSR(> t), Table 1 left (rule "fsr")
-    low_quality: str = "reference"  # line 3, who keeps a GT's best anchor: one of LOW_QUALITY_POLICIES
-    gmm_init: str = "paper"  # line 12, EM start: "paper" (§4.1: min/max, σ = 1) or "data" (one of GMM_INITS)
+    low_quality: str = "reference"  # line 3, a best anchor of several GTs: reference code, last GT (gt), no GT left out
+    gmm_init: str = "paper"  # line 12, EM start: "paper" (§4.1: min/max, σ = 1) or "data"
     gmm_tol: float = SKLEARN_TOL  # line 12, EM stops when the mean log-likelihood gains less (scikit-learn's tol)
     gmm_max_iter: int = SKLEARN_MAX_ITER  # line 12, EM iteration cap (scikit-learn's max_iter)
 

@@ -86,3 +86,18 @@ def summarize_diagnostics(diagnostics: AssignmentDiagnostics) -> dict[str, float
     if d.gmm_means is not None:
         stats["collapsed_frac"] = fraction(*collapsed_fits(d.gmm_means, d.candidate_cost, d.candidate_valid))
     return dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+
+
+#: the training log's names (``metrics.jsonl``) of the :func:`summarize_diagnostics` figures
+LOG_KEYS = {
+    "no_candidate_frac": "gt_without_cand", "no_positive_frac": "gt_without_pos",
+    **{f"no_positive_frac_{s}": f"gt_without_pos_{s}" for s in SIZES},
+    **{f"positives_per_gt_{s}": f"pos_per_gt_{s}" for s in SIZES},
+    "em_iterations_mean": "em_iters", "em_not_converged_frac": "em_not_converged", "collapsed_frac": "em_collapsed",
+}
+
+
+def log_figures(diagnostics: AssignmentDiagnostics) -> dict[str, float]:
+    """:func:`summarize_diagnostics` under the training log's short names (:data:`LOG_KEYS`)."""
+    summary = summarize_diagnostics(diagnostics)
+    return {short: summary[name] for name, short in LOG_KEYS.items()}

@@ -2,11 +2,16 @@
 
 The trainer saves one per trace iteration (Fig. 4a / 7 replays, Fig. 4b); the notebooks and widgets
 re-run Procedure 1, lines 12–16 on it (:mod:`.replay`) with the settings it recorded.
+
+On disk a snapshot is :meth:`AssignmentSnapshot.to_state`: a dict of tensors, lists, numbers and
+strings (the nested :class:`~.base.AssignmentDiagnostics` and :class:`~.config.AssignConfig` as dicts
+too) that ``torch.load(weights_only=True)`` reads without unpickling any object;
+:meth:`AssignmentSnapshot.from_state` rebuilds the dataclasses.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -57,6 +62,37 @@ class AssignmentSnapshot:
                 value = [v.to(device) for v in value]
             moved[f.name] = value
         return AssignmentSnapshot(**moved)
+
+    def to_state(self) -> dict[str, Any]:
+        """The snapshot as plain values (tensors, lists, tuples, numbers, strings, None), nested dataclasses as dicts."""
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["diagnostics"] = {f.name: getattr(self.diagnostics, f.name) for f in fields(self.diagnostics) if f.init}
+        state["settings"] = asdict(self.settings)
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "AssignmentSnapshot":
+        """The snapshot :meth:`to_state` returned; ``ValueError`` naming what is missing or unknown."""
+        values = _init_values(cls, state, "snapshot")
+        values["diagnostics"] = AssignmentDiagnostics(**_init_values(AssignmentDiagnostics, values["diagnostics"],
+                                                                     "snapshot.diagnostics"))
+        values["settings"] = AssignConfig(**_init_values(AssignConfig, values.get("settings", {}), "snapshot.settings"))
+        return cls(**values)
+
+
+def _init_values(cls: type, state: Any, what: str) -> dict[str, Any]:
+    """``state``'s entries for the constructor of dataclass ``cls``: every field without a default present,
+    no entry that is not a field (fields with a default may be absent: files written before they existed)."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what}: expected a dict of fields, got {type(state).__name__}")
+    names = {f.name for f in fields(cls) if f.init}
+    required = {f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING}
+    missing, unknown = sorted(required - set(state)), sorted(set(state) - names)
+    if missing or unknown:
+        raise ValueError(f"{what}: " + "; ".join(
+            part for part in (missing and f"missing field(s) {missing}", unknown and f"unknown field(s) {unknown}")
+            if part))
+    return dict(state)
 
 
 __all__ = ["AssignmentSnapshot"]

@@ -18,18 +18,19 @@ DATASETS = ("synthetic", "coco")
 class DataConfig:
     """Where the images come from: the embedded synthetic dataset, or any COCO-format folder."""
 
-    dataset: str = "synthetic"  # one of DATASETS
+    dataset: str = "synthetic"  # the embedded synthetic set (generated once, cached) or a COCO-format folder
     root: str | None = None  # coco: folder holding train2017/, val2017/, annotations/; synthetic: cache folder
     image_dir: str | None = None  # coco: overrides <root>/{train,val}2017 (one folder for both splits)
     train_ann: str | None = None  # coco: default <root>/annotations/instances_train2017.json
     val_ann: str | None = None  # coco: default <root>/annotations/instances_val2017.json
-    synthetic_seed: int = 0
-    synthetic_num_train: int = 800
-    synthetic_num_val: int = 100
-    synthetic_image_size: int = 256
-    flip_prob: float = 0.5  # training augmentation: random horizontal flip
-    num_workers: int = 0
-    batch_size: int = 4  # images per process and step (the demo's: engine.config.DEMO_BATCH_SIZE)
+    synthetic_seed: int = 0  # synthetic: generator seed
+    synthetic_num_train: int = 800  # synthetic: training images
+    synthetic_num_val: int = 100  # synthetic: validation images
+    synthetic_image_size: int = 256  # synthetic: image side in pixels
+    flip_prob: float = 0.5  # training augmentation: probability of a horizontal flip
+    num_workers: int = 0  # DataLoader worker processes; 0: load in the main process
+    batch_size: int = 4  # images per process and step (global batch: × processes)
+    on_bad_annotation: str = "skip"  # boxes of zero size or outside their image: skipped and counted, or an error
 
 
 def dataset_paths(data: DataConfig) -> tuple[Path, Path, Path, Path]:
@@ -49,8 +50,10 @@ def dataset_paths(data: DataConfig) -> tuple[Path, Path, Path, Path]:
 def build_datasets(data: DataConfig) -> tuple[CocoDetection, CocoDetection]:
     """Training set (random flips) and validation set sharing its label mapping."""
     train_dir, train_ann, val_dir, val_ann = dataset_paths(data)
-    train_ds = CocoDetection(train_dir, train_ann, train=True, flip_prob=data.flip_prob)
-    val_ds = CocoDetection(val_dir, val_ann, train=False, category_ids=train_ds.category_ids)
+    train_ds = CocoDetection(train_dir, train_ann, train=True, flip_prob=data.flip_prob,
+                             on_bad_annotation=data.on_bad_annotation)
+    val_ds = CocoDetection(val_dir, val_ann, train=False, category_ids=train_ds.category_ids,
+                           on_bad_annotation=data.on_bad_annotation)
     return train_ds, val_ds
 
 

@@ -524,6 +524,30 @@ def detections_to_coco_results(
     return results
 
 
+def detections_from_coco_results(
+    results: Sequence[dict], image_ids: Sequence[int], category_ids: Sequence[int], source: str = "results",
+) -> list[dict[str, Tensor]]:
+    """COCO result dicts → one torchvision-style ``{"boxes" (xyxy), "scores", "labels"}`` per image of
+    ``image_ids`` (empty where there is none): the inverse of :func:`detections_to_coco_results`. A
+    result of an image or category that is not listed raises ``ValueError`` naming ``source``."""
+    if not isinstance(results, list):
+        raise ValueError(f"{source}: COCO results are a JSON list of detections, got a {type(results).__name__}")
+    position = {int(i): n for n, i in enumerate(image_ids)}
+    label = {int(c): n for n, c in enumerate(category_ids)}
+    rows: list[list[tuple[list[float], float, int]]] = [[] for _ in image_ids]
+    for k, r in enumerate(results):
+        if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
+            raise ValueError(f"{source}[{k}]: a detection needs image_id, category_id, bbox, score; got {r!r}")
+        if r["image_id"] not in position or r["category_id"] not in label:
+            raise ValueError(f"{source}[{k}]: image_id {r['image_id']} or category_id {r['category_id']} is not in "
+                             f"the annotations")
+        x, y, w, h = r["bbox"]
+        rows[position[r["image_id"]]].append(([x, y, x + w, y + h], float(r["score"]), label[r["category_id"]]))
+    return [{"boxes": torch.tensor([b for b, _, _ in row], dtype=torch.float32).reshape(-1, 4),
+             "scores": torch.tensor([s for _, s, _ in row], dtype=torch.float32),
+             "labels": torch.tensor([c for _, _, c in row], dtype=torch.int64)} for row in rows]
+
+
 def coco_from_detections(
     coco_gt: COCO, detections: Sequence[dict[str, Tensor]], image_ids: Sequence[int], category_ids: Sequence[int],
 ) -> COCO:
@@ -543,4 +567,5 @@ def coco_from_detections(
     return coco_dt
 
 
-__all__ = ["CocoDetection", "collate", "coco_from_detections", "detections_to_coco_results", "load_coco_json"]
+__all__ = ["CocoDetection", "collate", "coco_from_detections", "detections_from_coco_results",
+           "detections_to_coco_results", "load_coco_json"]

@@ -75,15 +75,17 @@ def state_digest(state: Any) -> str:
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path) -> Path:
     """Write ``state`` (with its digest) as ``<run_dir>/last.pth``; the old one becomes ``previous.pth``.
 
-    Temporary files left by a writer that was killed mid-write (``.last.pth.*.tmp``) are removed
-    once the new checkpoint is in place; they are never read.
+    A write that fails (disk full, permission denied) raises an ``OSError`` naming the file and leaves
+    the checkpoints as they were. Temporary files left by a writer that was killed mid-write
+    (``.last.pth.*.tmp``) are never read; the next training in the folder removes them
+    (:func:`~.run_folder.remove_stale_temporaries`).
     """
     run_dir = Path(run_dir)
-    path = atomic_save({**state, DIGEST_KEY: state_digest(state)}, run_dir / LAST, keep_previous=run_dir / PREVIOUS)
-    for stale in run_dir.glob(f".{LAST}.*.tmp"):
-        stale.unlink(missing_ok=True)
-        log.info("removed %s, left by a checkpoint write that was interrupted", stale)
-    return path
+    try:
+        return atomic_save({**state, DIGEST_KEY: state_digest(state)}, run_dir / LAST, keep_previous=run_dir / PREVIOUS)
+    except OSError as e:
+        kept = f"; the previous checkpoint {run_dir / LAST} is unchanged" if (run_dir / LAST).is_file() else ""
+        raise OSError(f"{e}{kept}") from e
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -93,6 +95,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:  # not a fault of the file (permission denied, I/O error): no fallback to another one
+        raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     except Exception as e:  # torn zip, pickle error, not a torch file ...
         raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): "
                               f"{str(e).splitlines()[0]}") from None
@@ -118,14 +122,31 @@ def find_resumable(run_dir: str | Path, map_location: str | torch.device = "cpu"
 
 
 def resolve_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict]:
-    """A checkpoint file, or a run folder (its newest good checkpoint); :class:`CheckpointError` if none."""
+    """A training checkpoint file, or a run folder (its newest good checkpoint); :class:`CheckpointError` if none."""
     path = Path(path)
     if path.is_dir():
         found = find_resumable(path, map_location)
         if found is None:
             raise CheckpointError(f"no loadable checkpoint ({LAST} or {PREVIOUS}) in {path}")
-        return found
-    return path, load_checkpoint(path, map_location)
+    else:
+        found = path, load_checkpoint(path, map_location)
+    return check_training_state(*found)
+
+
+#: what :func:`training_state` writes, with the type each entry must have
+TRAINING_ENTRIES = {"format_version": int, "iteration": int, "config": dict, "model": dict, "optimizer": dict,
+                    "scheduler": dict, "scaler": dict, "rng": dict, "sampler": dict, "num_classes": int,
+                    "category_ids": list, "category_names": list}
+
+
+def check_training_state(path: Path, state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """``(path, state)`` if ``state`` has every entry of a training checkpoint, else :class:`CheckpointError`
+    (a digest-valid file of other contents: saved by hand, or by another program)."""
+    missing = [key for key, kind in TRAINING_ENTRIES.items() if not isinstance(state.get(key), kind)]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint of paa_toolkit: "
+                              f"missing or malformed entries {missing}")
+    return path, state
 
 
 # ---- training checkpoints ------------------------------------------------------------------------
@@ -153,9 +174,13 @@ def find_resume_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
         return None
     if cfg.resume == "auto":
         found = find_resumable(cfg.run_dir)
-        if found is None:
-            log.info("no checkpoint in %s yet: starting from scratch", cfg.run_dir)
-        return found
+        if found is not None:
+            return check_training_state(*found)
+        if any((cfg.run_dir / name).exists() for name in (LAST, PREVIOUS)):
+            raise CheckpointError(f"--resume: no checkpoint of {cfg.run_dir} loads (see the warnings above); "
+                                  "to start that run afresh, use --overwrite instead")
+        log.info("no checkpoint in %s yet: starting from scratch", cfg.run_dir)
+        return None
     return resolve_checkpoint(cfg.resume)
 
 
@@ -195,6 +220,7 @@ def build_from_checkpoint(state: dict[str, Any], cfg: TrainConfig | None = None,
     return model.to(device).eval()
 
 
-__all__ = ["CheckpointError", "FINAL_METRICS", "LAST", "PREVIOUS", "ModelBuilder", "build_from_checkpoint",
-           "default_model_builder", "find_resumable", "find_resume_checkpoint", "load_checkpoint",
-           "resolve_checkpoint", "restore_training_state", "save_checkpoint", "state_digest", "training_state"]
+__all__ = ["CheckpointError", "FINAL_METRICS", "LAST", "PREVIOUS", "TRAINING_ENTRIES", "ModelBuilder",
+           "build_from_checkpoint", "check_training_state", "default_model_builder", "find_resumable",
+           "find_resume_checkpoint", "load_checkpoint", "resolve_checkpoint", "restore_training_state",
+           "save_checkpoint", "state_digest", "training_state"]

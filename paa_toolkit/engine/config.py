@@ -13,8 +13,13 @@ paa_toolkit.train`` finishes on a 2-core CPU; the ``DEMO_*`` constants below are
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import io
 import json
 import math
+import re
+import tokenize
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +30,8 @@ import yaml
 
 from ..assign import GMM_INITS, LOW_QUALITY_POLICIES, RULES, AssignConfig
 from ..data.build import DATASETS, DataConfig
+from ..data.coco import BAD_ANNOTATION_POLICIES
+from ..distributed import device_name_problem
 from ..model.backbone import BACKBONES, NORMS
 from ..model.head import AUX_CHOICES
 from ..model.losses import LossWeights
@@ -53,19 +60,19 @@ class ConfigError(ValueError):
 class ModelConfig:
     """The detector (§3, Fig. 5) and its training loss (Eq. 8). ``arch`` "fcos"/"retinanet": torchvision baselines."""
 
-    arch: str = "paa"
-    backbone: str = "resnet18"
-    backbone_weights: str | None = None  # local ImageNet checkpoint (no downloads)
-    backbone_norm: str = "gn"
-    dcn: bool = False
-    width: int = DEMO_WIDTH
-    num_convs: int = 4
-    aux: str = "iou"  # Table 1 right: IoU prediction vs centerness vs none
-    anchor_scale: float = 8.0  # Table 4
+    arch: str = "paa"  # detector: PAA, or torchvision's FCOS / RetinaNet on the same backbone
+    backbone: str = "resnet18"  # torchvision ResNet / ResNeXt body of the FPN (paper: resnet50 and up)
+    backbone_weights: str | None = None  # local torchvision ImageNet state dict; none: random init (no downloads)
+    backbone_norm: str = "gn"  # ResNet normalisation: frozen_bn with ImageNet weights (paper), gn or bn from scratch
+    dcn: bool = False  # deformable convs in res3–res5 and the last tower conv (Table 3 "-DCN")
+    width: int = DEMO_WIDTH  # FPN and head tower channels (paper: 256)
+    num_convs: int = 4  # convs per head tower (paper: 4)
+    aux: str = "iou"  # auxiliary head (Table 1 right): IoU prediction (§3.2), FCOS centerness, or none
+    anchor_scale: float = 8.0  # anchor size = stride × this (paper: 8; Table 4: 4–10)
     box_loss_weight: float = LossWeights.box  # λ1 of Eq. (8)
     aux_loss_weight: float = LossWeights.aux  # λ2 of Eq. (8)
-    min_size: int | list[int] = DEMO_MIN_SIZE  # int, or [lo, hi] for multi-scale training
-    max_size: int = DEMO_MAX_SIZE
+    min_size: int | list[int] = DEMO_MIN_SIZE  # training shorter side: N, or [lo, hi] for multi-scale (paper: 800)
+    max_size: int = DEMO_MAX_SIZE  # longest image side after resizing (paper: 1333)
     size_divisible: int = 128  # pad batches to a multiple of this: P7's stride (reference code: 32)
 
 
@@ -73,16 +80,16 @@ class ModelConfig:
 class SolverConfig:
     """SGD with linear warm-up and step decay (Appendix A.1), the steps at the paper's fractions of the run."""
 
-    lr: float = DEMO_LR  # for a batch of reference_batch_size images
-    reference_batch_size: int = 16  # lr is scaled linearly to the actual batch (Goyal et al. [9])
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_iters: int = DEMO_WARMUP_ITERS
-    warmup_factor: float = 1.0 / 3
-    step_fractions: list[float] = field(default_factory=lambda: list(PAPER_STEP_FRACTIONS))
-    gamma: float = 0.1
-    clip_grad_norm: float = 0.0  # 0: off
-    max_iters: int = DEMO_MAX_ITERS
+    lr: float = DEMO_LR  # base lr, for solver.reference_batch_size images; the run uses lr × batch / reference
+    reference_batch_size: int = 16  # the batch solver.lr is meant for; lr scales linearly (Goyal et al. [9])
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 1e-4  # SGD weight decay
+    warmup_iters: int = DEMO_WARMUP_ITERS  # linear warm-up length (paper: 500)
+    warmup_factor: float = 1.0 / 3  # lr factor at the first warm-up iteration
+    step_fractions: list[float] = field(default_factory=lambda: list(PAPER_STEP_FRACTIONS))  # lr × gamma here (fractions)
+    gamma: float = 0.1  # lr factor at each step
+    clip_grad_norm: float = 0.0  # clip the gradient norm to this; 0: off
+    max_iters: int = DEMO_MAX_ITERS  # training iterations (paper: 90k–180k)
     amp: bool = False  # mixed precision; CUDA only (ignored on CPU)
     compile: bool = False  # torch.compile the backbone
 
@@ -104,17 +111,18 @@ class TrainConfig:
     test: InferenceConfig = field(default_factory=InferenceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
-    name: str = "demo"
-    output_dir: str | None = None  # None: runs/<name>
-    seed: int = 0
-    device: str = "auto"  # auto: cuda if available, else cpu
-    resume: str | None = None  # "auto": <output_dir>/last.pth (or its fallback); or a checkpoint path
-    log_every: int = 20
-    checkpoint_every: int = 200  # 0: only at the end
-    eval_every: int = 0  # 0: only at the end
-    eval_batch_size: int = 4
-    trace_iters: list[int] | None = None  # None: a handful spread over the run, iteration 0 included
-    trace_every: int = 0  # >0: also every N iterations
+    name: str = "demo"  # run name: the run folder is runs/<name> unless output_dir is set
+    output_dir: str | None = None  # run folder; none: runs/<name>
+    seed: int = 0  # seeds weights, data order and augmentation (same seed: same run on CPU)
+    device: str = "auto"  # auto (cuda if available, else cpu), cpu, cuda, cuda:N or mps
+    resume: str | None = None  # continue a run: alone (auto) from the run folder's last good checkpoint; or a .pth
+    overwrite: bool = False  # replace a run already in output_dir (deletes its checkpoints, metrics, traces, plots)
+    log_every: int = 20  # iterations per metrics.jsonl training record
+    checkpoint_every: int = 200  # iterations per checkpoint; 0: only at the end
+    eval_every: int = 0  # iterations per COCO evaluation on the val split; 0: only at the end
+    eval_batch_size: int = 4  # images per evaluation batch
+    trace_iters: list[int] | None = None  # iterations whose assignment is traced; none: 0, 10 %, 25 %, 50 %, end
+    trace_every: int = 0  # also trace every N iterations; 0: off
     trace_images: int = 4  # fixed training images (no flip) traced at each trace iteration
 
     @property
@@ -142,6 +150,37 @@ class TrainConfig:
 
 SECTIONS = {"model": ModelConfig, "assign": AssignConfig, "test": InferenceConfig, "data": DataConfig,
             "solver": SolverConfig}
+#: the fields whose value is one of a few names: checked by :func:`validate`, listed by ``--help``
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.arch": ARCHS, "model.backbone": BACKBONES, "model.backbone_norm": NORMS, "model.aux": AUX_CHOICES,
+    "assign.rule": RULES, "assign.low_quality": LOW_QUALITY_POLICIES, "assign.gmm_init": GMM_INITS,
+    "data.dataset": DATASETS, "data.on_bad_annotation": BAD_ANNOTATION_POLICIES,
+}
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The trailing ``# comment`` of each field in the source of dataclass ``cls``: the one place a
+    setting is described (``--help`` prints it); ``{}`` when the source is not available."""
+    try:
+        lines, _ = inspect.getsourcelines(cls)
+    except (OSError, TypeError):
+        return {}
+    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO("".join(lines)).readline) if tok.type == tokenize.COMMENT}
+    names = {f.name for f in fields(cls)}
+    docs = {}
+    for number, line in enumerate(lines, start=1):
+        match = re.match(r"    (\w+)\s*:", line)
+        if match and match.group(1) in names and number in comments:
+            docs[match.group(1)] = comments[number]
+    return docs
+
+
+def get_field(cfg: "TrainConfig", dotted: str) -> Any:
+    """The value of one field by its dotted name (``get_field(cfg, "solver.lr")``)."""
+    section, _, name = dotted.rpartition(".")
+    return getattr(getattr(cfg, section) if section else cfg, name)
 
 # ---- typed values -------------------------------------------------------------------------------
 def _hints(cls: type) -> dict[str, Any]:
@@ -264,10 +303,8 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every value before anything is built; the first problem raises :class:`ConfigError`."""
     m, a, t, d, s = cfg.model, cfg.assign, cfg.test, cfg.data, cfg.solver
-    _choice("model.arch", m.arch, ARCHS)
-    _choice("model.backbone", m.backbone, BACKBONES)
-    _choice("model.backbone_norm", m.backbone_norm, NORMS)
-    _choice("model.aux", m.aux, AUX_CHOICES)
+    for dotted, choices in CHOICES.items():
+        _choice(dotted, get_field(cfg, dotted), choices)
     _check(m.backbone_weights is None or Path(m.backbone_weights).is_file(),
            f"model.backbone_weights: file not found: {m.backbone_weights}")
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
@@ -283,13 +320,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(m.max_size >= max(sizes), f"model.max_size ({m.max_size}) must be >= model.min_size ({m.min_size})")
     _check(m.size_divisible >= 1, f"model.size_divisible must be >= 1, got {m.size_divisible}")
 
-    _choice("assign.rule", a.rule, RULES)
     _check(a.topk >= 1, f"assign.topk (K of Procedure 1) must be >= 1, got {a.topk}")
     _check(a.score_lambda >= 0, f"assign.score_lambda (λ) must be >= 0, got {a.score_lambda}")
     _check(a.fnp_num >= 1, f"assign.fnp_num must be >= 1, got {a.fnp_num}")
     _check(0 < a.fsr_thresh <= 1, f"assign.fsr_thresh must be in (0, 1], got {a.fsr_thresh}")
-    _choice("assign.low_quality", a.low_quality, LOW_QUALITY_POLICIES)
-    _choice("assign.gmm_init", a.gmm_init, GMM_INITS)
     _check(a.gmm_tol >= 0, f"assign.gmm_tol must be >= 0, got {a.gmm_tol}")
     _check(a.gmm_max_iter >= 1, f"assign.gmm_max_iter must be >= 1, got {a.gmm_max_iter}")
 
@@ -301,7 +335,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(t.voting_sigma > 0, f"test.voting_sigma must be > 0, got {t.voting_sigma}")
     _check(all(v >= 32 for v in t.tta_scales), f"test.tta_scales must be sizes >= 32, got {t.tta_scales}")
 
-    _choice("data.dataset", d.dataset, DATASETS)
     if d.dataset == "coco":
         _check(d.root is not None or (d.image_dir and d.train_ann and d.val_ann),
                "data.dataset 'coco' needs data.root (or data.image_dir, data.train_ann and data.val_ann)")
@@ -332,8 +365,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(s.max_iters >= 1, f"solver.max_iters must be >= 1, got {s.max_iters}")
 
     _check(bool(cfg.name) and "/" not in cfg.name, f"name must be a non-empty folder name, got {cfg.name!r}")
-    _check(cfg.device == "auto" or cfg.device.split(":")[0] in ("cpu", "cuda", "mps"),
-           f"device: unknown value {cfg.device!r}; valid choices: auto, cpu, cuda, cuda:N, mps")
+    _check(device_name_problem(cfg.device) is None, f"device: {device_name_problem(cfg.device)}")
+    _check(not (cfg.overwrite and cfg.resume), "resume and overwrite exclude each other: --resume continues the "
+           "run in the output folder, --overwrite deletes it and starts afresh")
     for name in ("log_every", "checkpoint_every", "eval_every", "trace_every", "trace_images"):
         _check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
@@ -344,6 +378,6 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 __all__ = [
-    "SECTIONS", "ConfigError", "DataConfig", "ModelConfig", "SolverConfig", "TrainConfig", "apply_dict", "coerce",
-    "load_config_file", "set_field", "validate",
+    "CHOICES", "SECTIONS", "ConfigError", "DataConfig", "ModelConfig", "SolverConfig", "TrainConfig", "apply_dict",
+    "coerce", "field_docs", "get_field", "load_config_file", "set_field", "validate",
 ]

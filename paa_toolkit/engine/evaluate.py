@@ -10,6 +10,11 @@ absolute error between the predicted IoU and the true IoU of each detection with
 matching ground truth of the same class is added as ``iou_error`` (all detections) and
 ``iou_error_tp`` (detections whose true IoU is at least 0.5).
 
+``recall50_small`` / ``_medium`` / ``_large`` / ``_all``: the fraction of (non-crowd) ground truths
+that some detection of their class covers with IoU ≥ 0.5, by COCO size of the GT box (small < 32²,
+medium < 96² px², large the rest, on the box area in original image coordinates) — whether a GT is
+found at all, which AP mixes with the ranking (issue 9: GTs the assigner leaves without a positive).
+
 Under ``torch.distributed`` (training with torchrun) every process predicts its shard of the
 images (every ``world_size``-th image), the detections are gathered on rank 0, which runs COCOeval,
 and the metrics are broadcast back, so every process returns the same dictionary.
@@ -29,6 +34,7 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from .. import distributed
+from ..assign.stats import SIZES, size_class
 from ..data.coco import coco_from_detections, collate
 
 #: COCOeval ``stats`` order (bbox)
@@ -106,14 +112,41 @@ def iou_prediction_error(detections: list[dict[str, Tensor]], targets: list[dict
             "iou_error_tp": float(errors_all[tp].mean()) if tp.any() else math.nan}
 
 
+def recall_by_size(detections: list[dict[str, Tensor]], targets: list[dict[str, Any]],
+                   iou_threshold: float = TP_IOU) -> dict[str, float]:
+    """Recall of the ground truths at IoU ≥ ``iou_threshold``, by COCO size: ``recall50_small`` …
+    ``recall50_all`` (NaN where there is no GT of that size). A GT is recalled when any detection of
+    its class (whatever its score) overlaps it that much; one matrix of IoUs per image."""
+    found, sizes = [], []
+    for det, target in zip(detections, targets):
+        gt_boxes, gt_labels = target["boxes"].float(), target["labels"]
+        if len(gt_boxes) == 0:
+            continue
+        hit = torch.zeros(len(gt_boxes), dtype=torch.bool)
+        if len(det["boxes"]):
+            same_class = det["labels"].cpu()[:, None] == gt_labels.cpu()[None, :]
+            hit = ((box_iou(det["boxes"].float().cpu(), gt_boxes.cpu()) >= iou_threshold) & same_class).any(dim=0)
+        found.append(hit)
+        sizes.append(size_class((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])).cpu())
+    key = f"recall{round(100 * iou_threshold)}"
+    if not found:
+        return {f"{key}_{name}": math.nan for name in (*SIZES, "all")}
+    hits, size = torch.cat(found).double(), torch.cat(sizes)
+    out = {f"{key}_{name}": float(hits[size == i].mean()) if (size == i).any() else math.nan
+           for i, name in enumerate(SIZES)}
+    out[f"{key}_all"] = float(hits.mean())
+    return out
+
+
 def evaluate_coco(
     model: nn.Module, dataset, batch_size: int = 4, device: torch.device | str | None = None,
     num_workers: int = 0, progress: bool = False,
 ) -> dict[str, float]:
     """COCO box metrics of ``model`` on ``dataset`` (a ``CocoDetection``), plus the IoU-prediction error.
 
-    Returns ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100`` (fractions), ``num_detections``
-    and, if the model predicts IoUs, ``iou_error`` / ``iou_error_tp``.
+    Returns ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100`` (fractions), ``num_detections``,
+    the recall by size ``recall50_small/medium/large/all`` and, if the model predicts IoUs,
+    ``iou_error`` / ``iou_error_tp``.
     """
     if len(dataset) == 0:
         raise ValueError("evaluate_coco: the dataset is empty")
@@ -130,6 +163,7 @@ def metrics_from_predictions(dataset, image_ids: list[int], detections: list[dic
     metrics = {name: stats[name] for name in REPORTED}
     metrics["num_detections"] = float(sum(len(d["boxes"]) for d in detections))
     metrics.update(iou_prediction_error(detections, targets))
+    metrics.update(recall_by_size(detections, targets))
     return metrics
 
 
@@ -159,7 +193,7 @@ def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -
             continue
         if name in COCO_STAT_NAMES:
             text = "n/a" if value < 0 else f"{100 * value:5.1f}"
-        elif name.startswith("iou_error"):
+        elif name.startswith(("iou_error", "recall")):
             text = "n/a" if math.isnan(value) else f"{value:.3f}"
         else:
             text = f"{value:g}"
@@ -170,4 +204,4 @@ def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -
 
 
 __all__ = ["COCO_STAT_NAMES", "coco_box_ap", "evaluate_coco", "format_metrics", "iou_prediction_error",
-           "metrics_from_predictions", "predict"]
+           "metrics_from_predictions", "predict", "recall_by_size"]

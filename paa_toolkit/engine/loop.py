@@ -13,7 +13,9 @@
   alone writes files, and evaluation is sharded and gathered on rank 0.
 * Output folder ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl`` (one JSON record per log /
   eval / trace), ``last.pth`` + ``previous.pth``, ``trace/iter_000123.pt`` (assignment snapshots
-  for Fig. 4a / 7) and, written last, ``final_metrics.json``.
+  for Fig. 4a / 7) and, written last, ``final_metrics.json``. The folder is locked while training;
+  a run already in it is continued only with ``resume``, replaced only with ``overwrite``
+  (:mod:`.run_folder`). Ctrl-C / SIGTERM end the iteration, write a checkpoint and stop (:mod:`.signals`).
 
 Works with any torchvision-style detector; a :class:`~paa_toolkit.model.detector.PAADetector`'s
 assignment statistics (positives per GT, Fig. 4b) are logged through its assignment hook, and a
@@ -24,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ from .checkpoint import (
 from .config import TrainConfig, validate
 from .evaluate import evaluate_coco
 from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
+from .run_folder import claimed_run_folder
+from .signals import StopOnSignal, TrainingInterrupted
 from .sampling import DeterministicBatchSampler, SeededSamples, rng_untouched, seed_everything
 from .solver import WarmupStepSchedule, build_optimizer
 
@@ -74,15 +79,18 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
     """
     validate(cfg)
     device = resolve_device(cfg.device)
-    with distributed.process_group_from_env(device):
+    with distributed.process_group_from_env(device), StopOnSignal(device) as stop, \
+            claimed_run_folder(cfg.run_dir, resume=cfg.resume is not None, overwrite=cfg.overwrite):
         run = _set_up(cfg, device, build_model or default_model_builder)
+        run.progress = progress and is_writer()
         window = LogWindow()
-        if isinstance(unwrap(run.model), PAADetector):  # positives per GT of this process's (rank 0's) batches
-            unwrap(run.model).register_assignment_hook(window.add)
+        if isinstance(unwrap(run.model), PAADetector):  # the assignment of this process's (rank 0's) batches
+            unwrap(run.model).register_assignment_hook(window.add, diagnostics=True)
         solver = cfg.solver
         run.model.train()
         bar = tqdm(total=solver.max_iters, initial=run.start, desc="train", dynamic_ncols=True,
-                   disable=not (progress and is_writer()))
+                   disable=not run.progress)
+        stop.arm()  # from here, Ctrl-C / SIGTERM end the iteration, save it and stop
         for iteration, (images, targets) in zip(range(run.start, solver.max_iters), run.loader):
             run.trace(iteration)
             lr = run.optimizer.param_groups[0]["lr"]
@@ -97,6 +105,10 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
                 run.save_checkpoint(done)
             if cfg.eval_every and done % cfg.eval_every == 0 and done != solver.max_iters:
                 run.evaluate(done)
+            if stop.requested():
+                bar.close()
+                run.interrupt(done, stop.signum)
+        stop.disarm()
         bar.close()
         return run.finish()
 
@@ -104,7 +116,9 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
 class LogWindow:
     """The values of the iterations since the last ``train`` record, averaged into the next one.
 
-    Tensors are kept as they are (no device sync) until :meth:`close`.
+    Tensors are kept as they are (no device sync) until :meth:`close`. NaN values (a figure over an
+    empty set, e.g. GTs without a positive among the large GTs of a batch without large GTs) are left
+    out of the mean; a key that was NaN all window long is left out of the record.
     """
 
     def __init__(self):
@@ -118,7 +132,11 @@ class LogWindow:
     def close(self, images_per_step: int) -> dict[str, float]:
         """The mean of every value and the images per second since the window opened; opens the next."""
         elapsed = time.perf_counter() - self.tick
-        stats = {k: sum(float(x) for x in v) / len(v) for k, v in self.values.items()}
+        stats = {}
+        for key, values in self.values.items():
+            finite = [x for x in map(float, values) if not math.isnan(x)]
+            if finite:
+                stats[key] = sum(finite) / len(finite)
         stats["imgs_per_s"] = len(self.values["loss"]) * images_per_step / max(elapsed, 1e-9)
         self.values.clear()
         self.tick = time.perf_counter()
@@ -145,6 +163,8 @@ class TrainingRun:
     trace_ds: CocoDetection  # the training set without flips
     trace_indices: list[int]
     trace_iters: set[int]
+    saved: int | None = None  # the iteration of the newest checkpoint written
+    progress: bool = False  # progress bars (rank 0): training, and each evaluation
 
     @property
     def use_amp(self) -> bool:
@@ -195,6 +215,13 @@ class TrainingRun:
             self.last_good = save_checkpoint(state, self.cfg.run_dir)
         else:
             self.last_good = self.cfg.run_dir / LAST
+        self.saved = done
+
+    def interrupt(self, done: int, signum: int | None) -> None:
+        """Ctrl-C / SIGTERM: a checkpoint after ``done`` iterations (unless just written), then stop."""
+        if self.saved != done:
+            self.save_checkpoint(done)
+        raise TrainingInterrupted(signum, done, self.last_good)
 
     def trace(self, iteration: int) -> None:
         """At the trace iterations, rank 0 saves the assignment of the trace images (0 = before any step)."""
@@ -208,7 +235,8 @@ class TrainingRun:
     def evaluate(self, iteration: int) -> dict[str, float]:
         """COCO metrics on the val split; every process predicts its shard."""
         with rng_untouched(self.device):
-            result = evaluate_coco(unwrap(self.model), self.val_ds, self.cfg.eval_batch_size, self.device)
+            result = evaluate_coco(unwrap(self.model), self.val_ds, self.cfg.eval_batch_size, self.device,
+                                   progress=self.progress)
         self.record({"kind": "eval", "iteration": iteration, **result})
         return result
 
@@ -243,12 +271,11 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     start, resumed = 0, distributed.from_rank_zero(lambda: find_resume_checkpoint(cfg))  # rank 0 reads, all restore
     if resumed is not None:
         start = restore_training_state(*resumed, cfg, model, optimizer, scheduler, scaler)
-    elif is_writer() and (cfg.run_dir / LAST).exists():
-        log.warning("%s already holds a run; starting afresh (use --resume to continue it)", cfg.run_dir)
-    log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g, iterations %d..%d on %s → %s",
+    log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g (solver.lr %g × batch %d / "
+             "solver.reference_batch_size %d), iterations %d..%d on %s → %s",
              cfg.model.arch, cfg.assign.rule, len(train_ds), train_ds.num_classes, batch_size,
-             f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), start,
-             solver.max_iters, device, cfg.run_dir)
+             f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), solver.lr,
+             batch_size * world, solver.reference_batch_size, start, solver.max_iters, device, cfg.run_dir)
     metrics = _open_run_folder(cfg, resume_from=start if resumed else None) if is_writer() else None
     model = _wrap(model, cfg, device)
 
@@ -270,7 +297,7 @@ def _open_run_folder(cfg: TrainConfig, resume_from: int | None) -> MetricsLog:
     """``config.yaml`` and the metrics log (kept up to ``resume_from`` when resuming)."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(cfg.run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    return MetricsLog(cfg.run_dir / METRICS_FILE, resume_from=resume_from)
+    return MetricsLog(cfg.run_dir / METRICS_FILE, resume_from=resume_from, final_iteration=cfg.solver.max_iters)
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from ..assign import Assigner, Assignment, build_assigner
+from ..assign.stats import log_figures
 from ..assign.trace import AssignmentSnapshot
 from ..structures import AnchorGrid, PaddedTargets, decode_boxes, make_anchor_grid, pad_targets
 from .backbone import build_backbone
@@ -84,6 +85,7 @@ class PAADetector(nn.Module):
         )
         self.inference = inference if inference is not None else InferenceConfig()
         self._assignment_hooks: list[AssignmentHook] = []
+        self._diagnostic_hooks: list[AssignmentHook] = []  # the hooks that also want the diagnostics' figures
         self._anchor_cache: dict[tuple, AnchorGrid] = {}
 
     # ----- pieces -------------------------------------------------------------------------------
@@ -101,13 +103,24 @@ class PAADetector(nn.Module):
         return GeneralizedRCNNTransform((size,), t.max_size, t.image_mean, t.image_std,
                                         size_divisible=t.size_divisible).train(False)
 
-    def register_assignment_hook(self, hook: AssignmentHook) -> Callable[[], None]:
+    def register_assignment_hook(self, hook: AssignmentHook, diagnostics: bool = False) -> Callable[[], None]:
         """Call ``hook(stats)`` after every training forward with the batch's assignment statistics
-        (``num_pos``, ``num_gt``, ``pos_per_gt``); returns a function that removes the hook."""
-        self._assignment_hooks.append(hook)
-        return lambda: self._assignment_hooks.remove(hook)
+        (``num_pos``, ``num_gt``, ``pos_per_gt``); returns a function that removes the hook.
+
+        With ``diagnostics=True`` the stats also hold the figures of
+        :func:`~paa_toolkit.assign.stats.log_figures` (GTs without a positive, overall and by size,
+        EM iterations, collapsed fits, positives per GT by size): while such a hook is registered the
+        assigner computes its diagnostics in every training forward (from tensors it has computed
+        anyway, under no_grad: the losses and the random draws are unchanged).
+        """
+        hooks = self._diagnostic_hooks if diagnostics else self._assignment_hooks
+        hooks.append(hook)
+        return lambda: hooks.remove(hook)
 
     def anchors_for(self, feature_sizes: list[tuple[int, int]], like: Tensor) -> AnchorGrid:
+        """The anchor grid of these feature-map sizes (cached; computed in the graph while tracing)."""
+        if torch.jit.is_tracing():  # traced sizes: the exported graph builds the grid of each input
+            return make_anchor_grid(feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype)
         key = (tuple(feature_sizes), like.device, like.dtype)
         if key not in self._anchor_cache:
             if len(self._anchor_cache) > 32:
@@ -136,11 +149,15 @@ class PAADetector(nn.Module):
                                       image_sizes, **kwargs)
 
     def _report(self, assignment: Assignment, targets: PaddedTargets) -> None:
-        if self._assignment_hooks:
+        if self._assignment_hooks or self._diagnostic_hooks:
             num_gt, num_pos = int(targets.valid.sum()), int(assignment.positive.sum())
             stats = {"num_pos": float(num_pos), "num_gt": float(num_gt), "pos_per_gt": num_pos / max(num_gt, 1)}
             for hook in self._assignment_hooks:
                 hook(stats)
+            if self._diagnostic_hooks:
+                stats = {**stats, **log_figures(assignment.diagnostics)}
+                for hook in self._diagnostic_hooks:
+                    hook(stats)
 
     # ----- torchvision API ----------------------------------------------------------------------
     def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
@@ -156,7 +173,7 @@ class PAADetector(nn.Module):
         out, anchors, pred_boxes = self.run_network(batch.tensors)
         if self.training:
             padded = pad_targets(targets, device=pred_boxes.device)
-            assignment = self.assign(anchors, padded, out, pred_boxes)
+            assignment = self.assign(anchors, padded, out, pred_boxes, diagnostics=bool(self._diagnostic_hooks))
             losses = detection_losses(out.cls_logits, pred_boxes, out.aux_logits, anchors, padded, assignment,
                                       self.aux, self.loss_weights)
             self._report(assignment, padded)

@@ -115,7 +115,7 @@ class PAAHead(nn.Module):
             box.append(_flatten(self.scales[level](self.box_deltas(box_feat))))
             if self.aux_logits is not None:
                 aux.append(_flatten(self.aux_logits(box_feat)).squeeze(-1))
-            sizes.append((int(feat.shape[-2]), int(feat.shape[-1])))
+            sizes.append((feat.shape[-2], feat.shape[-1]))  # ints (traced sizes under torch.jit.trace)
         return HeadOutputs(
             cls_logits=torch.cat(cls, dim=1),
             box_deltas=torch.cat(box, dim=1),

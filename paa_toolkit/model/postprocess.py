@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms
 
 from ..structures import batched_box_iou
@@ -24,15 +25,15 @@ class InferenceConfig:
     """Test-time settings (§3.2–3.3, Table 3) — the one home of their defaults. The detector reads
     them at every call (``model.inference``), so changing a field changes the next prediction."""
 
-    min_size: int | None = None  # shorter side at test time; None: the transform's largest size (authors: 800)
+    min_size: int | None = None  # shorter side at test time; none: the largest training size (authors: 800)
     score_thresh: float = 0.05  # candidates need a classification probability above this
     nms_thresh: float = 0.6  # IoU of class-aware NMS
     topk_per_level: int = 1000  # candidates kept per pyramid level before NMS
-    detections_per_img: int = 100
-    unified_score: bool = True  # §3.2: rank by S_cls × the auxiliary prediction (Eq. 1); False: S_cls alone
-    score_voting: bool = True  # §3.3, Eq. (9)–(10)
+    detections_per_img: int = 100  # detections kept per image, best first
+    unified_score: bool = True  # §3.2: rank by S_cls × the auxiliary prediction (Eq. 1); false: S_cls alone
+    score_voting: bool = True  # §3.3, Eq. (9)–(10): move each box to the score-weighted mean of its neighbours
     voting_sigma: float = 0.025  # σ_t of Eq. (9): the reference code's value (§4.1 prints 0.0025)
-    tta_scales: list[int] = field(default_factory=list)  # Table 3 "*": non-empty = multi-scale testing
+    tta_scales: list[int] = field(default_factory=list)  # Table 3 "*": test at each of these shorter sides; empty: off
     tta_flip: bool = True  # with tta_scales: each scale also horizontally flipped
 
     def postprocess_kwargs(self, aux: str) -> dict:
@@ -110,9 +111,9 @@ def vote_boxes(
 
 
 
-def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]]) -> Tensor:
-    """Clip ``boxes[B, K, 4]`` to each image's ``(h, w)``."""
-    sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=boxes.device)  # [B, 2]
+def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]] | Tensor) -> Tensor:
+    """Clip ``boxes[B, K, 4]`` to each image's ``(h, w)`` (a list of pairs, or a ``[B, 2]`` tensor)."""
+    sizes = torch.as_tensor(image_sizes, device=boxes.device).to(boxes.dtype)  # [B, 2]
     upper = torch.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], dim=-1)[:, None, :]
     return torch.minimum(boxes.clamp(min=0), upper)
 
@@ -121,10 +122,19 @@ def valid_first(valid: Tensor) -> Tensor:
     """Indices ``[B, V]`` putting each row's valid slots first, cut to the largest valid count ``V``.
 
     Candidates below the score threshold are padding (score 0 in voting): dropping the columns that
-    are padding in every image shrinks the voting IoU matrix without changing any result.
+    are padding in every image shrinks the voting IoU matrix without changing any result. While
+    tracing (ONNX export) the cut would be frozen at the traced image's count, so every column stays.
     """
+    if torch.jit.is_tracing():
+        return torch.arange(valid.shape[1], device=valid.device).expand(valid.shape[0], -1)
     count = int(valid.sum(1).max()) if valid.numel() else 0
     return torch.argsort(valid.to(torch.uint8), dim=1, descending=True, stable=True)[:, :count]
+
+
+def count_per_image(image_index: Tensor, batch_size: int) -> Tensor:
+    """How many entries of ``image_index`` (values in ``[0, batch_size)``) belong to each image, ``[B]``
+    (``torch.bincount``, written with a comparison so that it exports to ONNX)."""
+    return (image_index[None, :] == torch.arange(batch_size, device=image_index.device)[:, None]).sum(1)
 
 
 def postprocess_detections(
@@ -133,14 +143,7 @@ def postprocess_detections(
     aux_logits: Tensor | None,
     num_anchors_per_level: list[int],
     image_sizes: list[tuple[int, int]],
-    *,
-    score_thresh: float = InferenceConfig.score_thresh,
-    topk_per_level: int = InferenceConfig.topk_per_level,
-    nms_thresh: float = InferenceConfig.nms_thresh,
-    detections_per_img: int = InferenceConfig.detections_per_img,
-    score_voting: bool = False,
-    voting_sigma: float = VOTING_SIGMA,
-    aux: str = "iou",
+    **settings,
 ) -> list[dict[str, Tensor]]:
     """Detections of a batch from the head's outputs (torchvision's eval contract).
 
@@ -151,19 +154,54 @@ def postprocess_detections(
        step-2 candidates as voters.
 
     Args: ``cls_logits[B, A, C]``, decoded ``pred_boxes[B, A, 4]`` (xyxy, input-image pixels),
-    ``aux_logits[B, A]`` or None, anchors per level (summing to A), ``image_sizes[b] = (h, w)``.
+    ``aux_logits[B, A]`` or None, anchors per level (summing to A), ``image_sizes[b] = (h, w)``, and
+    the keyword settings of :func:`batched_detections`.
     Returns one dict per image: ``boxes[D, 4]``, ``scores[D]`` (unified), ``labels[D]`` (int64), and
     ``ious[D]`` (the predicted IoU, Table 2 right) when ``aux == "iou"``; sorted by score.
     """
-    if cls_logits.dim() != 3 or pred_boxes.shape != (*cls_logits.shape[:2], 4):
+    image_index, result = batched_detections(cls_logits, pred_boxes, aux_logits, num_anchors_per_level, image_sizes,
+                                             **settings)
+    per_image = count_per_image(image_index, cls_logits.shape[0]).tolist()
+    split = {key: value.split(per_image) for key, value in result.items()}
+    return [{key: split[key][i] for key in result} for i in range(cls_logits.shape[0])]
+
+
+def batched_detections(
+    cls_logits: Tensor,
+    pred_boxes: Tensor,
+    aux_logits: Tensor | None,
+    num_anchors_per_level: list[int],
+    image_sizes: list[tuple[int, int]] | Tensor,
+    *,
+    score_thresh: float = InferenceConfig.score_thresh,
+    topk_per_level: int = InferenceConfig.topk_per_level,
+    nms_thresh: float = InferenceConfig.nms_thresh,
+    detections_per_img: int = InferenceConfig.detections_per_img,
+    score_voting: bool = False,
+    voting_sigma: float = VOTING_SIGMA,
+    aux: str = "iou",
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`postprocess_detections` before the split into images: ``(image_index[N], {"boxes": [N, 4], …})``,
+    image by image, best first within each.
+
+    It also runs under ``torch.jit.trace`` (ONNX export, :mod:`paa_toolkit.model.export`): the anchor
+    counts may be traced sizes and ``image_sizes`` a ``[B, 2]`` tensor; while tracing, every candidate
+    column votes (:func:`valid_first`) and the shape checks are skipped.
+    """
+    tracing = torch.jit.is_tracing()
+    if cls_logits.dim() != 3 or pred_boxes.dim() != 3 or pred_boxes.shape[-1] != 4:
         raise ValueError(f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
                          f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}")
     b, a, c = cls_logits.shape
-    if sum(num_anchors_per_level) != a:
-        raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} sums to "
-                         f"{sum(num_anchors_per_level)}, but there are {a} anchors")
-    if len(image_sizes) != b:
-        raise ValueError(f"{len(image_sizes)} image_sizes for a batch of {b}")
+    if not tracing:  # checks of traced sizes would be frozen into the trace
+        if pred_boxes.shape[:2] != cls_logits.shape[:2]:
+            raise ValueError(f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
+                             f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}")
+        if sum(num_anchors_per_level) != a:
+            raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} sums to "
+                             f"{sum(num_anchors_per_level)}, but there are {a} anchors")
+        if len(image_sizes) != b:
+            raise ValueError(f"{len(image_sizes)} image_sizes for a batch of {b}")
     if detections_per_img < 1 or topk_per_level < 1:
         raise ValueError(f"detections_per_img and topk_per_level must be >= 1, got "
                          f"{detections_per_img} and {topk_per_level}")
@@ -177,10 +215,10 @@ def postprocess_detections(
         level_scores = scores[:, start:start + n].reshape(b, -1)
         level_probs = probs[:, start:start + n].reshape(b, -1)
         level_scores = level_scores.masked_fill(level_probs <= score_thresh, -1.0)
-        values, index = level_scores.topk(min(topk_per_level, n * c), dim=1)
+        values, index = level_scores.topk(_topk_min(level_scores, topk_per_level, 1), dim=1)
         top_scores.append(values)
         top_index.append(index + start * c)
-        start += n
+        start = start + n
     cand_scores, flat_index = torch.cat(top_scores, 1), torch.cat(top_index, 1)  # [B, K]
     valid = cand_scores >= 0
     anchor_index, cand_labels = flat_index // c, flat_index % c
@@ -191,9 +229,12 @@ def postprocess_detections(
     # float64: batched_nms may offset boxes by group × max coordinate, too coarse in float32
     keep = batched_nms(cand_boxes[img, k].double(), cand_scores[img, k].double(), img * c + cand_labels[img, k],
                        nms_thresh)
-    keep = keep[torch.sort(img[keep], stable=True).indices]  # image by image, score-sorted within
-    counts = torch.bincount(img[keep], minlength=b)
-    rank = torch.arange(len(keep), device=keep.device) - (counts.cumsum(0) - counts)[img[keep]]
+    # image by image, score-sorted within: a sort on unique keys (= a stable sort of img[keep]); positions
+    # from the data, not arange(len(keep)): the ONNX exporter would freeze NMS's output size at the traced one
+    position = (keep >= 0).long().cumsum(0) - 1
+    keep = keep[torch.argsort(img[keep] * valid.numel() + position)]
+    counts = count_per_image(img[keep], b)
+    rank = position - (counts.cumsum(0) - counts)[img[keep]]
     keep = keep[rank < detections_per_img]
     rank = rank[rank < detections_per_img]
     img_kept, k_kept = img[keep], k[keep]
@@ -213,9 +254,7 @@ def postprocess_detections(
     result = {"boxes": boxes, "scores": cand_scores[img_kept, k_kept], "labels": cand_labels[img_kept, k_kept]}
     if aux == "iou":
         result["ious"] = aux_logits.sigmoid().gather(1, anchor_index)[img_kept, k_kept]
-    per_image = torch.bincount(img_kept, minlength=b).tolist()
-    split = {key: value.split(per_image) for key, value in result.items()}
-    return [{key: split[key][i] for key in result} for i in range(b)]
+    return img_kept, result
 
 
 def hflip_boxes(boxes: Tensor, width: int | float) -> Tensor:
@@ -254,5 +293,5 @@ def merge_tta(
     return merged
 
 
-__all__ = ["VOTING_SIGMA", "clip_boxes", "hflip_boxes", "merge_tta", "postprocess_detections", "vote_boxes",
-           "unified_scores"]
+__all__ = ["VOTING_SIGMA", "batched_detections", "clip_boxes", "count_per_image", "hflip_boxes", "merge_tta",
+           "postprocess_detections", "vote_boxes", "unified_scores"]

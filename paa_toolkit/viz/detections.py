@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from torchvision.utils import draw_bounding_boxes
+from PIL import ImageDraw, ImageFont
+from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
 from .assignment import as_boxes, as_numpy, box_collection, new_axes, show_image
 
@@ -161,14 +162,36 @@ def plot_detections(
 
 
 def draw_detections(image: torch.Tensor, detections: Mapping[str, Any], class_names: Sequence[str] | None = None,
-                    score_thresh: float = 0.3) -> torch.Tensor:
+                    score_thresh: float = 0.3, font_size: int | None = None) -> torch.Tensor:
     """``image`` (uint8 ``[3, H, W]``) with the detections scoring at least ``score_thresh`` drawn into
-    its pixels, "class score" captions, one colour per class (what ``python -m paa_toolkit.detect`` saves)."""
+    its pixels, one colour per class, each labelled "class score" in a filled tag above its box (inside
+    it at the top edge), black or white text, whichever reads better on the colour (what ``python -m
+    paa_toolkit.detect`` saves). ``font_size`` default: 1/20 of the shorter side, at least 12 px."""
     boxes, labels, captions = _kept_detections(detections, score_thresh, class_names)
     if not len(boxes):
         return image
+    picture = to_pil_image(image).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    font = ImageFont.load_default(size=font_size or max(12, round(min(picture.size) / 20)))
+    line = max(2, round(min(picture.size) / 150))
     colors = [CLASS_COLORS[c % len(CLASS_COLORS)] for c in labels.tolist()]
-    return draw_bounding_boxes(image, torch.as_tensor(boxes), labels=captions, colors=colors, width=2)
+    for box, color in zip(boxes.tolist(), colors):
+        draw.rectangle(box, outline=color, width=line)
+    for box, color, caption in zip(boxes.tolist(), colors, captions):  # tags last: no box line crosses one
+        left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
+        pad = max(1, line // 2)
+        width, height = right - left + 2 * pad, bottom - top + 2 * pad
+        x = min(max(box[0], 0), picture.width - width)
+        y = box[1] - height if box[1] - height >= 0 else max(box[1], 0)
+        draw.rectangle((x, y, x + width, y + height), fill=color)
+        draw.text((x + pad - left, y + pad - top), caption, fill=_text_color(color), font=font)
+    return pil_to_tensor(picture)
+
+
+def _text_color(hex_color: str) -> str:
+    """Black on light colours, white on dark ones (relative luminance of sRGB, WCAG)."""
+    r, g, b = (int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
 
 
 __all__ = ["CLASS_COLORS", "draw_detections", "iou_error_by_bin", "plot_detections", "plot_iou_prediction",

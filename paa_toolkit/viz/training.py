@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..engine.run_files import read_metrics
+from ..engine.run_files import PLOT_FILES, atomic_write, read_metrics
 
 AP_KEYS = ("AP", "AP50", "AP75")
 
@@ -50,13 +50,20 @@ def plot_losses(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
 
 
 def plot_ap(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
-    """COCO AP, AP50 and AP75 (in %) at each evaluation."""
+    """COCO AP, AP50 and AP75 (in %) at each evaluation on an axis from iteration 0, the last value of
+    each in the legend; a single evaluation (the default run's, at the end) says how to get a curve."""
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
     for key in AP_KEYS:
         x, y = _series(records, "eval", key)
         if x:
-            ax.plot(x, [100 * v for v in y], marker="o", label=key)
+            ax.plot(x, [100 * v for v in y], marker="o", label=f"{key} {100 * y[-1]:.1f}")
+    if ax.lines:
+        ax.set_xlim(0, max(max(line.get_xdata()) for line in ax.lines) * 1.05 + 1)
+        ax.set_ylim(bottom=0)
+    if len({r["iteration"] for r in records if r.get("kind") == "eval"}) == 1:
+        ax.text(0.02, 0.04, "one evaluation, at the end (--eval_every N draws a curve)", transform=ax.transAxes,
+                color="grey", fontsize="small")
     _finish(ax, "no evaluation records", xlabel="iteration", ylabel="%", title="COCO AP on the validation split")
     return fig
 
@@ -113,14 +120,13 @@ def plot_positives_by_iteration(
 
 
 def save_training_plots(run_dir: str | Path, dpi: int = 100) -> list[Path]:
-    """Write ``losses.png``, ``ap.png`` and ``positives_per_gt.png`` into the run folder."""
+    """Write ``losses.png``, ``ap.png`` and ``positives_per_gt.png`` into the run folder (atomically)."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     written = []
-    for name, plot in (("losses", plot_losses), ("ap", plot_ap), ("positives_per_gt", plot_positives_per_gt)):
-        path = run_dir / f"{name}.png"
-        plot(records).savefig(path, dpi=dpi)
-        written.append(path)
+    for name, plot in zip(PLOT_FILES, (plot_losses, plot_ap, plot_positives_per_gt)):
+        figure = plot(records)
+        written.append(atomic_write(run_dir / name, lambda f: figure.savefig(f, format="png", dpi=dpi)))
     return written
 
 

@@ -23,25 +23,17 @@ from ..assign import PAAAssigner
 from ..assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, fit_gmm
 from ..assign.replay import Replay, replay_assignment
 from ..assign.trace import AssignmentSnapshot
+from ..engine.run_files import load_trace
 from ..structures import decode_boxes, make_anchor_grid, pad_targets
 
 _TRACE_FILE = re.compile(r"iter_(\d+)\.pt$")
 
 
 # ---- sources ---------------------------------------------------------------------------------------
-def load_snapshot(path: str | Path) -> Any:
-    """The snapshot of one trace file (``{"snapshot": ...}`` as the trainer writes it, or a bare snapshot).
-
-    The file is our own training output, so full unpickling is used (``weights_only=False``).
-    """
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable trace file ({err})") from err
-    snapshot = data.get("snapshot") if isinstance(data, dict) else data
-    if snapshot is None or not hasattr(snapshot, "diagnostics"):
-        raise ValueError(f"{path}: holds no assignment snapshot (expected a dict with 'snapshot')")
-    return snapshot
+def load_snapshot(path: str | Path) -> AssignmentSnapshot:
+    """The snapshot of one trace file, read by the trainer's own reader
+    (:func:`~paa_toolkit.engine.run_files.load_trace`: safe loading, no unpickling)."""
+    return load_trace(path)["snapshot"]
 
 
 class TraceSource:

@@ -1,0 +1,160 @@
+"""Figures of issue 9: what PAA's assignment does during training, and the two remedies side by side.
+
+    fig = plot_run_diagnostics(read_metrics("runs/demo"))          # one run: GTs without positive, pos/GT, EM
+    fig = plot_diagnostics_by_config({"PAA": [records_seed0, records_seed1], "ATSS": [...]})
+    fig = plot_em_iterations({"paper init": n_iter_a, "data init": n_iter_b})
+    fig = plot_gmm_settings(costs, {"paper init, tol 1e-3": (fit, labels, boundary), "data init": (...)})
+    save_assignment_plot("runs/demo")                              # assignment.png in the run folder
+
+The curves read the training log's figures (``metrics.jsonl``, keys of
+:data:`paa_toolkit.assign.stats.LOG_KEYS`): each point is one logging interval, the mean over its batches.
+Figures are ``matplotlib.figure.Figure`` objects; nothing is shown.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..assign.stats import SIZES
+from ..engine.run_files import read_metrics
+from .assignment import as_numpy
+from .gmm import plot_cost_histogram
+
+ASSIGNMENT_PLOT = "assignment.png"
+SIZE_COLORS = {"": "black", "small": "tab:red", "medium": "tab:orange", "large": "tab:blue"}
+
+
+def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = [(r["iteration"], r[key]) for r in records if r.get("kind") == "train" and r.get(key) is not None]
+    return np.array([x for x, _ in rows], dtype=float), np.array([y for _, y in rows], dtype=float)
+
+
+def _note_if_empty(ax, message: str) -> None:
+    if ax.lines:
+        ax.legend(fontsize="x-small")
+    else:
+        ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.grid(alpha=0.3)
+
+
+def plot_run_diagnostics(records: Sequence[dict[str, Any]], figsize=(12.0, 3.6)) -> Figure:
+    """One run over training: GTs without a positive (%), overall and by COCO size; positives per GT,
+    overall and by size; mean EM iterations and the fraction of collapsed fits (%)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    without, positives, em = fig.subplots(1, 3)
+    for suffix in ("", *SIZES):
+        name = suffix or "all"
+        tail = f"_{suffix}" if suffix else ""
+        for ax, key, scale in ((without, "gt_without_pos", 100.0), (positives, "pos_per_gt", 1.0)):
+            x, y = _series(records, key + tail)
+            if x.size:
+                ax.plot(x, scale * y, color=SIZE_COLORS[suffix], lw=2.0 if not suffix else 1.2, label=name,
+                        gid=f"{key}:{name}")
+    x, y = _series(records, "em_iters")
+    if x.size:
+        em.plot(x, y, color="tab:purple", label="mean EM iterations", gid="em_iters")
+    x, y = _series(records, "em_collapsed")
+    if x.size:
+        twin = em.twinx()
+        twin.plot(x, 100 * y, color="tab:gray", ls="--", gid="em_collapsed")
+        twin.set_ylabel("collapsed fits (%)", color="tab:gray")
+        twin.set_ylim(0, 100)
+        em.plot([], [], color="tab:gray", ls="--", label="collapsed fits (%)")  # legend entry only
+    without.set(xlabel="iteration", ylabel="%", title="GTs without a positive")
+    positives.set(xlabel="iteration", ylabel="positives per GT", title="Positive anchors per GT")
+    em.set(xlabel="iteration", ylabel="EM iterations", title="FitGMM (line 12)")
+    for ax, message in ((without, "no assignment figures logged"), (positives, "no positives logged"),
+                        (em, "no GMM fit (ATSS, FNP, FSR, FCOS)")):
+        _note_if_empty(ax, message)
+    return fig
+
+
+def plot_diagnostics_by_config(
+    runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
+    keys: Sequence[str] = ("pos_per_gt", "gt_without_pos", "gt_without_pos_small"),
+    figsize_per_panel=(4.6, 3.6),
+) -> Figure:
+    """For each config (``runs[name]`` = the metrics records of each seed), each figure over training:
+    the mean over seeds as a line (gid ``"<key>:<name>"``), the seeds' min–max as a band. Fractions
+    (``gt_without_pos*``) are drawn in percent."""
+    fig = Figure(figsize=(figsize_per_panel[0] * len(keys), figsize_per_panel[1]), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    titles = {"pos_per_gt": "Positive anchors per GT", "gt_without_pos": "GTs without a positive (%)",
+              "gt_without_pos_small": "Small GTs without a positive (%)", "em_iters": "Mean EM iterations"}
+    for ax, key in zip(axes, keys):
+        scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" else 1.0
+        for name, seeds in runs.items():
+            series = [_series(records, key) for records in seeds]
+            series = [(x, y) for x, y in series if x.size]
+            if not series:
+                continue
+            common = sorted(set.intersection(*(set(x.tolist()) for x, _ in series)))
+            if not common:
+                continue
+            values = np.array([[dict(zip(x.tolist(), y.tolist()))[i] for i in common] for x, y in series]) * scale
+            (line,) = ax.plot(common, values.mean(0), label=f"{name} ({len(series)} seeds)", gid=f"{key}:{name}")
+            if len(series) > 1:
+                ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+        ax.set(xlabel="iteration", title=titles.get(key, key))
+        if ax.lines:
+            ax.set_ylim(bottom=0)
+        _note_if_empty(ax, "no run logged this figure")
+    return fig
+
+
+def plot_em_iterations(counts: Mapping[str, Any], figsize=(6.4, 3.6), max_iter: int | None = None) -> Figure:
+    """Histogram of the EM iterations per GT (``GMMFit.n_iter`` / diagnostics ``em_iterations``), one
+    outlined histogram per GMM setting (gid ``"hist:<name>"``), with each setting's median in the legend."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    arrays = {name: as_numpy(v, name, np.int64).reshape(-1) for name, v in counts.items()}
+    top = max_iter or max((int(a.max()) for a in arrays.values() if a.size), default=1)
+    edges = np.arange(0.5, top + 1.5, 1.0) if top <= 60 else np.linspace(0.5, top + 0.5, 61)
+    for name, values in arrays.items():
+        if not values.size:
+            continue
+        _, _, patches = ax.hist(values, bins=edges, histtype="step", lw=1.8,
+                                label=f"{name}: median {np.median(values):.0f}, n = {values.size} GTs")
+        for patch in patches:
+            patch.set_gid(f"hist:{name}")
+    ax.set(xlabel="EM iterations of the GT's fit", ylabel="GTs", title="FitGMM: EM iterations per GT")
+    if ax.patches:
+        ax.legend(fontsize="x-small")
+    else:
+        ax.text(0.5, 0.5, "no GMM fits", ha="center", va="center", transform=ax.transAxes, color="grey")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_gmm_settings(costs: Any, results: Mapping[str, tuple[Any, Any, float | None]],
+                      figsize_per_panel=(5.2, 3.4), title: str | None = None) -> Figure:
+    """One GT's candidate costs under several GMM settings side by side: ``results[name] = (fit, labels,
+    boundary)`` — the fit of that setting (one row), the labels of Fig. 3 (c) and its boundary cost."""
+    fig = Figure(figsize=(figsize_per_panel[0] * len(results), figsize_per_panel[1] + 0.9), layout="constrained")
+    axes = fig.subplots(1, len(results), sharex=True, sharey=True, squeeze=False)[0]
+    for ax, (name, (fit, labels, boundary)) in zip(axes, results.items()):
+        plot_cost_histogram(costs, fit, labels, boundary, ax=ax, title=name, legend=False)
+        handles, names = ax.get_legend_handles_labels()
+        ax.legend(handles, names, fontsize="xx-small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def save_assignment_plot(run_dir: str | Path, dpi: int = 100) -> Path | None:
+    """``assignment.png`` (:func:`plot_run_diagnostics`) in the run folder; None when the run logged no
+    assignment figures (torchvision's FCOS / RetinaNet)."""
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    if not any(r.get("kind") == "train" and "gt_without_pos" in r for r in records):
+        return None
+    path = run_dir / ASSIGNMENT_PLOT
+    plot_run_diagnostics(records).savefig(path, dpi=dpi)
+    return path
+
+
+__all__ = ["ASSIGNMENT_PLOT", "plot_diagnostics_by_config", "plot_em_iterations", "plot_gmm_settings",
+           "plot_run_diagnostics", "save_assignment_plot"]

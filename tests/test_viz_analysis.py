@@ -1,0 +1,83 @@
+"""Specifications of paa_toolkit/viz/analysis.py: the issue-9 figures draw what they are given."""
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+matplotlib.use("Agg")
+
+from paa_toolkit.assign.boundaries import boundary_cost, separate
+from paa_toolkit.assign.gmm import fit_gmm
+from paa_toolkit.viz.analysis import (
+    ASSIGNMENT_PLOT, plot_diagnostics_by_config, plot_em_iterations, plot_gmm_settings, plot_run_diagnostics,
+    save_assignment_plot,
+)
+
+
+def records(offset=0.0, em=True):
+    out = []
+    for i in (20, 40, 60):
+        r = {"kind": "train", "iteration": i, "pos_per_gt": 5.0 + offset, "gt_without_pos": 0.1 + offset / 10,
+             "gt_without_pos_small": 0.3, "gt_without_pos_medium": 0.0, "pos_per_gt_small": 3.0, "pos_per_gt_medium": 7.0}
+        if em:
+            r.update(em_iters=3.0, em_collapsed=0.5)
+        out.append(r)
+    return out + [{"kind": "eval", "iteration": 60, "AP": 0.2}]
+
+
+def gids(fig, kind="lines"):
+    return {a.get_gid() for ax in fig.axes for a in getattr(ax, kind) if a.get_gid()}
+
+
+def test_run_diagnostics_draw_every_logged_size_and_the_em_figures():
+    fig = plot_run_diagnostics(records())
+    assert {"gt_without_pos:all", "gt_without_pos:small", "gt_without_pos:medium", "pos_per_gt:all",
+            "pos_per_gt:small", "pos_per_gt:medium", "em_iters", "em_collapsed"} <= gids(fig)
+    assert "gt_without_pos:large" not in gids(fig)  # never logged: no line
+    line = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "gt_without_pos:all")
+    assert list(line.get_ydata()) == pytest.approx([10.0, 10.0, 10.0])  # percent
+
+
+def test_diagnostics_by_config_draw_one_mean_line_per_config_and_figure():
+    fig = plot_diagnostics_by_config({"PAA": [records(0.0), records(2.0)], "ATSS": [records(1.0, em=False)],
+                                      "FCOS": [[{"kind": "train", "iteration": 20, "loss": 1.0}]]})
+    assert gids(fig) == {f"{k}:{n}" for k in ("pos_per_gt", "gt_without_pos", "gt_without_pos_small")
+                         for n in ("PAA", "ATSS")}
+    paa = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "pos_per_gt:PAA")
+    assert list(paa.get_ydata()) == pytest.approx([6.0, 6.0, 6.0])  # mean of the two seeds
+
+
+def test_em_iteration_histogram_draws_one_histogram_per_setting_with_its_median_and_count():
+    fig = plot_em_iterations({"paper init": [3, 3, 4, 2], "data init": np.array([10, 12])})
+    ax = fig.axes[0]
+    assert {p.get_gid() for p in ax.patches} == {"hist:paper init", "hist:data init"}
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["paper init: median 3, n = 4 GTs", "data init: median 11, n = 2 GTs"]
+    outline = next(p for p in ax.patches if p.get_gid() == "hist:paper init").get_xy()
+    assert outline[:, 1].max() == 2  # two GTs stopped after 3 iterations
+
+
+def test_gmm_settings_panel_per_setting_with_its_mixture_and_boundary():
+    costs = torch.tensor([[0.1, 0.12, 0.15, 0.6, 0.62, 0.65, 0.7]], dtype=torch.float64)
+    valid = torch.ones_like(costs, dtype=torch.bool)
+    results = {}
+    for init in ("paper", "data"):
+        fit = fit_gmm(costs, valid, init=init)
+        labels = separate("c", costs, valid, fit)
+        results[f"{init} init"] = (fit, labels[0], float(boundary_cost(costs, labels)[0]))
+    fig = plot_gmm_settings(costs[0], results)
+    assert len(fig.axes) == 2 and [ax.get_title() for ax in fig.axes] == ["paper init", "data init"]
+    for ax in fig.axes:
+        assert {"gmm:mixture", "boundary"} <= {ln.get_gid() for ln in ax.lines}
+
+
+def test_assignment_plot_is_saved_for_runs_that_logged_diagnostics_only(tmp_path):
+    (tmp_path / "paa").mkdir()
+    (tmp_path / "paa" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records()))
+    assert save_assignment_plot(tmp_path / "paa") == tmp_path / "paa" / ASSIGNMENT_PLOT
+    assert (tmp_path / "paa" / ASSIGNMENT_PLOT).stat().st_size > 5000
+    (tmp_path / "fcos").mkdir()
+    (tmp_path / "fcos" / "metrics.jsonl").write_text(json.dumps({"kind": "train", "iteration": 1, "loss": 1.0}) + "\n")
+    assert save_assignment_plot(tmp_path / "fcos") is None and not (tmp_path / "fcos" / ASSIGNMENT_PLOT).exists()
