@@ -1,11 +1,15 @@
 """Fixtures shared by several test modules; the ``cuda`` marker's skip."""
+import os
+import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
 
 from tiny_training import tiny_config  # tests/tiny_training.py
 
+from paa_toolkit.course import briefly_trained_run, course_config, course_run_dir
 from paa_toolkit.data.synthetic import make_synthetic_coco
 from paa_toolkit.engine.loop import train
 
@@ -50,3 +54,19 @@ def reference_run(synthetic_root, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("reference")
     with torch_threads(1):
         return run_dir, train(tiny_config(synthetic_root, run_dir, trace_iters=[0, 2, 4], eval_every=2), progress=False)
+
+
+@pytest.fixture(scope="session")
+def course_cache(tmp_path_factory) -> Path:
+    """A cache folder with the course detector of the student setting (``make course``), trained once per
+    session into a fresh folder — as on a clean clone; the notebooks and the browser test share it.
+    ``PAA_TEST_COURSE_CACHE=<folder>`` uses (and fills, if needed) that folder instead, for local reruns."""
+    folder = os.environ.get("PAA_TEST_COURSE_CACHE")
+    cache = Path(folder) if folder else tmp_path_factory.mktemp("paa_cache_course")
+    with pytest.MonkeyPatch.context() as mp:  # the synthetic images are generated into the cache too
+        mp.setenv("PAA_TOOLKIT_CACHE", str(cache))
+        start = time.perf_counter()
+        run_dir = briefly_trained_run(False, cache_dir=cache)
+        print(f"\ncourse detector {run_dir} ready after {time.perf_counter() - start:.0f} s")
+    assert run_dir == course_run_dir(course_config(False), cache)
+    return cache

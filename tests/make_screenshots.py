@@ -3,8 +3,10 @@
     .venv/bin/python tests/make_screenshots.py          # PAA_FAST=1 run (seconds; trains ~1 min if not cached)
     .venv/bin/python tests/make_screenshots.py --full   # the full course run (trains ~5 min the first time)
 
-Writes docs/assignment_explorer.png (notebook 04 after Run All), docs/gmm_explorer.png (after three EM
-steps) and docs/voting_explorer.png, each a palette PNG under 300 KB. It drives the browser exactly as
+Writes docs/assignment_explorer.png (notebook 04 after Run All, on a GT whose training EM stopped early:
+the converged fit dotted), docs/gmm_explorer.png (notebook 02's narrow costs after three EM steps: the
+early stop beside the converged fit) and docs/voting_explorer.png (the course detector's detections and
+candidates on notebook 05's image), each a palette PNG under 300 KB. It drives the browser exactly as
 tests/test_browser.py does, with the same helpers (browser_lab.py, next to this script: Python puts a
 script's own folder on the import path); needs /usr/bin/chromium and the playwright package (see
 .ci/run). The GMM and voting explorers come from a small notebook written into the temporary folder the
@@ -31,29 +33,29 @@ DOCS = REPO / "docs"
 NOTEBOOK_04 = REPO / "notebooks" / "04_assignment_evolution.ipynb"
 MAX_BYTES = 300_000
 
-#: the small notebook that shows the GMM and the voting explorers
+#: the small notebook that shows the GMM and the voting explorers (the voting one on the course detector)
 EXPLORERS_CELLS = [
     """\
 %matplotlib inline
-import torch
-from paa_toolkit.data.synthetic import default_dataset
-from paa_toolkit.widgets import gmm_explorer, voting_explorer""",
-    "gmm_explorer()",
+import os
+from paa_toolkit.course import briefly_trained_run, detections_from_view, head_outputs, load_run, post_processing, run_datasets
+from paa_toolkit.widgets import gmm_explorer, voting_explorer
+FAST = os.environ.get("PAA_FAST") == "1"
+""",
+    # notebook 02, section 4: narrow costs, the paper's sigma = 1 start stops after 3 EM iterations
+    "gmm_explorer(fg_mean=0.9, fg_std=0.05, fg_count=15, bg_mean=1.6, bg_std=0.05, bg_count=20)",
     """\
-# one synthetic image; around each GT, 12 jittered boxes whose score falls with the jitter: the
-# candidates (before NMS) that vote in §3.3
-train, _ = default_dataset(num_train=8, num_val=1, image_size=256, flip_prob=0.0)
-image, target = max((train[i] for i in range(len(train))), key=lambda sample: len(sample[1]["boxes"]))
-g = torch.Generator().manual_seed(0)
-boxes, scores, labels = [], [], []
-for box, label in zip(target["boxes"], target["labels"]):
-    size = (box[2:] - box[:2]).repeat(2)
-    noise = 0.05 * torch.randn(12, 4, generator=g)
-    boxes.append(box + noise * size)
-    scores.append(0.9 * torch.exp(-5 * noise.abs().mean(dim=1)))
-    labels.append(label.repeat(12))
-candidates = {"boxes": torch.cat(boxes), "scores": torch.cat(scores), "labels": torch.cat(labels)}
-voting_explorer(None, candidates, image)""",
+# notebook 05's image (the validation image with the most GTs) through the course detector: its detections
+# after NMS, and the candidates before NMS (NMS at IoU 1.0 keeps them all) that vote in §3.3
+model, state = load_run(briefly_trained_run(FAST))
+_, val = run_datasets(state)
+image, _ = max((val[i] for i in range(len(val))), key=lambda sample: len(sample[1]["boxes"]))
+view = head_outputs(model, image)
+with post_processing(model, score_voting=False):
+    detections = {k: v[:15] for k, v in detections_from_view(model, view).items()}
+with post_processing(model, score_voting=False, nms_thresh=1.0, detections_per_img=1000):
+    candidates = detections_from_view(model, view)
+voting_explorer(detections, candidates, view.image)""",
 ]
 
 
@@ -82,16 +84,20 @@ def save_small_png(png: bytes, path: Path) -> int:
     return size
 
 
-def clearest_gt(run_dir: str) -> tuple[int, int]:
-    """(image, GT) of the last snapshot whose GMM components lie farthest apart (at least 6 candidates)."""
+def shown_gt(run_dir: str) -> tuple[int, int]:
+    """(image, GT) of the last snapshot as notebook 01 picks its early-stop example: clearly bimodal costs
+    (>= 10 candidates) whose training EM fit is visibly not converged, the most candidates (ties: Ashman's D);
+    without one, the GT with the most candidates."""
+    from paa_toolkit.course import traced_gts
     from paa_toolkit.widgets.compute import open_source
 
     source = open_source(run_dir)
-    diag = source.snapshot(source.iterations[-1]).diagnostics
-    gap = (diag.gmm_means[:, 1] - diag.gmm_means[:, 0]).abs() / diag.gmm_variances.sum(dim=1).sqrt()
-    gap[diag.candidate_valid.sum(dim=1) < 6] = -1.0
-    row = int(gap.argmax())
-    return int(diag.image_index[row]), int(diag.gt_index[row])
+    traced = traced_gts(source.snapshot(source.iterations[-1]))
+    wanted = traced.judged & traced.fits.bimodal & traced.fits.differs
+    pool = wanted if wanted.any() else traced.num_candidates > 0
+    score = (traced.num_candidates.double() * 1000 + traced.fits.d.nan_to_num(0.0)).masked_fill(~pool, -1e9)
+    row = int(score.argmax())
+    return int(traced.image[row]), int(traced.gt[row])
 
 
 def show_gt(page, lab, image: int, gt: int) -> None:
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             if error_outputs(page):
                 raise RuntimeError(f"notebook 04 failed in the browser:\n{error_outputs(page)[0]}")
             printed = page.locator(".jp-OutputArea-output", has_text="traced iterations:").first.inner_text()
-            show_gt(page, lab, *clearest_gt(printed.splitlines()[0].strip()))  # the notebook prints its run folder
+            show_gt(page, lab, *shown_gt(printed.splitlines()[0].strip()))  # the notebook prints its run folder
             shots["assignment_explorer.png"] = cell_output(page, ".widget-image").screenshot()
 
             open_notebook(page, lab, "explorers.ipynb")
@@ -132,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             run_all(page, lab)
             if error_outputs(page):
                 raise RuntimeError(f"the explorers notebook failed in the browser:\n{error_outputs(page)[0]}")
-            for _ in range(3):  # three EM iterations: the mixture between its start and sklearn's fit
+            for _ in range(3):  # three EM iterations: where tol 1e-3 stops on these costs
                 before = label_text(page, r"^iteration: \d+")
                 page.locator("button", has_text=re.compile(r"^\s*EM step$")).click()
                 wait_until(lambda: label_text(page, r"^iteration: \d+") != before, 30, "an EM step")

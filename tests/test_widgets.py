@@ -196,6 +196,8 @@ def test_voting_explorer_shows_the_given_detections_at_the_initial_threshold():
     assert ex.label.value == "detections: 1"
     ex.nms_thresh.value = 0.55
     assert ex.label.value == "detections: 2"
+    ex.nms_thresh.value = 0.5000000000000001  # what the browser's slider sends back for 0.5
+    assert ex.label.value == "detections: 1"
 
 
 def test_library_score_voting_moves_a_box_towards_its_overlapping_candidates():

@@ -324,7 +324,8 @@ class VotingExplorer(Explorer):
 
     def _update(self) -> None:
         # The given detections are NMS at the initial threshold; other thresholds re-run NMS on the candidates.
-        given = self.detections if self.nms_thresh.value == self.initial_nms_thresh else None
+        same = abs(self.nms_thresh.value - self.initial_nms_thresh) < 1e-6  # the browser rounds slider values
+        given = self.detections if same else None
         self.before, self.after = compute.nms_then_vote(self.candidates, self.sigma.value, self.nms_thresh.value,
                                                         given, self.voting_fn)
         shift = (self.after["boxes"] - self.before["boxes"]).abs().mean().item() if len(self.before["boxes"]) else 0.0
