@@ -3,6 +3,7 @@ verdicts of the paper's orderings against the seed-to-seed noise."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -24,18 +25,23 @@ def test_committed_grid_names_its_date_machine_command_and_has_every_row_of_the_
     assert all(r.mean["AP"] is not None and r.num_seeds == result.seeds for r in result.rows)
 
 
-def test_a_difference_within_the_noise_is_unresolved_and_beyond_it_holds_or_is_reversed():
-    small = load_table("1R", "small", committed=COMMITTED)
-    assert compare(small, "paa_noaux", "iou_assign").verdict == "holds"  # +0.008 against a std of 0.004
+def test_a_difference_within_two_standard_errors_is_unresolved_and_beyond_them_holds_or_is_reversed():
+    small = load_table("1R", "small", committed=COMMITTED)  # 2 seeds per row
+    c = compare(small, "paa_noaux", "iou_assign")  # +0.008 against a standard error of 0.003
+    assert c.verdict == "holds" and c.diff > 2 * c.noise
     assert compare(small, "paa_ioupred", "paa_centerness").verdict == "unresolved"  # -0.001
-    assert compare(small, "atss_ioupred", "atss_centerness").verdict == "reversed"  # -0.007 against 0.006
-    c = compare(small, "paa_ioupred", "atss_ioupred")  # -0.004 exactly at the noise: not "reversed" by rounding
-    assert (c.diff, c.verdict) == (-0.004, "unresolved")
+    c = compare(small, "atss_ioupred", "atss_centerness")  # -0.007: beyond one std (0.006), within 2 s.e. (0.010)
+    assert c.verdict == "unresolved" and -c.diff > max(small.row("atss_ioupred").std["AP"], 0.006)
+    assert compare(small, "iou_assign", "paa_noaux").verdict == "reversed"
 
 
-def test_one_seed_rows_take_the_stated_noise():
-    medium = load_table("1R", "medium", committed=COMMITTED)
-    assert compare(medium, "paa_ioupred", "paa_centerness").noise == medium.noise_AP == 0.01
+def test_two_one_seed_rows_need_twice_the_standard_error_of_a_difference_of_single_draws():
+    medium = load_table("1R", "medium", committed=COMMITTED)  # one seed per row, stated noise 0.01
+    c = compare(medium, "paa_ioupred", "paa_centerness")
+    assert medium.noise_AP == 0.01 and abs(c.noise - math.sqrt(2) * 0.01) < 1e-12
+    c = compare(medium, "paa_ioupred", "atss_ioupred")  # -0.013: larger than the noise, yet one seed
+    assert (c.diff, c.verdict) == (-0.013, "unresolved")
+    assert compare(medium, "paa_noaux", "iou_assign").verdict == "holds"  # +0.160
 
 
 def test_a_complete_local_grid_replaces_the_committed_one_and_an_unfinished_one_does_not(tmp_path):

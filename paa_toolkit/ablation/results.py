@@ -3,7 +3,7 @@ or a fresh local grid (``runs/ablations/<budget>/table_<table>.json``), and the 
 checked against the seed-to-seed noise.
 
     result = load_table("1R", "small")                  # a fresh local run if complete, else the committed one
-    verdict = compare(result, "paa_noaux", "iou_assign")  # Comparison(diff=0.008, noise=0.006, verdict="holds")
+    verdict = compare(result, "paa_noaux", "iou_assign")  # Comparison(diff=0.008, noise=0.003, verdict="holds")
 
 Two JSON layouts are read: :func:`~.report.write_report`'s (rows with per-seed results) and the
 committed transcriptions of ``benchmarks/ablations.md`` (rows with ``mean`` / ``std`` / ``num_seeds``
@@ -13,6 +13,7 @@ is not above the noise is *unresolved*: one seed cannot decide it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,32 +113,38 @@ def load_table(table: str, budget: str, *, committed: str | Path, runs: str | Pa
 
 @dataclass
 class Comparison:
-    """``better`` − ``worse`` in AP against the noise: ``holds`` / ``reversed`` / ``unresolved``."""
+    """``better`` − ``worse`` in AP against its standard error: ``holds`` / ``reversed`` / ``unresolved``."""
 
     better: str
     worse: str
     diff: float | None
-    noise: float
+    noise: float  # the standard error of ``diff``
     verdict: str  # holds, reversed, unresolved, not measured
 
 
 def row_noise(result: TableResult, row: ResultRow) -> float:
-    """AP noise of a row: its seed std when it has several seeds (at least :data:`RESOLUTION_AP`), else the
-    file's stated one-seed noise (default :data:`ONE_SEED_NOISE_AP`)."""
+    """AP noise of one seed of a row: its seed std when it has several seeds (at least :data:`RESOLUTION_AP`),
+    else the file's stated one-seed noise (default :data:`ONE_SEED_NOISE_AP`)."""
     if row.num_seeds > 1 and row.std.get("AP") is not None:
         return max(float(row.std["AP"]), RESOLUTION_AP)
     return float(result.noise_AP if result.noise_AP is not None else ONE_SEED_NOISE_AP)
 
 
 def compare(result: TableResult, better: str, worse: str) -> Comparison:
-    """Does ``better`` beat ``worse`` by more than the noise (the larger of the two rows')?"""
+    """Does ``better`` beat ``worse`` by more than two standard errors of the difference of their means?
+
+    The standard error is √(σ_a²/n_a + σ_b²/n_b), σ a row's seed std (:func:`row_noise`: the stated
+    one-seed noise for a one-seed row), n its seeds — the same 2-standard-error rule as the paired verdict
+    of :func:`~.report.verdict`. Two one-seed rows need a gap of 2√2 ≈ 2.8 × the one-seed noise: a
+    difference the size of the noise is *unresolved*, never "holds" or "reversed".
+    """
     a, b = result.row(better), result.row(worse)
-    noise = max(row_noise(result, a), row_noise(result, b))
+    se = math.sqrt(sum(row_noise(result, r) ** 2 / max(r.num_seeds, 1) for r in (a, b)))
     if a.mean.get("AP") is None or b.mean.get("AP") is None or "pending" in (a.status, b.status):
-        return Comparison(better, worse, None, noise, "not measured")
+        return Comparison(better, worse, None, se, "not measured")
     diff = round(float(a.mean["AP"]) - float(b.mean["AP"]), 6)  # 0.014 - 0.018 is -0.004, not -0.0040000000000000036
-    verdict = "holds" if diff > noise else "reversed" if diff < -noise else "unresolved"
-    return Comparison(better, worse, diff, noise, verdict)
+    verdict = "holds" if diff > 2 * se else "reversed" if diff < -2 * se else "unresolved"
+    return Comparison(better, worse, diff, se, verdict)
 
 
 def markdown(result: TableResult) -> str:
