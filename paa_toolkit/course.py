@@ -459,9 +459,9 @@ def main(argv: list[str] | None = None) -> int:
           f"trained in {took / 60:.1f} min ({cfg.solver.max_iters} iterations, then the final evaluation)")
     print(f"AP {final['AP']:.3f}, AP50 {final['AP50']:.3f}, AP75 {final['AP75']:.3f} on {cfg.data.synthetic_num_val} "
           f"validation images; IoU-prediction error on true positives {final.get('iou_error_tp', math.nan):.3f}")
-    traces = sorted((run_dir / "trace").glob("iter_*.pt"))
+    traces = sorted((run_dir / TRACE_DIR).glob("iter_*.pt"))
     if traces:
-        snapshot = torch.load(traces[-1], map_location="cpu", weights_only=False)["snapshot"]
+        snapshot = load_trace(traces[-1])["snapshot"]  # the safe reader: nothing in the file is unpickled
         s = traced_gts(snapshot).summary()
         print(f"last trace: {s['gts']} GTs, {s['judged']} with >= {MIN_CANDIDATES_TO_JUDGE} candidates, of which "
               f"{100 * s['bimodal']:.0f} % have clearly bimodal costs (BIC, Ashman's D > {BIMODAL_D:g}) and "
