@@ -34,10 +34,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .assign.boundaries import BOUNDARIES, boundary_cost, separate
+from .assign.boundaries import BOUNDARIES, boundary_cost
 from .assign.config import AssignConfig
 from .assign.stats import size_class
 from .assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, GMMFit, fit_gmm
+from .assign.paa import fit_and_separate
 from .data.build import build_datasets
 from .data.synthetic import default_cache_dir
 from .engine import presets
@@ -281,8 +282,9 @@ def compare_fits(costs: Tensor, valid: Tensor, settings: AssignConfig | None = N
     sorted_x, order = x.masked_fill(~valid, math.inf).sort(1)  # the rules read sorted rows
     sorted_valid = valid.gather(1, order)
     sorted_x = sorted_x.masked_fill(~sorted_valid, 0.0)
-    labels = [separate(rule, sorted_x, sorted_valid, fit_gmm(sorted_x, sorted_valid, init=settings.gmm_init, tol=tol,
-                                                              max_iter=it))
+    labels = [fit_and_separate(sorted_x, sorted_valid, rule, fnp_num=settings.fnp_num,
+                               fsr_thresh=settings.fsr_thresh, gmm_init=settings.gmm_init, gmm_tol=tol,
+                               gmm_max_iter=it)[0]
               for tol, it in ((settings.gmm_tol, settings.gmm_max_iter), (CONVERGED_TOL, CONVERGED_MAX_ITER))]
     positives_differ = ((labels[0] != labels[1]) & sorted_valid).any(1)
     return FitComparison(trained, converged, d, delta_bic, bimodal, differs, positives_differ, valid.sum(1))
@@ -343,8 +345,8 @@ def gt_fits(costs: Tensor, settings: AssignConfig | None = None, rule: str | Non
     out = {}
     for name, tol, max_iter in (("trained", settings.gmm_tol, settings.gmm_max_iter),
                                 ("converged", CONVERGED_TOL, CONVERGED_MAX_ITER)):
-        fit = fit_gmm(row, ok, init=settings.gmm_init, tol=tol, max_iter=max_iter)
-        labels = separate(rule, row, ok, fit)
+        labels, fit = fit_and_separate(row, ok, rule, fnp_num=settings.fnp_num, fsr_thresh=settings.fsr_thresh,
+                                       gmm_init=settings.gmm_init, gmm_tol=tol, gmm_max_iter=max_iter)
         out[name] = {"fit": fit, "labels": labels[0], "boundary": float(boundary_cost(row, labels)[0]),
                      "n_iter": int(fit.n_iter[0]), "positives": int((labels == 1).sum()),
                      "ignored": int((labels == -1).sum())}

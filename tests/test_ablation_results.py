@@ -66,3 +66,9 @@ def test_markdown_shows_the_seed_spread_only_for_several_seeds():
     text = markdown(load_table("1R", "small", committed=COMMITTED))
     assert "| PAA · IoU pred. | 0.014 ± 0.000 |" in text
     assert "| FSR (> 0.3) | 0.000 |" in markdown(load_table("1L", "small", committed=COMMITTED))
+
+
+def test_a_committed_report_with_a_date_is_not_called_a_local_run():
+    result = read_table(COMMITTED / "analysis.json")  # write_report's layout: "date", no "measured_on"
+    assert not result.fresh and result.measured_on
+    assert result.measured_on == json.loads((COMMITTED / "analysis.json").read_text())["date"]

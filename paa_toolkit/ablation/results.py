@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +56,8 @@ class TableResult:
     command: str | None = None
     noise_AP: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fresh(self) -> bool:
-        """A local grid's report (``runs/...``) rather than a committed transcription."""
-        return self.measured_on is None
+    #: read by :func:`load_table` from the local grid (``runs/...``) rather than from the committed results
+    fresh: bool = False
 
     def row(self, config: str) -> ResultRow:
         for r in self.rows:
@@ -89,7 +86,7 @@ def read_table(path: str | Path) -> TableResult:
     known = {"table", "budget", "seeds", "rows", "measured_on", "machine", "command", "noise_AP"}
     return TableResult(
         table=str(data["table"]), budget=str(data.get("budget", "?")), seeds=int(data.get("seeds", 1)), source=path,
-        rows=[_row(r) for r in data["rows"]], measured_on=data.get("measured_on"), machine=data.get("machine"),
+        rows=[_row(r) for r in data["rows"]], measured_on=data.get("measured_on") or data.get("date"), machine=data.get("machine"),
         command=data.get("command"), noise_AP=data.get("noise_AP"),
         extra={k: v for k, v in data.items() if k not in known})
 
@@ -106,7 +103,7 @@ def load_table(table: str, budget: str, *, committed: str | Path, runs: str | Pa
         if local.is_file():
             result = read_table(local)
             if _complete(result):
-                return result
+                return replace(result, fresh=True)
     path = Path(committed) / f"table_{table}_{budget}.json"
     return read_table(path) if path.is_file() else None
 
