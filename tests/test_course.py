@@ -212,3 +212,14 @@ def test_traced_gts_summarise_a_snapshot_and_gt_fits_reproduce_its_labels():
     fits = course.gt_fits(row["candidate_cost"], snap.settings)
     assert torch.equal(fits["trained"]["labels"], row["candidate_label"])
     assert fits["converged"]["n_iter"] >= fits["trained"]["n_iter"]
+
+
+@pytest.mark.slow
+def test_make_course_finds_the_cached_detector_and_summarises_its_last_trace(course_cache, capsys, monkeypatch):
+    """``make course`` (``course.main``) on the detector the notebooks use: nothing retrained, the AP and the
+    last trace's bimodality read back (the trace through the safe reader, no unpickling)."""
+    monkeypatch.setenv("PAA_TOOLKIT_CACHE", str(course_cache))
+    assert course.main(["--cache-dir", str(course_cache)]) == 0
+    out = capsys.readouterr().out
+    assert "found in the cache, nothing trained" in out
+    assert "AP 0." in out and "last trace:" in out and "% have clearly bimodal costs" in out

@@ -204,6 +204,19 @@ def test_voting_plot_draws_boxes_before_and_after_where_they_are():
     (coll,) = find_artists(fig, "boxes:after")
     assert [p.vertices[:, 0].min() for p in coll.get_paths()] == [11.0, 40.0]
     assert "mean shift 0.50 px" in fig.axes[0].get_title()
+    assert count_marks(fig, "boxes:gt") == 0 and "ground truth" not in legend_texts(fig)
+
+
+def test_voting_plot_draws_and_names_the_ground_truth_when_given():
+    before = torch.tensor([[10.0, 10, 30, 30]])
+    fig = plot_voting(None, before, before + 1, gt=torch.tensor([[12.0, 11, 31, 32]]))
+    (coll,) = find_artists(fig, "boxes:gt")
+    assert [p.vertices[:, 0].min() for p in coll.get_paths()] == [12.0]
+    assert "ground truth" in legend_texts(fig)
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
 def test_cost_histogram_rejects_non_finite_costs():

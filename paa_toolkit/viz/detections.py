@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from PIL import ImageDraw, ImageFont
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-from .assignment import as_boxes, as_numpy, box_collection, new_axes, show_image
+from .assignment import GT_COLOR, as_boxes, as_numpy, box_collection, new_axes, show_image
 
 #: a qualitative palette (tab10), one colour per class
 CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -97,6 +97,7 @@ def plot_voting(
     ax: Axes | None = None,
     *,
     candidates: Any = None,
+    gt: Any = None,
     title: str | None = None,
     figsize: tuple[float, float] = (5.5, 5.5),
 ) -> Figure:
@@ -104,15 +105,20 @@ def plot_voting(
 
     ``before`` / ``after``: ``{"boxes": [N, 4], "scores": [N]}`` dicts or ``[N, 4]`` tensors, in the same
     order (box ``i`` of ``after`` is box ``i`` of ``before`` voted, Eq. 10). ``candidates`` (the pre-NMS
-    boxes that vote) are drawn faintly. The title gives the mean corner shift in pixels.
+    boxes that vote) are drawn faintly, the ground-truth boxes ``gt`` (``[M, 4]``) in gold. The title gives the
+    mean corner shift in pixels.
     """
     b0, scores = _boxes_of(before, "before")
     b1, _ = _boxes_of(after, "after")
     if b0.shape != b1.shape:
         raise ValueError(f"before / after: the same boxes in the same order are expected, got {len(b0)} and {len(b1)}")
     cand = _boxes_of(candidates, "candidates")[0] if candidates is not None else np.zeros((0, 4))
+    gt_boxes = _boxes_of(gt, "gt")[0] if gt is not None else np.zeros((0, 4))
     fig, ax = new_axes(ax, figsize)
-    show_image(ax, image, [b0, b1, cand])
+    show_image(ax, image, [b0, b1, cand, gt_boxes])
+    if len(gt_boxes):
+        ax.add_collection(box_collection(gt_boxes, GT_COLOR, "boxes:gt", linewidths=2.0))
+        ax.plot([], [], color=GT_COLOR, lw=2.0, label="ground truth")
     if len(cand):
         ax.add_collection(box_collection(cand, "0.8", "boxes:candidates", linewidths=0.5, alpha=0.5))
     ax.add_collection(box_collection(b0, "tab:red", "boxes:before", linewidths=1.2, linestyles="--"))
@@ -125,6 +131,8 @@ def plot_voting(
     ax.set_title(title or f"score voting: {len(b0)} boxes, mean shift {shift:.2f} px")
     ax.plot([], [], color="tab:red", ls="--", label="after NMS")
     ax.plot([], [], color="tab:green", label="after voting")
+    if len(cand):
+        ax.plot([], [], color="0.8", lw=0.8, label="voters (Eq. 10)")
     ax.legend(loc="lower right", fontsize="small", framealpha=0.7)
     return fig
 
