@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-notebooks.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m paa_toolkit.train
 
-# The course notebooks' detector (~5 min on 2 idle cores the first time, then cached): prints where it is
+# The course notebooks' detector (5–15 min on 2 cores the first time, then cached): prints where it is
 course: $(STAMP)
 	$(PY) -m paa_toolkit.course
 

@@ -1,7 +1,7 @@
 """Screenshots of the three explorers as a student sees them: JupyterLab in headless Chromium.
 
     .venv/bin/python tests/make_screenshots.py          # PAA_FAST=1 run (seconds; trains ~1 min if not cached)
-    .venv/bin/python tests/make_screenshots.py --full   # the full course run (trains ~5 min the first time)
+    .venv/bin/python tests/make_screenshots.py --full   # the full course run (trains 5–15 min the first time)
 
 Writes docs/assignment_explorer.png (notebook 04 after Run All, on a GT whose training EM stopped early:
 the converged fit dotted), docs/gmm_explorer.png (notebook 02's narrow costs after three EM steps: the
