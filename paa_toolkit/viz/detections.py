@@ -132,7 +132,7 @@ def plot_voting(
     ax.plot([], [], color="tab:red", ls="--", label="after NMS")
     ax.plot([], [], color="tab:green", label="after voting")
     if len(cand):
-        ax.plot([], [], color="0.8", lw=0.8, label="voters (Eq. 10)")
+        ax.plot([], [], color="0.6", lw=1.5, label="voters (Eq. 10)")  # darker than the faint boxes, to be seen
     ax.legend(loc="lower right", fontsize="small", framealpha=0.7)
     return fig
 
