@@ -73,7 +73,8 @@ def _row(data: dict[str, Any]) -> ResultRow:
         num = len(done)
     else:
         num = int(data.get("num_seeds", 1))
-    mean = {k: (data.get("mean") or {}).get(k) for k in (*METRICS, "pos_per_gt", "wall_s")}
+    given = data.get("mean") or {}  # every figure the file has (e.g. the analysis grid's assignment figures)
+    mean = {**given, **{k: given.get(k) for k in (*METRICS, "pos_per_gt", "wall_s")}}
     std = {k: (data.get("std") or {}).get(k) for k in METRICS}
     return ResultRow(tuple(data.get("cells", ())), data["config"], data.get("paper"), data.get("status", "ok"),
                      num, mean, std)
