@@ -87,8 +87,8 @@ def read_table(path: str | Path) -> TableResult:
     known = {"table", "budget", "seeds", "rows", "measured_on", "machine", "command", "noise_AP"}
     return TableResult(
         table=str(data["table"]), budget=str(data.get("budget", "?")), seeds=int(data.get("seeds", 1)), source=path,
-        rows=[_row(r) for r in data["rows"]], measured_on=data.get("measured_on") or data.get("date"), machine=data.get("machine"),
-        command=data.get("command"), noise_AP=data.get("noise_AP"),
+        rows=[_row(r) for r in data["rows"]], measured_on=data.get("measured_on") or data.get("date"),
+        machine=data.get("machine"), command=data.get("command"), noise_AP=data.get("noise_AP"),
         extra={k: v for k, v in data.items() if k not in known})
 
 
