@@ -216,7 +216,8 @@ def _crowd(rng: np.random.Generator, canvas: np.ndarray, name: str) -> list[int]
         _paste(canvas, mask.astype(np.float32), x, y, OUTLINE)
         _paste(canvas, alpha, x, y, colour)
         boxes.append(_visible(mask, x, y, size))
-    b = np.asarray(boxes)
+    # a member whose visible part is too small to box (None) paints pixels but widens nothing
+    b = np.asarray([box for box in boxes if box is not None] or [[cx, cy, cx + region, cy + region]])
     return [int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())]
 
 
