@@ -91,3 +91,29 @@ def test_dcn_last_tower_conv_runs_and_offsets_learn():
     out = head(_features(1, 8, 64, 64))
     (out.cls_logits.sum() + out.box_deltas.sum()).backward()
     assert head.cls_tower[3].offset.weight.grad.abs().sum() > 0
+
+
+def test_the_p2_to_p6_pyramid_is_one_octave_finer_with_five_levels():
+    backbone = build_backbone("resnet18", norm="gn", out_channels=32, pyramid="p2-p6")
+    feats = backbone(torch.randn(1, 3, 128, 128))
+    assert list(feats) == ["p2", "p3", "p4", "p5", "p6"] and backbone.strides == [4, 8, 16, 32, 64]
+    assert [tuple(f.shape) for f in feats.values()] == [(1, 32, 128 // s, 128 // s) for s in backbone.strides]
+    with pytest.raises(ValueError, match="unknown pyramid 'p1-p5'; valid choices: p3-p7, p2-p6"):
+        build_backbone("resnet18", norm="gn", pyramid="p1-p5")
+
+
+def test_groupnorm_weights_initialise_a_groupnorm_backbone_and_only_that(tmp_path):
+    torch.manual_seed(2)
+    gn_state = torchvision.models.resnet18(weights=None, norm_layer=lambda c: nn.GroupNorm(16, c)).state_dict()
+    path = tmp_path / "gn.pth"
+    torch.save(gn_state, path)
+    body = build_backbone("resnet18", weights_path=path, norm="gn").body
+    torch.testing.assert_close(body.layer3[1].bn2.weight, gn_state["layer3.1.bn2.weight"])
+    with pytest.raises(ValueError, match="trained with GroupNorm"):
+        build_backbone("resnet18", weights_path=path, norm="frozen_bn")
+
+
+def test_batchnorm_weights_still_refuse_a_groupnorm_backbone(resnet18_file):
+    path, _ = resnet18_file
+    with pytest.raises(ValueError, match="trained with BatchNorm and cannot initialise a GroupNorm ResNet"):
+        build_backbone("resnet18", weights_path=path, norm="gn")

@@ -18,11 +18,13 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d")
 NORMS = ("frozen_bn", "bn", "gn")
 STRIDES = [8, 16, 32, 64, 128]
+#: the pyramids :func:`build_backbone` builds, by name: their levels (P<l> has stride 2^l)
+PYRAMIDS = {"p3-p7": (3, 4, 5, 6, 7), "p2-p6": (2, 3, 4, 5, 6)}
 # Stem + res2 frozen with pretrained weights (ATSS / PAA setting); train everything from scratch.
 PRETRAINED_TRAINABLE_LAYERS = 3
 _TRAINABLE_PREFIXES = ["layer4", "layer3", "layer2", "layer1", "conv1"]
@@ -66,16 +68,32 @@ class DeformConvBlock(DeformConv2d):
         return super().forward(x, out)
 
 
+class LastLevelP6(ExtraFPNBlock):
+    """P6 = a stride-2 3×3 conv on P5 — the P6 half of torchvision's ``LastLevelP6P7`` — closing a
+    P2–P6 pyramid (five levels, as the paper's P3–P7, one octave finer)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
+        nn.init.kaiming_uniform_(self.p6.weight, a=1)
+        nn.init.constant_(self.p6.bias, 0)
+
+    def forward(self, results: list[Tensor], x: list[Tensor], names: list[str]):
+        return [*results, self.p6(results[-1])], [*names, "p6"]
+
+
 class ResNetFPN(BackboneWithFPN):
-    """``BackboneWithFPN`` returning ``OrderedDict(p3=…, p7=…)``; ``strides`` = [8, 16, 32, 64, 128]."""
+    """``BackboneWithFPN`` returning ``OrderedDict(p3=…, p7=…)`` (or ``p2…p6``); ``strides`` = 2^level."""
+
+    levels: tuple[int, ...] = PYRAMIDS["p3-p7"]
 
     @property
     def strides(self) -> list[int]:
-        return list(STRIDES)
+        return [2 ** level for level in self.levels]
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         feats = super().forward(x)
-        return OrderedDict((f"p{level}", f) for level, f in zip(range(3, 8), feats.values()))
+        return OrderedDict((f"p{level}", f) for level, f in zip(self.levels, feats.values()))
 
 
 def norm_layer_for(norm: str):
@@ -114,6 +132,9 @@ def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str
                           arch: str | None = None) -> None:
     """Load a torchvision ImageNet state dict from a local file into ``resnet`` (no download).
 
+    BatchNorm weights (ImageNet) initialise ``frozen_bn`` / ``bn`` ResNets; GroupNorm weights (the
+    toolkit's own pre-training on the embedded data, :mod:`paa_toolkit.engine.pretrain`) a ``gn`` one.
+
     Accepts a plain state dict or one wrapped as ``{"state_dict": …}`` / ``{"model": …}``. The
     classifier (``fc.*``) is ignored; DCN offset convs (absent from ImageNet weights) stay zero.
     Any other missing or unexpected key raises ``ValueError`` naming the file and the keys.
@@ -122,15 +143,19 @@ def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str
     if not path.is_file():
         raise FileNotFoundError(f"backbone weights_path {str(path)!r} does not exist (ImageNet weights load "
                                 "from a local torchvision state-dict file; nothing is downloaded)")
-    if norm == "gn":
-        raise ValueError(f"ImageNet weights {str(path)!r} were trained with BatchNorm and cannot initialise a "
-                         "GroupNorm ResNet; use norm='frozen_bn' (paper) or 'bn' with pretrained weights")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
         raise ValueError(f"{str(path)!r} does not hold a state dict (got {type(state).__name__})")
+    batch_norm = any(str(k).endswith("running_mean") for k in state)
+    if norm == "gn" and batch_norm:
+        raise ValueError(f"ImageNet weights {str(path)!r} were trained with BatchNorm and cannot initialise a "
+                         "GroupNorm ResNet; use norm='frozen_bn' (paper) or 'bn' with pretrained weights")
+    if norm != "gn" and not batch_norm:
+        raise ValueError(f"backbone weights {str(path)!r} were trained with GroupNorm (no BatchNorm statistics); "
+                         "use norm='gn' with them")
     try:
         result = resnet.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches raise even with strict=False
@@ -151,6 +176,7 @@ def build_backbone(
     dcn: bool = False,
     out_channels: int = 256,
     trainable_layers: int | None = None,
+    pyramid: str = "p3-p7",
 ) -> ResNetFPN:
     """ResNet/ResNeXt body + FPN giving P3–P7 with ``out_channels`` channels each.
 
@@ -163,9 +189,13 @@ def build_backbone(
         trainable_layers: how many of (layer4, layer3, layer2, layer1, conv1) train; the rest is
             frozen. ``None``: 3 with ``weights_path`` (stem + res2 frozen, the ATSS / PAA setting),
             5 (everything) from scratch.
+        pyramid: "p3-p7" (paper: FPN on C3–C5, P6 and P7 from P5) or "p2-p6" (FPN on C2–C5, P6 from
+            P5: one octave finer, for images whose objects are small next to the paper's anchors).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")
+    if pyramid not in PYRAMIDS:
+        raise ValueError(f"unknown pyramid {pyramid!r}; valid choices: {', '.join(PYRAMIDS)}")
     if out_channels < 1:
         raise ValueError(f"out_channels must be >= 1, got {out_channels}")
     if trainable_layers is None:
@@ -182,14 +212,22 @@ def build_backbone(
         if not any(pname.startswith(p) for p in train_prefixes):
             param.requires_grad_(False)
     c5 = resnet.fc.in_features  # 512 (BasicBlock) or 2048 (Bottleneck)
-    return ResNetFPN(
+    if pyramid == "p3-p7":
+        stages, extra = ("layer2", "layer3", "layer4"), LastLevelP6P7(out_channels, out_channels)  # P6 from P5
+    else:
+        stages, extra = ("layer1", "layer2", "layer3", "layer4"), LastLevelP6(out_channels)
+    body_channels = {"layer1": c5 // 8, "layer2": c5 // 4, "layer3": c5 // 2, "layer4": c5}
+    fpn = ResNetFPN(
         resnet,
-        return_layers={"layer2": "c3", "layer3": "c4", "layer4": "c5"},
-        in_channels_list=[c5 // 4, c5 // 2, c5],
+        return_layers={stage: f"c{i + 2}" for i, stage in enumerate(["layer1", "layer2", "layer3", "layer4"])
+                       if stage in stages},
+        in_channels_list=[body_channels[stage] for stage in stages],
         out_channels=out_channels,
-        extra_blocks=LastLevelP6P7(out_channels, out_channels),  # P6 from P5 (in == out channels)
+        extra_blocks=extra,
     )
+    fpn.levels = PYRAMIDS[pyramid]
+    return fpn
 
 
-__all__ = ["BACKBONES", "NORMS", "STRIDES", "DeformConvBlock", "ResNetFPN", "build_backbone", "group_count",
+__all__ = ["BACKBONES", "NORMS", "PYRAMIDS", "STRIDES", "LastLevelP6", "DeformConvBlock", "ResNetFPN", "build_backbone", "group_count",
            "load_imagenet_weights", "replace_with_dcn"]

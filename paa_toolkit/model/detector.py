@@ -263,7 +263,7 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
     """
     inference = inference if inference is not None else InferenceConfig()
     backbone = build_backbone(cfg.backbone, weights_path=cfg.backbone_weights, norm=cfg.backbone_norm,
-                              dcn=cfg.dcn, out_channels=cfg.width)
+                              dcn=cfg.dcn, out_channels=cfg.width, pyramid=cfg.pyramid)
     min_size = cfg.min_size if isinstance(cfg.min_size, int) else tuple(range(cfg.min_size[0], cfg.min_size[1] + 1, 32))
     common = dict(min_size=min_size, max_size=cfg.max_size, size_divisible=cfg.size_divisible)
     if cfg.arch == "paa":
@@ -277,8 +277,9 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
 
     common.update(score_thresh=inference.score_thresh, nms_thresh=inference.nms_thresh,
                   detections_per_img=inference.detections_per_img, topk_candidates=inference.topk_per_level)
-    if cfg.arch == "fcos":
-        return FCOS(backbone, num_classes, **common)
+    if cfg.arch == "fcos":  # one point per location, its "anchor" one stride wide (torchvision's default for P3–P7)
+        points = AnchorGenerator(tuple((s,) for s in backbone.strides), ((1.0,),) * len(backbone.strides))
+        return FCOS(backbone, num_classes, anchor_generator=points, **common)
     if cfg.arch == "retinanet":
         sizes = tuple((s * 4, int(s * 4 * 2 ** (1 / 3)), int(s * 4 * 2 ** (2 / 3))) for s in backbone.strides)
         anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
