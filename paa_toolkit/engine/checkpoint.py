@@ -211,7 +211,8 @@ def build_from_checkpoint(state: dict[str, Any], cfg: TrainConfig | None = None,
                           device: torch.device | str = "cpu", build_model: ModelBuilder | None = None) -> nn.Module:
     """The trained model of a checkpoint (eval mode); ``cfg`` overrides the saved config (post-processing...)."""
     cfg = cfg or TrainConfig.from_dict(state["config"])
-    cfg = replace(cfg, model=replace(cfg.model, backbone_weights=None))  # the checkpoint holds every weight
+    # the checkpoint holds every weight: nothing to load or pre-train first
+    cfg = replace(cfg, model=replace(cfg.model, backbone_weights=None, backbone_pretrain="none"))
     model = (build_model or default_model_builder)(cfg, state["num_classes"])
     try:
         model.load_state_dict(state["model"])

@@ -32,10 +32,11 @@ from ..assign import GMM_INITS, LOW_QUALITY_POLICIES, RULES, AssignConfig
 from ..data.build import DATASETS, DataConfig
 from ..data.coco import BAD_ANNOTATION_POLICIES
 from ..distributed import device_name_problem
-from ..model.backbone import BACKBONES, NORMS
+from ..model.backbone import BACKBONES, NORMS, PYRAMIDS
 from ..model.head import AUX_CHOICES
 from ..model.losses import LossWeights
 from ..model.postprocess import InferenceConfig
+from .precision import BF16_CHOICES
 
 # ---- the scaled-down demo (paper values in comments) ------------------------------------------
 DEMO_MAX_ITERS = 600  # paper: 135k (ablations), 180k
@@ -48,6 +49,8 @@ DEMO_LR = 0.01  # paper: 0.01 for a batch of 16
 
 # ---- valid choices (validated up front, listed in error messages) ----------------------------
 ARCHS = ("paa", "fcos", "retinanet")
+#: model.backbone_pretrain: random init, or the toolkit's pre-training on the embedded data (engine.pretrain)
+PRETRAIN_CHOICES = ("none", "synthetic")
 #: Appendix A.1: lr ÷10 at 90k and 120k of 135k iterations — kept as fractions of the run.
 PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
 
@@ -63,8 +66,10 @@ class ModelConfig:
     arch: str = "paa"  # detector: PAA, or torchvision's FCOS / RetinaNet on the same backbone
     backbone: str = "resnet18"  # torchvision ResNet / ResNeXt body of the FPN (paper: resnet50 and up)
     backbone_weights: str | None = None  # local torchvision ImageNet state dict; none: random init (no downloads)
+    backbone_pretrain: str = "none"  # none, or synthetic: weights pre-trained once on the embedded data (cached)
     backbone_norm: str = "gn"  # ResNet normalisation: frozen_bn with ImageNet weights (paper), gn or bn from scratch
     dcn: bool = False  # deformable convs in res3–res5 and the last tower conv (Table 3 "-DCN")
+    pyramid: str = "p3-p7"  # FPN levels: p3-p7 (paper, strides 8–128) or p2-p6 (strides 4–64, for small objects)
     width: int = DEMO_WIDTH  # FPN and head tower channels (paper: 256)
     num_convs: int = 4  # convs per head tower (paper: 4)
     aux: str = "iou"  # auxiliary head (Table 1 right): IoU prediction (§3.2), FCOS centerness, or none
@@ -92,6 +97,8 @@ class SolverConfig:
     max_iters: int = DEMO_MAX_ITERS  # training iterations (paper: 90k–180k)
     amp: bool = False  # mixed precision; CUDA only (ignored on CPU)
     compile: bool = False  # torch.compile the backbone
+    bf16: str = "off"  # CPU: bf16 autocast of backbone + FPN: off, auto (where the CPU has native bf16), on
+    channels_last: bool = False  # channels-last memory format of the model (a CPU / GPU speed lever)
 
     def scaled_lr(self, batch_size: int) -> float:
         """The learning rate actually used for a total batch of ``batch_size`` images."""
@@ -153,6 +160,7 @@ SECTIONS = {"model": ModelConfig, "assign": AssignConfig, "test": InferenceConfi
 #: the fields whose value is one of a few names: checked by :func:`validate`, listed by ``--help``
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ARCHS, "model.backbone": BACKBONES, "model.backbone_norm": NORMS, "model.aux": AUX_CHOICES,
+    "model.pyramid": tuple(PYRAMIDS), "model.backbone_pretrain": PRETRAIN_CHOICES, "solver.bf16": BF16_CHOICES,
     "assign.rule": RULES, "assign.low_quality": LOW_QUALITY_POLICIES, "assign.gmm_init": GMM_INITS,
     "data.dataset": DATASETS, "data.on_bad_annotation": BAD_ANNOTATION_POLICIES,
 }
@@ -307,6 +315,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _choice(dotted, get_field(cfg, dotted), choices)
     _check(m.backbone_weights is None or Path(m.backbone_weights).is_file(),
            f"model.backbone_weights: file not found: {m.backbone_weights}")
+    _check(m.backbone_pretrain == "none" or (m.backbone_weights is None and m.backbone_norm == "gn"),
+           f"model.backbone_pretrain {m.backbone_pretrain!r} gives GroupNorm weights: it needs model.backbone_norm "
+           f"gn (got {m.backbone_norm}) and no model.backbone_weights (got {m.backbone_weights})")
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
     _check(m.arch != "fcos" or m.width % 32 == 0, f"model.width must be a multiple of 32 for arch fcos "
            f"(torchvision's FCOS head uses GroupNorm(32)), got {m.width}")

@@ -51,6 +51,8 @@ from .checkpoint import (
 from .config import TrainConfig, validate
 from .evaluate import evaluate_coco
 from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
+from .precision import apply_speed_levers
+from .pretrain import with_pretrained_weights
 from .run_folder import claimed_run_folder
 from .signals import StopOnSignal, TrainingInterrupted
 from .sampling import DeterministicBatchSampler, SeededSamples, rng_untouched, seed_everything
@@ -260,7 +262,8 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     train_ds, val_ds = distributed.rank_zero_first(lambda: build_datasets(cfg.data))
     for dataset in (train_ds, val_ds):  # every rank: a bad image stops all of them before the first step
         dataset.check_images()
-    model = build_model(cfg, train_ds.num_classes).to(device)
+    weights = distributed.rank_zero_first(lambda: with_pretrained_weights(cfg))  # model.backbone_pretrain
+    model = build_model(weights, train_ds.num_classes).to(device)
     solver, batch_size, world = cfg.solver, cfg.data.batch_size, distributed.world_size()
     optimizer = build_optimizer(model, solver, batch_size * world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(solver))
@@ -301,7 +304,12 @@ def _open_run_folder(cfg: TrainConfig, resume_from: int | None) -> MetricsLog:
 
 
 def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
-    """``solver.compile``: the backbone's forward compiled (state-dict keys unchanged); DDP in a process group."""
+    """``solver.bf16`` / ``channels_last`` (:mod:`.precision`), ``solver.compile``: the backbone's forward
+    compiled (state-dict keys unchanged); DDP in a process group."""
+    dtype = apply_speed_levers(model, cfg.solver.bf16, cfg.solver.channels_last, device)
+    if dtype != "float32":
+        log.info("the backbone trains in %s (solver.bf16 %s); head, assignment, losses and evaluation in float32",
+                 dtype, cfg.solver.bf16)
     if cfg.solver.compile:
         backbone = getattr(model, "backbone", None)
         if backbone is None:

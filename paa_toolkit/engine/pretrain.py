@@ -1,0 +1,174 @@
+"""The miniature of the paper's ImageNet initialisation: a ResNet pre-trained once, cached, on a
+classification task built from the embedded data.
+
+    path = pretrained_backbone("resnet18")     # trains once (a few CPU-minutes), later calls reuse the file
+    cfg.model.backbone_pretrain = "synthetic"  # the same, from a config (``--model.backbone_pretrain``)
+
+The paper's detectors start from ImageNet weights (§4, Appendix A.1); ours start from random weights, so a
+miniature detector must learn its features and its detection at once, and its seed decides both. Here the
+ResNet body first learns *which object classes an image holds* (multi-label, one sigmoid per class) on
+synthetic images that the detection splits never contain (another generator seed). The task, its
+data and its seed are fixed, so every detector seed starts from the same weights, as every COCO run starts
+from the same ImageNet file. The file is a torchvision state dict (GroupNorm, ``fc`` included) that
+:func:`~paa_toolkit.model.backbone.load_imagenet_weights` loads; stem and res2 are then frozen, as with
+ImageNet weights (the ATSS / PAA setting). ``<cache>/pretrained/<backbone>-<digest>.pth`` holds it, with
+a JSON of its settings and held-out accuracy beside it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import models
+from tqdm import tqdm
+
+from ..data.synthetic import default_cache_dir, make_synthetic_coco
+from ..model.backbone import norm_layer_for
+from ..model.detector import IMAGENET_MEAN, IMAGENET_STD
+from .run_files import atomic_save, atomic_write_text
+from .run_folder import RunFolderError, acquire_lock
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """The pre-training task: fixed, so that one cached file serves every run that asks for it."""
+
+    backbone: str = "resnet18"
+    image_size: int = 64  # half the bench size: as ImageNet (224 px) is to COCO detection (800 px)
+    num_train: int = 4000  # synthetic images (generator seed ``data_seed``: none is in the detection splits)
+    num_val: int = 500  # held-out images for the accuracy in the JSON
+    data_seed: int = 1000
+    seed: int = 0
+    iterations: int = 800
+    batch_size: int = 32
+    lr: float = 0.1  # SGD, cosine decay, after 100 iterations of linear warm-up
+    weight_decay: float = 1e-4
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def pretrained_path(settings: PretrainSettings, cache_dir: str | Path | None = None) -> Path:
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "pretrained" / f"{settings.backbone}-{settings.digest()}.pth"
+
+
+def presence_dataset(root: Path, split: str, num_classes: int) -> tuple[list[Path], torch.Tensor]:
+    """Image files of a synthetic split and their multi-label targets ``[N, C]``: 1 where the image holds a
+    (non-crowd) object of the class."""
+    data = json.loads((root / f"{split}.json").read_text(encoding="utf-8"))
+    class_index = {c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+    row = {img["id"]: i for i, img in enumerate(data["images"])}
+    targets = torch.zeros(len(data["images"]), num_classes)
+    for ann in data["annotations"]:
+        if not ann.get("iscrowd", 0):
+            targets[row[ann["image_id"]], class_index[ann["category_id"]]] = 1.0
+    return [root / "images" / img["file_name"] for img in data["images"]], targets
+
+
+def _load_images(files: list[Path]) -> torch.Tensor:
+    """``[N, 3, H, W]`` normalised as the detector's transform normalises (ImageNet mean / std)."""
+    pixels = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) / 255 for f in files])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+    return (images - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+
+
+def _mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean over classes of the average precision of ranking the images by score (sklearn)."""
+    from sklearn.metrics import average_precision_score
+    return float(average_precision_score(targets.numpy(), scores.numpy(), average="macro"))
+
+
+def train_classifier(settings: PretrainSettings, progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
+    """Train the ResNet (GroupNorm, from scratch) on the presence task; returns it and its held-out figures."""
+    root = make_synthetic_coco(seed=settings.data_seed, num_train=settings.num_train, num_val=settings.num_val,
+                               image_size=settings.image_size)
+    train_files, train_targets = presence_dataset(root, "train", 6)
+    val_files, val_targets = presence_dataset(root, "val", 6)
+    train_images, val_images = _load_images(train_files), _load_images(val_files)
+    generator = torch.Generator().manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    model = getattr(models, settings.backbone)(weights=None, norm_layer=norm_layer_for("gn"),
+                                               num_classes=train_targets.shape[1])
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
+    warmup = 100
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / warmup) * 0.5 * (
+        1 + np.cos(np.pi * it / settings.iterations)))
+    model.train()
+    for _ in tqdm(range(settings.iterations), desc="pretrain", disable=not progress, dynamic_ncols=True):
+        index = torch.randint(len(train_images), (settings.batch_size,), generator=generator)
+        flip = torch.rand(settings.batch_size, generator=generator) < 0.5
+        images = torch.where(flip[:, None, None, None], train_images[index].flip(-1), train_images[index])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(images)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), train_targets[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    model.eval()
+    with torch.no_grad():
+        scores = torch.cat([model(chunk).sigmoid() for chunk in val_images.split(100)])
+    accuracy = float(((scores > 0.5) == val_targets.bool()).float().mean())
+    return model, {"val_mAP": _mean_average_precision(scores, val_targets), "val_label_accuracy": accuracy,
+                   "train_loss_last": float(loss)}
+
+
+def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None,
+                        progress: bool = True) -> Path:
+    """The cached pre-trained weights of ``backbone`` (a torchvision state dict); trained once when missing.
+
+    A lock keeps two processes (an ablation grid's parallel jobs) from training it twice; the file is
+    written atomically, so a file that exists is whole.
+    """
+    settings = PretrainSettings(backbone=backbone)
+    path = pretrained_path(settings, cache_dir)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            lock = acquire_lock(path.parent, name=f".{path.stem}.lock")
+            break
+        except RunFolderError:  # another process is training it: wait for its file
+            if path.is_file():
+                return path
+            time.sleep(5)
+    try:
+        if path.is_file():  # another process finished it before we took the lock
+            return path
+        log.info("pre-training %s on the embedded data's presence task (once; cached in %s)", backbone, path)
+        start = time.perf_counter()
+        model, figures = train_classifier(settings, progress)
+        atomic_save(model.state_dict(), path)
+        atomic_write_text(path.with_suffix(".json"), json.dumps(
+            {"settings": asdict(settings), **figures, "seconds": round(time.perf_counter() - start, 1)}, indent=1))
+        log.info("pre-trained %s: held-out mAP %.3f, label accuracy %.3f (%.0f s)", backbone, figures["val_mAP"],
+                 figures["val_label_accuracy"], time.perf_counter() - start)
+    finally:
+        lock.release()
+    return path
+
+
+def with_pretrained_weights(cfg):
+    """``cfg`` (a :class:`~.config.TrainConfig`) with ``model.backbone_pretrain`` resolved to the cached file
+    (trained first when missing); ``cfg`` itself when it asks for no pre-training."""
+    if cfg.model.backbone_pretrain == "none":
+        return cfg
+    path = pretrained_backbone(cfg.model.backbone)
+    return replace(cfg, model=replace(cfg.model, backbone_weights=str(path)))
+
+
+__all__ = ["PretrainSettings", "presence_dataset", "pretrained_backbone", "pretrained_path",
+           "train_classifier", "with_pretrained_weights"]
