@@ -86,6 +86,22 @@ ANALYSIS_COLUMNS = (*AP_COLUMNS, "APs", "APm", "APl", "recall50_small", "gt_with
 
 
 @dataclass(frozen=True)
+class Claim:
+    """One of the paper's statements about a table, checked seed by seed: ``a`` beats ``b`` (``kind``
+    "higher", the paper's ordering, ``paper`` its AP gap in points) or ``a`` and ``b`` are the same within
+    the equivalence margin (``kind`` "equivalent": the robustness claims)."""
+
+    a: str
+    b: str
+    kind: str  # "higher" or "equivalent"
+    paper: float | str | None = None  # the paper's AP(a) − AP(b), points
+
+
+def _equal(configs: tuple[str, ...], to: str = "paa_ioupred") -> tuple[Claim, ...]:
+    return tuple(Claim(c, to, "equivalent") for c in configs)
+
+
+@dataclass(frozen=True)
 class Table:
     """A paper table: its rows by section; ``columns`` the report shows (metrics of final_metrics.json or
     figures of the training log); ``reference``: the row config every other row is compared with, seed
@@ -97,6 +113,7 @@ class Table:
     sections: tuple[tuple[str, tuple[Row, ...]], ...]  # (sub-table caption, rows)
     columns: tuple[str, ...] = AP_COLUMNS
     reference: str | None = None
+    claims: tuple[Claim, ...] = ()  # the paper's statements about the table (paired verdicts in the report)
 
     @property
     def rows(self) -> list[Row]:
@@ -125,7 +142,13 @@ TABLES: dict[str, Table] = {
         Row(("FSR (> 0.1)",), "fsr_0.1", (23.8, 38.0, 23.2)),
         Row(("FSR (> 0.2)",), "fsr_0.2", (19.3, 33.2, 19.8)),
         Row(("FSR (> 0.3)",), "fsr_0.3", "training failed"),
-    )),)),
+    )),), reference="paa_ioupred", claims=(
+        *_equal(("boundary_a", "boundary_b", "boundary_d")),  # §4.1: "robust to the choice of boundary"
+        Claim("paa_ioupred", "fnp_5", "higher", 1.1), Claim("paa_ioupred", "fnp_10", "higher", 0.5),
+        Claim("paa_ioupred", "fnp_20", "higher", 0.6),
+        Claim("paa_ioupred", "fsr_0.1", "higher", 16.8), Claim("paa_ioupred", "fsr_0.2", "higher", 21.3),
+        Claim("paa_ioupred", "fsr_0.3", "higher", "training failed"),
+    )),
     "1R": Table("1R", "Table 1 right: effects of individual methods", ("Method", "Aux. task", "Voting"), (("", (
         Row(("IoU", "", ""), "iou_assign", (34.6, 53.0, 36.7)),
         Row(("IoU", "IoU pred.", ""), "iou_assign_ioupred", (36.0, 54.0, 38.9)),
@@ -135,7 +158,15 @@ TABLES: dict[str, Table] = {
         Row(("PAA", "IoU pred.", "✓"), "paa_ioupred_voting", (41.0, 59.1, 44.4)),
         Row(("ATSS", "Center pred.", ""), "atss_centerness", (39.4, 57.4, 42.4)),
         Row(("ATSS", "IoU pred.", ""), "atss_ioupred", (39.8, 57.9, 43.2)),
-    )),)),
+    )),), reference="paa_ioupred", claims=(
+        Claim("paa_noaux", "iou_assign", "higher", 5.3),  # PAA vs IoU-threshold assignment
+        Claim("iou_assign_ioupred", "iou_assign", "higher", 1.4),
+        Claim("paa_ioupred", "paa_noaux", "higher", 0.9),  # IoU prediction (§3.2)
+        Claim("paa_ioupred", "paa_centerness", "higher", 1.0),  # IoU prediction vs centerness
+        Claim("paa_ioupred_voting", "paa_ioupred", "higher", 0.2),  # score voting (§3.3)
+        Claim("paa_ioupred", "atss_ioupred", "higher", 1.0),  # PAA vs ATSS, same head
+        Claim("atss_ioupred", "atss_centerness", "higher", 0.4),
+    )),
     "4": Table("4", "Table 4: top-K of Procedure 1 and the default anchor scale", ("Setting",), (
         ("Left: topk K", (
             Row(("K = 5",), "topk_5", (40.5, 58.9, 43.5)),
@@ -149,14 +180,17 @@ TABLES: dict[str, Table] = {
             Row(("scale 8",), "paa_ioupred", (40.8, 59.1, 44.0)),
             Row(("scale 10",), "anchor_scale_10", (40.8, 59.3, 43.9)),
         )),
-    )),
+    ), reference="paa_ioupred", claims=_equal(("topk_5", "topk_18", "topk_25", "anchor_scale_4", "anchor_scale_6",
+                                                "anchor_scale_10"))),  # §4.1: robust to K and the anchor scale
     "baselines": Table("baselines", "Baselines: our PAA vs torchvision FCOS and RetinaNet, same loop, data, "
                        "budget and backbone", ("Detector",), (("", (
         Row(("PAA (IoU pred. + score voting)",), "paa_ioupred_voting", None),
         Row(("PAA (IoU pred., no voting)",), "paa_ioupred", None),
         Row(("torchvision FCOS",), "fcos", None),
         Row(("torchvision RetinaNet",), "retinanet", None),
-    )),)),
+    )),), reference="paa_ioupred", claims=(
+        Claim("paa_ioupred", "fcos", "higher"), Claim("paa_ioupred", "retinanet", "higher"),
+    )),
     "analysis": Table("analysis", "Issue 9: the two remedies of PAA's assignment (gt matching, data-init EM) "
                       "against PAA (reference), ATSS and FCOS", ("Method",), (("", (
         Row(("PAA (reference)",), "paa_ioupred", None),
@@ -249,5 +283,6 @@ def to_argv(overrides: dict[str, Any]) -> list[str]:
     return argv
 
 
-__all__ = ["ANALYSIS_COLUMNS", "AP_COLUMNS", "REFERENCE", "RUN_CONFIGS", "TABLES", "PlannedRun", "Row", "RunConfig", "Table", "budget_overrides",
+__all__ = ["ANALYSIS_COLUMNS", "AP_COLUMNS", "REFERENCE", "RUN_CONFIGS", "TABLES", "Claim", "PlannedRun", "Row", "RunConfig",
+           "Table", "budget_overrides",
            "build_config", "build_plan", "parse_assignment", "resolve_overrides", "to_argv"]

@@ -28,7 +28,7 @@ from ..assign.stats import LOG_KEYS
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
-from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Table, budget_overrides
+from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Claim, Table, budget_overrides
 from .runner import ABLATE_INFO, FAILED, run_state
 
 METRICS = AP_COLUMNS
@@ -46,11 +46,28 @@ PERCENT = {"gt_without_pos", "gt_without_pos_small", "gt_without_pos_medium", "g
 
 
 # ---- the verdict on a paired difference ------------------------------------------------------------
-def verdict(differences: Sequence[float], labels: tuple[str, str] = ("holds", "reversed")) -> str:
+#: the margin of an *equivalent* verdict, in AP (fractions): ±1 AP point, the issue's default; a table's
+#: robustness claims (boundaries, K, anchor scale) are equivalence claims
+EQUIVALENCE_MARGIN = 0.01
+
+
+def confidence_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The two-sided Student-t interval of the mean of paired differences (n ≥ 2)."""
+    from scipy.stats import t as student_t
+
+    n = len(differences)
+    mean, se = statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(n)
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * se
+    return mean - half, mean + half
+
+
+def verdict(differences: Sequence[float], labels: tuple[str, str] = ("holds", "reversed"),
+            margin: float | None = None) -> str:
     """Whether paired per-seed differences (a − b) resolve a difference: ``labels[0]`` (a > b) or
     ``labels[1]`` (a < b) only when every seed's difference has the same sign AND |mean| > 2 standard
-    errors (2 · sample std / √n); else "within noise". One seed (or none) is "unresolved": a single
-    difference carries no estimate of its own spread, whatever its size.
+    errors (2 · sample std / √n); else *equivalent* when a ``margin`` is given and the 95 % t-interval
+    of the mean lies inside (−margin, +margin); else "within noise". One seed (or none) is
+    "unresolved": a single difference carries no estimate of its own spread, whatever its size.
     """
     diffs = [float(d) for d in differences if d is not None and not math.isnan(d)]
     if len(diffs) < 2:
@@ -59,7 +76,28 @@ def verdict(differences: Sequence[float], labels: tuple[str, str] = ("holds", "r
     same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
     if same_sign and abs(mean) > 2 * se:
         return labels[0] if mean > 0 else labels[1]
+    if margin is not None:
+        low, high = confidence_interval(diffs)
+        if -margin < low and high < margin:
+            return "equivalent"
     return "within noise"
+
+
+def seeds_needed(differences: Sequence[float], margin: float = EQUIVALENCE_MARGIN, cap: int = 99) -> int | None:
+    """About how many seeds would turn "within noise" into a verdict, with the spread measured so far: the
+    fewer of (a) |mean| > 2 s.e. (*holds* / *reversed*) and (b) the 95 % interval inside ±``margin``
+    (*equivalent*); None when neither is reachable within ``cap`` seeds (or fewer than 2 differences)."""
+    diffs = [float(d) for d in differences if d is not None and not math.isnan(d)]
+    if len(diffs) < 2:
+        return None
+    mean, sd = abs(statistics.fmean(diffs)), statistics.stdev(diffs)
+    candidates = []
+    if mean > 0:
+        candidates.append(math.ceil((2 * sd / mean) ** 2))
+    if mean < margin:
+        candidates.append(math.ceil((2.1 * sd / (margin - mean)) ** 2))  # t(0.975) ≈ 2.1 from about 10 seeds
+    reachable = [max(n, len(diffs) + 1, 2) for n in candidates if n <= cap]
+    return min(reachable) if reachable else None
 
 
 @dataclass
@@ -109,9 +147,11 @@ def paired_differences(row: RowResult, reference: RowResult, key: str) -> list[f
     return out
 
 
-def comparisons(rows: list[RowResult], reference: str) -> dict[str, dict[str, Any]]:
+def comparisons(rows: list[RowResult], reference: str, margin: float | None = EQUIVALENCE_MARGIN
+                ) -> dict[str, dict[str, Any]]:
     """Per row (but the reference): per :data:`PAIRED` metric the per-seed differences, their mean and
-    sample std, and the :func:`verdict` ("higher" / "lower" / "within noise" / "unresolved")."""
+    sample std, the :func:`verdict` ("higher" / "lower" / "equivalent" within ±``margin`` / "within noise" /
+    "unresolved") and, where it is within noise, about how many seeds would resolve it (:func:`seeds_needed`)."""
     ref = next(r for r in rows if r.config == reference)
     out = {}
     for row in rows:
@@ -124,8 +164,54 @@ def comparisons(rows: list[RowResult], reference: str) -> dict[str, dict[str, An
             out[row.config][key] = {
                 "per_seed": diffs, "mean": statistics.fmean(known) if known else None,
                 "std": statistics.stdev(known) if len(known) > 1 else None,
-                "verdict": verdict(known, ("higher", "lower")) if known else "pending"}
+                "verdict": verdict(known, ("higher", "lower"), margin) if known else "pending",
+                "seeds_needed": seeds_needed(known, margin) if len(known) > 1 else None}
     return out
+
+
+def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
+    """A paper's claim (:class:`~.grid.Claim`) against the table's seeds, paired by seed: its AP differences,
+    their mean, 95 % interval and the outcome — *holds*, *reversed* / *differs*, *equivalent* (a "higher"
+    claim whose effect lies within ±``margin``), or *unresolved* with the seeds it would take."""
+    by_config = {r.config: r for r in rows}
+    a, b = by_config[claim.a], by_config[claim.b]
+    out: dict[str, Any] = {"a": claim.a, "b": claim.b, "kind": claim.kind, "paper": claim.paper, "margin": margin}
+    failed_b = bool(b.seeds) and all(s["state"] == "failed" for s in b.seeds)
+    if failed_b and a.done():  # FSR (> 0.3): "training failed" is the paper's whole claim
+        return {**out, "per_seed": [], "outcome": "holds" if claim.kind == "higher" else "differs",
+                "note": f"{claim.b} failed to train on every seed"}
+    diffs = [d for d in paired_differences(a, b, "AP") if d is not None]
+    out["per_seed"] = diffs
+    if len(diffs) < 2:
+        return {**out, "outcome": "pending" if not diffs else "unresolved", "seeds_needed": None}
+    low, high = confidence_interval(diffs)
+    found = verdict(diffs, ("higher", "lower"), margin)
+    out.update(mean=statistics.fmean(diffs), ci95=[low, high], verdict=found)
+    if found == "within noise":
+        return {**out, "outcome": "unresolved", "seeds_needed": seeds_needed(diffs, margin)}
+    if claim.kind == "equivalent":
+        return {**out, "outcome": "holds" if found == "equivalent" else f"differs ({claim.a} {found})"}
+    return {**out, "outcome": {"higher": "holds", "lower": "reversed", "equivalent": "equivalent"}[found]}
+
+
+def claims_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
+    """The paper's claims about the table, one line each, with their paired verdicts (:func:`judge_claim`)."""
+    if not spec.claims:
+        return []
+    label = {r.config: " ".join(c for c in r.cells if c) or r.config for r in rows}
+    lines = [f"**The paper's claims** (paired by seed on AP; *holds* / *reversed*: every seed the same sign and |mean| "
+             f"> 2 s.e.; *equivalent*: the 95 % interval inside ±{100 * EQUIVALENCE_MARGIN:.1f} points)", "",
+             "| claim | paper (points) | ΔAP mean (points) | 95 % interval | seeds | outcome |", "|---|---|---|---|---|---|"]
+    for claim in spec.claims:
+        j = judge_claim(claim, rows)
+        sign = ">" if claim.kind == "higher" else "≈"
+        paper = claim.paper if isinstance(claim.paper, str) or claim.paper is None else f"{claim.paper:+.1f}"
+        mean = "–" if "mean" not in j else f"{100 * j['mean']:+.2f}"
+        ci = "–" if "ci95" not in j else f"[{100 * j['ci95'][0]:+.2f}, {100 * j['ci95'][1]:+.2f}]"
+        outcome = j["outcome"] + (f" (~{j['seeds_needed']} seeds)" if j.get("seeds_needed") else "")
+        lines.append(f"| {label[claim.a]} {sign} {label[claim.b]} | {paper or '–'} | {mean} | {ci} | "
+                     f"{len(j['per_seed'])} | {outcome} |")
+    return [*lines, ""]
 
 
 def training_means(run_dir: Path, keys: Sequence[str] = DIAGNOSTICS, last_fraction: float = 1.0
@@ -257,6 +343,7 @@ def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
         lines.append("")
     if spec.reference:
         lines += paired_markdown(spec, rows)
+    lines += claims_markdown(spec, rows)
     notes = [f"- `{r.config}`: {s['status']}: {s.get('message', '')}" for r in rows
              for s in r.seeds if s["state"] == "failed"][:10]
     if notes:
@@ -270,7 +357,8 @@ def paired_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
     compared = comparisons(rows, spec.reference)
     lines = [f"**Paired differences against {label[spec.reference]}** (row − reference, seed by seed; mean ± "
              "std of the per-seed differences; verdict: *higher* / *lower* when every seed's difference has the "
-             "same sign and |mean| > 2 · std / √n, else *within noise*; one seed: *unresolved*)", "",
+             "same sign and |mean| > 2 · std / √n, else *equivalent* when the 95 % t-interval of the mean lies within "
+             f"±{100 * EQUIVALENCE_MARGIN:.1f} points, else *within noise*; one seed: *unresolved*)", "",
              "| " + " | ".join(["Method", "ΔAP per seed", *(f"Δ{k}" for k in PAIRED)]) + " |",
              "|" + "---|" * (len(PAIRED) + 2)]
     for config, result in compared.items():
@@ -307,6 +395,8 @@ def table_data(table: str, rows: list[RowResult], budget: str, seeds: int,
     if TABLES[table].reference:
         data["reference"] = TABLES[table].reference
         data["paired"] = comparisons(rows, TABLES[table].reference)
+    if TABLES[table].claims:
+        data["claims"] = [judge_claim(c, rows) for c in TABLES[table].claims]
     return data
 
 
@@ -343,4 +433,5 @@ def write_results(path: str | Path, table: str, out: str | Path, budget: str, se
 
 __all__ = ["DIAGNOSTICS", "EXTRA_METRICS", "METRICS", "PAIRED", "RowResult", "bar_chart", "collect", "comparisons",
            "format_value", "markdown_table", "paired_differences", "table_data", "training_means", "verdict",
+           "EQUIVALENCE_MARGIN", "claims_markdown", "confidence_interval", "judge_claim", "seeds_needed",
            "write_report", "write_results"]
