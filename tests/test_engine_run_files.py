@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from full_disk import fdopen_on_a_full_disk  # tests/full_disk.py
+from planted_code import PlantedCommand  # tests/planted_code.py
 
 from paa_toolkit.assign.config import AssignConfig
 from paa_toolkit.data.coco import CocoDetection
@@ -130,6 +131,15 @@ def test_a_trace_with_planted_code_is_refused_and_the_code_never_runs(tmp_path):
     assert not marker.exists()
     torch.load(bait, weights_only=False)  # the bait is real: a full unpickling runs it
     assert marker.exists()
+
+
+def test_a_trace_with_a_planted_shell_command_is_refused_as_pickled_objects(tmp_path):
+    marker, bait = tmp_path / "command_ran", tmp_path / "iter_000000.pt"
+    torch.save({"format": TRACE_FORMAT, "format_version": TRACE_VERSION, "snapshot": PlantedCommand(marker)}, bait)
+    with pytest.raises(TraceFileError, match=rf"^{re.escape(str(bait))}: holds pickled Python objects "
+                                             rf"\({os.system.__module__}\.system\), which are not loaded"):
+        load_trace(bait)
+    assert not marker.exists()
 
 
 def test_a_trace_of_the_old_pickled_format_is_refused_with_what_to_do(tmp_path):

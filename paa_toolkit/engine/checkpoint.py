@@ -26,7 +26,7 @@ from ..data.coco import CocoDetection
 from ..distributed import unwrap
 from ..model.detector import build_model
 from .config import TrainConfig
-from .run_files import atomic_save
+from .run_files import atomic_save, load_error
 from .sampling import DeterministicBatchSampler, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as e:  # not a fault of the file (permission denied, I/O error): no fallback to another one
         raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    except Exception as e:  # torn zip, pickle error, not a torch file ...
-        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): "
-                              f"{str(e).splitlines()[0]}") from None
+    except Exception as e:  # torn zip, pickled objects, not a torch file ...
+        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): {load_error(e)}") from None
     if not isinstance(state, dict) or DIGEST_KEY not in state:
         raise CheckpointError(f"checkpoint {path} has no '{DIGEST_KEY}' entry: not written by paa_toolkit")
     expected = state.pop(DIGEST_KEY)
