@@ -39,7 +39,7 @@ from paa_toolkit.engine.checkpoint import (
 )
 from paa_toolkit.engine.loop import TrainingRun, train
 from paa_toolkit.engine.run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics
-from paa_toolkit.engine.run_folder import LOCK_FILE
+from paa_toolkit.engine.run_folder import LOCK_FILE, acquire_lock
 from paa_toolkit.train import main as train_main
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
@@ -437,6 +437,18 @@ def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_previous_ch
         f"error: cannot write {run_dir / LAST}: No space left on device; "
         f"the previous checkpoint {run_dir / LAST} is unchanged")
     assert load_checkpoint(run_dir / LAST)["iteration"] == 2 and not list(run_dir.glob("*.tmp"))
+
+
+def test_disk_full_at_the_start_names_the_lock_file_and_leaves_no_lock_behind(
+        synthetic_root, tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(os, "fdopen", fdopen_on_a_full_disk(full=lambda path: Path(path).name == LOCK_FILE))
+    assert train_main(tiny_args(synthetic_root, run_dir)) == 1
+    assert one_error_line(capsys.readouterr().err) == \
+        f"error: cannot write {run_dir / LOCK_FILE}: No space left on device"
+    assert list(run_dir.iterdir()) == []
+    monkeypatch.undo()  # space freed: a retry at once claims the folder (no "being claimed by another process")
+    acquire_lock(run_dir).release()
 
 
 def test_a_digest_valid_checkpoint_without_config_is_refused_in_one_line(uninterrupted, tmp_path, capsys):
