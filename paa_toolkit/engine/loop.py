@@ -210,6 +210,7 @@ class TrainingRun:
             raise NonFiniteLossError(f"weights became non-finite at iteration {done - 1}; training stopped "
                                      f"without saving. Last good checkpoint: {self.last_good or 'none yet'}")
         if is_writer():
+            self.metrics.sync()  # the records up to `done` reach the disk before its checkpoint does
             state = training_state(self.model, self.optimizer, self.scheduler, self.scaler, done, self.cfg,
                                    self.sampler, self.train_ds)
             self.last_good = save_checkpoint(state, self.cfg.run_dir)

@@ -122,8 +122,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 # ---- metrics log -----------------------------------------------------------------------------------
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, flushed at once. On resume, records the
-    interrupted run wrote after the checkpoint are dropped, so each iteration appears once."""
+    """``metrics.jsonl``: one JSON object per line, flushed at once (and fsynced by :meth:`sync`). On resume,
+    records the interrupted run wrote after the checkpoint are dropped, so each iteration appears once."""
 
     def __init__(self, path: Path, resume_from: int | None = None, final_iteration: int | None = None):
         self.path = path
@@ -142,8 +142,20 @@ class MetricsLog:
         return it < start or (it == start and kind != "trace" and not (kind == "eval" and start >= final))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise write_error(self.path, e) from None
+
+    def sync(self) -> None:
+        """fsync the records written so far. Called before a checkpoint is renamed into place, so that after a
+        power loss the log still holds the records up to the checkpoint's iteration."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
