@@ -318,6 +318,32 @@ def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
     assert not stale.exists()  # removed by the next successful save
 
 
+def test_a_bit_flipped_last_checkpoint_is_set_aside_and_never_rotated_over_the_good_fallback(
+        synthetic_root, uninterrupted, tmp_path, caplog, monkeypatch):
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingCrash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
+        train(parse_args(tiny_args(synthetic_root, run_dir)), build_model=crash_in_training_forward(5), progress=False)
+    flipped = bytearray((run_dir / LAST).read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # one byte of the weights
+    (run_dir / LAST).write_bytes(bytes(flipped))
+
+    fallbacks, save = [], TrainingRun.save_checkpoint
+
+    def save_and_verify_the_fallback(self, done):
+        save(self, done)
+        fallbacks.append((done, load_checkpoint(run_dir / PREVIOUS)["iteration"]))  # raises if it does not verify
+
+    monkeypatch.setattr(TrainingRun, "save_checkpoint", save_and_verify_the_fallback)
+    with caplog.at_level(logging.INFO):
+        train(parse_args(tiny_args(synthetic_root, run_dir, "--resume")), progress=False)
+    assert re.search(r"skipping checkpoint .*last\.pth is corrupt", caplog.text)
+    assert f"resumed from {run_dir / PREVIOUS} at iteration 2" in caplog.text
+    assert f"moved {run_dir / LAST}, which failed verification, to {run_dir / 'last.pth.corrupt'}" in caplog.text
+    assert (run_dir / "last.pth.corrupt").read_bytes() == bytes(flipped)
+    assert fallbacks == [(4, 2), (6, 4), (8, 6)]  # a verified previous.pth after each new checkpoint
+    same_weights(load_checkpoint(run_dir / LAST)["model"], load_checkpoint(uninterrupted / LAST)["model"])
+
+
 # ---- a kill at any moment --------------------------------------------------------------------------
 def kill_when_replacing(name: str, nth: int = 1) -> None:
     """From now on in this process, SIGKILL it at the ``nth`` ``os.replace`` onto a file called ``name``
