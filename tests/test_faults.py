@@ -181,14 +181,38 @@ def test_skipped_and_clipped_boxes_are_counted_in_the_log(tmp_path, caplog):
 
 
 # ---- degenerate and crowded images -----------------------------------------------------------------
-def test_images_without_objects_train_and_evaluate(tmp_path):
-    image_dir, ann_file = write_coco(tmp_path, annotations=[])
-    result = train(parse_args(coco_args(image_dir, ann_file, tmp_path / "run", "--log_every", "1")), progress=False)
-    assert result.iteration == 2 and result.metrics["AP"] == -1.0  # COCOeval: no ground truth
+def test_images_without_objects_train_beside_images_with_objects_and_evaluate(tmp_path):
+    image_dir, ann_file = write_coco(tmp_path, sizes=((W, H),) * 3, annotations=[
+        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 20, 16]}])  # images 20 and 30: no object
+    _, no_objects = write_coco(tmp_path / "val", annotations=[])  # images 0.png, 1.png: also in image_dir
+    args = coco_args(image_dir, ann_file, tmp_path / "run", "--data.val_ann", str(no_objects), "--log_every", "1",
+                     "--batch-size", "1", "--max-iters", "3")  # one epoch: each image once
+    result = train(parse_args(args), progress=False)
+    assert result.iteration == 3 and result.metrics["AP"] == -1.0  # COCOeval: no ground truth
     state = load_checkpoint(tmp_path / "run" / LAST)
     assert all(v.isfinite().all() for v in state["model"].values() if v.is_floating_point())
     losses = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
-    assert [r["loss_box"] for r in losses] == [0.0, 0.0] and all(r["loss_cls"] > 0 for r in losses)
+    assert sorted(r["loss_box"] > 0 for r in losses) == [False, False, True]  # the two empty images: no box loss
+    assert all(r["loss_cls"] > 0 for r in losses)
+
+
+def crowd(id_, image_id, bbox):
+    return {"id": id_, "image_id": image_id, "category_id": 5, "bbox": bbox, "iscrowd": 1}
+
+
+@pytest.mark.parametrize("annotations, counts", [
+    ([], "2 images, 0 annotations (0 iscrowd, 0 skipped)"),
+    ([crowd(1, 10, [4, 4, 20, 16]), crowd(2, 20, [10, 8, 12, 24])], "2 images, 2 annotations (2 iscrowd, 0 skipped)"),
+    ([crowd(1, 10, [4, 4, 20, 16]), {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 0, 24]}],
+     "2 images, 2 annotations (1 iscrowd, 1 skipped: {'degenerate_box': 1})"),
+], ids=["no_annotations", "all_crowd", "crowd_and_degenerate"])
+def test_a_training_set_without_a_box_to_learn_from_is_refused_with_the_counts(tmp_path, capsys, annotations, counts):
+    image_dir, ann_file = write_coco(tmp_path, annotations=annotations)
+    assert train_main(coco_args(image_dir, ann_file, tmp_path / "run")) == 1
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: {ann_file}: no box to train on: {counts}, 0 usable boxes. Training needs annotations with "
+        "iscrowd 0 and a box of positive size inside their image")
+    assert list((tmp_path / "run").iterdir()) == []  # refused before the run folder was written to
 
 
 CROWDED_STEP = textwrap.dedent("""
