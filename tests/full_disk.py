@@ -29,8 +29,10 @@ class FullDiskFile(io.RawIOBase):
         self.f.flush()
 
     def close(self) -> None:
-        self.f.close()
-        super().close()
+        try:
+            super().close()  # flushes, so self.f must still be open
+        finally:
+            self.f.close()
 
 
 def fdopen_on_a_full_disk(room: int = 0, full: Callable[[str], bool] = lambda path: True):

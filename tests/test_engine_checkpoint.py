@@ -1,6 +1,14 @@
 """Specifications of checkpoints that survive a kill mid-write: digest, fallback, no temporary files."""
+import argparse
+import io
+import os
+import re
+import zipfile
+
 import pytest
 import torch
+
+from planted_code import PlantedCommand  # tests/planted_code.py
 
 from paa_toolkit.engine.checkpoint import (
     LAST, PREVIOUS, CheckpointError, find_resumable, load_checkpoint, save_checkpoint,
@@ -31,3 +39,35 @@ def test_saving_leaves_no_temporary_files(tmp_path):
         save_checkpoint({"iteration": i}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [LAST, PREVIOUS]
     assert load_checkpoint(tmp_path / LAST)["iteration"] == 2
+
+
+def checkpoint_with_empty_pickle(path):
+    """A torch zip archive whose pickle (``data.pkl``) is empty: it stops before its first opcode."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, b"" if name.endswith("/data.pkl") else source.read(name))
+
+
+PICKLED = "holds pickled Python objects \\({}\\), which are not loaded because unpickling can run code"
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("planted_shell_command", PICKLED.format(rf"{os.system.__module__}\.system")),  # "unsupported GLOBAL posix.system"
+    ("unlisted_class", PICKLED.format(r"argparse\.Namespace")),  # "Unsupported global: GLOBAL argparse.Namespace"
+    ("empty_pickle", "EOFError"),
+])
+def test_an_unsafe_or_broken_checkpoint_is_refused_in_one_line_without_torchs_unsafe_advice(tmp_path, case, reason):
+    path, marker = tmp_path / LAST, tmp_path / "command_ran"
+    if case == "empty_pickle":
+        checkpoint_with_empty_pickle(path)
+    else:
+        torch.save({"x": PlantedCommand(marker) if case == "planted_shell_command" else argparse.Namespace()}, path)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    message = str(refused.value)
+    assert re.fullmatch(rf"checkpoint {re.escape(str(path))} is unreadable \(torn or not a checkpoint\): {reason}",
+                        message), message
+    assert "weights_only" not in message and "\n" not in message
+    assert not marker.exists()

@@ -1,7 +1,9 @@
 """Specifications of the training loop: exact resume, the non-finite-loss stop, Ctrl-C / SIGTERM, assignment
 traces, the run folder."""
 import json
+import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ from training_crash import TrainingCrash, crash_at_training_call, signal_at_trai
 from paa_toolkit.engine.checkpoint import FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint
 from paa_toolkit.engine.config import TrainConfig
 from paa_toolkit.engine.loop import LogWindow, NonFiniteLossError, train
-from paa_toolkit.engine.run_files import load_trace, read_metrics
+from paa_toolkit.engine.run_files import METRICS_FILE, MetricsLog, load_trace, read_metrics
 from paa_toolkit.engine.run_folder import LOCK_FILE
 from paa_toolkit.engine.signals import TrainingInterrupted
 
@@ -78,6 +80,31 @@ def test_run_folder_holds_config_metrics_checkpoints_and_final_metrics(reference
     assert [r["iteration"] for r in records if r["kind"] == "eval"] == [2, 4]
     train_record = next(r for r in records if r["kind"] == "train")
     assert {"lr", "loss", "pos_per_gt", "imgs_per_s"} <= train_record.keys()
+
+
+def test_metrics_are_fsynced_before_each_checkpoint_is_renamed_into_place(synthetic_root, tmp_path, monkeypatch):
+    events, fsync, replace, write = [], os.fsync, os.replace, MetricsLog.write
+
+    def recording_fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        fsync(fd)
+
+    def recording_replace(src, dst):
+        events.append(("rename", Path(dst).name))
+        replace(src, dst)
+
+    def recording_write(self, record):
+        events.append((record["kind"], record["iteration"]))
+        write(self, record)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    monkeypatch.setattr(MetricsLog, "write", recording_write)
+    train(tiny_config(synthetic_root, tmp_path), progress=False)  # checkpoints at iterations 2 and 4
+    for iteration in (2, 4):
+        logged = events.index(("train", iteration))
+        renamed = events.index(("rename", LAST), logged)
+        assert ("fsync", METRICS_FILE) in events[logged:renamed], events[logged:renamed]
 
 
 # ---- Ctrl-C and SIGTERM --------------------------------------------------------------------------

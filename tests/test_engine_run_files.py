@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from full_disk import fdopen_on_a_full_disk  # tests/full_disk.py
+from full_disk import FullDiskFile, fdopen_on_a_full_disk  # tests/full_disk.py
+from planted_code import PlantedCommand  # tests/planted_code.py
 
 from paa_toolkit.assign.config import AssignConfig
 from paa_toolkit.data.coco import CocoDetection
+from paa_toolkit.engine import run_files
 from paa_toolkit.engine.run_files import (
     TRACE_FORMAT, TRACE_VERSION, MetricsLog, TraceFileError, atomic_write_text, load_trace, read_metrics, save_trace,
     trace_image_indices,
@@ -81,6 +83,14 @@ def test_disk_full_during_a_write_names_the_file_and_keeps_the_old_one(tmp_path,
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
+def test_disk_full_while_appending_a_metrics_record_names_the_file(tmp_path, monkeypatch):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    monkeypatch.setattr(run_files, "open", lambda *args, **kwargs: FullDiskFile(open(*args, **kwargs), room=0),
+                        raising=False)  # the file run_files appends to finds the disk full
+    with pytest.raises(OSError, match=f"^cannot write {re.escape(str(log.path))}: No space left on device$"):
+        log.write({"kind": "train", "iteration": 1})
+
+
 def test_a_write_into_a_folder_that_cannot_be_created_names_the_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError, match=f"^cannot write {re.escape(str(tmp_path / 'file' / 'x.json'))}: "):
@@ -130,6 +140,15 @@ def test_a_trace_with_planted_code_is_refused_and_the_code_never_runs(tmp_path):
     assert not marker.exists()
     torch.load(bait, weights_only=False)  # the bait is real: a full unpickling runs it
     assert marker.exists()
+
+
+def test_a_trace_with_a_planted_shell_command_is_refused_as_pickled_objects(tmp_path):
+    marker, bait = tmp_path / "command_ran", tmp_path / "iter_000000.pt"
+    torch.save({"format": TRACE_FORMAT, "format_version": TRACE_VERSION, "snapshot": PlantedCommand(marker)}, bait)
+    with pytest.raises(TraceFileError, match=rf"^{re.escape(str(bait))}: holds pickled Python objects "
+                                             rf"\({os.system.__module__}\.system\), which are not loaded"):
+        load_trace(bait)
+    assert not marker.exists()
 
 
 def test_a_trace_of_the_old_pickled_format_is_refused_with_what_to_do(tmp_path):

@@ -10,11 +10,15 @@ import sys
 import time
 
 import pytest
+import torch
 
+from planted_code import PlantedCommand  # tests/planted_code.py
 from tiny_training import tiny_config  # tests/tiny_training.py
 
 from paa_toolkit.cli import parse_args
-from paa_toolkit.engine.checkpoint import LAST, PREVIOUS, CheckpointError, find_resume_checkpoint
+from paa_toolkit.engine.checkpoint import (
+    CORRUPT, LAST, PREVIOUS, CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint,
+)
 from paa_toolkit.engine.loop import train
 from paa_toolkit.engine.run_folder import LOCK_FILE, RunFolderError, acquire_lock, claim_run_folder
 
@@ -97,6 +101,21 @@ def test_resume_with_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(synt
     (tmp_path / PREVIOUS).write_bytes(b"torn too")
     with pytest.raises(CheckpointError, match="no checkpoint of .* loads .*use --overwrite instead"):
         find_resume_checkpoint(tiny_config(synthetic_root, tmp_path, resume="auto"))
+
+
+def test_resume_moves_a_planted_last_checkpoint_aside_so_that_the_fallback_survives_the_next_checkpoints(
+        synthetic_root, finished_run, caplog):
+    marker = finished_run / "command_ran"
+    torch.save({"x": PlantedCommand(marker)}, finished_run / LAST)  # a planted pickle in place of iteration 4
+    planted = (finished_run / LAST).read_bytes()
+    with caplog.at_level(logging.WARNING):
+        path, state = find_resume_checkpoint(tiny_config(synthetic_root, finished_run, resume="auto"))
+    assert (path.name, state["iteration"]) == (PREVIOUS, 2) and not marker.exists()
+    assert f"moved {finished_run / LAST}, which failed verification, to {finished_run / CORRUPT}" in caplog.text
+    assert (finished_run / CORRUPT).read_bytes() == planted and not (finished_run / LAST).exists()
+    for iteration in (3, 4):  # the next two checkpoints: previous.pth verifies after each
+        save_checkpoint({**state, "iteration": iteration}, finished_run)
+        assert load_checkpoint(finished_run / PREVIOUS)["iteration"] == iteration - 1
 
 
 def test_stale_temporaries_of_the_runs_files_are_removed_and_other_files_kept(tmp_path):

@@ -39,7 +39,7 @@ from paa_toolkit.engine.checkpoint import (
 )
 from paa_toolkit.engine.loop import TrainingRun, train
 from paa_toolkit.engine.run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics
-from paa_toolkit.engine.run_folder import LOCK_FILE
+from paa_toolkit.engine.run_folder import LOCK_FILE, acquire_lock
 from paa_toolkit.train import main as train_main
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
@@ -181,14 +181,38 @@ def test_skipped_and_clipped_boxes_are_counted_in_the_log(tmp_path, caplog):
 
 
 # ---- degenerate and crowded images -----------------------------------------------------------------
-def test_images_without_objects_train_and_evaluate(tmp_path):
-    image_dir, ann_file = write_coco(tmp_path, annotations=[])
-    result = train(parse_args(coco_args(image_dir, ann_file, tmp_path / "run", "--log_every", "1")), progress=False)
-    assert result.iteration == 2 and result.metrics["AP"] == -1.0  # COCOeval: no ground truth
+def test_images_without_objects_train_beside_images_with_objects_and_evaluate(tmp_path):
+    image_dir, ann_file = write_coco(tmp_path, sizes=((W, H),) * 3, annotations=[
+        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 20, 16]}])  # images 20 and 30: no object
+    _, no_objects = write_coco(tmp_path / "val", annotations=[])  # images 0.png, 1.png: also in image_dir
+    args = coco_args(image_dir, ann_file, tmp_path / "run", "--data.val_ann", str(no_objects), "--log_every", "1",
+                     "--batch-size", "1", "--max-iters", "3")  # one epoch: each image once
+    result = train(parse_args(args), progress=False)
+    assert result.iteration == 3 and result.metrics["AP"] == -1.0  # COCOeval: no ground truth
     state = load_checkpoint(tmp_path / "run" / LAST)
     assert all(v.isfinite().all() for v in state["model"].values() if v.is_floating_point())
     losses = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
-    assert [r["loss_box"] for r in losses] == [0.0, 0.0] and all(r["loss_cls"] > 0 for r in losses)
+    assert sorted(r["loss_box"] > 0 for r in losses) == [False, False, True]  # the two empty images: no box loss
+    assert all(r["loss_cls"] > 0 for r in losses)
+
+
+def crowd(id_, image_id, bbox):
+    return {"id": id_, "image_id": image_id, "category_id": 5, "bbox": bbox, "iscrowd": 1}
+
+
+@pytest.mark.parametrize("annotations, counts", [
+    ([], "2 images, 0 annotations (0 iscrowd, 0 skipped)"),
+    ([crowd(1, 10, [4, 4, 20, 16]), crowd(2, 20, [10, 8, 12, 24])], "2 images, 2 annotations (2 iscrowd, 0 skipped)"),
+    ([crowd(1, 10, [4, 4, 20, 16]), {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 0, 24]}],
+     "2 images, 2 annotations (1 iscrowd, 1 skipped: {'degenerate_box': 1})"),
+], ids=["no_annotations", "all_crowd", "crowd_and_degenerate"])
+def test_a_training_set_without_a_box_to_learn_from_is_refused_with_the_counts(tmp_path, capsys, annotations, counts):
+    image_dir, ann_file = write_coco(tmp_path, annotations=annotations)
+    assert train_main(coco_args(image_dir, ann_file, tmp_path / "run")) == 1
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: {ann_file}: no box to train on: {counts}, 0 usable boxes. Training needs annotations with "
+        "iscrowd 0 and a box of positive size inside their image")
+    assert list((tmp_path / "run").iterdir()) == []  # refused before the run folder was written to
 
 
 CROWDED_STEP = textwrap.dedent("""
@@ -318,6 +342,32 @@ def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
     assert not stale.exists()  # removed by the next successful save
 
 
+def test_a_bit_flipped_last_checkpoint_is_set_aside_and_never_rotated_over_the_good_fallback(
+        synthetic_root, uninterrupted, tmp_path, caplog, monkeypatch):
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingCrash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
+        train(parse_args(tiny_args(synthetic_root, run_dir)), build_model=crash_in_training_forward(5), progress=False)
+    flipped = bytearray((run_dir / LAST).read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF  # one byte of the weights
+    (run_dir / LAST).write_bytes(bytes(flipped))
+
+    fallbacks, save = [], TrainingRun.save_checkpoint
+
+    def save_and_verify_the_fallback(self, done):
+        save(self, done)
+        fallbacks.append((done, load_checkpoint(run_dir / PREVIOUS)["iteration"]))  # raises if it does not verify
+
+    monkeypatch.setattr(TrainingRun, "save_checkpoint", save_and_verify_the_fallback)
+    with caplog.at_level(logging.INFO):
+        train(parse_args(tiny_args(synthetic_root, run_dir, "--resume")), progress=False)
+    assert re.search(r"skipping checkpoint .*last\.pth is corrupt", caplog.text)
+    assert f"resumed from {run_dir / PREVIOUS} at iteration 2" in caplog.text
+    assert f"moved {run_dir / LAST}, which failed verification, to {run_dir / 'last.pth.corrupt'}" in caplog.text
+    assert (run_dir / "last.pth.corrupt").read_bytes() == bytes(flipped)
+    assert fallbacks == [(4, 2), (6, 4), (8, 6)]  # a verified previous.pth after each new checkpoint
+    same_weights(load_checkpoint(run_dir / LAST)["model"], load_checkpoint(uninterrupted / LAST)["model"])
+
+
 # ---- a kill at any moment --------------------------------------------------------------------------
 def kill_when_replacing(name: str, nth: int = 1) -> None:
     """From now on in this process, SIGKILL it at the ``nth`` ``os.replace`` onto a file called ``name``
@@ -437,6 +487,18 @@ def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_previous_ch
         f"error: cannot write {run_dir / LAST}: No space left on device; "
         f"the previous checkpoint {run_dir / LAST} is unchanged")
     assert load_checkpoint(run_dir / LAST)["iteration"] == 2 and not list(run_dir.glob("*.tmp"))
+
+
+def test_disk_full_at_the_start_names_the_lock_file_and_leaves_no_lock_behind(
+        synthetic_root, tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(os, "fdopen", fdopen_on_a_full_disk(full=lambda path: Path(path).name == LOCK_FILE))
+    assert train_main(tiny_args(synthetic_root, run_dir)) == 1
+    assert one_error_line(capsys.readouterr().err) == \
+        f"error: cannot write {run_dir / LOCK_FILE}: No space left on device"
+    assert list(run_dir.iterdir()) == []
+    monkeypatch.undo()  # space freed: a retry at once claims the folder (no "being claimed by another process")
+    acquire_lock(run_dir).release()
 
 
 def test_a_digest_valid_checkpoint_without_config_is_refused_in_one_line(uninterrupted, tmp_path, capsys):

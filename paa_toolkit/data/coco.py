@@ -448,6 +448,14 @@ class CocoDetection(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def annotation_counts(self) -> dict[str, int]:
+        """``images``; ``annotations`` in the file, of them ``crowd`` (``iscrowd`` 1: never trained on) and
+        ``skipped`` (:attr:`skipped`); and ``boxes``: the rest, what a training learns from."""
+        kept = self.coco.dataset["annotations"]
+        crowd, skipped = sum(a["iscrowd"] for a in kept), sum(self.skipped.values())
+        return {"images": len(self), "annotations": len(kept) + skipped, "crowd": crowd, "skipped": skipped,
+                "boxes": len(kept) - crowd}
+
     def _read(self, index: int) -> np.ndarray:
         """The pixels of image ``index`` as float32 ``[H, W, 3]``, checked against the annotated size."""
         path, image_id = self._paths[index], self.image_ids[index]

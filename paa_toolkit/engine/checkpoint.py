@@ -4,7 +4,8 @@
 (fsync, then ``os.replace``: :func:`~.run_files.atomic_save`), first moving the previous ``last.pth``
 to ``previous.pth``. Every checkpoint carries a SHA-256 digest of its contents, so a torn *or*
 bit-flipped file is detected at load time; :func:`find_resumable` then falls back to
-``previous.pth`` — a corrupt file is never the one resumed from.
+``previous.pth`` — a corrupt file is never the one resumed from, and ``--resume`` moves it aside to
+``last.pth.corrupt`` so that the next checkpoint never rotates it into ``previous.pth``.
 
 What a training checkpoint holds (:func:`training_state`): the bare model's weights (no ``module.``
 prefix: it loads in one process), the optimiser, scheduler and GradScaler, every RNG, the sampler's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +28,7 @@ from ..data.coco import CocoDetection
 from ..distributed import unwrap
 from ..model.detector import build_model
 from .config import TrainConfig
-from .run_files import atomic_save
+from .run_files import atomic_save, load_error
 from .sampling import DeterministicBatchSampler, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ ModelBuilder = Callable[[TrainConfig, int], nn.Module]
 
 LAST = "last.pth"
 PREVIOUS = "previous.pth"
+#: where ``--resume`` moves a ``last.pth`` that failed verification, so that it never replaces the good ``previous.pth``
+CORRUPT = "last.pth.corrupt"
 #: written last (atomically) by the training loop: its presence means the run finished and was evaluated
 FINAL_METRICS = "final_metrics.json"
 DIGEST_KEY = "sha256"
@@ -97,9 +101,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as e:  # not a fault of the file (permission denied, I/O error): no fallback to another one
         raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    except Exception as e:  # torn zip, pickle error, not a torch file ...
-        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): "
-                              f"{str(e).splitlines()[0]}") from None
+    except Exception as e:  # torn zip, pickled objects, not a torch file ...
+        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): {load_error(e)}") from None
     if not isinstance(state, dict) or DIGEST_KEY not in state:
         raise CheckpointError(f"checkpoint {path} has no '{DIGEST_KEY}' entry: not written by paa_toolkit")
     expected = state.pop(DIGEST_KEY)
@@ -175,13 +178,25 @@ def find_resume_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
     if cfg.resume == "auto":
         found = find_resumable(cfg.run_dir)
         if found is not None:
-            return check_training_state(*found)
+            found = check_training_state(*found)
+            _set_aside_failed_last(cfg.run_dir, found[0])
+            return found
         if any((cfg.run_dir / name).exists() for name in (LAST, PREVIOUS)):
             raise CheckpointError(f"--resume: no checkpoint of {cfg.run_dir} loads (see the warnings above); "
                                   "to start that run afresh, use --overwrite instead")
         log.info("no checkpoint in %s yet: starting from scratch", cfg.run_dir)
         return None
     return resolve_checkpoint(cfg.resume)
+
+
+def _set_aside_failed_last(run_dir: Path, resumed: Path) -> None:
+    """Resuming from ``previous.pth`` because ``last.pth`` failed verification: move ``last.pth`` to
+    :data:`CORRUPT`, or the next checkpoint would rotate it into ``previous.pth`` over the good fallback."""
+    last = run_dir / LAST
+    if resumed.name == PREVIOUS and last.exists():
+        os.replace(last, run_dir / CORRUPT)
+        log.warning("moved %s, which failed verification, to %s; %s stays the fallback checkpoint",
+                    last, run_dir / CORRUPT, resumed)
 
 
 def _warn_if_model_differs(cfg: TrainConfig, state: dict, path: Path) -> None:
@@ -221,7 +236,7 @@ def build_from_checkpoint(state: dict[str, Any], cfg: TrainConfig | None = None,
     return model.to(device).eval()
 
 
-__all__ = ["CheckpointError", "FINAL_METRICS", "LAST", "PREVIOUS", "TRAINING_ENTRIES", "ModelBuilder",
+__all__ = ["CORRUPT", "CheckpointError", "FINAL_METRICS", "LAST", "PREVIOUS", "TRAINING_ENTRIES", "ModelBuilder",
            "build_from_checkpoint", "check_training_state", "default_model_builder", "find_resumable",
            "find_resume_checkpoint", "load_checkpoint", "resolve_checkpoint", "restore_training_state",
            "save_checkpoint", "state_digest", "training_state"]

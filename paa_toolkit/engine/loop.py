@@ -212,6 +212,7 @@ class TrainingRun:
             raise NonFiniteLossError(f"weights became non-finite at iteration {done - 1}; training stopped "
                                      f"without saving. Last good checkpoint: {self.last_good or 'none yet'}")
         if is_writer():
+            self.metrics.sync()  # the records up to `done` reach the disk before its checkpoint does
             state = training_state(self.model, self.optimizer, self.scheduler, self.scaler, done, self.cfg,
                                    self.sampler, self.train_ds)
             self.last_good = save_checkpoint(state, self.cfg.run_dir)
@@ -260,6 +261,7 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     """Seed, data, model, optimiser; resume from a checkpoint if asked; open the run folder."""
     seed_everything(cfg.seed)  # the same seed in every process: identical initial weights
     train_ds, val_ds = distributed.rank_zero_first(lambda: build_datasets(cfg.data))
+    _check_boxes(train_ds)
     for dataset in (train_ds, val_ds):  # every rank: a bad image stops all of them before the first step
         dataset.check_images()
     weights = distributed.rank_zero_first(lambda: with_pretrained_weights(cfg))  # model.backbone_pretrain
@@ -294,6 +296,18 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
         cfg, device, model, optimizer, scheduler, scaler, train_ds, val_ds, sampler, loader,
         start, last_good=resumed[0] if resumed else None, metrics=metrics, trace_ds=trace_ds,
         trace_indices=trace_image_indices(trace_ds, cfg.trace_images), trace_iters=set(cfg.trace_schedule()))
+
+
+def _check_boxes(train_ds: CocoDetection) -> None:
+    """Refuse a training set without a box to learn from (no annotations, all ``iscrowd``, all skipped): every
+    iteration would train on background alone, and the run would end with AP n/a."""
+    counts = train_ds.annotation_counts()
+    if counts["boxes"] == 0:
+        skipped = f": {train_ds.skipped}" if train_ds.skipped else ""
+        raise ValueError(
+            f"{train_ds.ann_file}: no box to train on: {counts['images']} images, {counts['annotations']} annotations "
+            f"({counts['crowd']} iscrowd, {counts['skipped']} skipped{skipped}), 0 usable boxes. Training needs "
+            "annotations with iscrowd 0 and a box of positive size inside their image")
 
 
 def _open_run_folder(cfg: TrainConfig, resume_from: int | None) -> MetricsLog:

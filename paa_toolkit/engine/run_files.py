@@ -122,8 +122,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 # ---- metrics log -----------------------------------------------------------------------------------
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, flushed at once. On resume, records the
-    interrupted run wrote after the checkpoint are dropped, so each iteration appears once."""
+    """``metrics.jsonl``: one JSON object per line, flushed at once (and fsynced by :meth:`sync`). On resume,
+    records the interrupted run wrote after the checkpoint are dropped, so each iteration appears once."""
 
     def __init__(self, path: Path, resume_from: int | None = None, final_iteration: int | None = None):
         self.path = path
@@ -142,8 +142,20 @@ class MetricsLog:
         return it < start or (it == start and kind != "trace" and not (kind == "eval" and start >= final))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise write_error(self.path, e) from None
+
+    def sync(self) -> None:
+        """fsync the records written so far. Called before a checkpoint is renamed into place, so that after a
+        power loss the log still holds the records up to the checkpoint's iteration."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -213,6 +225,37 @@ def save_trace(path: str | Path, snapshot: AssignmentSnapshot, iteration: int, i
     }, path)
 
 
+#: how torch names a global it refuses to unpickle: ``Unsupported global: GLOBAL argparse.Namespace was not an
+#: allowed global …``, or for a module it blocks, ``Trying to load unsupported GLOBAL posix.system whose module …``
+PICKLED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Trying to load unsupported GLOBAL) (\S+)")
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The error a failed weights-only load raised inside torch: torch re-raises it as "Weights only load
+    failed. … Re-running `torch.load` with `weights_only` set to `False` will likely succeed …", advice
+    that would run any code the file holds."""
+    if isinstance(error, pickle.UnpicklingError) and error.__context__ is not None:
+        return error.__context__
+    return error
+
+
+def pickled_global(error: BaseException) -> str | None:
+    """The pickled global (``posix.system``) for which ``torch.load(weights_only=True)`` refused a file, if any."""
+    found = PICKLED_GLOBAL.search(str(_unwrapped(error)))
+    return found[1] if found else None
+
+
+def load_error(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line and without torch's advice to load the file
+    with ``weights_only=False``."""
+    name = pickled_global(error)
+    if name is not None:
+        return f"holds pickled Python objects ({name}), which are not loaded because unpickling can run code"
+    error = _unwrapped(error)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__  # a pickle that stops early: a bare EOFError
+
+
 class TraceFileError(ValueError):
     """A file that is not a trace this version reads: foreign, old (pickled objects), newer, torn."""
 
@@ -230,17 +273,12 @@ def load_trace(path: str | Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise OSError(f"cannot read {path}: {e.strerror or e}") from None
-    except pickle.UnpicklingError as e:
-        pickled = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if pickled is None:
-            raise TraceFileError(f"{path}: not a trace file (not a torch file, or torn)") from None
+    except Exception as e:  # pickled objects, torn zip archive, not a torch file ...
+        if pickled_global(e) is None:
+            raise TraceFileError(f"{path}: not a readable trace file (torn or not a trace): {load_error(e)}") from None
         raise TraceFileError(
-            f"{path}: holds pickled Python objects ({pickled[1]}), which are not loaded because unpickling can "
-            f"run code: a trace of an older paa_toolkit (before trace format {TRACE_VERSION}) or not ours. "
-            "Re-create the traces by training again (--overwrite)") from None
-    except Exception as e:  # torn zip archive, ...
-        raise TraceFileError(f"{path}: not a readable trace file (torn or not a trace): "
-                             f"{str(e).splitlines()[0]}") from None
+            f"{path}: {load_error(e)}: a trace of an older paa_toolkit (before trace format {TRACE_VERSION}) or not "
+            "ours. Re-create the traces by training again (--overwrite)") from None
     if not isinstance(data, dict) or data.get("format") != TRACE_FORMAT:
         raise TraceFileError(f"{path}: not a paa_toolkit trace file (no format {TRACE_FORMAT!r} entry)")
     if data.get("format_version") != TRACE_VERSION:
@@ -254,6 +292,7 @@ def load_trace(path: str | Path) -> dict[str, Any]:
         "snapshot": snapshot}
 
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "PLOT_FILES", "TEMPORARY", "TRACE_DIR", "TRACE_FORMAT", "TRACE_VERSION", "MetricsLog",
-           "TraceFileError", "atomic_save", "atomic_write", "atomic_write_text", "load_trace", "read_metrics",
-           "save_trace", "trace_image_indices", "write_error", "write_trace"]
+__all__ = ["CONFIG_FILE", "METRICS_FILE", "PLOT_FILES", "TEMPORARY", "TRACE_DIR", "TRACE_FORMAT", "TRACE_VERSION",
+           "MetricsLog", "TraceFileError", "atomic_save", "atomic_write", "atomic_write_text", "load_error",
+           "load_trace", "pickled_global", "read_metrics", "save_trace", "trace_image_indices", "write_error",
+           "write_trace"]

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .. import distributed
-from .checkpoint import FINAL_METRICS, LAST, PREVIOUS
-from .run_files import CONFIG_FILE, METRICS_FILE, PLOT_FILES, TEMPORARY, TRACE_DIR
+from .checkpoint import CORRUPT, FINAL_METRICS, LAST, PREVIOUS
+from .run_files import CONFIG_FILE, METRICS_FILE, PLOT_FILES, TEMPORARY, TRACE_DIR, write_error
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".train.lock"
 #: the files of a run (besides ``trace/iter_*.pt``): what ``overwrite`` deletes
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, LAST, PREVIOUS, FINAL_METRICS, *PLOT_FILES)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, LAST, PREVIOUS, CORRUPT, FINAL_METRICS, *PLOT_FILES)
 TRACE_FILE = re.compile(r"^iter_\d+\.pt$")
 #: a lock file that holds no owner yet is being written — unless it is older than this (its writer died)
 UNFINISHED_LOCK_S = 30.0
@@ -93,7 +93,8 @@ def _stale_owner(lock: Path, holder: dict[str, Any]) -> str | None:
 
 
 def acquire_lock(folder: str | Path, name: str = LOCK_FILE) -> RunLock:
-    """Create ``folder/name`` atomically (stale locks are taken over); :class:`RunFolderError` if held."""
+    """Create ``folder/name`` atomically (stale locks are taken over); :class:`RunFolderError` if held.
+    A lock that cannot be written (disk full) is removed again: ``OSError`` ``cannot write PATH: REASON``."""
     lock = Path(folder) / name
     for _ in range(3):
         try:
@@ -106,10 +107,16 @@ def acquire_lock(folder: str | Path, name: str = LOCK_FILE) -> RunLock:
             log.warning("%s: taking over the lock of %s", lock, stale)
             lock.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        except OSError as e:  # read-only or full file system, no permission
+            raise write_error(lock, e) from None
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # disk full: an empty lock left here would hold off a retry for UNFINISHED_LOCK_S
+            lock.unlink(missing_ok=True)
+            raise write_error(lock, e) from None
         return RunLock(lock, os.getpid())
     raise RunFolderError(f"{lock}: cannot take the lock (other processes keep taking it)")
 
