@@ -85,3 +85,19 @@ def test_recall_by_size_is_nan_for_a_size_without_ground_truth():
 def test_evaluation_reports_recall_by_size(val_set):
     metrics = evaluate_coco(ReplayModel(val_set, perfect=True), val_set)
     assert metrics["recall50_all"] == 1.0
+
+
+def test_the_bootstrap_over_validation_images_measures_evaluation_noise(val_set):
+    """Perfect detections on half the images, none on the rest: the full-set AP is COCOeval's own, and the
+    resamples spread it (a resample draws more or fewer of the detected images); perfect on all: no spread."""
+    from paa_toolkit.engine.evaluate import bootstrap_coco_ap, coco_box_ap, predict
+
+    image_ids, detections, _ = predict(ReplayModel(val_set, perfect=True), val_set)
+    half = [d if i % 2 == 0 else {k: v[:0] for k, v in d.items()} for i, d in enumerate(detections)]
+    categories = list(val_set.category_ids)
+    boot = bootstrap_coco_ap(val_set.coco, half, image_ids, categories, replicates=40)
+    assert boot["AP"] == pytest.approx(coco_box_ap(val_set.coco, half, image_ids, categories)["AP"])
+    assert boot["std"] > 0.01 and boot["ci95"][0] < boot["AP"] < boot["ci95"][1]
+    assert boot["images"] == len(set(image_ids)) and boot["replicates"] == 40
+    perfect = bootstrap_coco_ap(val_set.coco, detections, image_ids, categories, replicates=10)
+    assert perfect["AP"] == pytest.approx(1.0) and perfect["std"] == pytest.approx(0.0, abs=1e-9)
