@@ -29,5 +29,5 @@ def test_a_budget_as_dotted_overrides_rebuilds_the_preset():
 
 
 def test_an_unknown_budget_names_the_choices():
-    with pytest.raises(ConfigError, match="unknown budget 'huge'; valid choices: small, medium, bench, paper, tiny"):
+    with pytest.raises(ConfigError, match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, paper, tiny"):
         presets.budget("huge")

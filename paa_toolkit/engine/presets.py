@@ -85,6 +85,15 @@ def bench_budget() -> TrainConfig:
     )
 
 
+def bench_2x_budget() -> TrainConfig:
+    """The convergence check of :func:`bench_budget`: the same recipe trained twice as long (the lr steps at the
+    same fractions of the run). Converged means AP(2N) − AP(N) ≤ 0.5 points, mean over seeds (issue 19)."""
+    cfg = bench_budget()
+    cfg.solver.max_iters *= 2
+    cfg.eval_every *= 2
+    return cfg
+
+
 def paper_budget() -> TrainConfig:
     """§4 / Appendix A.1: ResNet-50 (frozen BN, ImageNet weights via ``--set model.backbone_weights=...``),
     GN towers of width 256, 800 px, 135k iterations (lr ÷10 at 90k and 120k), 16 images per batch (2 per
@@ -110,7 +119,8 @@ def tiny_budget() -> TrainConfig:
 
 
 BUDGETS: dict[str, Callable[[], TrainConfig]] = {
-    "small": small_budget, "medium": medium_budget, "bench": bench_budget, "paper": paper_budget,
+    "small": small_budget, "medium": medium_budget, "bench": bench_budget, "bench-2x": bench_2x_budget,
+    "paper": paper_budget,
     "tiny": tiny_budget,
 }
 
@@ -122,4 +132,4 @@ def budget(name: str) -> TrainConfig:
     return BUDGETS[name]()
 
 
-__all__ = ["BUDGETS", "bench_budget", "budget", "course", "demo", "medium_budget", "paper_budget", "small_budget", "tiny_budget"]
+__all__ = ["BUDGETS", "bench_2x_budget", "bench_budget", "budget", "course", "demo", "medium_budget", "paper_budget", "small_budget", "tiny_budget"]

@@ -122,7 +122,7 @@ def train_classifier(settings: PretrainSettings, progress: bool = True) -> tuple
         scores = torch.cat([model(chunk).sigmoid() for chunk in val_images.split(100)])
     accuracy = float(((scores > 0.5) == val_targets.bool()).float().mean())
     return model, {"val_mAP": _mean_average_precision(scores, val_targets), "val_label_accuracy": accuracy,
-                   "train_loss_last": float(loss)}
+                   "train_loss_last": float(loss.detach())}
 
 
 def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None,

@@ -156,11 +156,12 @@ def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str
     if norm != "gn" and not batch_norm:
         raise ValueError(f"backbone weights {str(path)!r} were trained with GroupNorm (no BatchNorm statistics); "
                          "use norm='gn' with them")
+    state = {k: v for k, v in state.items() if not str(k).startswith("fc.")}  # the classifier: any class count
     try:
         result = resnet.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches raise even with strict=False
         raise ValueError(f"backbone weights {str(path)!r} do not fit {arch}: {err}") from err
-    missing = [k for k in result.missing_keys if ".offset." not in k]
+    missing = [k for k in result.missing_keys if ".offset." not in k and not k.startswith("fc.")]
     unexpected = [k for k in result.unexpected_keys if not k.startswith("fc.")]
     if missing or unexpected:
         raise ValueError(f"backbone weights {str(path)!r} do not match {arch}: "

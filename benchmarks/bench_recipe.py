@@ -1,0 +1,116 @@
+"""Benchmark: the bench recipe's CPU speed levers and its evaluation noise (issue 19).
+
+    python benchmarks/bench_recipe.py speed [--steps 30] [--threads 2]      # ms per training step, per lever
+    python benchmarks/bench_recipe.py bootstrap RUN_DIR [RUN_DIR ...]       # AP ± bootstrap s.e. over val images
+
+``speed`` times forward + loss (PAA assignment) + backward + SGD step of the ``bench`` budget's detector
+on its own synthetic training batches (batch 4, 128 px, P2–P6, width 32), after 3 warm-up steps, for each
+lever: float32, bf16 autocast of the backbone (``solver.bf16 on``), channels-last, both, and
+``torch.compile`` of the backbone (its compile time reported apart). The levers are measured alternately,
+round after round, and each figure is the median over rounds: a shared CPU slows all of them alike.
+
+``bootstrap`` re-predicts the validation split with a run's checkpoint and reports the AP of the run with
+the standard error from 200 bootstrap resamples of the validation images
+(:func:`paa_toolkit.engine.evaluate.bootstrap_coco_ap`): the part of a run's AP noise that comes from which
+images are in the validation set, as opposed to the training seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from paa_toolkit.data.build import build_datasets
+from paa_toolkit.data.coco import collate
+from paa_toolkit.engine import presets
+from paa_toolkit.engine.checkpoint import build_from_checkpoint, default_model_builder, resolve_checkpoint
+from paa_toolkit.engine.config import TrainConfig
+from paa_toolkit.engine.evaluate import bootstrap_coco_ap, predict
+from paa_toolkit.engine.precision import apply_speed_levers, cpu_has_native_bf16
+
+LEVERS = {"float32": {}, "bf16": {"bf16": "on"}, "channels_last": {"channels_last": True},
+          "bf16 + channels_last": {"bf16": "on", "channels_last": True}, "compile": {"compile": True}}
+
+
+def _step_timer(lever: dict, batches: list, num_classes: int):
+    cfg = presets.bench_budget()
+    torch.manual_seed(0)
+    model = default_model_builder(cfg, num_classes)
+    model.train()
+    apply_speed_levers(model, lever.get("bf16", "off"), lever.get("channels_last", False), torch.device("cpu"))
+    compile_s = 0.0
+    if lever.get("compile"):
+        model.backbone.forward = torch.compile(model.backbone.forward)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+    def step(i: int) -> float:
+        images, targets = batches[i % len(batches)]
+        start = time.perf_counter()
+        loss = sum(model(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    step(0)
+    if lever.get("compile"):
+        compile_s = time.perf_counter() - start
+    for i in range(1, 3):
+        step(i)
+    return step, compile_s
+
+
+def speed(steps: int, rounds: int) -> dict:
+    cfg = presets.bench_budget()
+    train_ds, _ = build_datasets(cfg.data)
+    batches = [collate([train_ds[4 * b + i] for i in range(4)]) for b in range(8)]
+    timers = {name: _step_timer(lever, batches, train_ds.num_classes) for name, lever in LEVERS.items()}
+    times = {name: [] for name in LEVERS}
+    for _ in range(rounds):  # alternate: a shared CPU slows every lever alike
+        for name, (step, _) in timers.items():
+            times[name] += [step(i) for i in range(steps // rounds)]
+    base = statistics.median(times["float32"])
+    return {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, native bf16: "
+                       f"{cpu_has_native_bf16()}", "torch": torch.__version__,
+            "ms_per_step": {n: round(1000 * statistics.median(t), 1) for n, t in times.items()},
+            "speedup_vs_float32": {n: round(base / statistics.median(t), 2) for n, t in times.items()},
+            "compile_s": round(timers["compile"][1], 1)}
+
+
+def bootstrap(run_dir: Path, replicates: int) -> dict:
+    _, state = resolve_checkpoint(run_dir)
+    model = build_from_checkpoint(state)
+    cfg = TrainConfig.from_dict(state["config"])
+    _, val_ds = build_datasets(cfg.data)
+    image_ids, detections, _ = predict(model, val_ds, batch_size=8)
+    result = bootstrap_coco_ap(val_ds.coco, detections, image_ids, list(val_ds.category_ids), replicates)
+    return {"run": str(run_dir), **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--steps", type=int, default=30)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--threads", type=int, default=2)
+    b = sub.add_parser("bootstrap")
+    b.add_argument("runs", nargs="+", type=Path)
+    b.add_argument("--replicates", type=int, default=200)
+    args = parser.parse_args()
+    if args.what == "speed":
+        torch.set_num_threads(args.threads)
+        print(json.dumps(speed(args.steps, args.rounds), indent=1))
+    else:
+        for run in args.runs:
+            print(json.dumps(bootstrap(run, args.replicates)))
+
+
+if __name__ == "__main__":
+    main()
