@@ -10,7 +10,7 @@ Switching assigner is one argument of :func:`paa_toolkit.assign.build_assigner`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -142,10 +142,13 @@ class Assigner(Protocol):
     """Anything that turns (anchors, targets, detached predictions) into an :class:`Assignment`.
 
     ``cls_logits[B, A, C]`` and ``pred_boxes[B, A, 4]`` (decoded, xyxy) are the detached outputs of
-    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``.
+    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``. ``rule`` is its
+    registered name and ``settings`` its settings dataclass (:mod:`.registry`): a trace records both.
     """
 
     needs_predictions: bool
+    rule: str
+    settings: Any
 
     def __call__(
         self,

@@ -20,15 +20,16 @@ from typing import Any, Callable, Iterator, Mapping
 import ipywidgets as W
 from matplotlib.figure import Figure
 
+from ..assign import get_rule, rules
 from ..assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, GMM_INITS, fit_gmm_sklearn, gmm_history
 from ..model.postprocess import VOTING_SIGMA, InferenceConfig
 from ..viz.assignment import plot_snapshot
 from ..viz.detections import plot_voting
-from ..viz.gmm import SEPARATION_TITLES, plot_cost_histogram, plot_gmm_comparison
+from ..viz.gmm import plot_cost_histogram, plot_gmm_comparison
 from . import compute
 
-RULE_OPTIONS = [(SEPARATION_TITLES[m], m) for m in ("a", "b", "c", "d")] + [
-    ("FNP (fixed number)", "fnp"), ("FSR (fixed score)", "fsr"), ("ATSS", "atss"), ("max-IoU", "max_iou")]
+#: every registered rule (:mod:`paa_toolkit.assign.registry`) as (title, name)
+RULE_OPTIONS = [(rule.title, rule.name) for rule in rules()]
 _WIDE = {"description_width": "initial"}
 
 
@@ -116,6 +117,9 @@ class AssignmentExplorer(Explorer):
         self.fnp_num = W.IntSlider(value=fnp_num, min=1, max=40, description="FNP n", style=_WIDE)
         self.fsr_thresh = W.FloatSlider(value=fsr_thresh, min=0.01, max=0.99, step=0.01, description="FSR t",
                                         style=_WIDE)
+        for control, setting in ((self.topk, "topk"), (self.score_lambda, "score_lambda"),
+                                 (self.fnp_num, "fnp_num"), (self.fsr_thresh, "fsr_thresh")):
+            control.setting = setting  # the AssignConfig field it sets
         self.histogram = W.Image(format="png")
         self.overlay = W.Image(format="png")
         self.replay: compute.Replay | None = None
@@ -176,10 +180,9 @@ class AssignmentExplorer(Explorer):
         return self._replays[key]
 
     def _update(self) -> None:
-        rule = self.rule.value
-        self.fnp_num.disabled = rule != "fnp"
-        self.fsr_thresh.disabled = rule != "fsr"
-        self.score_lambda.disabled = rule in ("atss", "max_iou")
+        uses = get_rule(self.rule.value).uses  # a control is live where the rule reads its setting
+        for control in (self.topk, self.score_lambda, self.fnp_num, self.fsr_thresh):
+            control.disabled = control.setting not in uses
         i, g = self.image.value, self.gt.value
         if g is None:
             self.label.value = "positives: 0"
