@@ -13,14 +13,14 @@ from paa_toolkit.engine.config import ConfigError, TrainConfig, field_docs, set_
 
 #: the modules that register rules (and boundaries.py, the home of PAA's separation names, Procedure 1
 #: line 13): the only places a rule's name may be compared in code
-RULE_MODULES = {"paa.py", "boundaries.py", "baselines.py"}
+RULE_MODULES = {"paa.py", "boundaries.py", "baselines.py", "tal.py", "simota.py"}
 
 
 def test_every_registered_rule_builds_an_assigner_that_records_its_own_name_and_settings():
     assert RULES == tuple(rule.name for rule in rules())
-    assert RULES == ("a", "b", "c", "d", "fnp", "fsr", "atss", "max_iou")
+    assert RULES == ("a", "b", "c", "d", "fnp", "fsr", "atss", "max_iou", "tal", "simota")
     for name in RULES:
-        cfg = AssignConfig(rule=name, topk=5, score_lambda=0.5)
+        cfg = AssignConfig(rule=name, topk=5, tal_topk=7, simota_candidate_topk=4)
         assigner = build_assigner(cfg)
         assert assigner.rule == name
         recorded = config_of(assigner)
@@ -41,18 +41,19 @@ def test_assign_config_is_the_union_of_the_registered_settings_each_field_docume
 def test_a_name_registered_twice_or_a_setting_declared_twice_is_refused():
     @dataclasses.dataclass
     class Clash:
-        fnp_num: int = 3  # the same flat name as PAA's
+        tal_alpha: float = 0.5  # the same flat name as TAL's
 
     with pytest.raises(ValueError, match="registered twice"):
-        register(Rule("atss", "x", "x", Clash, lambda cfg: None))
-    with pytest.raises(ValueError, match="'fnp_num' is already declared by PAASettings"):
+        register(Rule("tal", "x", "x", Clash, lambda cfg: None))
+    with pytest.raises(ValueError, match="'tal_alpha' is already declared by TALSettings"):
         register(Rule("clash", "x", "x", Clash, lambda cfg: None))
     assert "clash" not in RULES and "clash" not in [r.name for r in rules()]
 
 
 def test_validation_asks_each_rules_settings_and_the_assigners_agree_with_it():
     for field, value, message in [("gmm_max_iter", "0", "assign.gmm_max_iter must be >= 1, got 0"),
-                                  ("topk", "0", "assign.topk (K of Procedure 1) must be >= 1, got 0")]:
+                                  ("tal_topk", "0", "assign.tal_topk (m) must be >= 1, got 0"),
+                                  ("simota_center_radius", "0", "assign.simota_center_radius must be > 0, got 0.0")]:
         cfg = TrainConfig()
         set_field(cfg, f"assign.{field}", value)
         with pytest.raises(ConfigError, match=re.escape(message)):

@@ -1,6 +1,7 @@
 """The assignment settings: the rule and every registered rule's settings, as one flat dataclass.
 
     cfg = AssignConfig(rule="c", topk=9)          # the paper's PAA: Fig. 3 (c), K = 9, λ = 1
+    cfg = AssignConfig(rule="tal")                # TOOD's task-aligned rule with its own defaults
     assigner = build_assigner(cfg)                # paa_toolkit.assign.build_assigner
 
 ``rule`` is the one name of the assignment rule everywhere (config, command line ``--assign.rule``,
@@ -16,6 +17,8 @@ from typing import Any
 # the rule modules, in the order their names appear in --help; importing one registers its rules
 from . import paa  # noqa: F401  (isort: skip) PAA (a)–(d), FNP, FSR
 from . import baselines  # noqa: F401  (isort: skip) ATSS, max-IoU
+from . import tal  # noqa: F401  (isort: skip) TOOD's task-aligned assignment
+from . import simota  # noqa: F401  (isort: skip) YOLOX's SimOTA
 from .boundaries import BOUNDARIES
 from .candidates import LOW_QUALITY_POLICIES
 from .gmm import GMM_INITS
