@@ -153,6 +153,20 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
     }
 
 
+def compare_rules(snapshot: Any, image_index: int, gt_index: int, rules: Sequence[str],
+                  **settings: Any) -> dict[str, dict[str, Any]]:
+    """One GT of a snapshot put through several rules: for each rule name, :func:`gt_candidates` of its
+    replay plus ``assignment`` (the replay's), ``title`` (the registry's), ``note`` and ``exact``.
+    ``settings`` change the snapshot's recorded AssignConfig for every rule (``tal_topk=10``)."""
+    views = {}
+    for name in rules:
+        replay = replay_assignment(snapshot, name, **settings)
+        view = gt_candidates(snapshot, replay, image_index, gt_index)
+        views[name] = {**view, "assignment": replay.assignment, "title": get_rule(name).title, "note": replay.note,
+                       "exact": replay.exact}
+    return views
+
+
 # ---- toy data ------------------------------------------------------------------------------------------
 def two_cluster_costs(
     fg_mean: float = 1.0, fg_std: float = 0.3, fg_count: int = 8,
@@ -250,6 +264,6 @@ def nms_then_vote(
 
 
 __all__ = [
-    "Replay", "TraceSource", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
+    "Replay", "TraceSource", "compare_rules", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
     "random_snapshot", "replay_assignment", "snapshot_from_model", "two_cluster_costs",
 ]

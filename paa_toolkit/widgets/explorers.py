@@ -26,6 +26,7 @@ from ..model.postprocess import VOTING_SIGMA, InferenceConfig
 from ..viz.assignment import plot_snapshot
 from ..viz.detections import plot_voting
 from ..viz.gmm import plot_cost_histogram, plot_gmm_comparison
+from ..viz.successors import plot_rule_comparison
 from . import compute
 
 #: every registered rule (:mod:`paa_toolkit.assign.registry`) as (title, name)
@@ -209,6 +210,45 @@ class AssignmentExplorer(Explorer):
         self._show("overlay", plot_snapshot(self.snapshot, i, g, assignment=self.replay.assignment), self.overlay)
 
 
+class RuleComparisonExplorer(AssignmentExplorer):
+    """One GT of a trained run through several rules side by side (issue 20): choose iteration, image, GT
+    and the rules (default PAA (c), ATSS, TAL, SimOTA); K and λ apply to the rules that read them. Each
+    column shows what the rule ranks the GT's candidates by and its positives on the image
+    (:func:`paa_toolkit.viz.successors.plot_rule_comparison`); ``label`` reads ``"c: 7 | atss: 9 | ..."``."""
+
+    def __init__(self, source: Any, *, rules: tuple[str, ...] = ("c", "atss", "tal", "simota"), **kwargs):
+        super().__init__(source, **kwargs)
+        self.rules = W.SelectMultiple(options=RULE_OPTIONS, value=tuple(rules), description="rules", rows=5,
+                                      style=_WIDE)
+        self.comparison = W.Image(format="png")
+        self.children = [W.HBox([self.iteration, self.image, self.gt]), W.HBox([self.rules, self.topk,
+                         self.score_lambda]), W.HBox([self.label, self.status]), self.comparison]
+        self._observe(self.rules)
+        self.update()
+
+    def _update(self) -> None:
+        if not hasattr(self, "rules"):  # the base class's first update, before the rule list exists
+            return
+        i, g = self.image.value, self.gt.value
+        if g is None:
+            self.label.value = ""
+            self.status.value = f"image {i} has no GT"
+            return
+        self.views = compute.compare_rules(self.snapshot, i, g, self.rules.value, topk=self.topk.value,
+                                           score_lambda=self.score_lambda.value)
+        self.label.value = " | ".join(f"{name}: {v['num_positive']}" for name, v in self.views.items())
+        approximate = [name for name, v in self.views.items() if not v["exact"]]
+        self.status.value = f"| iteration {self.iteration.value}" + (
+            f"; approximated (no cls_logits in the trace): {', '.join(approximate)}" if approximate else "")
+        self._show("comparison", plot_rule_comparison(self.snapshot, i, g, self.views), self.comparison)
+
+
+def rule_comparison_explorer(source: Any, **kwargs) -> RuleComparisonExplorer:
+    """Several rules on the same GT of a trace folder (or run folder, trace file, snapshots, ``(model,
+    dataset)``), side by side: one call in a notebook. See :class:`RuleComparisonExplorer`."""
+    return RuleComparisonExplorer(source, **kwargs)
+
+
 def assignment_explorer(source: Any, **kwargs) -> AssignmentExplorer:
     """Explore the anchor assignment of a trace folder ``<run>/trace/`` (or a run folder, a trace file,
     snapshot(s), or ``(model, dataset)``): one call in a notebook. See :class:`AssignmentExplorer`."""
@@ -346,6 +386,6 @@ def voting_explorer(detections: Mapping[str, Any] | None, candidates: Mapping[st
 
 
 __all__ = [
-    "AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "figure_png", "gmm_explorer",
-    "voting_explorer",
+    "AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
+    "figure_png", "gmm_explorer", "rule_comparison_explorer", "voting_explorer",
 ]
