@@ -86,7 +86,8 @@ def test_soft_target_is_t_normalised_so_that_each_gts_best_target_is_its_best_io
     gt0 = {0: (0.9, 0.5), 1: (0.3, 0.8), 4: (0.5, 0.7), 5: (0.01, 0.95)}
     gt1 = {10: (0.6, 0.6), 15: (0.2, 0.9)}
     shift = lambda box: [v + 16 for v in box]  # noqa: E731
-    iou_box = {**{a: of_height(u) for a, (s, u) in gt0.items()}, **{a: shift(of_height(u)) for a, (s, u) in gt1.items()}}
+    iou_box = {**{a: of_height(u) for a, (s, u) in gt0.items()},
+               **{a: shift(of_height(u)) for a, (s, u) in gt1.items()}}
     score = {a: {0: s} for a, (s, u) in {**gt0, **gt1}.items()}
     targets, logits, boxes = scene([[0.0, 0, 16, 16], [16.0, 16, 32, 32]], [0, 0], iou_box, score)
     out = TALAssigner(tal_topk=2)(GRID, targets, logits, boxes)

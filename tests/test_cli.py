@@ -187,7 +187,9 @@ def test_help_fits_80_columns_and_groups_options_by_section(monkeypatch):
 
 def test_help_lists_choices_and_each_spelling_once(monkeypatch):
     text = " ".join(_help_text(monkeypatch).split())  # undo the wrapping
-    assert "--assign.rule, --rule VALUE" in text and "[a, b, c, d, fnp, fsr, atss, max_iou, tal, simota] (default: c)" in text
+    assert "--assign.rule, --rule VALUE" in text
+    assert "[a, b, c, d, fnp, fsr, atss, max_iou, tal, simota] (default: c)" in text
+    assert "tal: TOOD's task-aligned assignment" in text and "simota: YOLOX's SimOTA" in text  # each rule described
     assert "[iou, centerness, none] (default: iou)" in text
     assert text.count("--output-dir") == 1 and "--model.backbone-norm" not in text
     assert parse_args(["--model.backbone-norm", "bn"]).model.backbone_norm == "bn"  # still accepted

@@ -177,7 +177,8 @@ TABLES: dict[str, Table] = {
     )),), columns=ANALYSIS_COLUMNS, reference="paa_ioupred"),
     "successors": Table("successors", "After PAA (issue 20): ATSS, TOOD's TAL and YOLOX's SimOTA against PAA, "
                         "the same head (IoU prediction) and budget; mmdetection's ResNet-50 1x COCO AP: ATSS 39.4, "
-                        "PAA 40.4, TOOD 42.4 (with its T-head, not the assigner alone)", ("Assignment", "Class target"), (
+                        "PAA 40.4, TOOD 42.4 (with its T-head, not the assigner alone)",
+                        ("Assignment", "Class target"), (
         ("Same head and loss: focal loss on hard 0/1 class targets", (
             Row(("PAA (reference)", "hard"), "paa_ioupred", None),
             Row(("ATSS", "hard"), "atss_ioupred", None),

@@ -23,7 +23,7 @@ from .tal import TALAssigner
 __all__ = [
     "ATSSAssigner", "AssignConfig", "Assigner", "Assignment", "AssignmentDiagnostics", "BOUNDARIES", "GMMFit",
     "GMM_INITS", "GMM_RULES", "IGNORE", "LOW_QUALITY_POLICIES", "MaxIoUAssigner", "NEGATIVE", "PAAAssigner", "RULES",
-    "Rule", "SEPARATIONS", "SimOTAAssigner", "TALAssigner", "anchor_cost", "build_assigner", "config_of", "describe_rules",
-    "fit_gmm",
+    "Rule", "SEPARATIONS", "SimOTAAssigner", "TALAssigner", "anchor_cost", "build_assigner", "config_of",
+    "describe_rules", "fit_gmm",
     "get_rule", "rule_names", "rules", "settings_problems", "summarize_diagnostics",
 ]

@@ -32,7 +32,7 @@ from .registry import Rule, register
 
 @dataclass
 class PAASettings(CandidateSettings):
-    """PAA's settings (§3.1, Procedure 1; Table 1 left; Table 4), with K from :class:`~.candidates.CandidateSettings`."""
+    """PAA's settings (§3.1, Procedure 1; Table 1 left; Table 4); K: :class:`~.candidates.CandidateSettings`."""
 
     score_lambda: float = 1.0  # λ of Eq. (1)/(3): weight of the localisation term of the anchor score
     fnp_num: int = 10  # n of FNP(n), Table 1 left (rule "fnp")

@@ -1,5 +1,6 @@
 """ipywidgets explorers for the course notebooks, each one call: :func:`assignment_explorer`,
-:func:`gmm_explorer`, :func:`voting_explorer`, :func:`rule_comparison_explorer` (in :mod:`.explorers`; they need ``ipywidgets``).
+:func:`gmm_explorer`, :func:`voting_explorer`, :func:`rule_comparison_explorer` (in :mod:`.explorers`;
+they need ``ipywidgets``).
 
 What they compute lives in :mod:`.compute` (no ipywidgets needed), the figures in :mod:`paa_toolkit.viz`.
 """

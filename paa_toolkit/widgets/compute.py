@@ -114,8 +114,8 @@ def open_source(source: Any, *, indices: Sequence[int] | None = None, count: int
 def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int) -> dict[str, Any]:
     """One GT's valid candidates as the histogram draws them.
 
-    ``values`` are what the rule ranks candidates by (its registered ``values`` field, :mod:`~paa_toolkit.assign.registry`),
-    ``boundary`` where its positives end in those units, ``xlabel`` the axis label (None: the cost of Eq. 3).
+    ``values`` are what the rule ranks candidates by (its registered ``values`` field,
+    :mod:`~paa_toolkit.assign.registry`), ``boundary`` where its positives end in those units, ``xlabel`` the axis label (None: the cost of Eq. 3).
     PAA rules: ``values`` are the costs of Eq. (3), ``fit`` the GMM row, ``boundary`` the last positive's
     cost, ``em_iterations`` its EM iterations and ``converged`` the same EM run to convergence (tol
     1e-6; its ``n_iter`` too), ``converged_differs`` whether a mean moved by > 10 % of the cost range.
