@@ -1,4 +1,4 @@
-"""``python -m paa_toolkit.ablate --table 1L|1R|4|baselines``: re-run the paper's ablations, in miniature.
+"""``python -m paa_toolkit.ablate --table 1L|1R|4|baselines|analysis|successors``: the paper's ablations, in miniature.
 
 Each table is a grid of trainings, each a normal ``python -m paa_toolkit.train`` run in its own
 folder ``<out>/<budget>/<config>/seed<k>/`` (one process each: a diverging FSR run is a result,
@@ -10,6 +10,7 @@ mean ± std over seeds), ``.json`` and a ``.png`` bar chart of AP::
     python -m paa_toolkit.ablate --table 1L --list                    # config names, one per line
     python -m paa_toolkit.ablate --table 1L --only fsr_0.1 fsr_0.2    # one share of the grid
     python -m paa_toolkit.ablate --table analysis --budget medium --seeds 3 --jobs 2   # 2 trainings at once
+    python -m paa_toolkit.ablate --table successors --budget medium --seeds 5         # PAA vs TAL, SimOTA (issue 20)
     python -m paa_toolkit.ablate --table 1R --budget paper --set data.root=/data/coco \\
         --set model.backbone_weights=/weights/resnet50.pth --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"
 

@@ -17,11 +17,13 @@ import os
 import re
 import signal
 import sys
+import textwrap
 from dataclasses import MISSING, Field, fields
 from typing import Any, Callable
 
 import yaml
 
+from .assign import describe_rules
 from .engine.config import (
     CHOICES, SECTIONS, ConfigError, TrainConfig, apply_dict, field_docs, load_config_file, set_field, validate,
 )
@@ -140,6 +142,12 @@ class HelpFormatter(argparse.HelpFormatter):
     def __init__(self, prog: str):
         super().__init__(prog, max_help_position=30)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Descriptions keep their lines (the list of assignment rules), each wrapped with a hanging indent."""
+        hang = "    " if "\n" in text.strip() else ""
+        return "\n".join(textwrap.fill(" ".join(line.split()), width, initial_indent=indent,
+                                       subsequent_indent=indent + hang) for line in text.splitlines())
+
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if not action.option_strings or action.nargs == 0:
             return super()._format_action_invocation(action)
@@ -158,6 +166,7 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_override_arguments(parser)
+    parser.add_argument_group("assignment rules (--assign.rule)", describe_rules())
     return parser
 
 

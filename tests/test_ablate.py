@@ -273,3 +273,14 @@ def test_tiny_grid_end_to_end_writes_one_row_per_config_with_numbers_in_0_1(tmp_
     # a second call skips both runs (complete) and only rewrites the table
     (out / "tiny" / "paa_noaux" / "seed0" / "metrics.jsonl").unlink()
     assert ablate.main(args) == 0 and not (out / "tiny" / "paa_noaux" / "seed0" / "metrics.jsonl").exists()
+
+
+def test_successors_table_compares_tal_and_simota_with_paa_first_on_paas_loss_then_with_their_soft_targets():
+    plan = {p.config.name: p.overrides for p in build_plan("successors", "medium", 1, "out")}
+    assert list(plan) == ["paa_ioupred", "atss_ioupred", "tal_ioupred", "simota_ioupred", "tal_soft", "simota_soft"]
+    rule_and_soft = {name: (o["assign.rule"], o.get("assign.tal_soft_target", o.get("assign.simota_soft_target")))
+                     for name, o in plan.items()}
+    assert rule_and_soft == {"paa_ioupred": ("c", None), "atss_ioupred": ("atss", None), "tal_ioupred": ("tal", False),
+                             "simota_ioupred": ("simota", False), "tal_soft": ("tal", True),
+                             "simota_soft": ("simota", True)}
+    assert {o["model.aux"] for o in plan.values()} == {"iou"} and TABLES["successors"].reference == "paa_ioupred"

@@ -163,7 +163,7 @@ def random_batch(seed=0, counts=(3, 0, 5), num_classes=4, size=64):
     return grid, targets, logits, decode_boxes(deltas, grid.boxes)
 
 
-@pytest.mark.parametrize("name", ["c", "fnp", "fsr", "atss", "max_iou"])
+@pytest.mark.parametrize("name", ["c", "fnp", "fsr", "atss", "max_iou", "tal", "simota"])
 def test_batched_assignment_equals_per_image_assignment(name):
     grid, targets, logits, boxes = random_batch()
     assigner = build_assigner(rule=name, fsr_thresh=0.05)
@@ -171,6 +171,8 @@ def test_batched_assignment_equals_per_image_assignment(name):
     for i, t in enumerate(targets):
         single = assigner(grid, pad_targets([t]), logits[i:i + 1], boxes[i:i + 1])
         assert torch.equal(batched.matched_gt[i], single.matched_gt[0]), (name, i)
+        if batched.cls_target is not None:
+            assert torch.allclose(batched.cls_target[i], single.cls_target[0]), (name, i)
 
 
 def test_image_without_ground_truth_is_all_negative():
@@ -223,8 +225,8 @@ def test_every_gt_gets_positives_even_without_a_good_anchor():
 
 
 def test_unknown_names_and_bad_k_are_rejected_with_choices():
-    with pytest.raises(ValueError, match="valid choices: a, b, c, d, fnp, fsr, atss, max_iou"):
-        build_assigner(rule="simota")
+    with pytest.raises(ValueError, match="valid choices: a, b, c, d, fnp, fsr, atss, max_iou, tal, simota"):
+        build_assigner(rule="e")
     with pytest.raises(ValueError, match="valid choices: a, b, c, d, fnp, fsr"):
         PAAAssigner(rule="e")
     with pytest.raises(ValueError, match="topk"):
@@ -420,7 +422,8 @@ def test_summary_of_hand_made_diagnostics():
         "no_positive_frac_medium": 0.0, "positives_per_gt_medium": 1.0,
         "no_positive_frac_large": 0.0, "positives_per_gt_large": 1.0,
         "em_iterations_mean": 14 / 3, "em_not_converged_frac": 1 / 3, "collapsed_frac": 0.5,
-    })
+        "dynamic_k_mean": math.nan, "best_metric_mean": math.nan,  # SimOTA's and TAL's figures
+    }, nan_ok=True)
 
 
 def test_summary_is_nan_where_there_is_nothing_to_average():

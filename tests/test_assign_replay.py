@@ -71,3 +71,15 @@ def test_another_matcher_policy_recomputes_the_candidates():
 def test_replay_rejects_an_unknown_setting():
     with pytest.raises(ValueError, match="unknown assignment setting"):
         replay_assignment(random_snapshot(0), separation="c")
+
+
+@pytest.mark.parametrize("rule", ["tal", "simota"])
+def test_paas_successors_replay_on_a_paa_snapshot_as_their_assigner_run_directly(rule):
+    from paa_toolkit.assign import build_assigner
+
+    snap = random_snapshot(1, with_logits=True)
+    replay = replay_assignment(snap, rule)
+    direct = build_assigner(rule=rule)(snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes)
+    assert replay.exact and replay.rule == rule
+    assert torch.equal(replay.assignment.matched_gt, direct.matched_gt)
+    assert replay_assignment(random_snapshot(1), rule).exact is False  # no cls_logits: approximated

@@ -1,5 +1,6 @@
 """Specifications of the command lines: config overrides, one-line user errors, the entry points' outputs."""
 import json
+import math
 import shutil
 
 import pytest
@@ -92,6 +93,23 @@ def test_train_cli_draws_the_training_curves_into_the_run_folder(synthetic_root,
     assert (tmp_path / "assignment.png").stat().st_size > 5000  # the assigner's diagnostics (issue 9)
 
 
+@pytest.mark.parametrize("rule, extra, figure", [("tal", [], "tal_metric"), ("simota", [], "dynamic_k"),
+                                                  ("tal", ["--assign.tal_soft_target", "false"], "tal_metric")])
+def test_train_cli_trains_paas_successors_and_logs_their_figures(synthetic_root, tmp_path, rule, extra, figure):
+    from paa_toolkit.engine.run_files import read_metrics
+    from paa_toolkit.train import main
+
+    argv = ["--data.root", str(synthetic_root), "--data.synthetic_num_train", "6", "--data.synthetic_num_val", "3",
+            "--data.synthetic_image_size", "64", "--batch-size", "2", "--model.width", "32", "--model.num_convs", "1",
+            "--model.min_size", "64", "--model.max_size", "64", "--max-iters", "2", "--solver.warmup_iters", "1",
+            "--output-dir", str(tmp_path), "--device", "cpu", "--log_every", "1", "--checkpoint_every", "0",
+            "--eval_batch_size", "3", "--trace_iters", "[2]", "--assign.rule", rule, *extra]
+    assert main(argv) == 0
+    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert len(train) == 2 and all(figure in r and "gt_without_pos" in r and "em_iters" not in r for r in train)
+    assert all(math.isfinite(r["loss_cls"]) for r in train)
+
+
 def test_evaluate_cli_reports_a_missing_checkpoint_in_one_line(tmp_path, capsys):
     from paa_toolkit.evaluate import main
 
@@ -169,7 +187,9 @@ def test_help_fits_80_columns_and_groups_options_by_section(monkeypatch):
 
 def test_help_lists_choices_and_each_spelling_once(monkeypatch):
     text = " ".join(_help_text(monkeypatch).split())  # undo the wrapping
-    assert "--assign.rule, --rule VALUE" in text and "[a, b, c, d, fnp, fsr, atss, max_iou] (default: c)" in text
+    assert "--assign.rule, --rule VALUE" in text
+    assert "[a, b, c, d, fnp, fsr, atss, max_iou, tal, simota] (default: c)" in text
+    assert "tal: TOOD's task-aligned assignment" in text and "simota: YOLOX's SimOTA" in text  # each rule described
     assert "[iou, centerness, none] (default: iou)" in text
     assert text.count("--output-dir") == 1 and "--model.backbone-norm" not in text
     assert parse_args(["--model.backbone-norm", "bn"]).model.backbone_norm == "bn"  # still accepted

@@ -63,3 +63,33 @@ def test_no_positives_gives_finite_losses_normalised_by_one():
     losses = detection_losses(torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment)
     assert losses["loss_cls"].item() == pytest.approx(3 * 2 * FOCAL_NEG)
     assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_box"].item() == 0.0
+
+
+def test_quality_focal_loss_with_hard_targets_is_the_focal_loss_without_alpha():
+    from torchvision.ops import sigmoid_focal_loss
+
+    from paa_toolkit.model.losses import quality_focal_loss
+    logits = torch.tensor([[1.5, -0.5, 0.2], [-2.0, 0.3, 0.0]])
+    labels = torch.tensor([1, -1])
+    one_hot = torch.tensor([[0.0, 1, 0], [0, 0, 0]])
+    expected = sigmoid_focal_loss(logits, one_hot, alpha=-1, gamma=2.0, reduction="none").sum(-1)
+    assert torch.allclose(quality_focal_loss(logits, labels, torch.ones(2)), expected)
+    soft = quality_focal_loss(logits, labels, torch.tensor([0.4, 0.9]))  # y = 0.4 for class 1; background untouched
+    p = logits[0].sigmoid()
+    by_hand = ((0.4 - p[1]) ** 2 * -(0.4 * p[1].log() + 0.6 * (1 - p[1]).log())  # |y − σ|² · BCE(σ, y)
+               + p[0] ** 2 * -(1 - p[0]).log() + p[2] ** 2 * -(1 - p[2]).log())  # y = 0: σ² · −log(1 − σ)
+    assert soft[0].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert soft[1].item() == pytest.approx(expected[1].item())
+
+
+def test_a_soft_class_target_changes_only_the_classification_loss():
+    anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [0, -1, -2])
+    cls_logits = torch.zeros(1, 3, 2)
+    hard = detection_losses(cls_logits, pred, torch.zeros(1, 3), anchors, targets, assignment)
+    soft_assignment = Assignment(assignment.matched_gt, cls_target=torch.tensor([[0.5, 0.0, 0.0]]))
+    soft = detection_losses(cls_logits, pred, torch.zeros(1, 3), anchors, targets, soft_assignment)
+    # σ(0) = 0.5: the positive's class-1 term is |0.5 − 0.5|² · BCE = 0; the three y = 0 terms (anchor 0 class 0,
+    # anchor 1 classes 0 and 1) are 0.5² · ln 2 each; the ignored anchor counts nothing; / 1 positive
+    assert soft["loss_cls"].item() == pytest.approx(3 * 0.25 * LN2)
+    assert soft["loss_box"] == hard["loss_box"] and soft["loss_iou"] == hard["loss_iou"]
+    assert soft["loss_cls"] != hard["loss_cls"]

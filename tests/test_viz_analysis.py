@@ -81,3 +81,20 @@ def test_assignment_plot_is_saved_for_runs_that_logged_diagnostics_only(tmp_path
     (tmp_path / "fcos").mkdir()
     (tmp_path / "fcos" / "metrics.jsonl").write_text(json.dumps({"kind": "train", "iteration": 1, "loss": 1.0}) + "\n")
     assert save_assignment_plot(tmp_path / "fcos") is None and not (tmp_path / "fcos" / ASSIGNMENT_PLOT).exists()
+
+
+def test_starvation_by_size_draws_every_rule_in_each_size_panel():
+    from paa_toolkit.viz.analysis import plot_starvation_by_size
+
+    def records(scale):
+        return [{"kind": "train", "iteration": i, "pos_per_gt_small": scale * i, "gt_without_pos_small": 0.1,
+                 "pos_per_gt_medium": 2.0, "gt_without_pos_medium": 0.0} for i in (10, 20)]
+
+    fig = plot_starvation_by_size({"PAA (c)": [records(1.0)], "TAL (TOOD)": [records(0.5), records(0.7)]})
+    small = [ax for ax in fig.axes if ax.get_title() == "Positives per small GT"][0]
+    lines = {line.get_gid(): line for line in small.lines}
+    assert set(lines) == {"pos_per_gt_small:PAA (c)", "pos_per_gt_small:TAL (TOOD)"}
+    assert list(lines["pos_per_gt_small:TAL (TOOD)"].get_ydata()) == pytest.approx([6.0, 12.0])  # mean of 2 seeds
+    starved = [ax for ax in fig.axes if ax.get_title() == "Small GTs without a positive (%)"][0]
+    assert all(list(line.get_ydata()) == pytest.approx([10.0, 10.0]) for line in starved.lines)
+    assert len(fig.axes) == 6

@@ -215,3 +215,25 @@ def test_assignment_explorer_starts_on_the_given_gt_and_reports_both_em_fits():
     assert (ex.image.value, ex.gt.value) == (1, 0)
     assert ex.label.value == f"positives: {int((snap.matched_gt[1] == 0).sum())}"
     assert re.search(r"EM \d+ iterations \(run to convergence: \d+", ex.status.value)
+
+
+# ---- several rules on one GT (issue 20) ----
+
+def test_rule_comparison_shows_each_rule_on_the_same_gt_with_its_own_positive_count():
+    from paa_toolkit.assign import build_assigner
+    from paa_toolkit.widgets import rule_comparison_explorer
+
+    snap = random_snapshot(2, with_logits=True)
+    ex = rule_comparison_explorer(snap, image=0, gt=1)
+    assert list(ex.views) == ["c", "atss", "tal", "simota"]
+    for name, view in ex.views.items():  # each column: the rule's own assigner run on the trace, this GT
+        direct = build_assigner(snap.settings, rule=name)(snap.anchor_grid, targets_of(snap), snap.cls_logits,
+                                                          snap.pred_boxes)
+        assert view["num_positive"] == positives(direct.matched_gt, 0, 1), name
+    assert ex.label.value == " | ".join(f"{n}: {v['num_positive']}" for n, v in ex.views.items())
+    fig = ex.figures["comparison"]
+    assert sorted(a.get_gid() for a in fig.axes if a.get_gid()) == sorted(f"rule:{n}" for n in ex.views)
+    assert ex.views["tal"]["xlabel"].startswith("alignment metric") and ex.views["c"]["fit"] is not None
+    with ex.hold():
+        ex.rules.value = ("c", "simota")
+    assert list(ex.views) == ["c", "simota"]

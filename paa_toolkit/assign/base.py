@@ -10,12 +10,12 @@ Switching assigner is one argument of :func:`paa_toolkit.assign.build_assigner`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from ..structures import AnchorGrid, PaddedTargets
+from ..structures import AnchorGrid, PaddedTargets, paired_box_iou
 from .boundaries import POSITIVE
 
 #: ``Assignment.matched_gt`` value of a negative (background) anchor.
@@ -26,7 +26,7 @@ IGNORE = -2
 
 #: the diagnostics fields with one entry per candidate slot (``[G, N, ...]``); the rest are per GT (``[G, ...]``)
 PER_CANDIDATE = frozenset({"candidate_anchor", "candidate_level", "candidate_valid", "candidate_cost",
-                           "candidate_iou", "candidate_label", "responsibilities", "log_density"})
+                           "candidate_iou", "candidate_label", "responsibilities", "log_density", "candidate_metric"})
 
 
 @dataclass
@@ -62,6 +62,8 @@ class AssignmentDiagnostics:
     em_iterations: Tensor | None = None  # [G] int64 EM iterations of the GMM fit (sklearn's n_iter_)
     em_converged: Tensor | None = None  # [G] bool the fit met tol before max_iter (sklearn's converged_)
     gt_area: Tensor | None = None  # [G] box area of the GT, in the image coordinates of the assignment
+    candidate_metric: Tensor | None = None  # [G, N] TAL only: alignment metric t = s^α·u^β (TOOD Eq. 3)
+    dynamic_k: Tensor | None = None  # [G] int64 SimOTA only: positives the GT asks for (YOLOX §2.3, dynamic k)
     num_candidates: Tensor | None = field(init=False, default=None)  # [G] int64 valid candidate slots
     num_positives: Tensor | None = field(init=False, default=None)  # [G] int64 candidates labelled positive
 
@@ -94,10 +96,15 @@ class Assignment:
 
     ``matched_gt[b, a] = g >= 0``: anchor ``a`` of image ``b`` is a positive sample of GT ``g``;
     :data:`NEGATIVE` (-1): background; :data:`IGNORE` (-2): excluded from every loss.
+
+    ``cls_target[b, a]`` (optional): a soft classification target in [0, 1] for the positive's GT class
+    (TAL's normalised metric, TOOD Eq. 9; SimOTA's IoU, YOLOX §2.3); the loss then trains the class
+    score towards it (quality focal loss, TOOD Eq. 10). None: hard 0/1 targets, PAA's focal loss (Eq. 8).
     """
 
     matched_gt: Tensor
     diagnostics: AssignmentDiagnostics | None = None
+    cls_target: Tensor | None = None
 
     @property
     def positive(self) -> Tensor:
@@ -138,14 +145,48 @@ def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
     return positive_counts(matched_gt, gt_valid.shape[1])[gt_valid]
 
 
+def slot_diagnostics(
+    anchors: AnchorGrid, targets: PaddedTargets, matched_gt: Tensor, slot_anchor: Tensor, slot_valid: Tensor,
+    per_slot: dict[str, Tensor] | None = None, per_gt: dict[str, Tensor] | None = None,
+) -> AssignmentDiagnostics:
+    """:class:`AssignmentDiagnostics` of the real GTs from a rule's candidate slots ``[B, M, N]``.
+
+    ``slot_anchor`` / ``slot_valid``: each GT's candidate anchors (in the rule's order) and which slots hold
+    one; ``per_slot`` more ``[B, M, N]`` fields (``candidate_cost``: NaN when absent), ``per_gt`` ``[B, M]``
+    fields. Labels come from ``matched_gt [B, A]`` (positive where the slot's anchor went to this GT), the
+    IoU is the anchor box's with the GT, as for PAA and ATSS.
+    """
+    b, m, n = slot_anchor.shape
+    rows = targets.valid.reshape(-1)
+    image_index = torch.arange(b, device=rows.device)[:, None].expand(b, m).reshape(-1)[rows]
+    gt_index = torch.arange(m, device=rows.device)[None, :].expand(b, m).reshape(-1)[rows]
+    valid = slot_valid.reshape(b * m, n)[rows]
+    anchor = slot_anchor.reshape(b * m, n)[rows].clamp(min=0)
+    gt_box = targets.boxes[image_index, gt_index]
+    iou = paired_box_iou(anchors.boxes.to(gt_box.dtype)[anchor], gt_box[:, None, :]).masked_fill(~valid, 0.0)
+    labels = ((matched_gt[image_index[:, None], anchor] == gt_index[:, None]) & valid).long()
+    fields_ = {"candidate_cost": torch.full(iou.shape, float("nan"), device=iou.device)}
+    fields_.update({k: v.reshape(b * m, n)[rows] for k, v in (per_slot or {}).items()})
+    fields_.update({k: v.reshape(-1)[rows] for k, v in (per_gt or {}).items()})
+    return AssignmentDiagnostics(
+        image_index=image_index, gt_index=gt_index, candidate_anchor=anchor.masked_fill(~valid, -1),
+        candidate_level=anchors.level_of_anchor[anchor].masked_fill(~valid, -1), candidate_valid=valid,
+        candidate_iou=iou, candidate_label=labels,
+        gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]), **fields_,
+    )
+
+
 class Assigner(Protocol):
     """Anything that turns (anchors, targets, detached predictions) into an :class:`Assignment`.
 
     ``cls_logits[B, A, C]`` and ``pred_boxes[B, A, 4]`` (decoded, xyxy) are the detached outputs of
-    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``.
+    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``. ``rule`` is its
+    registered name and ``settings`` its settings dataclass (:mod:`.registry`): a trace records both.
     """
 
     needs_predictions: bool
+    rule: str
+    settings: Any
 
     def __call__(
         self,

@@ -12,9 +12,9 @@ from torch import Tensor
 from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, Assignment, AssignmentDiagnostics
 from .boundaries import IGNORED, POSITIVE
-from .candidates import anchor_gt_iou, match_max_iou, topk_per_level
-from .config import AssignConfig
+from .candidates import CandidateSettings, anchor_gt_iou, centres_inside, match_max_iou, topk_per_level
 from .paa import rows_of_real_gts
+from .registry import Rule, register
 
 
 def _diagnostics(
@@ -51,17 +51,18 @@ class MaxIoUAssigner:
     """
 
     needs_predictions = False
+    rule = "max_iou"
 
     def __init__(self, pos_iou: float = 0.5, neg_iou: float = 0.4, allow_low_quality: bool = True,
-                 topk: int = AssignConfig.topk):
+                 topk: int = CandidateSettings.topk):
         if not 0 <= neg_iou <= pos_iou <= 1:
             raise ValueError(f"need 0 <= neg_iou <= pos_iou <= 1, got neg_iou={neg_iou}, pos_iou={pos_iou}")
         self.pos_iou, self.neg_iou, self.allow_low_quality, self.topk = pos_iou, neg_iou, allow_low_quality, topk
 
     @property
-    def settings(self) -> AssignConfig:
-        """The rule and K (of the diagnostics' candidate slots), recorded in every trace."""
-        return AssignConfig(rule="max_iou", topk=self.topk)
+    def settings(self) -> CandidateSettings:
+        """K (of the diagnostics' candidate slots), recorded in every trace."""
+        return CandidateSettings(topk=self.topk)
 
     def __repr__(self) -> str:
         return f"MaxIoUAssigner(pos_iou={self.pos_iou}, neg_iou={self.neg_iou})"
@@ -71,7 +72,10 @@ class MaxIoUAssigner:
                  return_diagnostics: bool = False) -> Assignment:
         ious = anchor_gt_iou(anchors, targets)
         matched_gt = match_max_iou(ious, self.neg_iou, self.pos_iou, self.allow_low_quality)
-        diagnostics = _diagnostics(ious, -ious, anchors, targets, matched_gt, self.topk) if return_diagnostics else None
+        diagnostics = None
+        if return_diagnostics:
+            threshold = torch.full((int(targets.valid.sum()),), self.pos_iou, device=ious.device, dtype=ious.dtype)
+            diagnostics = _diagnostics(ious, -ious, anchors, targets, matched_gt, self.topk, iou_threshold=threshold)
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)
 
 
@@ -85,15 +89,17 @@ class ATSSAssigner:
 
     needs_predictions = False
 
-    def __init__(self, topk: int = AssignConfig.topk):
-        if topk < 1:
-            raise ValueError(f"topk (K) must be >= 1, got {topk}")
+    rule = "atss"
+
+    def __init__(self, topk: int = CandidateSettings.topk):
+        if CandidateSettings(topk).problems():
+            raise ValueError("; ".join(CandidateSettings(topk).problems()))
         self.topk = topk
 
     @property
-    def settings(self) -> AssignConfig:
-        """The rule and K, recorded in every trace."""
-        return AssignConfig(rule="atss", topk=self.topk)
+    def settings(self) -> CandidateSettings:
+        """K, recorded in every trace."""
+        return CandidateSettings(topk=self.topk)
 
     def __repr__(self) -> str:
         return f"ATSSAssigner(topk={self.topk})"
@@ -114,11 +120,7 @@ class ATSSAssigner:
         count = cand.valid.sum(dim=2, keepdim=True)
         var = ((cand_iou - mean) ** 2).nan_to_num(0.0).sum(dim=2, keepdim=True) / (count - 1).clamp(min=1)
         threshold = mean + var.sqrt()  # unbiased std, as torch.std in the ATSS code
-        box = targets.boxes[:, :, None, :]
-        cand_centers = centers[safe]  # [B, M, N, 2]
-        inside = torch.stack([cand_centers[..., 0] - box[..., 0], cand_centers[..., 1] - box[..., 1],
-                              box[..., 2] - cand_centers[..., 0], box[..., 3] - cand_centers[..., 1]], -1)
-        inside = inside.min(dim=-1).values > 0.01
+        inside = centres_inside(centers[safe], targets.boxes[:, :, None, :])  # [B, M, N]
         is_pos = cand.valid & (cand_iou >= threshold) & inside
 
         # An anchor positive for several GTs takes the GT of highest IoU.
@@ -135,3 +137,14 @@ class ATSSAssigner:
             diagnostics = _diagnostics(ious, distance, anchors, targets, matched_gt, self.topk,
                                        iou_threshold=threshold.reshape(-1)[rows])
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)
+
+
+_IOU = "IoU of the anchor with the GT"
+register(
+    Rule("atss", "ATSS", "ATSS (Zhang et al. 2020): the K closest anchors per level, positive when IoU >= mean + std "
+         "and centre inside", CandidateSettings, lambda cfg: ATSSAssigner(topk=cfg.topk), uses=("topk",),
+         values="candidate_iou", values_label=_IOU, boundary="iou_threshold"),
+    Rule("max_iou", "max-IoU", "RetinaNet's IoU assignment (Table 1 right): positive IoU >= 0.5, ignored 0.4-0.5",
+         CandidateSettings, lambda cfg: MaxIoUAssigner(topk=cfg.topk), uses=("topk",),
+         values="candidate_iou", values_label=_IOU, boundary="iou_threshold"),
+)

@@ -104,6 +104,17 @@ def separate_fixed_score(costs: Tensor, valid: Tensor, threshold: float) -> Tens
     return _labels(costs < -math.log(threshold), valid)
 
 
+#: each separation by name: (costs, valid, fit, fnp_num, fsr_thresh) → labels
+_SEPARATE = {
+    "a": lambda costs, valid, fit, n, t: separate_posterior(fit, valid),
+    "b": lambda costs, valid, fit, n, t: separate_peaks_with_ignore(fit, valid),
+    "c": lambda costs, valid, fit, n, t: separate_foreground_peak(fit, valid),
+    "d": lambda costs, valid, fit, n, t: separate_midpoint(costs, fit, valid),
+    "fnp": lambda costs, valid, fit, n, t: separate_fixed_number(costs, valid, n),
+    "fsr": lambda costs, valid, fit, n, t: separate_fixed_score(costs, valid, t),
+}
+
+
 def separate(
     rule: str,
     costs: Tensor,
@@ -116,18 +127,8 @@ def separate(
     """Procedure 1, line 13 with ``rule`` ∈ :data:`SEPARATIONS`; ``fit`` is required for the GMM boundaries (a)–(d)."""
     if rule in BOUNDARIES and fit is None:
         raise ValueError(f"boundary {rule!r} needs a fitted GMM (fit=None given)")
-    if rule == "a":
-        return separate_posterior(fit, valid)
-    if rule == "b":
-        return separate_peaks_with_ignore(fit, valid)
-    if rule == "c":
-        return separate_foreground_peak(fit, valid)
-    if rule == "d":
-        return separate_midpoint(costs, fit, valid)
-    if rule == "fnp":
-        return separate_fixed_number(costs, valid, fnp_num)
-    if rule == "fsr":
-        return separate_fixed_score(costs, valid, fsr_thresh)
+    if rule in _SEPARATE:
+        return _SEPARATE[rule](costs, valid, fit, fnp_num, fsr_thresh)
     raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(SEPARATIONS)}")
 
 
@@ -136,3 +137,9 @@ def boundary_cost(costs: Tensor, labels: Tensor) -> Tensor:
     pos_costs = costs.masked_fill(labels != POSITIVE, float("-inf"))
     boundary = pos_costs.max(dim=1).values
     return boundary.masked_fill(torch.isinf(boundary), float("nan"))
+
+
+def separation_boundary(rule: str, costs: Tensor, labels: Tensor, fit: GMMFit | None) -> Tensor:
+    """Where ``rule`` cuts each row, in cost: the last positive's cost (:func:`boundary_cost`), except for
+    Fig. 3 (d), which cuts at the midpoint of the two means."""
+    return fit.means.mean(dim=1) if rule == "d" and fit is not None else boundary_cost(costs, labels)

@@ -1,31 +1,26 @@
-"""One switch for the assignment rule: :func:`build_assigner` (PAA, FNP, FSR, ATSS, max-IoU)."""
+"""One switch for the assignment rule: :func:`build_assigner` asks the registry (:mod:`.registry`)."""
 from __future__ import annotations
 
 from dataclasses import replace
 from typing import Any
 
 from .base import Assigner
-from .baselines import ATSSAssigner, MaxIoUAssigner
-from .boundaries import SEPARATIONS
-from .config import RULES, AssignConfig
-from .paa import PAAAssigner
+from .config import AssignConfig
+from .registry import get_rule, settings_problems
 
 
 def build_assigner(cfg: AssignConfig | None = None, **changes: Any) -> Assigner:
-    """The assigner of ``cfg.rule`` (∈ :data:`RULES`): PAA for Fig. 3 (a)–(d), FNP and FSR; ATSS; max-IoU.
+    """The assigner of ``cfg.rule`` (∈ :data:`~.config.RULES`) with ``cfg``'s settings.
 
-    ``changes`` override fields of ``cfg`` (``build_assigner(rule="atss")``).
+    ``changes`` override fields of ``cfg`` (``build_assigner(rule="atss")``). An unknown rule or a bad
+    setting raises ``ValueError`` naming it.
     """
     cfg = replace(cfg or AssignConfig(), **changes)
-    if cfg.rule in SEPARATIONS:
-        return PAAAssigner(topk=cfg.topk, score_lambda=cfg.score_lambda, rule=cfg.rule, fnp_num=cfg.fnp_num,
-                           fsr_thresh=cfg.fsr_thresh, low_quality=cfg.low_quality, gmm_init=cfg.gmm_init,
-                           gmm_tol=cfg.gmm_tol, gmm_max_iter=cfg.gmm_max_iter)
-    if cfg.rule == "atss":
-        return ATSSAssigner(topk=cfg.topk)
-    if cfg.rule == "max_iou":
-        return MaxIoUAssigner(topk=cfg.topk)
-    raise ValueError(f"unknown assignment rule {cfg.rule!r}; valid choices: {', '.join(RULES)}")
+    rule = get_rule(cfg.rule)
+    problems = settings_problems(cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return rule.build(cfg)
 
 
 __all__ = ["build_assigner"]

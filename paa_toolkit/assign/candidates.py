@@ -13,6 +13,26 @@ from ..structures import AnchorGrid, PaddedTargets, batched_box_iou
 
 #: An anchor whose best IoU is below this matches no GT (reference code: ``MODEL.PAA.IOU_THRESHOLD``).
 PAA_IOU_THRESHOLD = 0.1
+#: An anchor centre is inside a box when it is farther than this from each side (ATSS's and TOOD's 0.01).
+INSIDE_MARGIN = 0.01
+
+
+@dataclass
+class CandidateSettings:
+    """K of Procedure 1, line 8: candidates per pyramid level (PAA; ATSS's closest centres; max-IoU's shown slots)."""
+
+    topk: int = 9  # K of Procedure 1, line 8: candidates per pyramid level (Table 4: 5–25)
+
+    def problems(self) -> list[str]:
+        return [f"topk (K of Procedure 1) must be >= 1, got {self.topk}"] if self.topk < 1 else []
+
+
+def centres_inside(centres: Tensor, boxes: Tensor, margin: float = INSIDE_MARGIN) -> Tensor:
+    """Whether each point ``[..., 2]`` lies inside its box ``[..., 4]`` (xyxy, broadcast), more than
+    ``margin`` from every side: ATSS's and TOOD's "anchor centre inside the GT" test (YOLOX: margin 0)."""
+    sides = torch.stack([centres[..., 0] - boxes[..., 0], centres[..., 1] - boxes[..., 1],
+                         boxes[..., 2] - centres[..., 0], boxes[..., 3] - centres[..., 1]], -1)
+    return sides.min(dim=-1).values > margin
 
 
 def anchor_gt_iou(anchors: AnchorGrid, targets: PaddedTargets) -> Tensor:

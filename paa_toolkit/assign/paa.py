@@ -11,6 +11,10 @@ Line 16  the rest are negatives  → :func:`scatter_labels` starts from ``NEGATI
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -18,11 +22,35 @@ from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
 from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
 from .candidates import (
-    LOW_QUALITY_POLICIES, PAA_IOU_THRESHOLD, Candidates, anchor_gt_iou, match_max_iou, sort_rows, topk_per_level,
+    LOW_QUALITY_POLICIES, PAA_IOU_THRESHOLD, CandidateSettings, Candidates, anchor_gt_iou, match_max_iou, sort_rows,
+    topk_per_level,
 )
-from .config import AssignConfig
 from .cost import anchor_cost
-from .gmm import GMM_INITS, GMMFit, fit_gmm
+from .gmm import GMM_INITS, SKLEARN_MAX_ITER, SKLEARN_TOL, GMMFit, fit_gmm
+from .registry import Rule, register
+
+
+@dataclass
+class PAASettings(CandidateSettings):
+    """PAA's settings (§3.1, Procedure 1; Table 1 left; Table 4); K: :class:`~.candidates.CandidateSettings`."""
+
+    score_lambda: float = 1.0  # λ of Eq. (1)/(3): weight of the localisation term of the anchor score
+    fnp_num: int = 10  # n of FNP(n), Table 1 left (rule "fnp")
+    fsr_thresh: float = 0.2  # t of FSR(> t), Table 1 left (rule "fsr")
+    low_quality: str = "reference"  # line 3, a best anchor of several GTs: reference code, last GT (gt), no GT left out
+    gmm_init: str = "paper"  # line 12, EM start: "paper" (§4.1: min/max, σ = 1) or "data"
+    gmm_tol: float = SKLEARN_TOL  # line 12, EM stops when the mean log-likelihood gains less (scikit-learn's tol)
+    gmm_max_iter: int = SKLEARN_MAX_ITER  # line 12, EM iteration cap (scikit-learn's max_iter, >= 1)
+
+    def problems(self) -> list[str]:
+        checks = [
+            (self.score_lambda >= 0, f"score_lambda (λ) must be >= 0, got {self.score_lambda}"),
+            (self.fnp_num >= 1, f"fnp_num must be >= 1, got {self.fnp_num}"),
+            (0 < self.fsr_thresh <= 1, f"fsr_thresh must be in (0, 1], got {self.fsr_thresh}"),
+            (self.gmm_tol >= 0, f"gmm_tol must be >= 0, got {self.gmm_tol}"),
+            (self.gmm_max_iter >= 1, f"gmm_max_iter must be >= 1, got {self.gmm_max_iter}"),
+        ]
+        return CandidateSettings.problems(self) + [message for ok, message in checks if not ok]
 
 
 def scatter_labels(
@@ -49,8 +77,8 @@ def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Te
 
 def fit_and_separate(
     costs: Tensor, valid: Tensor, rule: str, *, fnp_num: int, fsr_thresh: float,
-    gmm_dtype: torch.dtype = torch.float64, gmm_init: str = AssignConfig.gmm_init,
-    gmm_tol: float = AssignConfig.gmm_tol, gmm_max_iter: int = AssignConfig.gmm_max_iter,
+    gmm_dtype: torch.dtype = torch.float64, gmm_init: str = PAASettings.gmm_init,
+    gmm_tol: float = PAASettings.gmm_tol, gmm_max_iter: int = PAASettings.gmm_max_iter,
 ) -> tuple[Tensor, GMMFit | None]:
     """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
     need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
@@ -77,7 +105,7 @@ def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
 class PAAAssigner:
     """Probabilistic anchor assignment (§3.1, Procedure 1).
 
-    Args (defaults: :class:`~.config.AssignConfig`, the one home of the settings):
+    Args (defaults: :class:`PAASettings`, the one home of the settings):
         topk: K candidates per pyramid level (paper: 9; Table 4 tries 5–25).
         score_lambda: λ of Eq. (1)/(3) weighting the localisation cost (paper: 1).
         rule: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
@@ -98,39 +126,43 @@ class PAAAssigner:
 
     def __init__(
         self,
-        topk: int = AssignConfig.topk,
-        score_lambda: float = AssignConfig.score_lambda,
-        rule: str = AssignConfig.rule,
-        fnp_num: int = AssignConfig.fnp_num,
-        fsr_thresh: float = AssignConfig.fsr_thresh,
+        topk: int = PAASettings.topk,
+        score_lambda: float = PAASettings.score_lambda,
+        rule: str = "c",
+        fnp_num: int = PAASettings.fnp_num,
+        fsr_thresh: float = PAASettings.fsr_thresh,
         iou_threshold: float = PAA_IOU_THRESHOLD,
         gmm_dtype: torch.dtype = torch.float64,
-        low_quality: str = AssignConfig.low_quality,
-        gmm_init: str = AssignConfig.gmm_init,
-        gmm_tol: float = AssignConfig.gmm_tol,
-        gmm_max_iter: int = AssignConfig.gmm_max_iter,
+        low_quality: str = PAASettings.low_quality,
+        gmm_init: str = PAASettings.gmm_init,
+        gmm_tol: float = PAASettings.gmm_tol,
+        gmm_max_iter: int = PAASettings.gmm_max_iter,
     ):
-        if topk < 1:
-            raise ValueError(f"topk (K) must be >= 1, got {topk}")
+        settings = PAASettings(topk, score_lambda, fnp_num, fsr_thresh, low_quality, gmm_init, gmm_tol, gmm_max_iter)
+        if settings.problems():
+            raise ValueError("; ".join(settings.problems()))
         if rule not in SEPARATIONS:
             raise ValueError(f"unknown rule {rule!r}; valid choices: {', '.join(SEPARATIONS)}")
         if low_quality not in LOW_QUALITY_POLICIES:
             raise ValueError(f"unknown low_quality {low_quality!r}; valid choices: {', '.join(LOW_QUALITY_POLICIES)}")
         if gmm_init not in GMM_INITS:
             raise ValueError(f"unknown gmm_init {gmm_init!r}; valid choices: {', '.join(GMM_INITS)}")
-        if gmm_tol < 0 or gmm_max_iter < 0:
-            raise ValueError(f"need gmm_tol >= 0 and gmm_max_iter >= 0, got {gmm_tol} and {gmm_max_iter}")
         self.topk, self.score_lambda, self.rule = topk, score_lambda, rule
         self.fnp_num, self.fsr_thresh = fnp_num, fsr_thresh
         self.iou_threshold, self.gmm_dtype = iou_threshold, gmm_dtype
         self.low_quality, self.gmm_init, self.gmm_tol, self.gmm_max_iter = low_quality, gmm_init, gmm_tol, gmm_max_iter
 
+    @classmethod
+    def from_config(cls, cfg) -> "PAAAssigner":
+        """The assigner of an AssignConfig (or any object with ``rule`` and the fields of :class:`PAASettings`)."""
+        return cls(rule=cfg.rule, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(PAASettings)})
+
     @property
-    def settings(self) -> AssignConfig:
-        """Everything a replay of this assigner needs (recorded in every trace)."""
-        return AssignConfig(rule=self.rule, topk=self.topk, score_lambda=self.score_lambda, fnp_num=self.fnp_num,
-                            fsr_thresh=self.fsr_thresh, low_quality=self.low_quality, gmm_init=self.gmm_init,
-                            gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
+    def settings(self) -> PAASettings:
+        """Everything a replay of this assigner needs besides :attr:`rule` (recorded in every trace)."""
+        return PAASettings(topk=self.topk, score_lambda=self.score_lambda, fnp_num=self.fnp_num,
+                           fsr_thresh=self.fsr_thresh, low_quality=self.low_quality, gmm_init=self.gmm_init,
+                           gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
 
     def __repr__(self) -> str:
         return (f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, rule={self.rule!r}, "
@@ -185,3 +217,39 @@ class PAAAssigner:
                 gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
             )
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)
+
+
+def reseparate(own, cfg, diagnostics: AssignmentDiagnostics, shape: torch.Size) -> Assignment | None:
+    """Procedure 1, lines 12–16 again on a snapshot's recorded candidate costs: exact, the costs of training.
+
+    ``own`` are the settings the snapshot was assigned with, ``cfg`` the replay's; None when the recorded
+    candidates do not serve ``cfg`` (another K, λ or matcher: other candidates) or hold no training costs.
+    """
+    same = (cfg.topk == own.topk and math.isclose(cfg.score_lambda, own.score_lambda)
+            and cfg.low_quality == own.low_quality)
+    costs, valid = diagnostics.candidate_cost, diagnostics.candidate_valid
+    if not (same and bool(valid.any()) and bool(torch.isfinite(costs[valid]).all())):
+        return None
+    labels, fit = fit_and_separate(costs, valid, cfg.rule, fnp_num=cfg.fnp_num, fsr_thresh=cfg.fsr_thresh,
+                                   gmm_init=cfg.gmm_init, gmm_tol=cfg.gmm_tol, gmm_max_iter=cfg.gmm_max_iter)
+    matched = scatter_labels(shape, diagnostics.candidate_anchor, diagnostics.image_index, diagnostics.gt_index, labels)
+    replaced = dataclasses.replace(diagnostics, candidate_label=labels, boundary=boundary_cost(costs, labels),
+                                   iou_threshold=None, **gmm_diagnostics(fit))
+    return Assignment(matched_gt=matched, diagnostics=replaced)
+
+
+_GMM = ("topk", "score_lambda", "low_quality", "gmm_init", "gmm_tol", "gmm_max_iter")
+_RULES = (  # name, title (explorers, figures), description (--help), the settings it reads
+    ("a", "PAA (a) posterior", "PAA, Fig. 3 (a): positive = every candidate the GMM (Eq. 4) labels foreground", _GMM),
+    ("b", "PAA (b) peaks + ignore", "PAA, Fig. 3 (b): positive up to the foreground peak, ignored up to the "
+     "background peak", _GMM),
+    ("c", "PAA (c) foreground peak", "PAA, Fig. 3 (c), the paper's: positive up to the foreground peak of the "
+     "GMM (Eq. 4)", _GMM),
+    ("d", "PAA (d) midpoint of means", "PAA, Fig. 3 (d): positive below the midpoint of the two GMM means", _GMM),
+    ("fnp", "FNP (fixed number)", "Table 1 left: PAA's candidates, the fnp_num lowest costs positive (no GMM)",
+     ("topk", "score_lambda", "low_quality", "fnp_num")),
+    ("fsr", "FSR (fixed score)", "Table 1 left: PAA's candidates, positive when the score exp(-cost) > "
+     "fsr_thresh (no GMM)", ("topk", "score_lambda", "low_quality", "fsr_thresh")),
+)
+register(*(Rule(name, title, description, PAASettings, PAAAssigner.from_config, uses=uses, reseparate=reseparate)
+           for name, title, description, uses in _RULES))

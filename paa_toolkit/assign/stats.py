@@ -54,7 +54,9 @@ def summarize_diagnostics(diagnostics: AssignmentDiagnostics) -> dict[str, float
         line 3); ``no_positive_frac`` and ``positives_per_gt``, overall and per size
         (``..._small``, ``..._medium``, ``..._large``; need ``gt_area``); ``em_iterations_mean`` and
         ``em_not_converged_frac`` over the GTs with a candidate (need a GMM fit); ``collapsed_frac``,
-        the fraction of collapsed fits (:func:`collapsed_fits`) among the GTs where it is defined.
+        the fraction of collapsed fits (:func:`collapsed_fits`) among the GTs where it is defined;
+        ``dynamic_k_mean`` (SimOTA's k per GT) and ``best_metric_mean`` (TAL: each GT's best alignment
+        metric t, over the GTs with a candidate), NaN for the other rules.
     """
     d = diagnostics
     device = d.num_candidates.device
@@ -85,6 +87,10 @@ def summarize_diagnostics(diagnostics: AssignmentDiagnostics) -> dict[str, float
     stats["collapsed_frac"] = nan
     if d.gmm_means is not None:
         stats["collapsed_frac"] = fraction(*collapsed_fits(d.gmm_means, d.candidate_cost, d.candidate_valid))
+    stats["dynamic_k_mean"] = mean(d.dynamic_k, everyone) if d.dynamic_k is not None else nan
+    stats["best_metric_mean"] = nan
+    if d.candidate_metric is not None:
+        stats["best_metric_mean"] = mean(d.candidate_metric.masked_fill(~d.candidate_valid, 0).amax(1), fitted)
     return dict(zip(stats, torch.stack(list(stats.values())).tolist()))
 
 
@@ -94,6 +100,7 @@ LOG_KEYS = {
     **{f"no_positive_frac_{s}": f"gt_without_pos_{s}" for s in SIZES},
     **{f"positives_per_gt_{s}": f"pos_per_gt_{s}" for s in SIZES},
     "em_iterations_mean": "em_iters", "em_not_converged_frac": "em_not_converged", "collapsed_frac": "em_collapsed",
+    "dynamic_k_mean": "dynamic_k", "best_metric_mean": "tal_metric",
 }
 
 

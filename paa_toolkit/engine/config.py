@@ -22,13 +22,13 @@ import re
 import tokenize
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
 
-from ..assign import GMM_INITS, LOW_QUALITY_POLICIES, RULES, AssignConfig
+from ..assign import GMM_INITS, LOW_QUALITY_POLICIES, RULES, AssignConfig, settings_problems
 from ..data.build import DATASETS, DataConfig
 from ..data.coco import BAD_ANNOTATION_POLICIES
 from ..distributed import device_name_problem
@@ -168,16 +168,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
-    """The trailing ``# comment`` of each field in the source of dataclass ``cls``: the one place a
-    setting is described (``--help`` prints it); ``{}`` when the source is not available."""
+    """The trailing ``# comment`` of each field in the source of dataclass ``cls`` and of its dataclass
+    bases (AssignConfig inherits each rule's settings): the one place a setting is described (``--help``
+    prints it); ``{}`` when the source is not available."""
+    docs = {}
+    for base in cls.__mro__[-1::-1]:
+        if base is not cls and is_dataclass(base):
+            docs.update(field_docs(base))
     try:
         lines, _ = inspect.getsourcelines(cls)
     except (OSError, TypeError):
-        return {}
+        return docs
     comments = {tok.start[0]: tok.string.lstrip("# ").strip()
                 for tok in tokenize.generate_tokens(io.StringIO("".join(lines)).readline) if tok.type == tokenize.COMMENT}
     names = {f.name for f in fields(cls)}
-    docs = {}
     for number, line in enumerate(lines, start=1):
         match = re.match(r"    (\w+)\s*:", line)
         if match and match.group(1) in names and number in comments:
@@ -331,12 +335,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(m.max_size >= max(sizes), f"model.max_size ({m.max_size}) must be >= model.min_size ({m.min_size})")
     _check(m.size_divisible >= 1, f"model.size_divisible must be >= 1, got {m.size_divisible}")
 
-    _check(a.topk >= 1, f"assign.topk (K of Procedure 1) must be >= 1, got {a.topk}")
-    _check(a.score_lambda >= 0, f"assign.score_lambda (λ) must be >= 0, got {a.score_lambda}")
-    _check(a.fnp_num >= 1, f"assign.fnp_num must be >= 1, got {a.fnp_num}")
-    _check(0 < a.fsr_thresh <= 1, f"assign.fsr_thresh must be in (0, 1], got {a.fsr_thresh}")
-    _check(a.gmm_tol >= 0, f"assign.gmm_tol must be >= 0, got {a.gmm_tol}")
-    _check(a.gmm_max_iter >= 1, f"assign.gmm_max_iter must be >= 1, got {a.gmm_max_iter}")
+    problems = settings_problems(a)  # each rule's settings class checks its own fields (assign.registry)
+    _check(not problems, f"assign.{problems[0]}" if problems else "")
 
     _check(t.min_size is None or t.min_size >= 32, f"test.min_size must be >= 32, got {t.min_size}")
     _check(0 <= t.score_thresh < 1, f"test.score_thresh must be in [0, 1), got {t.score_thresh}")

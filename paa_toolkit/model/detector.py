@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from ..assign import Assigner, Assignment, build_assigner
+from ..assign import Assigner, Assignment, build_assigner, config_of
 from ..assign.stats import log_figures
 from ..assign.trace import AssignmentSnapshot
 from ..structures import AnchorGrid, PaddedTargets, decode_boxes, make_anchor_grid, pad_targets
@@ -227,7 +227,7 @@ class PAADetector(nn.Module):
             strides=self.strides, matched_gt=assignment.matched_gt, pred_boxes=pred_boxes,
             cls_scores=out.cls_logits.sigmoid().max(-1).values, cls_logits=out.cls_logits, gt_boxes=padded.boxes, gt_labels=padded.labels,
             gt_valid=padded.valid, image_sizes=[tuple(s) for s in batch.image_sizes], scales=scales,
-            images=pictures, settings=replace(self.assigner.settings), anchor_scale=float(self.anchor_scale),
+            images=pictures, settings=config_of(self.assigner), anchor_scale=float(self.anchor_scale),
         ).to("cpu")
 
 

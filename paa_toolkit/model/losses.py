@@ -32,6 +32,20 @@ def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
     return ratio.sqrt()
 
 
+#: β of the quality focal loss (GFL; TOOD's γ of its task-aligned classification loss): 2
+QFL_BETA = 2.0
+
+
+def quality_focal_loss(cls_logits: Tensor, labels: Tensor, quality: Tensor, beta: float = QFL_BETA) -> Tensor:
+    """TOOD §3.2's task-aligned classification loss (GFL's quality focal loss), summed over classes,
+    ``[..., A, C] → [..., A]``: target y = ``quality`` for the class ``labels`` (-1: background, y = 0 for
+    every class), loss = |y − σ(x)|^β · BCE(σ(x), y). With y ∈ {0, 1} it is the focal loss without α."""
+    one_hot = F.one_hot(labels.clamp(min=0), cls_logits.shape[-1]).to(cls_logits.dtype)
+    target = one_hot * ((labels >= 0).to(cls_logits.dtype) * quality.to(cls_logits.dtype))[..., None]
+    bce = F.binary_cross_entropy_with_logits(cls_logits, target, reduction="none")
+    return ((target - cls_logits.sigmoid()).abs().pow(beta) * bce).sum(-1)
+
+
 @dataclass
 class LossWeights:
     """λ1 and λ2 of Eq. (8): the weights of the box (GIoU) loss (1.3, §4.1) and of the auxiliary IoU /
@@ -53,7 +67,8 @@ def detection_losses(
 ) -> dict[str, Tensor]:
     """Eq. (8): L = L_cls + λ1·L_IoU + λ2·L_IoUP, normalised as the reference code.
 
-    - ``loss_cls``: focal loss over all non-ignored anchors / #positives (averaged over processes).
+    - ``loss_cls``: focal loss over all non-ignored anchors / #positives (averaged over processes); the
+      quality focal loss (:func:`quality_focal_loss`) when the assignment carries a soft ``cls_target``.
     - ``loss_box``: GIoU loss of positives weighted by the IoU of the detached prediction with its GT
       (Appendix A.1; centerness weights with the centerness head, none without) / Σ weights, × λ1.
     - ``loss_iou`` (or ``loss_centerness``): BCE of the auxiliary logit against the true IoU of the
@@ -64,7 +79,10 @@ def detection_losses(
     num_pos = mean_over_processes(positive.sum().to(cls_logits.dtype)).clamp(min=1.0)
 
     keep = ~assignment.ignored
-    loss_cls = focal_loss_per_anchor(cls_logits[keep], labels[keep]).sum() / num_pos
+    if assignment.cls_target is None:  # PAA: hard targets, the focal loss of Eq. (3) / (8)
+        loss_cls = focal_loss_per_anchor(cls_logits[keep], labels[keep]).sum() / num_pos
+    else:  # TAL / SimOTA: a soft target for the positive's class
+        loss_cls = quality_focal_loss(cls_logits[keep], labels[keep], assignment.cls_target[keep]).sum() / num_pos
 
     gt_boxes = assignment.target_boxes(targets)[positive]
     boxes = pred_boxes[positive]

@@ -2,6 +2,7 @@
 
     fig = plot_run_diagnostics(read_metrics("runs/demo"))          # one run: GTs without positive, pos/GT, EM
     fig = plot_diagnostics_by_config({"PAA": [records_seed0, records_seed1], "ATSS": [...]})
+    fig = plot_starvation_by_size({"PAA (c)": [records], "TAL (TOOD)": [records], ...})   # issue 20, every rule
     fig = plot_em_iterations({"paper init": n_iter_a, "data init": n_iter_b})
     fig = plot_gmm_settings(costs, {"paper init, tol 1e-3": (fit, labels, boundary), "data init": (...)})
     save_assignment_plot("runs/demo")                              # assignment.png in the run folder
@@ -73,6 +74,35 @@ def plot_run_diagnostics(records: Sequence[dict[str, Any]], figsize=(12.0, 3.6))
     return fig
 
 
+#: panel titles of the training log's figures
+TITLES = {"pos_per_gt": "Positive anchors per GT", "gt_without_pos": "GTs without a positive (%)",
+          "gt_without_pos_small": "Small GTs without a positive (%)", "em_iters": "Mean EM iterations",
+          **{f"pos_per_gt_{s}": f"Positives per {s} GT" for s in SIZES},
+          **{f"gt_without_pos_{s}": f"{s.capitalize()} GTs without a positive (%)" for s in SIZES}}
+
+
+def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: str) -> None:
+    """One panel of :func:`plot_diagnostics_by_config`: each config's mean over seeds, the seeds' band."""
+    scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" else 1.0
+    for index, (name, seeds) in enumerate(runs.items()):
+        series = [_series(records, key) for records in seeds]
+        series = [(x, y) for x, y in series if x.size]
+        if not series:
+            continue
+        common = sorted(set.intersection(*(set(x.tolist()) for x, _ in series)))
+        if not common:
+            continue
+        values = np.array([[dict(zip(x.tolist(), y.tolist()))[i] for i in common] for x, y in series]) * scale
+        (line,) = ax.plot(common, values.mean(0), ls=LINE_STYLES[index % len(LINE_STYLES)], lw=1.6,
+                          label=f"{name} ({len(series)} seed{'s' if len(series) > 1 else ''})", gid=f"{key}:{name}")
+        if len(series) > 1:
+            ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    ax.set(xlabel="iteration", title=TITLES.get(key, key))
+    if ax.lines:
+        ax.set_ylim(bottom=0)
+    _note_if_empty(ax, "no run logged this figure")
+
+
 def plot_diagnostics_by_config(
     runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
     keys: Sequence[str] = ("pos_per_gt", "gt_without_pos", "gt_without_pos_small"),
@@ -83,28 +113,21 @@ def plot_diagnostics_by_config(
     (``gt_without_pos*``) are drawn in percent. Configs alternate line styles: two configs with equal
     figures (e.g. GTs without a positive of two GMM settings under one matcher) stay visible."""
     fig = Figure(figsize=(figsize_per_panel[0] * len(keys), figsize_per_panel[1]), layout="constrained")
-    axes = fig.subplots(1, len(keys), squeeze=False)[0]
-    titles = {"pos_per_gt": "Positive anchors per GT", "gt_without_pos": "GTs without a positive (%)",
-              "gt_without_pos_small": "Small GTs without a positive (%)", "em_iters": "Mean EM iterations"}
-    for ax, key in zip(axes, keys):
-        scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" else 1.0
-        for index, (name, seeds) in enumerate(runs.items()):
-            series = [_series(records, key) for records in seeds]
-            series = [(x, y) for x, y in series if x.size]
-            if not series:
-                continue
-            common = sorted(set.intersection(*(set(x.tolist()) for x, _ in series)))
-            if not common:
-                continue
-            values = np.array([[dict(zip(x.tolist(), y.tolist()))[i] for i in common] for x, y in series]) * scale
-            (line,) = ax.plot(common, values.mean(0), ls=LINE_STYLES[index % len(LINE_STYLES)], lw=1.6,
-                              label=f"{name} ({len(series)} seed{'s' if len(series) > 1 else ''})", gid=f"{key}:{name}")
-            if len(series) > 1:
-                ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
-        ax.set(xlabel="iteration", title=titles.get(key, key))
-        if ax.lines:
-            ax.set_ylim(bottom=0)
-        _note_if_empty(ax, "no run logged this figure")
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+        _plot_runs(ax, runs, key)
+    return fig
+
+
+def plot_starvation_by_size(runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
+                            figsize_per_panel=(4.2, 3.2)) -> Figure:
+    """Every rule over training, by COCO size (columns small, medium, large): positives per GT (top row,
+    Fig. 4 (b) by size) and the share of GTs without a positive (bottom row, %) — which GTs a rule
+    starves, e.g. TAL's tiny objects. ``runs[name]`` = the metrics records of each seed (gid ``"<key>:<name>"``)."""
+    fig = Figure(figsize=(figsize_per_panel[0] * len(SIZES), figsize_per_panel[1] * 2), layout="constrained")
+    axes = fig.subplots(2, len(SIZES), squeeze=False)
+    for column, size in enumerate(SIZES):
+        _plot_runs(axes[0, column], runs, f"pos_per_gt_{size}")
+        _plot_runs(axes[1, column], runs, f"gt_without_pos_{size}")
     return fig
 
 
@@ -159,5 +182,5 @@ def save_assignment_plot(run_dir: str | Path, dpi: int = 100) -> Path | None:
     return path
 
 
-__all__ = ["ASSIGNMENT_PLOT", "plot_diagnostics_by_config", "plot_em_iterations", "plot_gmm_settings",
-           "plot_run_diagnostics", "save_assignment_plot"]
+__all__ = ["ASSIGNMENT_PLOT", "TITLES", "plot_diagnostics_by_config", "plot_em_iterations", "plot_gmm_settings",
+           "plot_run_diagnostics", "plot_starvation_by_size", "save_assignment_plot"]

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..assign.boundaries import BOUNDARIES, boundary_cost, separate
+from ..assign.boundaries import BOUNDARIES, separate, separation_boundary
 from ..assign.gmm import GMMFit, fit_gmm
 from .assignment import LABEL_COLORS, LABEL_NAMES, as_numpy, new_axes
 
@@ -28,7 +28,7 @@ COST_LABEL = "anchor cost  −log S  (Eq. 3)"
 #: Titles of the separation rules (Fig. 3 and Table 1 left).
 SEPARATION_TITLES = {
     "a": "(a) posterior", "b": "(b) peaks + ignore", "c": "(c) foreground peak", "d": "(d) midpoint of means",
-    "fnp": "FNP", "fsr": "FSR",
+    "fnp": "FNP({n})", "fsr": "FSR(>{t:g})",
 }
 COMPONENT_COLORS = ("tab:green", "tab:blue")  # foreground (component 0), background (component 1)
 #: Legend names when candidates are coloured by GMM component (label 1 = component 0 = foreground).
@@ -169,7 +169,7 @@ def separation_results(
     results = {}
     for rule in rules:
         labels = separate(rule, row, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh)
-        boundary = float(fit.means[0].mean()) if rule == "d" else float(boundary_cost(row, labels)[0])
+        boundary = float(separation_boundary(rule, row, labels, fit)[0])
         results[rule] = (labels[0].numpy(), boundary)
     return x, fit, results
 
@@ -197,13 +197,12 @@ def plot_boundaries(
     axes = fig.subplots(1, len(rules), sharey=True, squeeze=False)[0]
     for ax, rule in zip(axes, rules):
         labels, boundary = results[rule]
-        name = SEPARATION_TITLES.get(rule, rule)
-        name = f"FNP({fnp_num})" if rule == "fnp" else f"FSR(>{fsr_thresh:g})" if rule == "fsr" else name
+        name = SEPARATION_TITLES.get(rule, rule).format(n=fnp_num, t=fsr_thresh)
         ignored = int((labels == -1).sum())
         title = f"{name}: {int((labels == 1).sum())} positives" + (f", {ignored} ignored" if ignored else "")
         plot_cost_histogram(x, fit if rule in BOUNDARIES else None, labels, boundary, ax=ax, title=title, legend=False)
         ax.title.set_fontsize("small")
-        if rule == "b" and ignored:  # negatives start at the background peak, after the ignored zone
+        if ignored:  # (b): negatives start at the background peak, after the ignored zone
             after = np.nonzero((labels == 0) & (np.arange(len(x)) > np.nonzero(labels == -1)[0].max()))[0]
             if after.size:
                 ax.axvline(float(x[after[0]]), color="tab:red", lw=1.2, ls="--", gid="boundary:negatives")

@@ -1,5 +1,6 @@
 """ipywidgets explorers for the course notebooks, each one call: :func:`assignment_explorer`,
-:func:`gmm_explorer`, :func:`voting_explorer` (in :mod:`.explorers`; they need ``ipywidgets``).
+:func:`gmm_explorer`, :func:`voting_explorer`, :func:`rule_comparison_explorer` (in :mod:`.explorers`;
+they need ``ipywidgets``).
 
 What they compute lives in :mod:`.compute` (no ipywidgets needed), the figures in :mod:`paa_toolkit.viz`.
 """
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-_EXPLORERS = ("AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "gmm_explorer",
-              "voting_explorer")
+_EXPLORERS = ("AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
+              "gmm_explorer", "rule_comparison_explorer", "voting_explorer")
 
 
 def __getattr__(name: str) -> Any:  # import ipywidgets only when an explorer is asked for

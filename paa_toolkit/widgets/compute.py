@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ..assign import PAAAssigner
+from ..assign import PAAAssigner, config_of, get_rule
 from ..assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, fit_gmm
 from ..assign.replay import Replay, replay_assignment
 from ..assign.trace import AssignmentSnapshot
@@ -114,10 +114,13 @@ def open_source(source: Any, *, indices: Sequence[int] | None = None, count: int
 def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int) -> dict[str, Any]:
     """One GT's valid candidates as the histogram draws them.
 
+    ``values`` are what the rule ranks candidates by (its registered ``values`` field,
+    :mod:`~paa_toolkit.assign.registry`), ``boundary`` where its positives end in those units, ``xlabel`` the axis label (None: the cost of Eq. 3).
     PAA rules: ``values`` are the costs of Eq. (3), ``fit`` the GMM row, ``boundary`` the last positive's
     cost, ``em_iterations`` its EM iterations and ``converged`` the same EM run to convergence (tol
     1e-6; its ``n_iter`` too), ``converged_differs`` whether a mean moved by > 10 % of the cost range.
-    ATSS / max-IoU: ``values`` are IoUs and ``boundary`` their IoU threshold (no GMM).
+    ATSS / max-IoU: ``values`` are IoUs and ``boundary`` their IoU threshold (no GMM); TAL: the alignment
+    metric t and the smallest positive t; SimOTA: its cost and the last positive's cost.
     ``num_positive`` counts ``matched_gt == gt`` (every positive, candidate or not).
     """
     assignment = replay.assignment
@@ -127,7 +130,7 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
         raise ValueError(f"GT {gt_index} of image {image_index} is not in the assignment")
     row = int(rows[0])
     cand = diag.for_gt(row)
-    by_iou = replay.rule in ("atss", "max_iou")
+    rule = get_rule(replay.rule)
     fit, converged, differs = None, None, False
     if diag.gmm_means is not None:
         fit = {"means": diag.gmm_means[row], "variances": diag.gmm_variances[row], "weights": diag.gmm_weights[row]}
@@ -139,19 +142,29 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
                          "n_iter": int(full.n_iter[0])}
             spread = float(costs.max() - costs.min()) or 1.0
             differs = float((full.means[0] - diag.gmm_means[row].double()).abs().max()) > 0.1 * spread
-    if by_iou:
-        boundary = float(diag.iou_threshold[row]) if diag.iou_threshold is not None else replay.iou_boundary
-    else:
-        boundary = float(diag.boundary[row]) if diag.boundary is not None else None
+    boundary = getattr(diag, rule.boundary)
     return {
-        "values": cand["candidate_iou"] if by_iou else cand["candidate_cost"],
-        "labels": cand["candidate_label"], "fit": fit, "boundary": boundary,
-        "xlabel": "IoU of the anchor with the GT" if by_iou else None,
+        "values": cand[rule.values], "labels": cand["candidate_label"], "fit": fit,
+        "boundary": float(boundary[row]) if boundary is not None else None, "xlabel": rule.values_label,
         "num_positive": int((assignment.matched_gt[image_index] == gt_index).sum()),
         "num_candidates": int(cand["candidate_valid"].sum()),
         "em_iterations": int(diag.em_iterations[row]) if diag.em_iterations is not None and fit is not None else None,
         "converged": converged, "converged_differs": differs,
     }
+
+
+def compare_rules(snapshot: Any, image_index: int, gt_index: int, rules: Sequence[str],
+                  **settings: Any) -> dict[str, dict[str, Any]]:
+    """One GT of a snapshot put through several rules: for each rule name, :func:`gt_candidates` of its
+    replay plus ``assignment`` (the replay's), ``title`` (the registry's), ``note`` and ``exact``.
+    ``settings`` change the snapshot's recorded AssignConfig for every rule (``tal_topk=10``)."""
+    views = {}
+    for name in rules:
+        replay = replay_assignment(snapshot, name, **settings)
+        view = gt_candidates(snapshot, replay, image_index, gt_index)
+        views[name] = {**view, "assignment": replay.assignment, "title": get_rule(name).title, "note": replay.note,
+                       "exact": replay.exact}
+    return views
 
 
 # ---- toy data ------------------------------------------------------------------------------------------
@@ -194,7 +207,7 @@ def random_snapshot(seed: int = 0, *, topk: int = 4, num_classes: int = 3, score
         gt_boxes=targets.boxes, gt_labels=targets.labels,
         gt_valid=targets.valid, image_sizes=[(64, 64)] * 2, scales=[(1.0, 1.0)] * 2,
         images=[(96 + 48 * torch.rand(3, 64, 64, generator=g)).to(torch.uint8) for _ in range(2)],  # muted noise
-        settings=assigner.settings, anchor_scale=anchors.scale,
+        settings=config_of(assigner), anchor_scale=anchors.scale,
     )
 
 
@@ -251,6 +264,6 @@ def nms_then_vote(
 
 
 __all__ = [
-    "Replay", "TraceSource", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
+    "Replay", "TraceSource", "compare_rules", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
     "random_snapshot", "replay_assignment", "snapshot_from_model", "two_cluster_costs",
 ]

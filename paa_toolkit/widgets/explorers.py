@@ -20,15 +20,17 @@ from typing import Any, Callable, Iterator, Mapping
 import ipywidgets as W
 from matplotlib.figure import Figure
 
+from ..assign import get_rule, rules
 from ..assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, GMM_INITS, fit_gmm_sklearn, gmm_history
 from ..model.postprocess import VOTING_SIGMA, InferenceConfig
 from ..viz.assignment import plot_snapshot
 from ..viz.detections import plot_voting
-from ..viz.gmm import SEPARATION_TITLES, plot_cost_histogram, plot_gmm_comparison
+from ..viz.gmm import plot_cost_histogram, plot_gmm_comparison
+from ..viz.successors import plot_rule_comparison
 from . import compute
 
-RULE_OPTIONS = [(SEPARATION_TITLES[m], m) for m in ("a", "b", "c", "d")] + [
-    ("FNP (fixed number)", "fnp"), ("FSR (fixed score)", "fsr"), ("ATSS", "atss"), ("max-IoU", "max_iou")]
+#: every registered rule (:mod:`paa_toolkit.assign.registry`) as (title, name)
+RULE_OPTIONS = [(rule.title, rule.name) for rule in rules()]
 _WIDE = {"description_width": "initial"}
 
 
@@ -116,6 +118,9 @@ class AssignmentExplorer(Explorer):
         self.fnp_num = W.IntSlider(value=fnp_num, min=1, max=40, description="FNP n", style=_WIDE)
         self.fsr_thresh = W.FloatSlider(value=fsr_thresh, min=0.01, max=0.99, step=0.01, description="FSR t",
                                         style=_WIDE)
+        for control, setting in ((self.topk, "topk"), (self.score_lambda, "score_lambda"),
+                                 (self.fnp_num, "fnp_num"), (self.fsr_thresh, "fsr_thresh")):
+            control.setting = setting  # the AssignConfig field it sets
         self.histogram = W.Image(format="png")
         self.overlay = W.Image(format="png")
         self.replay: compute.Replay | None = None
@@ -176,10 +181,9 @@ class AssignmentExplorer(Explorer):
         return self._replays[key]
 
     def _update(self) -> None:
-        rule = self.rule.value
-        self.fnp_num.disabled = rule != "fnp"
-        self.fsr_thresh.disabled = rule != "fsr"
-        self.score_lambda.disabled = rule in ("atss", "max_iou")
+        uses = get_rule(self.rule.value).uses  # a control is live where the rule reads its setting
+        for control in (self.topk, self.score_lambda, self.fnp_num, self.fsr_thresh):
+            control.disabled = control.setting not in uses
         i, g = self.image.value, self.gt.value
         if g is None:
             self.label.value = "positives: 0"
@@ -204,6 +208,45 @@ class AssignmentExplorer(Explorer):
         self._show("histogram", plot_cost_histogram(v["values"], v["fit"], v["labels"], v["boundary"],
                                                     title=title, converged=converged, **kwargs), self.histogram)
         self._show("overlay", plot_snapshot(self.snapshot, i, g, assignment=self.replay.assignment), self.overlay)
+
+
+class RuleComparisonExplorer(AssignmentExplorer):
+    """One GT of a trained run through several rules side by side (issue 20): choose iteration, image, GT
+    and the rules (default PAA (c), ATSS, TAL, SimOTA); K and λ apply to the rules that read them. Each
+    column shows what the rule ranks the GT's candidates by and its positives on the image
+    (:func:`paa_toolkit.viz.successors.plot_rule_comparison`); ``label`` reads ``"c: 7 | atss: 9 | ..."``."""
+
+    def __init__(self, source: Any, *, rules: tuple[str, ...] = ("c", "atss", "tal", "simota"), **kwargs):
+        super().__init__(source, **kwargs)
+        self.rules = W.SelectMultiple(options=RULE_OPTIONS, value=tuple(rules), description="rules", rows=5,
+                                      style=_WIDE)
+        self.comparison = W.Image(format="png")
+        self.children = [W.HBox([self.iteration, self.image, self.gt]), W.HBox([self.rules, self.topk,
+                         self.score_lambda]), W.HBox([self.label, self.status]), self.comparison]
+        self._observe(self.rules)
+        self.update()
+
+    def _update(self) -> None:
+        if not hasattr(self, "rules"):  # the base class's first update, before the rule list exists
+            return
+        i, g = self.image.value, self.gt.value
+        if g is None:
+            self.label.value = ""
+            self.status.value = f"image {i} has no GT"
+            return
+        self.views = compute.compare_rules(self.snapshot, i, g, self.rules.value, topk=self.topk.value,
+                                           score_lambda=self.score_lambda.value)
+        self.label.value = " | ".join(f"{name}: {v['num_positive']}" for name, v in self.views.items())
+        approximate = [name for name, v in self.views.items() if not v["exact"]]
+        self.status.value = f"| iteration {self.iteration.value}" + (
+            f"; approximated (no cls_logits in the trace): {', '.join(approximate)}" if approximate else "")
+        self._show("comparison", plot_rule_comparison(self.snapshot, i, g, self.views), self.comparison)
+
+
+def rule_comparison_explorer(source: Any, **kwargs) -> RuleComparisonExplorer:
+    """Several rules on the same GT of a trace folder (or run folder, trace file, snapshots, ``(model,
+    dataset)``), side by side: one call in a notebook. See :class:`RuleComparisonExplorer`."""
+    return RuleComparisonExplorer(source, **kwargs)
 
 
 def assignment_explorer(source: Any, **kwargs) -> AssignmentExplorer:
@@ -343,6 +386,6 @@ def voting_explorer(detections: Mapping[str, Any] | None, candidates: Mapping[st
 
 
 __all__ = [
-    "AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "figure_png", "gmm_explorer",
-    "voting_explorer",
+    "AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
+    "figure_png", "gmm_explorer", "rule_comparison_explorer", "voting_explorer",
 ]
