@@ -2,6 +2,12 @@
 
     python benchmarks/bench_recipe.py speed [--steps 30] [--threads 2]      # ms per training step, per lever
     python benchmarks/bench_recipe.py bootstrap RUN_DIR [RUN_DIR ...]       # AP ± bootstrap s.e. over val images
+    python benchmarks/bench_recipe.py candidates                            # what the anchors offer each GT
+
+``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
+of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
+the GT an anchor of IoU ≥ 0.3 (Procedure 1 takes its top K = 9 on every level; the paper's COCO objects
+meet such anchors on one or two levels) and which share of GTs has none anywhere.
 
 ``speed`` times forward + loss (PAA assignment) + backward + SGD step of the ``bench`` budget's detector
 on its own synthetic training batches (batch 4, 128 px, P2–P6, width 32), after 3 warm-up steps, for each
@@ -93,6 +99,35 @@ def bootstrap(run_dir: Path, replicates: int) -> dict:
     return {"run": str(run_dir), **result}
 
 
+def candidates() -> dict:
+    from torchvision.ops import box_iou
+
+    from paa_toolkit.data.synthetic import make_synthetic_coco
+    from paa_toolkit.model.backbone import PYRAMIDS
+    from paa_toolkit.structures import make_anchor_grid
+
+    out = {}
+    for size, pyramid in ((256, "p3-p7"), (128, "p3-p7"), (128, "p2-p6")):
+        root = make_synthetic_coco(seed=0, num_train=800, num_val=500 if size == 128 else 100, image_size=size)
+        data = json.loads((root / "val.json").read_text())
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                              for a in data["annotations"] if not a["iscrowd"]])
+        strides = [2 ** level for level in PYRAMIDS[pyramid]]
+        grid = make_anchor_grid([(-(-size // s), -(-size // s)) for s in strides], strides, scale=8.0)
+        best = torch.stack([box_iou(boxes, level).max(1).values
+                            for level in grid.boxes.split(grid.num_per_level)], 1)  # [G, levels]
+        levels = (best >= 0.3).sum(1)
+        side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
+        out[f"{size} px {pyramid}"] = {
+            "gts": len(boxes), "median_best_iou": round(float(best.max(1).values.median()), 3),
+            "levels_with_iou>=0.3": {str(n): round(float((levels == n).float().mean()), 3) for n in range(4)},
+            "gts_without_anchor_iou>=0.3": round(float((levels == 0).float().mean()), 3),
+            "without_by_side": {f"<{hi}px": round(float((levels[(side >= lo) & (side < hi)] == 0).float().mean()), 3)
+                                for lo, hi in ((0, 16), (16, 32), (32, 64), (64, 999))},
+            "best_iou_per_level_median": [round(float(v), 3) for v in best.median(0).values]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -103,10 +138,13 @@ def main() -> None:
     b = sub.add_parser("bootstrap")
     b.add_argument("runs", nargs="+", type=Path)
     b.add_argument("--replicates", type=int, default=200)
+    sub.add_parser("candidates")
     args = parser.parse_args()
     if args.what == "speed":
         torch.set_num_threads(args.threads)
         print(json.dumps(speed(args.steps, args.rounds), indent=1))
+    elif args.what == "candidates":
+        print(json.dumps(candidates(), indent=1))
     else:
         for run in args.runs:
             print(json.dumps(bootstrap(run, args.replicates)))
