@@ -3,6 +3,13 @@
     python benchmarks/bench_recipe.py speed [--steps 30] [--threads 2]      # ms per training step, per lever
     python benchmarks/bench_recipe.py bootstrap RUN_DIR [RUN_DIR ...]       # AP ± bootstrap s.e. over val images
     python benchmarks/bench_recipe.py candidates                            # what the anchors offer each GT
+    python benchmarks/bench_recipe.py curves RUNS --configs paa_ioupred atss_ioupred fcos --out benchmarks/results
+
+``curves`` reads a grid's run folders (``RUNS/bench/<config>/seed<k>/metrics.jsonl`` and, when present,
+``RUNS/bench-2x/...``), draws AP / AP50 / APs against iterations (``bench_curves.png``: mean over seeds, band
+min–max) and writes ``bench_curves.json``: per config and seed the curve, the final AP at N and at 2N, and the
+convergence figures — mean AP(2N) − AP(N) over the seeds that have both (converged: ≤ 0.5 points) and the
+gain over the last 600 iterations of the N run — with the seed mean and sample std of AP(N).
 
 ``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
 of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
@@ -24,13 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from paa_toolkit.ablation.report import machine_description
 from paa_toolkit.data.build import build_datasets
 from paa_toolkit.data.coco import collate
 from paa_toolkit.engine import presets
@@ -82,7 +89,7 @@ def speed(steps: int, rounds: int) -> dict:
         for name, (step, _) in timers.items():
             times[name] += [step(i) for i in range(steps // rounds)]
     base = statistics.median(times["float32"])
-    return {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, native bf16: "
+    return {"machine": f"{machine_description()}; {torch.get_num_threads()} threads, native bf16: "
                        f"{cpu_has_native_bf16()}", "torch": torch.__version__,
             "ms_per_step": {n: round(1000 * statistics.median(t), 1) for n, t in times.items()},
             "speedup_vs_float32": {n: round(base / statistics.median(t), 2) for n, t in times.items()},
@@ -128,6 +135,45 @@ def candidates() -> dict:
     return out
 
 
+def _curve(run: Path) -> list[tuple[int, float]]:
+    from paa_toolkit.engine.run_files import read_metrics
+
+    return [(r["iteration"], r["AP"]) for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "eval"]
+
+
+def curves(runs: Path, configs: list[str], out: Path) -> dict:
+    from paa_toolkit.engine.run_files import read_metrics
+    from paa_toolkit.viz.analysis import plot_learning_curves
+
+    summary, drawn = {}, {}
+    for config in configs:
+        seeds = sorted((runs / "bench" / config).glob("seed*/final_metrics.json"))
+        entry = {"seeds": {}}
+        for final in seeds:
+            run, name = final.parent, final.parent.name
+            curve = _curve(run)
+            long = runs / "bench-2x" / config / name / "final_metrics.json"
+            entry["seeds"][name] = {"curve": curve, "AP_N": json.loads(final.read_text())["AP"],
+                                    "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None}
+            drawn.setdefault(config, []).append(read_metrics(run / "metrics.jsonl"))
+        finals = [s["AP_N"] for s in entry["seeds"].values()]
+        pairs = [s["AP_2N"] - s["AP_N"] for s in entry["seeds"].values() if s["AP_2N"] is not None]
+        gains = [s["curve"][-1][1] - dict(s["curve"]).get(s["curve"][-1][0] - 600, float("nan"))
+                 for s in entry["seeds"].values() if len(s["curve"]) > 2]
+        entry.update(num_seeds=len(finals), AP_mean=statistics.fmean(finals) if finals else None,
+                     AP_std=statistics.stdev(finals) if len(finals) > 1 else None,
+                     gain_2N_minus_N_points=100 * statistics.fmean(pairs) if pairs else None, seeds_with_2N=len(pairs),
+                     gain_last_600_iters_points=100 * statistics.fmean(gains) if gains else None)
+        summary[config] = entry
+    out.mkdir(parents=True, exist_ok=True)
+    plot_learning_curves(drawn).savefig(out / "bench_curves.png", dpi=110)
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
+              "command": f"python benchmarks/bench_recipe.py curves {runs} --configs {' '.join(configs)}",
+              "configs": summary}
+    (out / "bench_curves.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -139,10 +185,17 @@ def main() -> None:
     b.add_argument("runs", nargs="+", type=Path)
     b.add_argument("--replicates", type=int, default=200)
     sub.add_parser("candidates")
+    c = sub.add_parser("curves")
+    c.add_argument("runs", type=Path)
+    c.add_argument("--configs", nargs="+", default=["paa_ioupred", "atss_ioupred", "fcos"])
+    c.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     if args.what == "speed":
         torch.set_num_threads(args.threads)
         print(json.dumps(speed(args.steps, args.rounds), indent=1))
+    elif args.what == "curves":
+        for config, entry in curves(args.runs, args.configs, args.out)["configs"].items():
+            print(config, {k: v for k, v in entry.items() if k != "seeds"})
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.gmm import fit_gmm
 from paa_toolkit.viz.analysis import (
-    ASSIGNMENT_PLOT, plot_diagnostics_by_config, plot_em_iterations, plot_gmm_settings, plot_run_diagnostics,
-    save_assignment_plot,
+    ASSIGNMENT_PLOT, plot_diagnostics_by_config, plot_em_iterations, plot_gmm_settings, plot_learning_curves,
+    plot_run_diagnostics, save_assignment_plot,
 )
 
 
@@ -98,3 +98,15 @@ def test_starvation_by_size_draws_every_rule_in_each_size_panel():
     starved = [ax for ax in fig.axes if ax.get_title() == "Small GTs without a positive (%)"][0]
     assert all(list(line.get_ydata()) == pytest.approx([10.0, 10.0]) for line in starved.lines)
     assert len(fig.axes) == 6
+
+
+def test_learning_curves_draw_ap_in_points_from_the_eval_records_mean_over_seeds():
+    def curve(values):
+        return [{"kind": "train", "iteration": 100, "AP": 9.0}] + [
+            {"kind": "eval", "iteration": it, "AP": ap, "AP50": ap + 0.2} for it, ap in zip((300, 600), values)]
+
+    fig = plot_learning_curves({"PAA": [curve((0.2, 0.4)), curve((0.3, 0.5))], "FCOS": [curve((0.1, 0.2))]},
+                               keys=("AP", "AP50"))
+    assert gids(fig) == {"AP:PAA", "AP:FCOS", "AP50:PAA", "AP50:FCOS"}
+    paa = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "AP:PAA")
+    assert list(paa.get_xdata()) == [300, 600] and list(paa.get_ydata()) == pytest.approx([25.0, 45.0])

@@ -29,8 +29,8 @@ LINE_STYLES = ("-", "--", ":", "-.")
 SIZE_COLORS = {"": "black", "small": "tab:red", "medium": "tab:orange", "large": "tab:blue"}
 
 
-def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [(r["iteration"], r[key]) for r in records if r.get("kind") == "train" and r.get(key) is not None]
+def _series(records: Sequence[dict[str, Any]], key: str, kind: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    rows = [(r["iteration"], r[key]) for r in records if r.get("kind") == kind and r.get(key) is not None]
     return np.array([x for x, _ in rows], dtype=float), np.array([y for _, y in rows], dtype=float)
 
 
@@ -81,11 +81,11 @@ TITLES = {"pos_per_gt": "Positive anchors per GT", "gt_without_pos": "GTs withou
           **{f"gt_without_pos_{s}": f"{s.capitalize()} GTs without a positive (%)" for s in SIZES}}
 
 
-def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: str) -> None:
+def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: str, kind: str = "train") -> None:
     """One panel of :func:`plot_diagnostics_by_config`: each config's mean over seeds, the seeds' band."""
-    scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" else 1.0
+    scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" or kind == "eval" else 1.0
     for index, (name, seeds) in enumerate(runs.items()):
-        series = [_series(records, key) for records in seeds]
+        series = [_series(records, key, kind) for records in seeds]
         series = [(x, y) for x, y in series if x.size]
         if not series:
             continue
@@ -115,6 +115,18 @@ def plot_diagnostics_by_config(
     fig = Figure(figsize=(figsize_per_panel[0] * len(keys), figsize_per_panel[1]), layout="constrained")
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
         _plot_runs(ax, runs, key)
+    return fig
+
+
+def plot_learning_curves(runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
+                         keys: Sequence[str] = ("AP", "AP50", "APs"), figsize_per_panel=(4.6, 3.6)) -> Figure:
+    """COCO metrics (in points) of each config against training iterations, from the ``eval`` records of each
+    seed's ``metrics.jsonl`` (``eval_every``): mean over seeds as a line, the seeds' min–max as a band —
+    whether a recipe has reached its plateau (issue 19)."""
+    fig = Figure(figsize=(figsize_per_panel[0] * len(keys), figsize_per_panel[1]), layout="constrained")
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+        _plot_runs(ax, runs, key, kind="eval")
+        ax.set_title(f"{key} (points) on the validation split")
     return fig
 
 
@@ -183,4 +195,5 @@ def save_assignment_plot(run_dir: str | Path, dpi: int = 100) -> Path | None:
 
 
 __all__ = ["ASSIGNMENT_PLOT", "TITLES", "plot_diagnostics_by_config", "plot_em_iterations", "plot_gmm_settings",
+           "plot_learning_curves",
            "plot_run_diagnostics", "plot_starvation_by_size", "save_assignment_plot"]
