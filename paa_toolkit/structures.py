@@ -130,3 +130,7 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | N
         labels[i, :n] = t["labels"].to(device=device, dtype=torch.int64)
         valid[i, :n] = True
     return PaddedTargets(boxes=boxes, labels=labels, valid=valid)
+
+
+__all__ = ["BOX_CODER", "AnchorGrid", "PaddedTargets", "batched_box_iou", "box_area", "decode_boxes", "make_anchor_grid",
+           "pad_targets", "paired_box_iou"]

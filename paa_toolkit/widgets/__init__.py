@@ -1,11 +1,17 @@
 """ipywidgets explorers for the course notebooks, each one call: :func:`assignment_explorer`,
 :func:`gmm_explorer`, :func:`voting_explorer` (in :mod:`.explorers`; they need ``ipywidgets``).
 
-What they compute lives in :mod:`.compute` (no ipywidgets needed), the figures in :mod:`paa_toolkit.viz`.
+What they compute lives in :mod:`.compute` (no ipywidgets needed, exported here too), the figures in
+:mod:`paa_toolkit.viz`.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from .compute import (
+    TraceSource, gt_candidates, load_snapshot, nms_then_vote, open_source, random_snapshot, snapshot_from_model,
+    two_cluster_costs,
+)
 
 _EXPLORERS = ("AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "gmm_explorer",
               "voting_explorer")
@@ -19,4 +25,8 @@ def __getattr__(name: str) -> Any:  # import ipywidgets only when an explorer is
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = list(_EXPLORERS)
+__all__ = [
+    "AssignmentExplorer", "GMMExplorer", "VotingExplorer", "assignment_explorer", "gmm_explorer", "voting_explorer",
+    "TraceSource", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source", "random_snapshot",
+    "snapshot_from_model", "two_cluster_costs",
+]
