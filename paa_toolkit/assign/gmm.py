@@ -199,8 +199,10 @@ def fit_gmm(
         valid: ``[G, N]`` bool, which slots are candidates (None: all). Need not be contiguous.
         init: ``"paper"`` (§4.1: min / max, σ = 1) or ``"data"`` (halves below / above the median),
             see the module docstring; scikit-learn gets the same as ``means_init`` / ``precisions_init``.
-        max_iter, tol, reg_covar: as ``sklearn.mixture.GaussianMixture`` (defaults: the reference's 100,
-            scikit-learn's 1e-3 and 1e-6).
+        max_iter: at most this many EM iterations, as ``sklearn.mixture.GaussianMixture`` (default: the
+            reference's 100).
+        tol: stop a row when its mean log-likelihood gains less (scikit-learn's default 1e-3).
+        reg_covar: added to every variance (scikit-learn's default 1e-6).
         dtype: computation and output dtype (float64 matches scikit-learn to rounding).
         check_every: iterations between two checks whether any row still runs (each one a host sync
             on GPUs); None: 1 on CPU, :data:`CHECK_EVERY_ACCELERATOR` elsewhere. Results do not depend on it.

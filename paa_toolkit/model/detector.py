@@ -46,8 +46,9 @@ class PAADetector(nn.Module):
         anchor_scale: anchor size = stride × scale (paper: 8; Table 4: 4/6/10).
         aux: "iou" (IoU prediction), "centerness" or "none" — Table 1 right.
         loss_weights: λ1, λ2 of Eq. (8).
-        min_size / max_size: training sizes (one is drawn per batch) and the longest side, as
-            torchvision's ``GeneralizedRCNNTransform`` (``model.transform.min_size`` can be set later).
+        min_size: training sizes of the shorter side (one is drawn per batch), as torchvision's
+            ``GeneralizedRCNNTransform`` (``model.transform.min_size`` can be set later).
+        max_size: the longest side at most.
         size_divisible: pad each batch to a multiple of this (128, P7's stride: every P7 cell covers
             image; 32 as the reference code and torchvision's FCOS is cheaper at other sizes).
         inference: test-time settings (:class:`~.postprocess.InferenceConfig`), read at every call.
