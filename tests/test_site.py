@@ -231,3 +231,13 @@ def test_the_paper_table_links_fit_gmm_to_its_api_page(page, server):
     link.click()
     page.wait_for_url("**/api/assign/#paa_toolkit.assign.fit_gmm")
     assert page.locator("#paa_toolkit\\.assign\\.fit_gmm").is_visible()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("url", ["benchmarks/", "benchmarks/ablations/"])
+def test_the_benchmark_pages_show_their_figures_decoded(page, server, url):
+    page.goto(f"{server}/{url}", wait_until="load")
+    with screenshot_on_failure(page, url.strip("/").replace("/", "_")):
+        images = page.eval_on_selector_all("article img", "imgs => imgs.map(i => [i.src, i.naturalWidth])")
+        assert any("results/analysis_" in src for src, _ in images), images
+        assert all(width > 0 for _, width in images), f"figures not decoded: {images}"
