@@ -30,6 +30,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# ruff (pyproject.toml): the linter, then the formatter's check; CI runs this before the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 # The site (README, the course executed with its outputs, benchmarks, API reference) -> site/, strict.
 # Renders the notebooks tests/test_notebooks.py executed (build/course/), else executes them against the cached
 # course detector (`make course`; trained on first use). PAA_FAST=1 make docs: a quick preview.

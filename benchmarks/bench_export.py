@@ -61,8 +61,11 @@ def main() -> None:
     print("| input | detections (eager / ORT) | max box diff (px) | max score diff | eager ms | ORT ms | ORT / eager |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['height']}×{r['width']} | {int(r['expected'])} / {int(r['actual'])} | {r['max_box_diff']:.1e} | "
-              f"{r['max_score_diff']:.1e} | {r['eager_ms']:.0f} | {r['onnx_ms']:.0f} | {r['onnx_ms'] / r['eager_ms']:.2f} |")
+        print(
+            f"| {r['height']}×{r['width']} | {int(r['expected'])} / {int(r['actual'])} | {r['max_box_diff']:.1e} | "
+            f"{r['max_score_diff']:.1e} | {r['eager_ms']:.0f} | {r['onnx_ms']:.0f} | "
+            f"{r['onnx_ms'] / r['eager_ms']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -132,5 +132,14 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | N
     return PaddedTargets(boxes=boxes, labels=labels, valid=valid)
 
 
-__all__ = ["BOX_CODER", "AnchorGrid", "PaddedTargets", "batched_box_iou", "box_area", "decode_boxes", "make_anchor_grid",
-           "pad_targets", "paired_box_iou"]
+__all__ = [
+    "BOX_CODER",
+    "AnchorGrid",
+    "PaddedTargets",
+    "batched_box_iou",
+    "box_area",
+    "decode_boxes",
+    "make_anchor_grid",
+    "pad_targets",
+    "paired_box_iou",
+]

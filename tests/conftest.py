@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_training import tiny_config  # tests/tiny_training.py
-
 from paa_toolkit.course import briefly_trained_run, course_config, course_run_dir
 from paa_toolkit.data.synthetic import make_synthetic_coco
 from paa_toolkit.engine.loop import train
 
+from tiny_training import tiny_config  # tests/tiny_training.py
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from paa_toolkit.engine.checkpoint import (
-    LAST, PREVIOUS, CheckpointError, find_resumable, load_checkpoint, save_checkpoint,
+    LAST,
+    PREVIOUS,
+    CheckpointError,
+    find_resumable,
+    load_checkpoint,
+    save_checkpoint,
 )
 
 

@@ -25,7 +25,9 @@ class ReplayModel(nn.Module):
         out = []
         for _ in images:
             if self.targets is None:
-                out.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)})
+                out.append(
+                    {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+                )
             else:
                 t = self.targets[self.seen]
                 n = len(t["boxes"])

@@ -1,4 +1,5 @@
-"""Export (model/export.py, python -m paa_toolkit.export): ONNX with post-processing, checked against eager PyTorch."""
+"""Export (model/export.py, python -m paa_toolkit.export): ONNX with post-processing, checked against eager
+PyTorch."""
 from __future__ import annotations
 
 import json

@@ -10,8 +10,8 @@ Then ``python -m http.server -d site`` serves it on 127.0.0.1 and headless Chrom
 formulas typeset by the vendored MathJax, the search finding ``fit_gmm``, the API page of ``fit_gmm`` with its
 signature and its Returns — and that no request leaves localhost.
 
-The browser tests are slow (``pytest -m slow tests/test_site.py``), the checks of the build's pieces fast; ``PAA_FAST=1`` builds from the fast setting (a quick local
-check), ``PAA_SKIP_BROWSER=1`` skips it.
+The browser tests are slow (``pytest -m slow tests/test_site.py``), the checks of the build's pieces fast;
+``PAA_FAST=1`` builds from the fast setting (a quick local check), ``PAA_SKIP_BROWSER=1`` skips it.
 """
 from __future__ import annotations
 
@@ -170,7 +170,8 @@ def screenshot_on_failure(page, name: str):
 #: notebook 01's Fig. 1: the first output image after its heading "6. Fig. 1: ..." (null: no such heading)
 FIG_1 = """() => {
     const cells = [...document.querySelectorAll('.jp-Cell')];
-    const at = cells.findIndex(c => [...c.querySelectorAll('h2')].some(h => /^6\\.\\s*Fig\\. 1\\b/.test(h.textContent)));
+    const isFig1 = h => /^6\\.\\s*Fig\\. 1\\b/.test(h.textContent);
+    const at = cells.findIndex(c => [...c.querySelectorAll('h2')].some(isFig1));
     if (at < 0) return null;
     const img = cells.slice(at + 1).map(c => c.querySelector('.jp-OutputArea-output img')).find(i => i);
     if (!img) return 'no image';

@@ -16,7 +16,13 @@ from .candidates import PAA_IOU_THRESHOLD, anchor_gt_iou, match_max_iou, topk_pe
 from .config import GMM_INITS, GMM_RULES, LOW_QUALITY_POLICIES, RULES, AssignConfig
 from .cost import anchor_cost, focal_loss_per_anchor
 from .gmm import (
-    CONVERGED_MAX_ITER, CONVERGED_TOL, GMMFit, fit_gmm, fit_gmm_sklearn, gmm_history, synthetic_candidate_costs,
+    CONVERGED_MAX_ITER,
+    CONVERGED_TOL,
+    GMMFit,
+    fit_gmm,
+    fit_gmm_sklearn,
+    gmm_history,
+    synthetic_candidate_costs,
 )
 from .paa import PAAAssigner, fit_and_separate, scatter_labels
 from .replay import Replay, replay_assignment

@@ -18,14 +18,30 @@ bimodality the notebooks show), :mod:`.grading` (exercises and claims), :mod:`.m
 from __future__ import annotations
 
 from .fit_statistics import (
-    BIMODAL_D, BIMODAL_MIN_COUNT, MIN_CANDIDATES_TO_JUDGE, VISIBLE_SHIFT, FitComparison, TracedGTs, ashman_d,
-    bic_gain, compare_fits, fit_row, gt_fits, traced_gts,
+    BIMODAL_D,
+    BIMODAL_MIN_COUNT,
+    MIN_CANDIDATES_TO_JUDGE,
+    VISIBLE_SHIFT,
+    FitComparison,
+    TracedGTs,
+    ashman_d,
+    bic_gain,
+    compare_fits,
+    fit_row,
+    gt_fits,
+    traced_gts,
 )
 from .grading import CHECK_SOLUTIONS_ENV, ExerciseError, check, expect
 from .make_course import main
 from .model_view import HeadView, detections_from_view, head_outputs, post_processing, scale_boxes
 from .run_cache import (
-    briefly_trained_run, config_digest, course_config, course_run_dir, is_complete, load_run, repository_root,
+    briefly_trained_run,
+    config_digest,
+    course_config,
+    course_run_dir,
+    is_complete,
+    load_run,
+    repository_root,
     run_datasets,
 )
 

@@ -25,8 +25,9 @@ import os
 import pickle
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
@@ -254,6 +255,23 @@ def load_trace(path: str | Path) -> dict[str, Any]:
         "snapshot": snapshot}
 
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "PLOT_FILES", "TEMPORARY", "TRACE_DIR", "TRACE_FORMAT", "TRACE_VERSION", "MetricsLog",
-           "TraceFileError", "atomic_save", "atomic_write", "atomic_write_text", "load_trace", "read_metrics",
-           "save_trace", "trace_image_indices", "write_error", "write_trace"]
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "PLOT_FILES",
+    "TEMPORARY",
+    "TRACE_DIR",
+    "TRACE_FORMAT",
+    "TRACE_VERSION",
+    "MetricsLog",
+    "TraceFileError",
+    "atomic_save",
+    "atomic_write",
+    "atomic_write_text",
+    "load_trace",
+    "read_metrics",
+    "save_trace",
+    "trace_image_indices",
+    "write_error",
+    "write_trace",
+]

@@ -23,10 +23,11 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import distributed
 from .checkpoint import FINAL_METRICS, LAST, PREVIOUS
@@ -162,7 +163,8 @@ def _describe(run_dir: Path, files: list[Path]) -> str:
     checkpoints = [p.name for p in files if p.name in (LAST, PREVIOUS)]
     if checkpoints:
         return f"an unfinished run (checkpoint {checkpoints[0]})"
-    return f"files of a run that wrote no checkpoint ({', '.join(sorted({p.relative_to(run_dir).parts[0] for p in files}))})"
+    names = sorted({p.relative_to(run_dir).parts[0] for p in files})
+    return f"files of a run that wrote no checkpoint ({', '.join(names)})"
 
 
 def _delete(files: list[Path], run_dir: Path) -> None:

@@ -14,7 +14,13 @@ from .detector import PAADetector, build_model
 from .head import AUX_CHOICES, HeadOutputs, PAAHead
 from .losses import LossWeights, detection_losses
 from .postprocess import (
-    VOTING_SIGMA, InferenceConfig, clip_boxes, merge_tta, postprocess_detections, unified_scores, vote_boxes,
+    VOTING_SIGMA,
+    InferenceConfig,
+    clip_boxes,
+    merge_tta,
+    postprocess_detections,
+    unified_scores,
+    vote_boxes,
 )
 
 __all__ = [

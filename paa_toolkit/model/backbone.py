@@ -48,7 +48,7 @@ class DeformConvBlock(DeformConv2d):
         nn.init.zeros_(self.offset.bias)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, modulated: bool = False) -> "DeformConvBlock":
+    def from_conv(cls, conv: nn.Conv2d, modulated: bool = False) -> DeformConvBlock:
         """Same geometry as ``conv`` (stride, padding, dilation, groups), weights copied."""
         block = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],
                     conv.dilation[0], conv.groups, conv.bias is not None, modulated)
@@ -73,7 +73,7 @@ class ResNetFPN(BackboneWithFPN):
     def strides(self) -> list[int]:
         return list(STRIDES)
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         feats = super().forward(x)
         return OrderedDict((f"p{level}", f) for level, f in zip(range(3, 8), feats.values()))
 

@@ -12,8 +12,8 @@ and detections come back in the original image coordinates — exactly as torchv
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -121,7 +121,9 @@ class PAADetector(nn.Module):
     def anchors_for(self, feature_sizes: list[tuple[int, int]], like: Tensor) -> AnchorGrid:
         """The anchor grid of these feature-map sizes (cached; computed in the graph while tracing)."""
         if torch.jit.is_tracing():  # traced sizes: the exported graph builds the grid of each input
-            return make_anchor_grid(feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype)
+            return make_anchor_grid(
+                feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype
+            )
         key = (tuple(feature_sizes), like.device, like.dtype)
         if key not in self._anchor_cache:
             if len(self._anchor_cache) > 32:
@@ -224,11 +226,22 @@ class PAADetector(nn.Module):
                     for i, (h, w) in enumerate(batch.image_sizes)]
         scales = [(h / img.shape[-2], w / img.shape[-1]) for (h, w), img in zip(batch.image_sizes, images)]
         return AssignmentSnapshot(
-            diagnostics=assignment.diagnostics, anchors=anchors.boxes, num_per_level=list(anchors.num_per_level),
-            strides=self.strides, matched_gt=assignment.matched_gt, pred_boxes=pred_boxes,
-            cls_scores=out.cls_logits.sigmoid().max(-1).values, cls_logits=out.cls_logits, gt_boxes=padded.boxes, gt_labels=padded.labels,
-            gt_valid=padded.valid, image_sizes=[tuple(s) for s in batch.image_sizes], scales=scales,
-            images=pictures, settings=replace(self.assigner.settings), anchor_scale=float(self.anchor_scale),
+            diagnostics=assignment.diagnostics,
+            anchors=anchors.boxes,
+            num_per_level=list(anchors.num_per_level),
+            strides=self.strides,
+            matched_gt=assignment.matched_gt,
+            pred_boxes=pred_boxes,
+            cls_scores=out.cls_logits.sigmoid().max(-1).values,
+            cls_logits=out.cls_logits,
+            gt_boxes=padded.boxes,
+            gt_labels=padded.labels,
+            gt_valid=padded.valid,
+            image_sizes=[tuple(s) for s in batch.image_sizes],
+            scales=scales,
+            images=pictures,
+            settings=replace(self.assigner.settings),
+            anchor_scale=float(self.anchor_scale),
         ).to("cpu")
 
 

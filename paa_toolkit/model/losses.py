@@ -20,6 +20,7 @@ from ..assign.cost import focal_loss_per_anchor
 from ..distributed import mean_over_processes
 from ..structures import AnchorGrid, PaddedTargets, paired_box_iou
 
+
 def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
     """FCOS centerness of each anchor centre in its GT box (0 outside), ``[B, A]``."""
     left = anchor_centers[..., 0] - gt_boxes[..., 0]
@@ -28,14 +29,17 @@ def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
     bottom = gt_boxes[..., 3] - anchor_centers[..., 1]
     lr = torch.stack([left, right], -1).clamp(min=0)
     tb = torch.stack([top, bottom], -1).clamp(min=0)
-    ratio = (lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)) * (tb.min(-1).values / tb.max(-1).values.clamp(min=1e-6))
+    ratio = (lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)) * (
+        tb.min(-1).values / tb.max(-1).values.clamp(min=1e-6)
+    )
     return ratio.sqrt()
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     """λ1 and λ2 of Eq. (8): the weights of the box (GIoU) loss (1.3, §4.1) and of the auxiliary IoU /
-    centerness loss (0.5). Not the λ of Eq. (1)/(3), which weights the anchor score (see assign.cost)."""
+    centerness loss (0.5). Not the λ of Eq. (1)/(3), which weights the anchor score (see assign.cost).
+    Frozen: a value, safe as a default argument."""
 
     box: float = 1.3
     aux: float = 0.5

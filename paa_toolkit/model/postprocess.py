@@ -91,7 +91,9 @@ def vote_boxes(
     if not sigma > 0:
         raise ValueError(f"sigma (σ_t of Eq. 9) must be > 0, got {sigma}")
     if det_boxes.shape[-1] != 4 or cand_boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must be [..., 4] xyxy, got det {tuple(det_boxes.shape)}, cand {tuple(cand_boxes.shape)}")
+        raise ValueError(
+            f"boxes must be [..., 4] xyxy, got det {tuple(det_boxes.shape)}, cand {tuple(cand_boxes.shape)}"
+        )
     if det_scores.shape != det_boxes.shape[:-1] or det_labels.shape != det_boxes.shape[:-1]:
         raise ValueError(f"det_scores {tuple(det_scores.shape)} / det_labels {tuple(det_labels.shape)} must be "
                          f"{tuple(det_boxes.shape[:-1])}")
@@ -285,11 +287,20 @@ def merge_tta(
         if missing:
             raise ValueError(f"detections[{i}] lacks {sorted(missing)}")
     union = {key: torch.cat([d[key] for d in detections]) for key in keys}
-    keep = batched_nms(union["boxes"].double(), union["scores"].double(), union["labels"], nms_thresh)[:detections_per_img]
+    keep = batched_nms(union["boxes"].double(), union["scores"].double(), union["labels"], nms_thresh)[
+        :detections_per_img
+    ]
     merged = {key: value[keep] for key, value in union.items()}
     if score_voting:
-        merged["boxes"] = vote_boxes(merged["boxes"], merged["scores"], merged["labels"], union["boxes"], union["scores"],
-                                union["labels"], voting_sigma)
+        merged["boxes"] = vote_boxes(
+            merged["boxes"],
+            merged["scores"],
+            merged["labels"],
+            union["boxes"],
+            union["scores"],
+            union["labels"],
+            voting_sigma,
+        )
     return merged
 
 

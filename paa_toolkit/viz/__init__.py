@@ -9,7 +9,12 @@ from .analysis import plot_diagnostics_by_config, plot_em_iterations, plot_gmm_s
 from .assignment import LABEL_COLORS, LABEL_NAMES, plot_assignment, plot_snapshot, snapshot_anchor_view
 from .detections import draw_detections, iou_error_by_bin, plot_detections, plot_iou_prediction, plot_voting
 from .gmm import (
-    component_densities, plot_boundaries, plot_cost_histogram, plot_cost_panels, plot_em_steps, plot_gmm_comparison,
+    component_densities,
+    plot_boundaries,
+    plot_cost_histogram,
+    plot_cost_panels,
+    plot_em_steps,
+    plot_gmm_comparison,
     separation_results,
 )
 from .training import plot_ap, plot_losses, plot_positives_by_iteration, plot_positives_per_gt, save_training_plots

@@ -7,7 +7,7 @@ shows it in red next to its bar.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 

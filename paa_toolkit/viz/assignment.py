@@ -10,7 +10,8 @@ without pyplot: nothing is shown, nothing depends on the backend.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

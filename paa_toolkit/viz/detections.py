@@ -10,7 +10,8 @@ Artists carry gids (``"iou:pairs"``, ``"iou:bin_error"``, ``"boxes:before"``, ``
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -11,7 +11,8 @@ the curves sit on the bars. Artists carry gids (``"hist"``, ``"rug:positive"``, 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

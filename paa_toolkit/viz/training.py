@@ -9,8 +9,9 @@ Figures are made with ``matplotlib.figure.Figure`` directly (no pyplot state, no
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure

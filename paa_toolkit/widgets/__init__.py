@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from .compute import (
-    TraceSource, gt_candidates, load_snapshot, nms_then_vote, open_source, random_snapshot, snapshot_from_model,
+    TraceSource,
+    gt_candidates,
+    load_snapshot,
+    nms_then_vote,
+    open_source,
+    random_snapshot,
+    snapshot_from_model,
     two_cluster_costs,
 )
 
