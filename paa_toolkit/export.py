@@ -4,7 +4,7 @@ CHECKPOINT is a ``.pth`` file or a run folder. The file takes one image, ``float
 [0, 1] of any size (input ``image``), and returns ``boxes [N, 4]`` (xyxy, in the image's pixels),
 ``scores [N]`` and ``labels [N]`` (int64 class indices; the class names are in the file's metadata),
 with the checkpoint's post-processing, score voting included (what differs from PyTorch:
-:mod:`paa_toolkit.model.export`). The command then checks the file: ``onnx.checker``, and
+:mod:`paa_toolkit.model.onnx_export`). The command then checks the file: ``onnx.checker``, and
 onnxruntime on the CPU against eager PyTorch on validation images at two sizes; it fails when they
 disagree by more than the tolerance::
 
@@ -29,7 +29,7 @@ from .data.coco import CocoDetection
 from .detect import load_image
 from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig
-from .model.export import OPSET, detection_difference, export_onnx, onnx_session
+from .model.onnx_export import OPSET, detection_difference, export_onnx, onnx_session
 
 log = logging.getLogger(__name__)
 

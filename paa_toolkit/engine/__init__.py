@@ -7,8 +7,8 @@ The named settings (demo, course, ablation budgets) are in :mod:`paa_toolkit.eng
 """
 from .checkpoint import CheckpointError, build_from_checkpoint, find_resumable, load_checkpoint, save_checkpoint
 from .config import ConfigError, DataConfig, ModelConfig, SolverConfig, TrainConfig, validate
-from .evaluate import evaluate_coco, format_metrics, iou_prediction_error, metrics_from_predictions, recall_by_size
 from .loop import NonFiniteLossError, TrainResult, train
+from .metrics import evaluate_coco, format_metrics, iou_prediction_error, metrics_from_predictions, recall_by_size
 from .run_files import TraceFileError, load_trace, read_metrics
 
 __all__ = [

@@ -129,7 +129,7 @@ def is_run_file(name: str, in_trace_dir: bool = False) -> bool:
     return bool(TRACE_FILE.match(name)) if in_trace_dir else name in RUN_FILES
 
 
-def run_files(run_dir: Path) -> list[Path]:
+def existing_run_files(run_dir: Path) -> list[Path]:
     """The files of a run in ``run_dir`` (checkpoints, metrics, config, plots, traces)."""
     found = [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
     trace_dir = run_dir / TRACE_DIR
@@ -186,7 +186,7 @@ def claim_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool) -> R
     lock = acquire_lock(run_dir)
     try:
         remove_stale_temporaries(run_dir)
-        files = run_files(run_dir)
+        files = existing_run_files(run_dir)
         if files and overwrite:
             log.warning("--overwrite: deleting %s in %s (%d files)", _describe(run_dir, files), run_dir, len(files))
             _delete(files, run_dir)
@@ -216,4 +216,4 @@ def claimed_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool) ->
 
 
 __all__ = ["LOCK_FILE", "RUN_FILES", "RunFolderError", "RunLock", "acquire_lock", "claim_run_folder",
-           "claimed_run_folder", "remove_stale_temporaries", "run_files"]
+           "claimed_run_folder", "existing_run_files", "remove_stale_temporaries"]

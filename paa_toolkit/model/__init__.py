@@ -5,7 +5,7 @@
     losses = model(images, targets)     # train: {"loss_cls", "loss_box", "loss_iou"}
     detections = model(images)          # eval: [{"boxes", "scores", "labels", "ious"}]
 
-The ONNX export (:mod:`paa_toolkit.model.export`) is imported on its own: it is only needed to export.
+The ONNX export (:mod:`paa_toolkit.model.onnx_export`) is imported on its own: it is only needed to export.
 """
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ def batched_detections(
     """:func:`postprocess_detections` before the split into images: ``(image_index[N], {"boxes": [N, 4], …})``,
     image by image, best first within each.
 
-    It also runs under ``torch.jit.trace`` (ONNX export, :mod:`paa_toolkit.model.export`): the anchor
+    It also runs under ``torch.jit.trace`` (ONNX export, :mod:`paa_toolkit.model.onnx_export`): the anchor
     counts may be traced sizes and ``image_sizes`` a ``[B, 2]`` tensor; while tracing, every candidate
     column votes (:func:`valid_first`) and the shape checks are skipped.
     """

@@ -30,7 +30,7 @@ CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 def iou_error_by_bin(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, np.ndarray | float]:
     """Table 2 right, binned for plotting: mean |predicted IoU − true IoU| overall and per bin of the true
     IoU (NaN: empty bin). The evaluation's figure from detections is
-    :func:`paa_toolkit.engine.evaluate.iou_prediction_error`."""
+    :func:`paa_toolkit.engine.metrics.iou_prediction_error`."""
     pred = as_numpy(pred_iou, "pred_iou").reshape(-1)
     true = as_numpy(true_iou, "true_iou").reshape(-1)
     if pred.shape != true.shape or pred.size == 0:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from paa_toolkit.data.coco import CocoDetection
-from paa_toolkit.engine.evaluate import evaluate_coco, format_metrics, iou_prediction_error, recall_by_size
+from paa_toolkit.engine.metrics import evaluate_coco, format_metrics, iou_prediction_error, recall_by_size
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
