@@ -134,7 +134,15 @@ def positive_counts(matched_gt: Tensor, max_gts: int) -> Tensor:
 
 
 def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
-    """Positive anchors of each real GT, ``[G]`` (Fig. 4 (b)), from ``matched_gt[B, A]`` and ``gt_valid[B, M]``."""
+    """Positive anchors of each real GT (Fig. 4 (b)).
+
+    Args:
+        matched_gt: ``[B, A]`` int64 assignment (GT index of a positive, < 0 otherwise).
+        gt_valid: ``[B, M]`` bool, the real GTs among the padded ones.
+
+    Returns:
+        ``[G]`` int64 positives of each real GT, in image then GT order.
+    """
     return positive_counts(matched_gt, gt_valid.shape[1])[gt_valid]
 
 

@@ -14,7 +14,16 @@ from .paa import PAAAssigner
 def build_assigner(cfg: AssignConfig | None = None, **changes: Any) -> Assigner:
     """The assigner of ``cfg.rule`` (∈ :data:`RULES`): PAA for Fig. 3 (a)–(d), FNP and FSR; ATSS; max-IoU.
 
-    ``changes`` override fields of ``cfg`` (``build_assigner(rule="atss")``).
+    Args:
+        cfg: the assignment settings (default: :class:`~.config.AssignConfig`, the paper's).
+        **changes: fields of ``cfg`` to override (``build_assigner(rule="atss")``).
+
+    Returns:
+        An :class:`~.base.Assigner`: :class:`~.paa.PAAAssigner`, :class:`~.baselines.ATSSAssigner` or
+        :class:`~.baselines.MaxIoUAssigner`.
+
+    Raises:
+        ValueError: an unknown rule.
     """
     cfg = replace(cfg or AssignConfig(), **changes)
     if cfg.rule in SEPARATIONS:

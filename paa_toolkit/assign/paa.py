@@ -28,7 +28,18 @@ from .gmm import GMM_INITS, GMMFit, fit_gmm
 def scatter_labels(
     shape: torch.Size, candidates_anchor: Tensor, image_index: Tensor, gt_index: Tensor, labels: Tensor
 ) -> Tensor:
-    """Write per-candidate labels ``[G, N]`` back to ``matched_gt[B, A]`` (line 14; line 16: rest negative)."""
+    """Procedure 1, lines 14–16: write each GT's candidate labels back to the anchors; the rest are negative.
+
+    Args:
+        shape: ``(B, A)`` of the result.
+        candidates_anchor: ``[G, N]`` int64 anchor index of each candidate (-1: unused slot).
+        image_index: ``[G]`` image of each GT row.
+        gt_index: ``[G]`` index of each GT row within its image.
+        labels: ``[G, N]`` candidate labels (1 positive, 0 negative, -1 ignored).
+
+    Returns:
+        ``[B, A]`` int64 ``matched_gt``: the GT index of a positive, ``NEGATIVE`` (-1) or ``IGNORE`` (-2).
+    """
     matched_gt = torch.full(shape, NEGATIVE, dtype=torch.int64, device=labels.device)
     flat = (image_index[:, None] * shape[1] + candidates_anchor.clamp(min=0)).reshape(-1)
     value = torch.where(labels == POSITIVE, gt_index[:, None].expand_as(labels), torch.full_like(labels, NEGATIVE))
@@ -52,8 +63,23 @@ def fit_and_separate(
     gmm_dtype: torch.dtype = torch.float64, gmm_init: str = AssignConfig.gmm_init,
     gmm_tol: float = AssignConfig.gmm_tol, gmm_max_iter: int = AssignConfig.gmm_max_iter,
 ) -> tuple[Tensor, GMMFit | None]:
-    """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
-    need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
+    """Procedure 1, lines 12–13: FitGMM (only the Fig. 3 boundaries need it), then SeparateAnchors.
+
+    Args:
+        costs: ``[G, N]`` candidate costs, each row sorted ascending, unused slots last.
+        valid: ``[G, N]`` bool, the used slots.
+        rule: the separation, one of :data:`~.boundaries.SEPARATIONS`.
+        fnp_num: positives per GT for FNP.
+        fsr_thresh: score ratio for FSR.
+        gmm_dtype: dtype of the EM (float64: scikit-learn's results).
+        gmm_init: the EM's start (:data:`~.gmm.GMM_INITS`).
+        gmm_tol: the EM's tolerance.
+        gmm_max_iter: the EM's iteration limit.
+
+    Returns:
+        ``(labels [G, N], fit)``: the candidate labels (1 / 0 / -1) and the :class:`~.gmm.GMMFit` (None for
+        FNP / FSR).
+    """
     fit = None
     if rule in BOUNDARIES:
         fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, init=gmm_init, tol=gmm_tol, max_iter=gmm_max_iter,

@@ -24,9 +24,16 @@ VISIBLE_SHIFT = 0.1
 
 
 def ashman_d(means: Tensor, variances: Tensor) -> Tensor:
-    """Ashman's D of two Gaussians, ``|m_1 - m_0| / sqrt((σ_0² + σ_1²) / 2)``, per row of ``[G, 2]`` tensors.
+    """Ashman's D of two Gaussians, ``|m_1 - m_0| / sqrt((σ_0² + σ_1²) / 2)``.
 
     D > 2 (:data:`BIMODAL_D`): the mixture has two clearly separated modes.
+
+    Args:
+        means: ``[G, 2]`` the two components' means.
+        variances: ``[G, 2]`` their variances.
+
+    Returns:
+        ``[G]`` D per row.
     """
     return (means[..., 1] - means[..., 0]).abs() / ((variances[..., 0] + variances[..., 1]) / 2).sqrt()
 
@@ -37,6 +44,14 @@ def bic_gain(costs: Tensor, valid: Tensor, fit: GMMFit) -> Tensor:
     BIC = −2 log L + p log n with p = 2 parameters for one Gaussian, 5 for the mixture (2 means, 2
     variances, 1 free weight). Costs drawn from one Gaussian give ≤ 0 in ~97 % of 45-candidate sets,
     while D > 2 alone (EM puts a narrow component on a tail) would call 60 % of them bimodal.
+
+    Args:
+        costs: ``[G, N]`` candidate costs.
+        valid: ``[G, N]`` bool, the used slots.
+        fit: the two-component :class:`~paa_toolkit.assign.GMMFit` of the same rows.
+
+    Returns:
+        ``[G]`` float64 BIC gain of two Gaussians over one.
     """
     x = costs.double().masked_fill(~valid, 0.0)
     n = valid.sum(1).double()
@@ -72,7 +87,16 @@ class FitComparison:
 
 
 def compare_fits(costs: Tensor, valid: Tensor, settings: AssignConfig | None = None) -> FitComparison:
-    """Fit ``costs [G, N]`` (``valid`` mask) as training did (``settings``: the snapshot's) and to convergence."""
+    """Fit every GT's candidate costs as training did and to convergence, and compare the two fits.
+
+    Args:
+        costs: ``[G, N]`` candidate costs.
+        valid: ``[G, N]`` bool, the used slots.
+        settings: the assignment settings training used (the snapshot's; default: the paper's).
+
+    Returns:
+        :class:`FitComparison`, every field ``[G]`` or ``[G, ...]``.
+    """
     settings = settings or AssignConfig()
     x = costs.double().masked_fill(~valid, 0.0)
     trained = fit_gmm(x, valid, init=settings.gmm_init, tol=settings.gmm_tol, max_iter=settings.gmm_max_iter)
@@ -129,8 +153,14 @@ class TracedGTs:
 
 
 def traced_gts(snapshot: Any) -> TracedGTs:
-    """The GTs of a trace snapshot (``<run>/trace/iter_*.pt``) and :func:`compare_fits` of their costs
-    under the snapshot's own assignment settings."""
+    """The GTs of a trace snapshot and :func:`compare_fits` of their costs under the snapshot's own settings.
+
+    Args:
+        snapshot: an :class:`~paa_toolkit.assign.AssignmentSnapshot` (``<run>/trace/iter_*.pt``).
+
+    Returns:
+        :class:`TracedGTs`, one row per GT: image, GT index, area, size class, candidates, both fits.
+    """
     d = snapshot.diagnostics
     fits = compare_fits(d.candidate_cost, d.candidate_valid, getattr(snapshot, "settings", None))
     area = d.gt_area if d.gt_area is not None else torch.full_like(d.candidate_cost[:, 0], math.nan)
@@ -138,10 +168,17 @@ def traced_gts(snapshot: Any) -> TracedGTs:
 
 
 def gt_fits(costs: Tensor, settings: AssignConfig | None = None, rule: str | None = None) -> dict[str, dict[str, Any]]:
-    """One GT's candidate costs ``[n]`` fitted as training did (``"trained"``) and run to convergence
-    (``"converged"``), each separated with ``rule`` (default: the settings' rule; Fig. 3 (c) for a non-GMM
-    rule). Per fit: ``fit`` (a :class:`GMMFit` with one row), ``labels`` ``[n]`` in the order of the sorted
-    costs, ``boundary`` (the last positive's cost), ``n_iter``, ``positives``, ``ignored``.
+    """One GT's candidate costs fitted as training did and run to convergence, each then separated.
+
+    Args:
+        costs: ``[n]`` the GT's candidate costs.
+        settings: the assignment settings training used (default: the paper's).
+        rule: the separation (default: the settings' rule; Fig. 3 (c) for a non-GMM rule).
+
+    Returns:
+        ``{"trained": ..., "converged": ...}``, each with ``fit`` (a :class:`~paa_toolkit.assign.GMMFit` of one
+        row), ``labels`` ``[n]`` in the order of the sorted costs, ``boundary`` (the last positive's cost),
+        ``n_iter``, ``positives``, ``ignored``.
     """
     settings = settings or AssignConfig()
     rule = rule or (settings.rule if settings.rule in BOUNDARIES else "c")
@@ -159,8 +196,17 @@ def gt_fits(costs: Tensor, settings: AssignConfig | None = None, rule: str | Non
 
 
 def fit_row(fit: GMMFit, row: int) -> dict[str, Tensor]:
-    """Row ``row`` of a batched fit as the ``{"means", "variances", "weights", "labels"}`` the plots take."""
+    """One row of a batched fit, as the plots take it.
+
+    Args:
+        fit: a :class:`~paa_toolkit.assign.GMMFit` of ``G`` rows.
+        row: which row.
+
+    Returns:
+        ``{"means": [2], "variances": [2], "weights": [2], "labels": [N], "n_iter": []}``.
+    """
     return {k: getattr(fit, k)[row] for k in ("means", "variances", "weights", "labels", "n_iter")}
+
 
 __all__ = ["BIMODAL_D", "BIMODAL_MIN_COUNT", "MIN_CANDIDATES_TO_JUDGE", "VISIBLE_SHIFT", "FitComparison", "TracedGTs",
            "ashman_d", "bic_gain", "compare_fits", "fit_row", "gt_fits", "traced_gts"]

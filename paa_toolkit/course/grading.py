@@ -52,9 +52,21 @@ def check(exercise: str, answer: Any, expected: Any, *, hint: str, why: str = ""
 
     * not answered yet (``answer`` is ``...`` or None): prints the hint — Run All goes on; under
       ``PAA_CHECK_SOLUTIONS=1`` (the tests inject the hidden solutions) it raises instead;
-    * right (numbers within ``rel_tol`` / ``abs_tol``, tensors / arrays element-wise, sets as sets,
-      lists in order): prints "correct" and ``why``;
+    * right: prints "correct" and ``why``;
     * wrong: raises :class:`ExerciseError` with the hint (never the expected value).
+
+    Args:
+        exercise: its name, ``"Exercise N"``.
+        answer: what the student computed.
+        expected: the right value (numbers within the tolerances, tensors / arrays element-wise, sets as
+            sets, lists in order, dicts by key), or a predicate ``answer -> bool``.
+        hint: shown while unanswered and with a wrong answer.
+        why: shown with a right answer.
+        rel_tol: relative tolerance for numbers.
+        abs_tol: absolute tolerance for numbers.
+
+    Raises:
+        ExerciseError: a wrong answer, or a missing one under ``PAA_CHECK_SOLUTIONS=1``.
     """
     if answer is ... or answer is None:
         if os.environ.get(CHECK_SOLUTIONS_ENV) == "1":
@@ -74,6 +86,13 @@ def expect(ok: bool, claim: str) -> None:
     Printed with ✓ when it holds; when it does not: an ``AssertionError`` in the student setting (so a
     regression fails CI), only a printed ✗ with ``PAA_FAST=1`` (a few iterations cannot show the paper's
     figures).
+
+    Args:
+        ok: whether the claim holds.
+        claim: the claim, with the numbers it rests on.
+
+    Raises:
+        AssertionError: the claim does not hold, in the student setting.
     """
     if ok:
         print(f"✓ {claim}")
@@ -81,5 +100,6 @@ def expect(ok: bool, claim: str) -> None:
         print(f"✗ (PAA_FAST=1: not asserted) {claim}")
     else:
         raise AssertionError(f"the notebook's claim does not hold: {claim}")
+
 
 __all__ = ["CHECK_SOLUTIONS_ENV", "ExerciseError", "check", "expect"]

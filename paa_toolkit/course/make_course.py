@@ -42,4 +42,5 @@ def main(argv: list[str] | None = None) -> int:
     print("open the notebooks: jupyter lab notebooks/")
     return 0
 
+
 __all__ = ["main"]

@@ -20,9 +20,17 @@ from ..structures import AnchorGrid
 def post_processing(model: nn.Module, **changes: Any) -> Iterator[nn.Module]:
     """Temporarily change a :class:`~paa_toolkit.model.detector.PAADetector`'s test-time settings.
 
-    Keys are the fields of :class:`~paa_toolkit.model.postprocess.InferenceConfig`: ``unified_score``
-    (True: rank by the unified score of Eq. 1; False: classification only), ``score_voting`` (§3.3),
-    ``voting_sigma`` (σ_t of Eq. 9), ``nms_thresh``, ``score_thresh``...
+    Args:
+        model: a :class:`~paa_toolkit.model.PAADetector`.
+        **changes: fields of :class:`~paa_toolkit.model.InferenceConfig`: ``unified_score`` (True: rank by
+            the unified score of Eq. 1; False: classification only), ``score_voting`` (§3.3),
+            ``voting_sigma`` (σ_t of Eq. 9), ``nms_thresh``, ``score_thresh``...
+
+    Yields:
+        The model with the changed settings; the old ones are back when the ``with`` block ends.
+
+    Raises:
+        ValueError: a model without test-time settings, or an unknown setting.
     """
     inference = getattr(model, "inference", None)
     if not isinstance(inference, InferenceConfig):
@@ -56,9 +64,17 @@ class HeadView:
 
 @torch.no_grad()
 def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
-    """Run ``image`` ([3, H, W] float in [0, 1]) through the detector's resize, backbone, FPN and head.
+    """Run one image through the detector's resize, backbone, FPN and head.
 
     The same steps as the model's own forward in eval mode, stopped before post-processing.
+
+    Args:
+        model: a :class:`~paa_toolkit.model.PAADetector`.
+        image: ``[3, H, W]`` float in [0, 1].
+
+    Returns:
+        :class:`HeadView`: the resized picture ``[3, h, w]``, its anchors ``[A, 4]``, ``cls_logits [A, C]``,
+        ``pred_boxes [A, 4]``, ``aux_logits [A]``, in resized-image pixels.
     """
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"image must be [3, H, W], got shape {tuple(image.shape)}")
@@ -85,10 +101,19 @@ def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
 
 @torch.no_grad()
 def detections_from_view(model: nn.Module, view: HeadView) -> dict[str, Tensor]:
-    """The model's detections of one image from its :class:`HeadView` — post-processing only, with the
-    model's current test-time settings (:func:`post_processing` changes them), boxes in original-image
-    pixels. The same as ``model([image])[0]`` without running the network again: notebooks compare
-    several settings on one forward pass per image."""
+    """The model's detections of one image from its :class:`HeadView`: post-processing only.
+
+    The same as ``model([image])[0]`` without running the network again: notebooks compare several
+    settings on one forward pass per image.
+
+    Args:
+        model: the detector the view came from; its current test-time settings are used
+            (:func:`post_processing` changes them).
+        view: :func:`head_outputs` of the image.
+
+    Returns:
+        ``{"boxes": [D, 4], "scores": [D], "labels": [D], "ious": [D]}`` in original-image pixels.
+    """
     det = model.postprocess(SimpleNamespace(cls_logits=view.cls_logits[None], aux_logits=None if view.aux_logits is None
                                             else view.aux_logits[None]),
                             view.anchors, view.pred_boxes[None], [tuple(view.image.shape[-2:])],
@@ -98,8 +123,17 @@ def detections_from_view(model: nn.Module, view: HeadView) -> dict[str, Tensor]:
 
 
 def scale_boxes(boxes: Tensor, scale: tuple[float, float]) -> Tensor:
-    """Original-image boxes ``[N, 4]`` → resized-image boxes (``scale = (sy, sx)`` of a :class:`HeadView`)."""
+    """Map original-image boxes into the resized image the detector saw.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy in original-image pixels.
+        scale: ``(sy, sx)`` of a :class:`HeadView`.
+
+    Returns:
+        ``[N, 4]`` xyxy in resized-image pixels.
+    """
     sy, sx = scale
     return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+
 
 __all__ = ["HeadView", "detections_from_view", "head_outputs", "post_processing", "scale_boxes"]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..data.build import build_datasets
+from ..data.coco import CocoDetection
 from ..data.synthetic import default_cache_dir
 from ..engine import presets
 from ..engine.checkpoint import FINAL_METRICS, CheckpointError, build_from_checkpoint, resolve_checkpoint
@@ -27,8 +28,15 @@ from ..engine.run_files import TRACE_DIR, TraceFileError, load_trace
 
 
 def course_config(fast: bool, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The training configuration of the notebooks' detector: the preset :func:`~.engine.presets.course`,
-    then ``overrides`` (dotted field names, as ``--section.field`` on the command line)."""
+    """The training configuration of the notebooks' detector.
+
+    Args:
+        fast: the ``PAA_FAST=1`` setting (a tiny detector) instead of the student one.
+        overrides: dotted field names and values, as ``--section.field`` on the command line.
+
+    Returns:
+        The preset :func:`paa_toolkit.engine.presets.course` with ``overrides`` applied.
+    """
     cfg = presets.course(fast)
     for key, value in (overrides or {}).items():
         set_field(cfg, key, value)
@@ -68,9 +76,15 @@ def briefly_trained_run(
 ) -> Path:
     """The run folder of the notebooks' briefly trained PAA detector; trains it the first time only.
 
-    ``fast`` picks the CI setting, otherwise what a student runs (:func:`~.engine.presets.course`). The
-    folder holds ``last.pth``, ``final_metrics.json``, ``metrics.jsonl`` and ``trace/`` (assignment
-    snapshots from iteration 0 on), as written by :func:`~paa_toolkit.engine.loop.train`.
+    Args:
+        fast: the ``PAA_FAST=1`` setting (a tiny detector, seconds) instead of what a student runs.
+        cache_dir: the cache folder (default: ``$PAA_TOOLKIT_CACHE`` or ``~/.cache/paa_toolkit``).
+        overrides: changes to the configuration (:func:`course_config`); another configuration, another folder.
+        progress: show a progress bar while training.
+
+    Returns:
+        The run folder: ``last.pth``, ``final_metrics.json``, ``metrics.jsonl`` and ``trace/`` (assignment
+        snapshots from iteration 0 on), as written by :func:`paa_toolkit.engine.train`.
     """
     cfg = course_config(fast, overrides)
     run_dir = course_run_dir(cfg, cache_dir)
@@ -86,26 +100,48 @@ def briefly_trained_run(
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The trained model of a run folder (eval mode, on ``device``) and its checkpoint dict."""
+    """The trained model of a run folder.
+
+    Args:
+        run_dir: a run folder (or a checkpoint file).
+        device: where the model goes.
+
+    Returns:
+        ``(model, state)``: the detector in eval mode and its checkpoint dict (``state["config"]``: the settings).
+    """
     _, state = resolve_checkpoint(run_dir)
     return build_from_checkpoint(state, device=device), state
 
 
-def run_datasets(state: Mapping[str, Any]):
-    """``(train, val)`` datasets of a checkpoint's configuration (train: no flips, for looking at it)."""
+def run_datasets(state: Mapping[str, Any]) -> tuple[CocoDetection, CocoDetection]:
+    """The datasets a checkpoint was trained and evaluated on.
+
+    Args:
+        state: a checkpoint dict (:func:`load_run`).
+
+    Returns:
+        ``(train, val)`` :class:`~paa_toolkit.data.CocoDetection` datasets (train without flips, for looking at it).
+    """
     cfg = TrainConfig.from_dict(state["config"])
     cfg.data.flip_prob = 0.0
     return build_datasets(cfg.data)
 
 
 def repository_root(start: str | Path | None = None) -> Path:
-    """The folder holding ``pyproject.toml`` (and ``benchmarks/``): above ``start`` (default: the current
-    folder), else the one this package was installed from."""
+    """The repository: the folder holding ``pyproject.toml`` (and ``benchmarks/``).
+
+    Args:
+        start: where to look upwards from (default: the current folder); then from this package.
+
+    Returns:
+        The repository's root folder.
+    """
     for base in (Path(start or Path.cwd()).resolve(), Path(__file__).resolve().parent):
         for folder in (base, *base.parents):
             if (folder / "pyproject.toml").is_file() and (folder / "paa_toolkit").is_dir():
                 return folder
     return Path(__file__).resolve().parents[2]
+
 
 __all__ = ["briefly_trained_run", "config_digest", "course_config", "course_run_dir", "is_complete", "load_run",
            "repository_root", "run_datasets"]

@@ -160,9 +160,14 @@ def build_backbone(
         norm: "frozen_bn" (paper §4.1 / A.1, with pretrained weights; an identity at random init, so
             don't use it from scratch), "bn" or "gn" (from scratch).
         dcn: deformable 3×3 convs in res3–res5 (Table 3, "-DCN").
+        out_channels: channels of every FPN level.
         trainable_layers: how many of (layer4, layer3, layer2, layer1, conv1) train; the rest is
             frozen. ``None``: 3 with ``weights_path`` (stem + res2 frozen, the ATSS / PAA setting),
             5 (everything) from scratch.
+
+    Returns:
+        :class:`ResNetFPN`: called on images ``[B, 3, H, W]``, it returns five feature maps P3–P7,
+        ``[B, out_channels, H / s, W / s]`` for the strides s = 8, 16, 32, 64, 128 (``.strides``).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")

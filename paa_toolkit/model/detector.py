@@ -274,6 +274,17 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
 
     ``cfg.arch`` "paa" gives :class:`PAADetector`; "fcos" and "retinanet" give torchvision's own
     detectors on the same backbone and resolution (the baselines of the ablation tables).
+
+    Args:
+        cfg (paa_toolkit.engine.ModelConfig): the model settings (architecture, backbone, width, sizes).
+        num_classes: object classes, without a background class.
+        assign (AssignConfig | None): the assignment settings (:class:`~paa_toolkit.assign.AssignConfig`; None: the paper's).
+        inference: the test-time settings (None: the defaults of :class:`~.postprocess.InferenceConfig`).
+
+    Returns:
+        The detector (``nn.Module``, torchvision's detection API): ``model(images, targets)`` in train
+        mode returns the loss dict, ``model(images)`` in eval mode one dict per image with ``boxes [D, 4]``,
+        ``scores [D]``, ``labels [D]`` (and ``ious [D]`` with the IoU head).
     """
     inference = inference if inference is not None else InferenceConfig()
     backbone = build_backbone(cfg.backbone, weights_path=cfg.backbone_weights, norm=cfg.backbone_norm,

@@ -62,6 +62,20 @@ def detection_losses(
       (Appendix A.1; centerness weights with the centerness head, none without) / Σ weights, × λ1.
     - ``loss_iou`` (or ``loss_centerness``): BCE of the auxiliary logit against the true IoU of the
       detached prediction (or the centerness) / #positives, × λ2.
+
+    Args:
+        cls_logits: ``[B, A, C]`` classification logits.
+        pred_boxes: ``[B, A, 4]`` decoded predicted boxes (xyxy).
+        aux_logits: ``[B, A]`` logits of the auxiliary head (IoU or centerness), or None.
+        anchors: the anchor grid, ``boxes [A, 4]``.
+        targets: padded GTs, ``boxes [B, M, 4]``, ``labels [B, M]``.
+        assignment: the assigner's result, ``matched_gt [B, A]``.
+        aux: "iou", "centerness" or "none": which auxiliary loss.
+        weights: λ1, λ2 of Eq. (8).
+
+    Returns:
+        The scalar losses ``{"loss_cls", "loss_box", "loss_iou"}`` (``"loss_centerness"`` with that head,
+        no auxiliary loss without one).
     """
     positive = assignment.positive
     labels = assignment.target_labels(targets)
