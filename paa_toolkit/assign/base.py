@@ -90,10 +90,12 @@ class AssignmentDiagnostics:
 
 @dataclass
 class Assignment:
-    """Result of an assigner for a batch: ``matched_gt[B, A]``.
+    """Result of an assigner for a batch.
 
-    ``matched_gt[b, a] = g >= 0``: anchor ``a`` of image ``b`` is a positive sample of GT ``g``;
-    :data:`NEGATIVE` (-1): background; :data:`IGNORE` (-2): excluded from every loss.
+    Attributes:
+        matched_gt: ``[B, A]`` int64; ``matched_gt[b, a] = g >= 0``: anchor ``a`` of image ``b`` is a positive
+            sample of GT ``g``; :data:`NEGATIVE` (-1): background; :data:`IGNORE` (-2): excluded from every loss.
+        diagnostics: per GT, what the assigner saw (``return_diagnostics=True``), else None.
     """
 
     matched_gt: Tensor
@@ -149,8 +151,7 @@ def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
 class Assigner(Protocol):
     """Anything that turns (anchors, targets, detached predictions) into an :class:`Assignment`.
 
-    ``cls_logits[B, A, C]`` and ``pred_boxes[B, A, 4]`` (decoded, xyxy) are the detached outputs of
-    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``.
+    ``needs_predictions``: whether it scores anchors with the model (PAA) or not (max-IoU, ATSS).
     """
 
     needs_predictions: bool
@@ -162,4 +163,18 @@ class Assigner(Protocol):
         cls_logits: Tensor | None = None,
         pred_boxes: Tensor | None = None,
         return_diagnostics: bool = False,
-    ) -> Assignment: ...
+    ) -> Assignment:
+        """Assign every anchor of a batch: a GT index (positive), negative or ignored.
+
+        Args:
+            anchors: the anchor grid, ``boxes [A, 4]`` with its levels.
+            targets: padded GTs, ``boxes [B, M, 4]``, ``labels [B, M]``, ``valid [B, M]``.
+            cls_logits: ``[B, A, C]`` detached classification logits (None for the rules that ignore the model).
+            pred_boxes: ``[B, A, 4]`` detached decoded predicted boxes, xyxy (likewise).
+            return_diagnostics: also record per GT its candidates, costs and GMM (``Assignment.diagnostics``).
+
+        Returns:
+            :class:`Assignment` with ``matched_gt [B, A]``: the GT index of a positive, ``NEGATIVE`` (-1) or
+            ``IGNORE`` (-2).
+        """
+        ...

@@ -77,16 +77,27 @@ _ONE_THREAD_BELOW = 1 << 20
 
 @dataclass
 class GMMFit:
-    """A fitted Eq. (4) per row: ``G`` sets of ``N`` candidate slots; component 0 = foreground."""
+    """A fitted Eq. (4) per row: ``G`` sets of ``N`` candidate slots; component 0 = foreground.
 
-    means: Tensor  # [G, 2]   component 0 = foreground (initialised at the min), 1 = background
-    variances: Tensor  # [G, 2]
-    weights: Tensor  # [G, 2]
-    responsibilities: Tensor  # [G, N, 2] posterior from the final E-step (0 where not valid)
-    log_density: Tensor  # [G, N] log mixture density, = sklearn's score_samples (-inf where not valid)
-    labels: Tensor  # [G, N] int64 argmax of responsibilities, ties -> component 0 (-1 where not valid)
-    n_iter: Tensor  # [G] EM iterations run (as sklearn's n_iter_)
-    converged: Tensor  # [G] bool
+    Attributes:
+        means: ``[G, 2]`` component 0 = foreground (initialised at the min), 1 = background.
+        variances: ``[G, 2]``.
+        weights: ``[G, 2]``.
+        responsibilities: ``[G, N, 2]`` posterior from the final E-step (0 where not valid).
+        log_density: ``[G, N]`` log mixture density, = sklearn's ``score_samples`` (-inf where not valid).
+        labels: ``[G, N]`` int64 argmax of the responsibilities, ties → component 0 (-1 where not valid).
+        n_iter: ``[G]`` EM iterations run (as sklearn's ``n_iter_``).
+        converged: ``[G]`` bool.
+    """
+
+    means: Tensor
+    variances: Tensor
+    weights: Tensor
+    responsibilities: Tensor
+    log_density: Tensor
+    labels: Tensor
+    n_iter: Tensor
+    converged: Tensor
 
 
 # --- the EM equations, one home ---

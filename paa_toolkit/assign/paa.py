@@ -101,14 +101,17 @@ def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
 
 
 class PAAAssigner:
-    """Probabilistic anchor assignment (§3.1, Procedure 1).
+    """Probabilistic anchor assignment (§3.1, Procedure 1); called as an :class:`~.base.Assigner`.
 
-    Args (defaults: :class:`~.config.AssignConfig`, the one home of the settings):
+    The defaults are those of :class:`~.config.AssignConfig`, the one home of the settings.
+
+    Args:
         topk: K candidates per pyramid level (paper: 9; Table 4 tries 5–25).
         score_lambda: λ of Eq. (1)/(3) weighting the localisation cost (paper: 1).
         rule: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
             "fnp" (fixed number of positives) / "fsr" (fixed score range) of Table 1 left.
-        fnp_num, fsr_thresh: n of FNP(n) and t of FSR(> t).
+        fnp_num: n of FNP(n).
+        fsr_thresh: t of FSR(> t).
         iou_threshold: GetAnchors' IoU threshold (reference code: 0.1).
         low_quality: which GT gets an anchor that is the best anchor of several (GetAnchors, line 3):
             "reference" (the authors' code, the default), "gt" (mmdetection's PAA) or "ensure"
@@ -116,7 +119,8 @@ class PAAAssigner:
             :func:`~.candidates.match_max_iou`.
         gmm_init: EM initialisation of FitGMM (line 12): "paper" (§4.1: min / max costs, σ = 1, the
             default) or "data" (halves below / above the median); see :mod:`~.gmm`.
-        gmm_tol, gmm_max_iter: EM stopping rule, as scikit-learn's ``tol`` / ``max_iter`` (1e-3 / 100).
+        gmm_tol: EM stopping rule, as scikit-learn's ``tol`` (1e-3).
+        gmm_max_iter: EM iteration limit, as scikit-learn's ``max_iter`` (100).
         gmm_dtype: float64 matches scikit-learn exactly; float32 is faster on GPUs.
     """
 

@@ -148,7 +148,14 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file (or of the run folder holding it)."""
+    """All records of a run's ``metrics.jsonl``; a line cut off by a killed run is skipped with a warning.
+
+    Args:
+        path: the file, or the run folder holding it.
+
+    Returns:
+        One dict per record (``kind``: ``"train"``, ``"eval"``, ...; ``iteration``; the logged values).
+    """
     path = Path(path)
     path = path / METRICS_FILE if path.is_dir() else path
     records = []
@@ -219,10 +226,19 @@ class TraceFileError(ValueError):
 
 
 def load_trace(path: str | Path) -> dict[str, Any]:
-    """A trace file written by :func:`save_trace`: ``iteration``, ``image_ids``, ``dataset_indices``,
-    ``positives_per_gt`` and ``snapshot`` (an :class:`AssignmentSnapshot`); :class:`TraceFileError` otherwise.
+    """Read a trace file written by :func:`save_trace` (``<run>/trace/iter_*.pt``).
 
     Read with ``weights_only=True``: a file holding pickled objects is refused, never unpickled.
+
+    Args:
+        path: the trace file.
+
+    Returns:
+        ``{"iteration", "image_ids", "dataset_indices", "positives_per_gt", "snapshot"}``, the snapshot an
+        :class:`~paa_toolkit.assign.AssignmentSnapshot`.
+
+    Raises:
+        TraceFileError: not a trace of this version.
     """
     path = Path(path)
     if not path.is_file():

@@ -278,7 +278,7 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
     Args:
         cfg (paa_toolkit.engine.ModelConfig): the model settings (architecture, backbone, width, sizes).
         num_classes: object classes, without a background class.
-        assign (AssignConfig | None): the assignment settings (:class:`~paa_toolkit.assign.AssignConfig`; None: the paper's).
+        assign (AssignConfig | None): the assignment settings (None: the paper's).
         inference: the test-time settings (None: the defaults of :class:`~.postprocess.InferenceConfig`).
 
     Returns:

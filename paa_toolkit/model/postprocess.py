@@ -185,7 +185,8 @@ def postprocess_detections(
         aux_logits: ``[B, A]`` logits of the auxiliary head, or None.
         num_anchors_per_level: anchors per pyramid level (summing to A).
         image_sizes: ``image_sizes[b] = (h, w)``.
-        **settings (Any): the keyword settings of :func:`batched_detections` (:meth:`InferenceConfig.postprocess_kwargs`).
+        **settings (Any): the keyword settings of :func:`batched_detections`
+            (:meth:`InferenceConfig.postprocess_kwargs` gives them).
 
     Returns:
         One dict per image, sorted by score: ``boxes [D, 4]``, ``scores [D]`` (unified), ``labels [D]``
