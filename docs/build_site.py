@@ -7,8 +7,9 @@ pages, CONTRIBUTING and an API reference from the docstrings, into ``site/``.
 
 Tools: mkdocs-material (a static site with a local search index, no external fonts with ``font: false``),
 mkdocs-jupyter (renders executed ``.ipynb`` as pages; it does not execute them here) and mkdocstrings-python
-(API pages read from the docstrings by static analysis: nothing is imported). ``mkdocs.yml`` holds the
-navigation and the settings; this script only lays out the pages mkdocs reads, in ``build/site-src/``:
+(API pages read from the docstrings by static analysis: nothing is imported; ``docs/griffe_extensions.py``).
+``mkdocs.yml`` holds the navigation and the settings; this script only lays out the pages mkdocs reads, in
+``build/site-src/``:
 
 * ``index.md`` = ``README.md``, whose "Where the paper lives in the code" table is rewritten so that each
   ``paa_toolkit/...py::name`` links to its API page (an unknown name fails the build: autorefs, strict);

@@ -242,3 +242,10 @@ def test_the_benchmark_pages_show_their_figures_decoded(page, server, url):
         images = page.eval_on_selector_all("article img", "imgs => imgs.map(i => [i.src, i.naturalWidth])")
         assert any("results/analysis_" in src for src, _ in images), images
         assert all(width > 0 for _, width in images), f"figures not decoded: {images}"
+
+
+def test_a_settings_fields_comment_is_its_description_on_the_api_page():
+    griffe = pytest.importorskip("griffe")
+    extensions = griffe.load_extensions(f"{REPO / 'docs' / 'griffe_extensions.py'}:FieldComments")
+    config = griffe.load("paa_toolkit.engine.config", search_paths=[str(REPO)], extensions=extensions)
+    assert config["ModelConfig.anchor_scale"].docstring.value == "anchor size = stride × this (paper: 8; Table 4: 4–10)"
