@@ -5,14 +5,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo course test test-fast notebooks benchmark gpu-check venv clean
+.PHONY: demo course test test-fast lint docs notebooks benchmark gpu-check venv clean
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-notebooks.txt pyproject.toml
+$(STAMP): requirements.txt requirements-notebooks.txt requirements-docs.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt -r requirements-notebooks.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-notebooks.txt -r requirements-docs.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -c "import torch, torchvision; from torchvision.ops import nms; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
@@ -30,6 +30,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+# ruff (pyproject.toml): the linter, then the formatter's check; CI runs this before the tests
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The site (README, the course executed with its outputs, benchmarks, API reference) -> site/, strict.
+# Renders the notebooks tests/test_notebooks.py executed (build/course/), else executes them against the cached
+# course detector (`make course`; trained on first use). PAA_FAST=1 make docs: a quick preview.
+docs: $(STAMP)
+	$(PY) docs/build_site.py
+
 benchmark: $(STAMP)
 	$(PY) benchmarks/bench_assign.py
 
@@ -38,4 +49,4 @@ gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build/site-src site

@@ -80,20 +80,25 @@ def assignment_facts(run_dir: Path, num_images: int, out: Path) -> dict:
         same_rows = name != "gt matching"  # gt matching changes the candidates: compare only the GMM settings
         differs = [a != b for a, b in zip(positive_sets(d), converged)] if same_rows else []
         facts["settings"][name] = {
-            "gts": int(d.num_candidates.numel()), "gts_small": int((size_class(d.gt_area) == 0).sum()),
+            "gts": int(d.num_candidates.numel()),
+            "gts_small": int((size_class(d.gt_area) == 0).sum()),
             "em_iterations_median": float(d.em_iterations[d.num_candidates > 0].double().median()),
             "means_gap_over_cost_range_median": float(gap.median()) if gap.numel() else None,
             "collapsed_frac": summary["collapsed_frac"],
             "positive_set_differs_from_converged": (sum(differs) / len(differs)) if differs else None,
-            "no_positive_frac": summary["no_positive_frac"], "no_positive_frac_small": summary["no_positive_frac_small"],
+            "no_positive_frac": summary["no_positive_frac"],
+            "no_positive_frac_small": summary["no_positive_frac_small"],
             "positives_per_gt": summary["positives_per_gt"],
             "cost_range_median": float(spread[fitted & (spread > 0)].median()),
         }
     paper, data = diags["paper EM (tol 1e-3)"], diags["data-init EM"]
-    plot_em_iterations({"paper init, tol 1e-3 (the default)": paper.em_iterations[paper.num_candidates > 0],
-                        "data init, tol 1e-3": data.em_iterations[data.num_candidates > 0],
-                        "paper init, tol 1e-8": diags["converged EM (tol 1e-8)"].em_iterations[paper.num_candidates > 0]},
-                       ).savefig(out / "analysis_em_iterations.png", dpi=100)
+    plot_em_iterations(
+        {
+            "paper init, tol 1e-3 (the default)": paper.em_iterations[paper.num_candidates > 0],
+            "data init, tol 1e-3": data.em_iterations[data.num_candidates > 0],
+            "paper init, tol 1e-8": diags["converged EM (tol 1e-8)"].em_iterations[paper.num_candidates > 0],
+        },
+    ).savefig(out / "analysis_em_iterations.png", dpi=100)
     # one typical GT: most candidates among those whose positive sets differ under the two inits and whose
     # paper fit stopped at or before the median number of EM iterations
     differs = torch.tensor([a != b for a, b in zip(positive_sets(paper), positive_sets(data))])
@@ -104,7 +109,11 @@ def assignment_facts(run_dir: Path, num_images: int, out: Path) -> dict:
     for name, d in (("paper init (min / max, σ = 1), tol 1e-3", paper), ("data init (halves at the median)", data)):
         keep = d.candidate_valid[row]
         fit = {"means": d.gmm_means[row], "variances": d.gmm_variances[row], "weights": d.gmm_weights[row]}
-        results[f"{name}: {int(d.em_iterations[row])} EM it."] = (fit, d.candidate_label[row][keep], float(d.boundary[row]))
+        results[f"{name}: {int(d.em_iterations[row])} EM it."] = (
+            fit,
+            d.candidate_label[row][keep],
+            float(d.boundary[row]),
+        )
     area = float(paper.gt_area[row])
     plot_gmm_settings(paper.candidate_cost[row][paper.candidate_valid[row]], results,
                       title=f"One GT ({area ** 0.5:.0f} px, {int(paper.num_candidates[row])} candidates), "
@@ -133,7 +142,10 @@ def main() -> None:
     for name, values in facts["settings"].items():
         cells = ["–" if v is None else f"{v:.3g}" for v in values.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    print(f"positive sets differ, paper vs data init: {facts['positive_set_differs_paper_vs_data']:.3f}; one GT: {facts['one_gt']}")
+    print(
+        f"positive sets differ, paper vs data init: {facts['positive_set_differs_paper_vs_data']:.3f}; "
+        f"one GT: {facts['one_gt']}"
+    )
 
 
 if __name__ == "__main__":

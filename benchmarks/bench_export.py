@@ -3,7 +3,7 @@
     python benchmarks/bench_export.py                              # the default run's model, random init
     python benchmarks/bench_export.py --checkpoint runs/demo       # a trained run, its own settings
 
-Exports with :func:`paa_toolkit.model.export.export_onnx`, then runs ``--images`` validation images of
+Exports with :func:`paa_toolkit.model.onnx_export.export_onnx`, then runs ``--images`` validation images of
 the default synthetic set as they are (256 × 256) and cropped to 2/3 of their width (a second input
 size) through both, ``--threads`` threads each; prints a Markdown table per input (detections,
 largest box and score differences, median time of ``--repeats`` runs after a warm-up).
@@ -26,7 +26,7 @@ from paa_toolkit.engine.checkpoint import build_from_checkpoint, resolve_checkpo
 from paa_toolkit.engine.config import TrainConfig  # noqa: E402
 from paa_toolkit.export import check_inputs, compare  # noqa: E402
 from paa_toolkit.model.detector import build_model  # noqa: E402
-from paa_toolkit.model.export import export_onnx  # noqa: E402
+from paa_toolkit.model.onnx_export import export_onnx  # noqa: E402
 
 
 def main() -> None:
@@ -61,8 +61,11 @@ def main() -> None:
     print("| input | detections (eager / ORT) | max box diff (px) | max score diff | eager ms | ORT ms | ORT / eager |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['height']}×{r['width']} | {int(r['expected'])} / {int(r['actual'])} | {r['max_box_diff']:.1e} | "
-              f"{r['max_score_diff']:.1e} | {r['eager_ms']:.0f} | {r['onnx_ms']:.0f} | {r['onnx_ms'] / r['eager_ms']:.2f} |")
+        print(
+            f"| {r['height']}×{r['width']} | {int(r['expected'])} / {int(r['actual'])} | {r['max_box_diff']:.1e} | "
+            f"{r['max_score_diff']:.1e} | {r['eager_ms']:.0f} | {r['onnx_ms']:.0f} | "
+            f"{r['onnx_ms'] / r['eager_ms']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ round after round, and each figure is the median over rounds: a shared CPU slows
 
 ``bootstrap`` re-predicts the validation split with a run's checkpoint and reports the AP of the run with
 the standard error from 200 bootstrap resamples of the validation images
-(:func:`paa_toolkit.engine.evaluate.bootstrap_coco_ap`): the part of a run's AP noise that comes from which
+(:func:`paa_toolkit.engine.metrics.bootstrap_coco_ap`): the part of a run's AP noise that comes from which
 images are in the validation set, as opposed to the training seed.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from paa_toolkit.data.coco import collate
 from paa_toolkit.engine import presets
 from paa_toolkit.engine.checkpoint import build_from_checkpoint, default_model_builder, resolve_checkpoint
 from paa_toolkit.engine.config import TrainConfig
-from paa_toolkit.engine.evaluate import bootstrap_coco_ap, predict
+from paa_toolkit.engine.metrics import bootstrap_coco_ap, predict
 from paa_toolkit.engine.precision import apply_speed_levers, cpu_has_native_bf16
 
 LEVERS = {"float32": {}, "bf16": {"bf16": "on"}, "channels_last": {"channels_last": True},

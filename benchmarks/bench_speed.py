@@ -32,9 +32,9 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -133,7 +133,9 @@ class SpeedBench:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp)
         self.cases: dict[str, Callable[[str], None]] = {
             "train step": self.train_step,
-            f"inference, score_thresh {InferenceConfig.score_thresh}": lambda arch: self.inference(arch, InferenceConfig.score_thresh),
+            f"inference, score_thresh {InferenceConfig.score_thresh}": lambda arch: self.inference(
+                arch, InferenceConfig.score_thresh
+            ),
             "inference, score_thresh 0 (all candidates)": lambda arch: self.inference(arch, 0.0),
         }
 

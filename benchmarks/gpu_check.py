@@ -139,8 +139,13 @@ def run_all(args: argparse.Namespace, work_dir: Path, write) -> dict[str, Any]:
     chosen = [s for s in SECTIONS if s.name == "environment" or not args.only or s.name in args.only]
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     report: dict[str, Any] = {
-        "command": "python benchmarks/gpu_check.py " + shlex.join(args.argv), "started": started.isoformat(timespec="seconds"),
-        "device": args.device, "device_type": None, "quick": args.quick, "mode": None, "total_budget_s": args.total_budget,
+        "command": "python benchmarks/gpu_check.py " + shlex.join(args.argv),
+        "started": started.isoformat(timespec="seconds"),
+        "device": args.device,
+        "device_type": None,
+        "quick": args.quick,
+        "mode": None,
+        "total_budget_s": args.total_budget,
         "sections": [],
     }
     for i, section in enumerate(chosen):

@@ -25,9 +25,10 @@ import threading
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -583,7 +584,10 @@ def section_ddp(run: SectionRun) -> None:
     backend = distributed.backend_for(run.device)
     tol = 1e-4 if run.cuda else 1e-5
     exact_float32(run.device)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     if not run.cuda:
         env["OMP_NUM_THREADS"] = "1"
     rows = []

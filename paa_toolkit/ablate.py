@@ -94,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_grid(plan: list, launcher: list[str] | None, retry_failed: bool, jobs: int = 1) -> list:
     """Every run of ``plan`` once, ``jobs`` at a time; re-evaluations after the trainings they read."""
     unique = list({run.run_dir: run for run in plan}.values())
-    trainings = sorted((run for run in unique if run.base_dir is None), key=lambda run: run.seed)  # seed 0 of every row first
+    trainings = sorted(
+        (run for run in unique if run.base_dir is None), key=lambda run: run.seed
+    )  # seed 0 of every row first
     evaluations = [run for run in unique if run.base_dir is not None]
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads only wait: each run is a subprocess
         outcomes = list(pool.map(lambda run: execute(run, launcher, retry_failed), trainings))
@@ -107,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         extra = dict(parse_assignment(a) for a in args.set)
         if args.budget == "paper" and not extra.get("model.backbone_weights") and not args.list:
-            raise ConfigError("--budget paper trains ResNet-50 with frozen BN from ImageNet weights (§4.1): pass "
-                              "--set model.backbone_weights=FILE (a local torchvision checkpoint; nothing is downloaded)")
+            raise ConfigError(
+                "--budget paper trains ResNet-50 with frozen BN from ImageNet weights (§4.1): pass "
+                "--set model.backbone_weights=FILE (a local torchvision checkpoint; nothing is downloaded)"
+            )
         plans = {t: build_plan(t, args.budget, args.seeds, args.out, args.only if len(args.table) == 1 else None,
                                extra) for t in args.table}
     except ConfigError as e:

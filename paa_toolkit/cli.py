@@ -18,14 +18,23 @@ import re
 import signal
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import MISSING, Field, fields
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from .assign import describe_rules
 from .engine.config import (
-    CHOICES, SECTIONS, ConfigError, TrainConfig, apply_dict, field_docs, load_config_file, set_field, validate,
+    CHOICES,
+    SECTIONS,
+    ConfigError,
+    TrainConfig,
+    apply_dict,
+    field_docs,
+    load_config_file,
+    set_field,
+    validate,
 )
 from .engine.loop import NonFiniteLossError
 
@@ -69,7 +78,9 @@ def dotted_overrides(cfg: TrainConfig, base: TrainConfig | None = None) -> dict[
     """The fields in which ``cfg`` differs from ``base`` (default: the defaults), by dotted name: the
     overrides (``--<dotted> VALUE``, :func:`~.engine.config.set_field`) that turn ``base`` into ``cfg``."""
     base = base if base is not None else TrainConfig()
-    return {dotted: _value(cfg, dotted) for dotted, _ in _dotted_fields() if _value(cfg, dotted) != _value(base, dotted)}
+    return {
+        dotted: _value(cfg, dotted) for dotted, _ in _dotted_fields() if _value(cfg, dotted) != _value(base, dotted)
+    }
 
 
 def _show(value: Any) -> str:
@@ -160,7 +171,8 @@ EPILOG = ("Every field is --<section>.<field> VALUE (dashes for underscores work
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    usage = "%(prog)s [--config FILE] [--print-config]\n       [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
+    usage = ("%(prog)s [--config FILE] [--print-config]\n"
+             "       [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ...")
     parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage, allow_abbrev=False,
                                      formatter_class=HelpFormatter, epilog=EPILOG)
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")

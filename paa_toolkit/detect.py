@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
                                      allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any format PIL reads)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder")
-    parser.add_argument("--out", type=Path, default=Path("detections"), metavar="DIR", help="output folder (default: detections)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("detections"), metavar="DIR", help="output folder (default: detections)"
+    )
     parser.add_argument("--score-thresh", type=float, default=0.3, metavar="S",
                         help="draw and write the detections scoring at least this (default: 0.3)")
     parser.add_argument("--json", type=Path, metavar="FILE",

@@ -27,7 +27,7 @@ from .data.coco import CocoDetection, detections_from_coco_results
 from .distributed import resolve_device
 from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig
-from .engine.evaluate import evaluate_coco, format_metrics, metrics_from_predictions
+from .engine.metrics import evaluate_coco, format_metrics, metrics_from_predictions
 from .engine.run_files import atomic_write_text
 
 

@@ -4,7 +4,7 @@ CHECKPOINT is a ``.pth`` file or a run folder. The file takes one image, ``float
 [0, 1] of any size (input ``image``), and returns ``boxes [N, 4]`` (xyxy, in the image's pixels),
 ``scores [N]`` and ``labels [N]`` (int64 class indices; the class names are in the file's metadata),
 with the checkpoint's post-processing, score voting included (what differs from PyTorch:
-:mod:`paa_toolkit.model.export`). The command then checks the file: ``onnx.checker``, and
+:mod:`paa_toolkit.model.onnx_export`). The command then checks the file: ``onnx.checker``, and
 onnxruntime on the CPU against eager PyTorch on validation images at two sizes; it fails when they
 disagree by more than the tolerance::
 
@@ -29,7 +29,7 @@ from .data.coco import CocoDetection
 from .detect import load_image
 from .engine.checkpoint import build_from_checkpoint, resolve_checkpoint
 from .engine.config import TrainConfig
-from .model.export import OPSET, detection_difference, export_onnx, onnx_session
+from .model.onnx_export import OPSET, detection_difference, export_onnx, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      allow_abbrev=False, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", help="checkpoint file, or a run folder")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="file format (default: onnx)")
-    parser.add_argument("--out", type=Path, metavar="FILE", help="output file (default: model.onnx beside the checkpoint)")
+    parser.add_argument(
+        "--out", type=Path, metavar="FILE", help="output file (default: model.onnx beside the checkpoint)"
+    )
     parser.add_argument("--check-images", nargs="+", type=Path, metavar="IMAGE",
                         help="images to compare ONNX Runtime with PyTorch on (default: 2 validation images)")
     add_override_arguments(parser, prefixes=("test",))
@@ -83,7 +85,11 @@ def compare(model, session, images: list[torch.Tensor], repeats: int = 1) -> lis
             eager_ms = _median_ms(lambda: model([image]), repeats)
         boxes, scores, labels = session.run(None, feed)
         onnx_ms = _median_ms(lambda: session.run(None, feed), repeats)
-        actual = {"boxes": torch.from_numpy(boxes), "scores": torch.from_numpy(scores), "labels": torch.from_numpy(labels)}
+        actual = {
+            "boxes": torch.from_numpy(boxes),
+            "scores": torch.from_numpy(scores),
+            "labels": torch.from_numpy(labels),
+        }
         rows.append({"height": image.shape[-2], "width": image.shape[-1], **detection_difference(eager, actual),
                      "eager_ms": eager_ms, "onnx_ms": onnx_ms})
     return rows
@@ -102,8 +108,10 @@ def format_rows(rows: list[dict[str, float]]) -> str:
     lines = [f"{'input':>9}  {'detections':>10}  {'max |Δbox| px':>13}  {'max |Δscore|':>12}  {'PyTorch ms':>10}  "
              f"{'ORT ms':>7}"]
     for r in rows:
-        lines.append(f"{r['height']:>4}×{r['width']:<4}  {int(r['expected']):>4} / {int(r['actual']):<3}  "
-                     f"{r['max_box_diff']:>13.2e}  {r['max_score_diff']:>12.2e}  {r['eager_ms']:>10.1f}  {r['onnx_ms']:>7.1f}")
+        lines.append(
+            f"{r['height']:>4}×{r['width']:<4}  {int(r['expected']):>4} / {int(r['actual']):<3}  "
+            f"{r['max_box_diff']:>13.2e}  {r['max_score_diff']:>12.2e}  {r['eager_ms']:>10.1f}  {r['onnx_ms']:>7.1f}"
+        )
     return "\n".join(lines)
 
 

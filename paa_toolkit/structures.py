@@ -16,20 +16,36 @@ BOX_CODER = BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
 
 
 def decode_boxes(deltas: Tensor, anchors: Tensor) -> Tensor:
-    """Decode ``deltas[..., A, 4]`` against ``anchors[A, 4]`` (broadcast over leading dims)."""
+    """Decode box regression deltas against their anchors (RetinaNet / ATSS / PAA coder, :data:`BOX_CODER`).
+
+    Args:
+        deltas: ``[..., A, 4]`` (dx, dy, dw, dh) per anchor, any leading dims.
+        anchors: ``[A, 4]`` xyxy anchor boxes (broadcast over the leading dims).
+
+    Returns:
+        ``[..., A, 4]`` xyxy boxes.
+    """
     shape = deltas.shape
     flat_anchors = anchors.expand(shape).reshape(-1, 4)
     return BOX_CODER.decode_single(deltas.reshape(-1, 4), flat_anchors).reshape(shape)
 
 
 def box_area(boxes: Tensor) -> Tensor:
+    """Area of ``[..., 4]`` xyxy boxes, ``[...]`` (0 for an inverted box)."""
     return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
 
 
 def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of ``boxes1[B, N, 4]`` with ``boxes2[B, M, 4]`` → ``[B, N, M]`` (``box_iou`` per image).
+    """IoU of every box of ``boxes1`` with every box of ``boxes2``, image by image (``box_iou`` per image).
 
     Degenerate (zero-area) pairs give IoU 0 instead of NaN.
+
+    Args:
+        boxes1: ``[B, N, 4]`` xyxy (any leading dims).
+        boxes2: ``[B, M, 4]`` xyxy.
+
+    Returns:
+        ``[B, N, M]`` IoUs.
     """
     lt = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])
     rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])
@@ -40,7 +56,15 @@ def batched_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 def paired_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of ``boxes1[..., 4]`` with ``boxes2[..., 4]`` element by element."""
+    """IoU of two sets of boxes element by element.
+
+    Args:
+        boxes1: ``[..., 4]`` xyxy.
+        boxes2: ``[..., 4]`` xyxy, the same shape.
+
+    Returns:
+        ``[...]`` IoU of each pair (0 for degenerate pairs).
+    """
     lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
     rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = (rb - lt).clamp(min=0)
@@ -79,7 +103,19 @@ def make_anchor_grid(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> AnchorGrid:
-    """Anchors of size ``stride × scale`` centred on each cell of each level (scale 8 = paper default)."""
+    """One square anchor of size ``stride × scale`` centred on each cell of each level.
+
+    Args:
+        feature_sizes: ``(h, w)`` of each level's feature map, P3 first.
+        strides: each level's stride in pixels (8, 16, 32, 64, 128 for P3–P7).
+        scale: anchor size over stride (paper: 8; Table 4).
+        device: where the boxes go.
+        dtype: their dtype.
+
+    Returns:
+        :class:`AnchorGrid` with ``boxes [A, 4]`` (levels concatenated, A = Σ h·w), ``num_per_level``,
+        ``strides`` and ``scale``.
+    """
     boxes = []
     for (h, w), stride in zip(feature_sizes, strides):
         ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * stride
@@ -117,7 +153,15 @@ class PaddedTargets:
 
 
 def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | None = None) -> PaddedTargets:
-    """Stack torchvision-style targets (``{"boxes": [n, 4], "labels": [n]}`` per image) into padded tensors."""
+    """Stack torchvision-style targets into tensors padded to the largest GT count ``M``.
+
+    Args:
+        targets: one dict per image, ``{"boxes": [n, 4] xyxy, "labels": [n] int64}``.
+        device: where the tensors go (default: that of the first image's boxes).
+
+    Returns:
+        :class:`PaddedTargets`: ``boxes [B, M, 4]``, ``labels [B, M]`` (-1 on padding), ``valid [B, M]``.
+    """
     device = device if device is not None else (targets[0]["boxes"].device if targets else "cpu")
     m = max([len(t["boxes"]) for t in targets], default=0)
     b = len(targets)
@@ -130,3 +174,16 @@ def pad_targets(targets: list[dict[str, Tensor]], device: torch.device | str | N
         labels[i, :n] = t["labels"].to(device=device, dtype=torch.int64)
         valid[i, :n] = True
     return PaddedTargets(boxes=boxes, labels=labels, valid=valid)
+
+
+__all__ = [
+    "BOX_CODER",
+    "AnchorGrid",
+    "PaddedTargets",
+    "batched_box_iou",
+    "box_area",
+    "decode_boxes",
+    "make_anchor_grid",
+    "pad_targets",
+    "paired_box_iou",
+]

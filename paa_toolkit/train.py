@@ -20,8 +20,8 @@ import os
 import sys
 
 from .cli import parse_args, run_cli
-from .engine.evaluate import format_metrics
 from .engine.loop import train
+from .engine.metrics import format_metrics
 from .viz.analysis import save_assignment_plot
 from .viz.training import save_training_plots
 

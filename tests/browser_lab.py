@@ -29,9 +29,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PAA_CHROMIUM", "/usr/bin/chromium")
@@ -98,7 +99,7 @@ class JupyterLab:
         self.log_path = self._work / "lab.log"
 
     # -- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> "JupyterLab":
+    def start(self) -> JupyterLab:
         settings = self._work / "settings"
         write_lab_settings(settings)
         env = {**os.environ, **self.extra_env,
@@ -144,7 +145,7 @@ class JupyterLab:
                 proc.wait(timeout=10)
         shutil.rmtree(self._work, ignore_errors=True)  # settings, workspaces, runtime files and the log
 
-    def __enter__(self) -> "JupyterLab":
+    def __enter__(self) -> JupyterLab:
         return self.start()
 
     def __exit__(self, *exc) -> None:

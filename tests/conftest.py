@@ -1,5 +1,7 @@
 """Fixtures shared by several test modules; the ``cuda`` marker's skip."""
+import importlib.util
 import os
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -7,11 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_training import tiny_config  # tests/tiny_training.py
-
 from paa_toolkit.course import briefly_trained_run, course_config, course_run_dir
 from paa_toolkit.data.synthetic import make_synthetic_coco
 from paa_toolkit.engine.loop import train
+
+from tiny_training import tiny_config  # tests/tiny_training.py
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def site_builder():
+    """``docs/build_site.py`` (``make docs``) as a module: the notebook tests write what the site renders."""
+    if "build_site" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("build_site", ROOT / "docs" / "build_site.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["build_site"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["build_site"]
 
 
 @contextmanager

@@ -3,7 +3,7 @@
 import errno
 import io
 import os
-from typing import Callable
+from collections.abc import Callable
 
 
 class FullDiskFile(io.RawIOBase):

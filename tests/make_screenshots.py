@@ -25,8 +25,19 @@ import nbformat
 from PIL import Image, ImageChops
 
 from browser_lab import (  # tests/browser_lab.py
-    REPO, JupyterLab, cell_output, chromium_page, collapse_left_sidebar, copy_into, error_outputs, label_text,
-    open_notebook, run_all, wait_idle, wait_until, widget_by_description,
+    REPO,
+    JupyterLab,
+    cell_output,
+    chromium_page,
+    collapse_left_sidebar,
+    copy_into,
+    error_outputs,
+    label_text,
+    open_notebook,
+    run_all,
+    wait_idle,
+    wait_until,
+    widget_by_description,
 )
 
 DOCS = REPO / "docs"
@@ -38,7 +49,8 @@ EXPLORERS_CELLS = [
     """\
 %matplotlib inline
 import os
-from paa_toolkit.course import briefly_trained_run, detections_from_view, head_outputs, load_run, post_processing, run_datasets
+from paa_toolkit.course import (briefly_trained_run, detections_from_view, head_outputs, load_run, post_processing,
+                                run_datasets)
 from paa_toolkit.widgets import gmm_explorer, voting_explorer
 FAST = os.environ.get("PAA_FAST") == "1"
 """,

@@ -65,7 +65,9 @@ def test_baselines_use_torchvision_archs_on_the_same_budget_and_backbone():
     assert plan["fcos"]["model"]["arch"] == "fcos" and plan["retinanet"]["model"]["arch"] == "retinanet"
     for key in ("model.backbone", "model.width", "model.min_size", "solver.max_iters", "data.synthetic_num_train"):
         section, name = key.split(".")
-        assert plan["fcos"][section][name] == plan["retinanet"][section][name] == plan["paa_ioupred"][section][name], key
+        assert plan["fcos"][section][name] == plan["retinanet"][section][name] == plan["paa_ioupred"][section][name], (
+            key
+        )
 
 
 def test_every_planned_run_is_a_valid_train_config_and_survives_the_command_line(tmp_path):
@@ -202,7 +204,9 @@ def test_a_diverging_training_is_recorded_as_a_result_not_raised(tmp_path, fake_
     failure = json.loads((run.run_dir / FAILED).read_text())
     assert failure["status"] == "diverged" and "non-finite loss" in failure["message"]
     assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "skipped"  # not retried...
-    assert execute(run, launcher=fake_launcher, retry_failed=True, echo=lambda *_: None).state == "failed"  # ...unless asked
+    assert (
+        execute(run, launcher=fake_launcher, retry_failed=True, echo=lambda *_: None).state == "failed"
+    )  # ...unless asked
 
 
 def test_a_locked_run_is_left_to_its_owner_and_a_dead_owners_lock_is_taken_over(tmp_path, fake_launcher):

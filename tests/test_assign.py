@@ -6,14 +6,20 @@ import pytest
 import torch
 
 from paa_toolkit.assign import (
-    IGNORE, NEGATIVE, ATSSAssigner, MaxIoUAssigner, PAAAssigner, build_assigner, fit_gmm,
+    IGNORE,
+    NEGATIVE,
+    ATSSAssigner,
+    MaxIoUAssigner,
+    PAAAssigner,
+    build_assigner,
+    fit_gmm,
 )
+from paa_toolkit.assign.base import AssignmentDiagnostics
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.candidates import LOW_QUALITY_POLICIES, match_max_iou
-from paa_toolkit.assign.base import AssignmentDiagnostics
 from paa_toolkit.assign.gmm import GMMFit
 from paa_toolkit.assign.stats import summarize_diagnostics
-from paa_toolkit.structures import AnchorGrid, make_anchor_grid, pad_targets, batched_box_iou
+from paa_toolkit.structures import AnchorGrid, batched_box_iou, make_anchor_grid, pad_targets
 
 
 def hand_fit(labels, log_density, means):
@@ -366,19 +372,24 @@ def test_baseline_diagnostics_carry_gt_area_so_their_figures_exist_by_size(assig
     assert torch.allclose(d.gt_area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
     summary = summarize_diagnostics(d)
     small = d.gt_area < 32 ** 2
-    assert small.any() and summary["positives_per_gt_small"] == pytest.approx(d.num_positives[small].double().mean().item())
+    assert small.any() and summary["positives_per_gt_small"] == pytest.approx(
+        d.num_positives[small].double().mean().item()
+    )
     assert math.isnan(summary["em_iterations_mean"])  # no GMM: no EM figure
 
 
 def hand_diagnostics(**extra):
     """Two GTs, three slots: GT 0 has candidates 0 and 1 (one positive), GT 1 one candidate, positive."""
     return AssignmentDiagnostics(
-        image_index=torch.tensor([0, 0]), gt_index=torch.tensor([0, 1]),
-        candidate_anchor=torch.tensor([[4, 7, -1], [2, -1, -1]]), candidate_level=torch.tensor([[0, 1, -1], [0, -1, -1]]),
+        image_index=torch.tensor([0, 0]),
+        gt_index=torch.tensor([0, 1]),
+        candidate_anchor=torch.tensor([[4, 7, -1], [2, -1, -1]]),
+        candidate_level=torch.tensor([[0, 1, -1], [0, -1, -1]]),
         candidate_valid=torch.tensor([[True, True, False], [True, False, False]]),
         candidate_cost=torch.tensor([[0.5, 2.0, math.inf], [0.7, math.inf, math.inf]]),
         candidate_iou=torch.tensor([[0.6, 0.2, 0.0], [0.4, 0.0, 0.0]]),
-        candidate_label=torch.tensor([[1, 0, 0], [1, 0, 0]]), **extra,
+        candidate_label=torch.tensor([[1, 0, 0], [1, 0, 0]]),
+        **extra,
     )
 
 

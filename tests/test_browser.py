@@ -18,8 +18,20 @@ import numpy as np
 import pytest
 
 from browser_lab import (
-    REPO, BrowserUnavailable, JupyterLab, cell_output, check_browser, chromium_page, copy_into, error_outputs,
-    label_text, open_notebook, run_all, wait_idle, wait_until, widget_by_description,
+    REPO,
+    BrowserUnavailable,
+    JupyterLab,
+    cell_output,
+    check_browser,
+    chromium_page,
+    copy_into,
+    error_outputs,
+    label_text,
+    open_notebook,
+    run_all,
+    wait_idle,
+    wait_until,
+    widget_by_description,
 )
 
 pytestmark = pytest.mark.slow

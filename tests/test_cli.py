@@ -27,25 +27,34 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
     assert (cfg.solver.lr, cfg.solver.max_iters, cfg.assign.rule, cfg.seed) == (0.02, 9, "fsr", 3)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--lr", "-0.01"], "solver.lr must be > 0, got -0.01"),
-    (["--rule", "hungarian"], "assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou"),
-    (["--assign.topk", "0"], "assign.topk (K of Procedure 1) must be >= 1, got 0"),
-    (["--assign.rule", "e"], "valid choices: a, b, c, d"),
-    (["--backbone", "vgg16"], "valid choices: resnet18, resnet34, resnet50"),
-    (["--model.aux", "quality"], "valid choices: iou, centerness, none"),
-    (["--model.width", "wide"], "model.width: expected int, got 'wide'"),
-    (["--arch", "fcos", "--model.width", "48"], "model.width must be a multiple of 32 for arch fcos"),
-    (["--batch-size", "0"], "data.batch_size must be >= 1, got 0"),
-    (["--test.nms_thresh", "1.5"], "test.nms_thresh must be in (0, 1], got 1.5"),
-    (["--dataset", "imagenet"], "data.dataset: unknown value 'imagenet'; valid choices: synthetic, coco"),
-    (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
-    (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
-    (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
-    (["--assign.low_quality", "best"], "assign.low_quality: unknown value 'best'; valid choices: reference, gt, ensure"),
-    (["--assign.gmm_init", "kmeans"], "assign.gmm_init: unknown value 'kmeans'; valid choices: paper, data"),
-    (["--assign.gmm_max_iter", "0"], "assign.gmm_max_iter must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "-0.01"], "solver.lr must be > 0, got -0.01"),
+        (
+            ["--rule", "hungarian"],
+            "assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou",
+        ),
+        (["--assign.topk", "0"], "assign.topk (K of Procedure 1) must be >= 1, got 0"),
+        (["--assign.rule", "e"], "valid choices: a, b, c, d"),
+        (["--backbone", "vgg16"], "valid choices: resnet18, resnet34, resnet50"),
+        (["--model.aux", "quality"], "valid choices: iou, centerness, none"),
+        (["--model.width", "wide"], "model.width: expected int, got 'wide'"),
+        (["--arch", "fcos", "--model.width", "48"], "model.width must be a multiple of 32 for arch fcos"),
+        (["--batch-size", "0"], "data.batch_size must be >= 1, got 0"),
+        (["--test.nms_thresh", "1.5"], "test.nms_thresh must be in (0, 1], got 1.5"),
+        (["--dataset", "imagenet"], "data.dataset: unknown value 'imagenet'; valid choices: synthetic, coco"),
+        (["--arch", "yolo"], "model.arch: unknown value 'yolo'; valid choices: paa, fcos, retinanet"),
+        (["--device", "tpu"], "device: unknown value 'tpu'; valid choices: auto, cpu, cuda, cuda:N, mps"),
+        (["--solver.momentum", "1"], "solver.momentum must be in [0, 1), got 1.0"),
+        (
+            ["--assign.low_quality", "best"],
+            "assign.low_quality: unknown value 'best'; valid choices: reference, gt, ensure",
+        ),
+        (["--assign.gmm_init", "kmeans"], "assign.gmm_init: unknown value 'kmeans'; valid choices: paper, data"),
+        (["--assign.gmm_max_iter", "0"], "assign.gmm_max_iter must be >= 1, got 0"),
+    ],
+)
 def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
@@ -60,9 +69,19 @@ def test_the_assignment_remedies_of_issue_9_reach_the_assigner_from_the_command_
     cfg = parse_args(["--assign.low_quality", "gt", "--assign.gmm_init", "data", "--assign.gmm_tol", "1e-8",
                       "--assign.gmm_max_iter", "500"])
     assigner = build_assigner(cfg.assign)
-    assert (assigner.low_quality, assigner.gmm_init, assigner.gmm_tol, assigner.gmm_max_iter) == ("gt", "data", 1e-8, 500)
+    assert (assigner.low_quality, assigner.gmm_init, assigner.gmm_tol, assigner.gmm_max_iter) == (
+        "gt",
+        "data",
+        1e-8,
+        500,
+    )
     defaults = build_assigner(parse_args([]).assign)  # the faithful default: the authors' matcher and EM
-    assert (defaults.low_quality, defaults.gmm_init, defaults.gmm_tol, defaults.gmm_max_iter) == ("reference", "paper", 1e-3, 100)
+    assert (defaults.low_quality, defaults.gmm_init, defaults.gmm_tol, defaults.gmm_max_iter) == (
+        "reference",
+        "paper",
+        1e-3,
+        100,
+    )
 
 
 def test_an_abbreviated_option_is_an_error_not_a_guess(capsys):
@@ -221,7 +240,12 @@ def test_detect_writes_coco_results_that_evaluate_scores_like_the_checkpoint(syn
     results = json.loads((tmp_path / "detections.json").read_text())
     assert {r["image_id"] for r in results} <= {image["id"] for image in val["images"]}
     assert set(results[0]) == {"image_id", "category_id", "bbox", "score"} and len(results[0]["bbox"]) == 4
-    assert evaluate(["--detections", str(tmp_path / "detections.json"), str(run_dir), "--output", str(tmp_path / "d.json")]) == 0
+    assert (
+        evaluate(
+            ["--detections", str(tmp_path / "detections.json"), str(run_dir), "--output", str(tmp_path / "d.json")]
+        )
+        == 0
+    )
     assert evaluate([str(run_dir), "--test.score_thresh", "0", "--output", str(tmp_path / "m.json")]) == 0
     from_json, from_model = (json.loads((tmp_path / name).read_text()) for name in ("d.json", "m.json"))
     assert from_json["num_detections"] == from_model["num_detections"] == len(results) > 0

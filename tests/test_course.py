@@ -72,7 +72,7 @@ def test_second_call_reuses_the_run_without_training(tiny_run, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("train() called although the run is complete")
 
-    monkeypatch.setattr(course, "train", no_training)
+    monkeypatch.setattr(course.run_cache, "train", no_training)
     assert course.briefly_trained_run(True, cache_dir=cache, overrides=TINY) == run_dir
 
 

@@ -76,7 +76,9 @@ def test_paa_assignment_on_cuda_matches_cpu():
 
 def test_gmm_float32_on_cuda_gives_the_cpu_float64_labels_on_separated_costs():
     gen = torch.Generator().manual_seed(0)
-    costs = torch.cat([0.5 + 0.3 * torch.rand(512, 12, generator=gen), 4.0 + 1.5 * torch.rand(512, 33, generator=gen)], 1)
+    costs = torch.cat(
+        [0.5 + 0.3 * torch.rand(512, 12, generator=gen), 4.0 + 1.5 * torch.rand(512, 33, generator=gen)], 1
+    )
     fit32 = fit_gmm(costs.to(DEVICE), dtype=torch.float32)
     assert fit32.labels.device.type == "cuda" and fit32.means.dtype == torch.float32
     assert torch.equal(fit32.labels.cpu(), fit_gmm(costs, dtype=torch.float64).labels)

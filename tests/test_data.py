@@ -17,8 +17,16 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
-from paa_toolkit.data import (CATEGORIES, CocoDetection, ImageReadError, coco_from_detections, collate,
-                              default_dataset, make_synthetic_coco, read_image)
+from paa_toolkit.data import (
+    CATEGORIES,
+    CocoDetection,
+    ImageReadError,
+    coco_from_detections,
+    collate,
+    default_dataset,
+    make_synthetic_coco,
+    read_image,
+)
 from paa_toolkit.data.images import to_rgb
 from paa_toolkit.data.synthetic import MARKER, arc_mask, ell_mask
 
@@ -579,7 +587,9 @@ def one_annotation(tmp_path: Path, **fields) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("iscrowd", ["no", "0", 2, -1, 0.0, 1.0, None, [1]])
 def test_iscrowd_other_than_0_1_or_a_bool_is_refused_naming_annotation(tmp_path, iscrowd):
-    with pytest.raises(ValueError, match=r"ann\.json: annotations\[0\] \(id=7\): 'iscrowd' must be 0, 1, true or false"):
+    with pytest.raises(
+        ValueError, match=r"ann\.json: annotations\[0\] \(id=7\): 'iscrowd' must be 0, 1, true or false"
+    ):
         CocoDetection(*one_annotation(tmp_path, iscrowd=iscrowd))
 
 
@@ -652,19 +662,25 @@ def test_polygons_of_fewer_than_3_points_are_left_out_and_counted(tmp_path):
     assert ds.skipped == {}  # the annotation itself is kept
 
 
-@pytest.mark.parametrize("segmentation, message", [
-    ([[1, 1, 4, 1, 4]], "polygons must be lists of an even number of finite coordinates"),
-    ([[1, 1, 4, "1", 4, 4]], "polygons must be lists of an even number"),
-    ([1, 1, 4, 1, 4, 4], "polygons must be lists"),  # a bare polygon, not a list of them
-    ([[1, 1, 4, 1, 4, 1e9]], "polygon .* lies far outside its 40x30 image"),
-    (rle([5, 10]), r"counts must be run lengths .* adding up to 30x40 pixels"),
-    (rle([5, -5, H * W]), r"counts must be run lengths"),
-    (rle("!!garbage"), r"counts must be run lengths"),
-    ({"counts": [H * W], "size": [W, H]}, r"RLE 'segmentation' size must be \[height, width\] of its image, \[30, 40\]"),
-    ({"counts": [H * W]}, r"'segmentation' must be a list of polygons or an RLE object"),
-    ("polygon", r"'segmentation' must be a list of polygons or an RLE object"),
-    (None, r"'segmentation' must be a list of polygons or an RLE object"),
-])
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ([[1, 1, 4, 1, 4]], "polygons must be lists of an even number of finite coordinates"),
+        ([[1, 1, 4, "1", 4, 4]], "polygons must be lists of an even number"),
+        ([1, 1, 4, 1, 4, 4], "polygons must be lists"),  # a bare polygon, not a list of them
+        ([[1, 1, 4, 1, 4, 1e9]], "polygon .* lies far outside its 40x30 image"),
+        (rle([5, 10]), r"counts must be run lengths .* adding up to 30x40 pixels"),
+        (rle([5, -5, H * W]), r"counts must be run lengths"),
+        (rle("!!garbage"), r"counts must be run lengths"),
+        (
+            {"counts": [H * W], "size": [W, H]},
+            r"RLE 'segmentation' size must be \[height, width\] of its image, \[30, 40\]",
+        ),
+        ({"counts": [H * W]}, r"'segmentation' must be a list of polygons or an RLE object"),
+        ("polygon", r"'segmentation' must be a list of polygons or an RLE object"),
+        (None, r"'segmentation' must be a list of polygons or an RLE object"),
+    ],
+)
 def test_malformed_segmentation_is_refused_naming_annotation(tmp_path, segmentation, message):
     with pytest.raises(ValueError, match=rf"ann\.json: annotations\[0\] \(id=7\): .*{message}"):
         CocoDetection(*one_annotation(tmp_path, segmentation=segmentation))

@@ -35,7 +35,7 @@ def folder(tmp_path_factory) -> Path:
     rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(images / "a.png")
     Image.fromarray(rgb[..., 0]).save(images / "b.png")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(images / "grey16.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(images / "grey16.png")
     Image.fromarray(rgb[..., 0] % 2).convert("P").save(images / "palette.png", transparency=1)
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -87,7 +87,9 @@ annotation = st.fixed_dictionaries(
      "category_id": often(st.sampled_from([5, 2, 9]), st.just(4) | JUNK), "bbox": box},
     optional={"iscrowd": often(st.sampled_from([0, 1, True, False])), "area": often(st.floats(0, 1e4)),
               "segmentation": often(st.one_of(st.lists(polygon, max_size=2), rle))})
-category = st.fixed_dictionaries({"id": often(st.sampled_from([5, 2, 9])), "name": often(st.sampled_from(["cat", "dog"]))})
+category = st.fixed_dictionaries(
+    {"id": often(st.sampled_from([5, 2, 9])), "name": often(st.sampled_from(["cat", "dog"]))}
+)
 dataset = st.fixed_dictionaries({
     "images": images,
     "annotations": often(st.lists(annotation, min_size=1, max_size=4, unique_by=lambda a: repr(a["id"])), st.just([]),

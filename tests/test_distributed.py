@@ -153,7 +153,7 @@ def test_ddp_checkpoint_is_written_once_and_loads_in_a_single_process(runs):
 def test_ddp_evaluation_gathers_every_rank_and_matches_a_single_process_evaluation(runs):
     from paa_toolkit.data.coco import CocoDetection
     from paa_toolkit.engine.checkpoint import LAST, build_from_checkpoint, load_checkpoint
-    from paa_toolkit.engine.evaluate import evaluate_coco, predict
+    from paa_toolkit.engine.metrics import evaluate_coco, predict
 
     state = load_checkpoint(runs["ddp_dir"] / LAST)
     model = build_from_checkpoint(state)

@@ -11,7 +11,12 @@ import torch
 from planted_code import PlantedCommand  # tests/planted_code.py
 
 from paa_toolkit.engine.checkpoint import (
-    LAST, PREVIOUS, CheckpointError, find_resumable, load_checkpoint, save_checkpoint,
+    LAST,
+    PREVIOUS,
+    CheckpointError,
+    find_resumable,
+    load_checkpoint,
+    save_checkpoint,
 )
 
 

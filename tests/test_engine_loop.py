@@ -9,9 +9,6 @@ import pytest
 import torch
 import yaml
 
-from tiny_training import tiny_config, weights  # tests/tiny_training.py
-from training_crash import TrainingCrash, crash_at_training_call, signal_at_training_call  # tests/training_crash.py
-
 from paa_toolkit.engine.checkpoint import FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint
 from paa_toolkit.engine.config import TrainConfig
 from paa_toolkit.engine.loop import LogWindow, NonFiniteLossError, train
@@ -19,12 +16,17 @@ from paa_toolkit.engine.run_files import METRICS_FILE, MetricsLog, load_trace, r
 from paa_toolkit.engine.run_folder import LOCK_FILE
 from paa_toolkit.engine.signals import TrainingInterrupted
 
+from tiny_training import tiny_config, weights  # tests/tiny_training.py
+from training_crash import TrainingCrash, crash_at_training_call, signal_at_training_call  # tests/training_crash.py
+
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(synthetic_root, reference_run, tmp_path):
     def crashing(cfg, n):
-        return crash_at_training_call(default_model_builder(cfg, n), call=3)  # dies in iteration 2, after its checkpoint
+        return crash_at_training_call(
+            default_model_builder(cfg, n), call=3
+        )  # dies in iteration 2, after its checkpoint
 
     cfg = tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2)
     with pytest.raises(TrainingCrash):
@@ -64,7 +66,11 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_good_chec
 
 def test_trace_files_are_written_at_the_chosen_iterations(reference_run):
     run_dir, _ = reference_run
-    assert sorted(p.name for p in (run_dir / "trace").iterdir()) == ["iter_000000.pt", "iter_000002.pt", "iter_000004.pt"]
+    assert sorted(p.name for p in (run_dir / "trace").iterdir()) == [
+        "iter_000000.pt",
+        "iter_000002.pt",
+        "iter_000004.pt",
+    ]
     trace = load_trace(run_dir / "trace" / "iter_000002.pt")
     assert trace["iteration"] == 2 and len(trace["image_ids"]) == 2
     assert trace["snapshot"].matched_gt.shape[0] == 2

@@ -10,17 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from full_disk import FullDiskFile, fdopen_on_a_full_disk  # tests/full_disk.py
-from planted_code import PlantedCommand  # tests/planted_code.py
-
 from paa_toolkit.assign.config import AssignConfig
 from paa_toolkit.data.coco import CocoDetection
 from paa_toolkit.engine import run_files
 from paa_toolkit.engine.run_files import (
-    TRACE_FORMAT, TRACE_VERSION, MetricsLog, TraceFileError, atomic_write_text, load_trace, read_metrics, save_trace,
+    TRACE_FORMAT,
+    TRACE_VERSION,
+    MetricsLog,
+    TraceFileError,
+    atomic_write_text,
+    load_trace,
+    read_metrics,
+    save_trace,
     trace_image_indices,
 )
 from paa_toolkit.widgets.compute import load_snapshot, open_source, random_snapshot
+
+from full_disk import FullDiskFile, fdopen_on_a_full_disk  # tests/full_disk.py
+from planted_code import PlantedCommand  # tests/planted_code.py
 
 
 def test_atomic_text_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
@@ -66,7 +73,11 @@ def test_resumed_metrics_log_rewrites_the_file_without_its_torn_line(tmp_path):
 
 def test_resumed_metrics_log_drops_the_final_evaluation_the_resumed_run_repeats(tmp_path):
     log = MetricsLog(tmp_path / "metrics.jsonl")
-    for record in ({"kind": "train", "iteration": 4}, {"kind": "trace", "iteration": 4}, {"kind": "eval", "iteration": 4}):
+    for record in (
+        {"kind": "train", "iteration": 4},
+        {"kind": "trace", "iteration": 4},
+        {"kind": "eval", "iteration": 4},
+    ):
         log.write(record)
     MetricsLog(tmp_path / "metrics.jsonl", resume_from=4, final_iteration=4)  # killed before final_metrics.json
     assert [(r["kind"], r["iteration"]) for r in read_metrics(tmp_path)] == [("train", 4)]

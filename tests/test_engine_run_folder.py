@@ -12,15 +12,15 @@ import time
 import pytest
 import torch
 
-from planted_code import PlantedCommand  # tests/planted_code.py
-from tiny_training import tiny_config  # tests/tiny_training.py
-
 from paa_toolkit.cli import parse_args
 from paa_toolkit.engine.checkpoint import (
     CORRUPT, LAST, PREVIOUS, CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint,
 )
 from paa_toolkit.engine.loop import train
 from paa_toolkit.engine.run_folder import LOCK_FILE, RunFolderError, acquire_lock, claim_run_folder
+
+from planted_code import PlantedCommand  # tests/planted_code.py
+from tiny_training import tiny_config  # tests/tiny_training.py
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

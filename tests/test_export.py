@@ -1,4 +1,5 @@
-"""Export (model/export.py, python -m paa_toolkit.export): ONNX with post-processing, checked against eager PyTorch."""
+"""Export (model/onnx_export.py, python -m paa_toolkit.export): ONNX with post-processing, checked against eager
+PyTorch."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import torch
 
 from paa_toolkit.engine.config import ModelConfig
 from paa_toolkit.model.detector import build_model
-from paa_toolkit.model.export import ExportableDetector, detection_difference
+from paa_toolkit.model.onnx_export import ExportableDetector, detection_difference
 from paa_toolkit.model.postprocess import InferenceConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -56,7 +57,7 @@ def test_onnx_export_matches_eager_pytorch_on_several_images_and_sizes(tmp_path)
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from paa_toolkit.export import BOX_TOLERANCE_PX, SCORE_TOLERANCE
-    from paa_toolkit.model.export import export_onnx, onnx_session
+    from paa_toolkit.model.onnx_export import export_onnx, onnx_session
 
     model = tiny()
     path = export_onnx(model, tmp_path / "paa.onnx", metadata={"category_names": '["a", "b", "c"]'})
@@ -73,7 +74,7 @@ def test_onnx_export_matches_eager_pytorch_on_several_images_and_sizes(tmp_path)
 
 def test_an_onnx_model_with_no_candidate_returns_empty_outputs(tmp_path):
     pytest.importorskip("onnxruntime")
-    from paa_toolkit.model.export import export_onnx, onnx_session
+    from paa_toolkit.model.onnx_export import export_onnx, onnx_session
 
     model = tiny(InferenceConfig())  # random init: every probability ≈ 0.01 < score_thresh 0.05
     session = onnx_session(export_onnx(model, tmp_path / "paa.onnx"))

@@ -28,19 +28,24 @@ import pytest
 import torch
 from PIL import Image
 
-from full_disk import fdopen_on_a_full_disk  # tests/full_disk.py
-from tiny_training import tiny_config, weights  # tests/tiny_training.py
-from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
-
 from paa_toolkit.cli import parse_args
 from paa_toolkit.data.build import DataConfig, build_datasets
 from paa_toolkit.engine.checkpoint import (
-    FINAL_METRICS, LAST, PREVIOUS, default_model_builder, load_checkpoint, save_checkpoint,
+    FINAL_METRICS,
+    LAST,
+    PREVIOUS,
+    default_model_builder,
+    load_checkpoint,
+    save_checkpoint,
 )
 from paa_toolkit.engine.loop import TrainingRun, train
 from paa_toolkit.engine.run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, read_metrics
 from paa_toolkit.engine.run_folder import LOCK_FILE, acquire_lock
 from paa_toolkit.train import main as train_main
+
+from full_disk import fdopen_on_a_full_disk  # tests/full_disk.py
+from tiny_training import tiny_config, weights  # tests/tiny_training.py
+from training_crash import TrainingCrash, crash_at_training_call  # tests/training_crash.py
 
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the in-process runs (one thread)
 
@@ -427,9 +432,15 @@ def killed_in_a_fork(work) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("moment", [  # ~12 s each; two in the fast suite
-    moment if moment in ("appending_a_metrics_line", "rotating_the_checkpoints") else pytest.param(moment, marks=pytest.mark.slow)
-    for moment in KILL_MOMENTS])
+@pytest.mark.parametrize(
+    "moment",
+    [  # ~12 s each; two in the fast suite
+        moment
+        if moment in ("appending_a_metrics_line", "rotating_the_checkpoints")
+        else pytest.param(moment, marks=pytest.mark.slow)
+        for moment in KILL_MOMENTS
+    ],
+)
 def test_a_run_killed_at_any_moment_resumes_to_the_same_weights_and_records(
         synthetic_root, reference_run, tmp_path, caplog, moment):
     arm, leftover = KILL_MOMENTS[moment]
@@ -533,7 +544,9 @@ def test_an_unreadable_last_checkpoint_stops_the_resume_instead_of_falling_back(
     monkeypatch.setattr(checkpoint.torch, "load", denied)
     before = (run_dir / LAST).read_bytes()
     assert train_main(tiny_args(synthetic_root, run_dir, "--resume")) == 1
-    assert one_error_line(capsys.readouterr().err) == f"error: cannot read checkpoint {run_dir / LAST}: Permission denied"
+    assert (
+        one_error_line(capsys.readouterr().err) == f"error: cannot read checkpoint {run_dir / LAST}: Permission denied"
+    )
     assert (run_dir / LAST).read_bytes() == before  # not replaced by a run resumed from previous.pth
 
 

@@ -8,7 +8,13 @@ import torch
 
 import paa_toolkit.assign.gmm as gmm_module
 from paa_toolkit.assign.gmm import (
-    GMM_INITS, GMMFit, fit_gmm, fit_gmm_sklearn, gmm_history, initial_parameters, synthetic_candidate_costs,
+    GMM_INITS,
+    GMMFit,
+    fit_gmm,
+    fit_gmm_sklearn,
+    gmm_history,
+    initial_parameters,
+    synthetic_candidate_costs,
 )
 from paa_toolkit.assign.stats import collapsed_fits
 

@@ -23,8 +23,13 @@ def finite(value) -> bool:
 def cpu_quick(tmp_path_factory):
     """``python benchmarks/gpu_check.py --device cpu --quick`` from the repository root, into a tmp dir."""
     prefix = tmp_path_factory.mktemp("gpu_check") / "report"
-    done = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick", "--out", str(prefix)],
-                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick", "--out", str(prefix)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     report = json.loads((prefix.parent / "report.json").read_text())
     return report, {s["name"]: s for s in report["sections"]}, (prefix.parent / "report.md").read_text()
@@ -68,7 +73,9 @@ def test_cpu_quick_figures_are_present_and_finite(cpu_quick):
     assert all(finite(train["metrics"][k]) for k in ("AP", "AP50", "num_detections"))
     compiled = sections["compile"]["figures"]
     assert compiled["iterations"] == 3 and len(compiled["iteration_s"]) == 3
-    assert finite(compiled["compile_s"]) and finite(compiled["steady_iteration_s"]) and compiled["steady_iteration_s"] > 0
+    assert (
+        finite(compiled["compile_s"]) and finite(compiled["steady_iteration_s"]) and compiled["steady_iteration_s"] > 0
+    )
     ddp = sections["ddp"]["figures"]["nproc_1"]
     assert (ddp["backend"], ddp["world_size"]) == ("gloo", 1)
     assert finite(ddp["rel_l2"]) and ddp["rel_l2"] <= 1e-5 and ddp["grad_l2"] > 0 and ddp["parameters"] > 100

@@ -120,7 +120,8 @@ def test_batchnorm_weights_still_refuse_a_groupnorm_backbone(resnet18_file):
 
 
 def test_a_classifier_of_another_class_count_does_not_stop_the_body_from_loading(tmp_path):
-    state = torchvision.models.resnet18(weights=None, norm_layer=lambda c: nn.GroupNorm(16, c), num_classes=6).state_dict()
+    net = torchvision.models.resnet18(weights=None, norm_layer=lambda c: nn.GroupNorm(16, c), num_classes=6)
+    state = net.state_dict()
     torch.save(state, tmp_path / "six.pth")
     body = build_backbone("resnet18", weights_path=tmp_path / "six.pth", norm="gn").body
     torch.testing.assert_close(body.conv1.weight, state["conv1.weight"])

@@ -14,6 +14,8 @@ answer then fails), any error output failing the test:
 
 * the **student setting** (no ``PAA_FAST``): the course detector is trained once per session into a fresh
   cache folder (:func:`course_cache`, conftest) and every notebook asserts the numbers its text relies on;
+  the executed notebook is then written to ``build/course/student/`` in the site's form, which the site build
+  renders (``docs/build_site.py``, ``tests/test_site.py``: nothing is executed twice);
 * the **fast setting** (``PAA_FAST=1``): a tiny detector, the claims only printed — the quick local run.
 """
 from __future__ import annotations
@@ -82,6 +84,46 @@ def test_notebook_opens_with_goals_prerequisites_and_time_and_ends_with_a_summar
     assert code and FAST_SWITCH in code[0], f"{path.name}: the first code cell must read {FAST_SWITCH}"
 
 
+#: ``from paa_toolkit.<package> import a, b`` (parenthesised over several lines or not)
+PAA_IMPORT = re.compile(r"^\s*from\s+(paa_toolkit(?:\.\w+)*)\s+import\s+(\([^)]*\)|[^\n]*)", re.MULTILINE)
+
+
+def public_imports_problems(source: str) -> list[str]:
+    """What a cell imports from ``paa_toolkit`` that is not public: a module below a package's front door, or a
+    name missing from the front door's ``__all__``."""
+    import importlib
+
+    problems = []
+    for module_name, names in PAA_IMPORT.findall(source):
+        if module_name.count(".") > 1:
+            problems.append(f"{module_name} is below a front door (import from {'.'.join(module_name.split('.')[:2])})")
+            continue
+        module = importlib.import_module(module_name)
+        public = getattr(module, "__all__", None)
+        for name in re.findall(r"\w+", re.sub(r"#[^\n]*", "", names)):
+            if public is not None and name not in public:
+                problems.append(f"{module_name}.{name} is not in {module_name}.__all__")
+            elif public is None and not importlib.util.find_spec(f"{module_name}.{name}"):
+                problems.append(f"{module_name}.{name} is no public module")
+    return problems
+
+
+@by_name(NOTEBOOKS)
+def test_notebook_imports_only_public_names_from_the_front_doors(path):
+    nb = read(path)
+    problems = [f"cell {i}: {p}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                for p in public_imports_problems(c.source)]
+    problems += [f"solution in cell {i}: {p}" for i, c in enumerate(nb.cells) if "solution" in tags(c)
+                 for code in SOLUTION_CODE.findall(c.source) for p in public_imports_problems(code)]
+    assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_the_public_import_check_catches_a_deep_import_and_a_private_name():
+    assert public_imports_problems("from paa_toolkit.assign import fit_gmm, separate") == []
+    assert public_imports_problems("from paa_toolkit.assign.gmm import fit_gmm")
+    assert public_imports_problems("from paa_toolkit.assign import (fit_gmm,\n    _check_inputs)")
+
+
 def exercises(nb) -> list[tuple[int, int]]:
     """``(exercise number, index of its heading cell)`` for every ``### Exercise N`` heading."""
     return [(int(m.group(1)), i) for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
@@ -98,18 +140,21 @@ def test_every_exercise_has_an_answer_cell_a_check_cell_and_a_hidden_solution_th
         where = f"{path.name}, Exercise {number}"
         assert answer.cell_type == "code" and "exercise" in tags(answer) and "= ..." in answer.source, \
             f"{where}: the heading must be followed by an answer cell (tag 'exercise') that assigns ..."
-        assert grade.cell_type == "code" and "check" in tags(grade) and f'check("Exercise {number}"' in grade.source, \
+        calls_check = re.search(rf'check\(\s*"Exercise {number}"', grade.source)  # as written or as ruff formats it
+        assert grade.cell_type == "code" and "check" in tags(grade) and calls_check, \
             f"{where}: then a check cell (tag 'check') calling check(\"Exercise {number}\", ...)"
         assert solution.cell_type == "markdown" and "solution" in tags(solution) \
             and DETAILS_SOLUTION.search(solution.source) and SOLUTION_CODE.search(solution.source), \
             f"{where}: then the solution, hidden in a markdown <details><summary>Solution</summary> with a python block"
     executed_solutions = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "solution" in tags(c)]
-    assert not executed_solutions, f"{path.name}: code cells {executed_solutions} hold solutions that Run All would execute"
+    assert not executed_solutions, (
+        f"{path.name}: code cells {executed_solutions} hold solutions that Run All would execute"
+    )
 
 
 def inject_solutions(nb):
     """Each answer cell gets the code of the hidden solution after it (what a student would type)."""
-    for number, i in exercises(nb):
+    for _, i in exercises(nb):
         nb.cells[i + 1].source = SOLUTION_CODE.search(nb.cells[i + 3].source).group(1)
     return nb
 
@@ -160,7 +205,9 @@ def fast_cache(tmp_path_factory) -> Path:
 
 
 def outputs_text(nb) -> str:
-    return "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    return "\n".join(
+        o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    )
 
 
 def error_outputs(nb) -> list[str]:
@@ -174,7 +221,7 @@ def run_notebook(path: Path, tmp_path: Path, timeout: int):
         execute(nb, tmp_path, timeout)
     except nbclient.exceptions.CellTimeoutError:
         # nbclient #312: a widget cell can miss its reply on a loaded CPU. A real hang times out again.
-        warnings.warn(f"{path.name}: a cell timed out; running the notebook once more (nbclient #312)")
+        warnings.warn(f"{path.name}: a cell timed out; running the notebook once more (nbclient #312)", stacklevel=2)
         nb = inject_solutions(read(path))
         execute(nb, tmp_path, timeout)
     return nb
@@ -182,16 +229,21 @@ def run_notebook(path: Path, tmp_path: Path, timeout: int):
 
 def assert_ran_and_graded(nb, path: Path) -> str:
     assert not error_outputs(nb), error_outputs(nb)
-    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), f"{path.name}: not every code cell ran"
+    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), (
+        f"{path.name}: not every code cell ran"
+    )
     text = outputs_text(nb)
     for number, _ in exercises(nb):
-        assert f"Exercise {number}: correct" in text, f"{path.name}: the injected solution of Exercise {number} was not graded correct"
+        assert f"Exercise {number}: correct" in text, (
+            f"{path.name}: the injected solution of Exercise {number} was not graded correct"
+        )
     return text
 
 
 @pytest.mark.slow
 @by_name(NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_fast_mode(path, venv_kernel, fast_cache, tmp_path, monkeypatch, record_property):
+def test_notebook_runs_top_to_bottom_in_fast_mode(path, venv_kernel, fast_cache, site_builder, tmp_path, monkeypatch,
+                                                  record_property):
     assert venv_kernel == sys.prefix
     monkeypatch.setenv("PAA_FAST", "1")
     monkeypatch.setenv("PAA_CHECK_SOLUTIONS", "1")
@@ -200,12 +252,13 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(path, venv_kernel, fast_cache,
     nb = run_notebook(path, tmp_path, CELL_TIMEOUT_S)
     record_property("seconds", round(time.perf_counter() - start, 1))
     assert_ran_and_graded(nb, path)
+    site_builder.save_executed(nb, path, "fast")  # a local preview of the site: PAA_FAST=1 make docs
 
 
 @pytest.mark.slow
 @by_name(NOTEBOOKS)
 def test_notebook_shows_and_asserts_the_papers_figures_in_the_student_setting(
-        path, venv_kernel, course_cache, tmp_path, monkeypatch, record_property):
+        path, venv_kernel, course_cache, site_builder, tmp_path, monkeypatch, record_property):
     assert venv_kernel == sys.prefix
     monkeypatch.delenv("PAA_FAST", raising=False)
     monkeypatch.setenv("PAA_CHECK_SOLUTIONS", "1")
@@ -217,3 +270,4 @@ def test_notebook_shows_and_asserts_the_papers_figures_in_the_student_setting(
     print(f"{path.name}: {seconds:.1f} s in the student setting")
     text = assert_ran_and_graded(nb, path)
     assert "✗" not in text and "not asserted" not in text, f"{path.name}: a claim was not asserted"
+    site_builder.save_executed(nb, path, "student")  # the site renders this run (tests/test_site.py)

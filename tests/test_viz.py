@@ -12,11 +12,11 @@ import torch
 from paa_toolkit.assign import MaxIoUAssigner
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.gmm import fit_gmm, gmm_history, synthetic_candidate_costs
+from paa_toolkit.structures import PaddedTargets
 from paa_toolkit.viz.assignment import count_marks, find_artists, plot_assignment, plot_snapshot
 from paa_toolkit.viz.detections import iou_error_by_bin, plot_iou_prediction, plot_voting
 from paa_toolkit.viz.gmm import plot_boundaries, plot_cost_histogram, plot_em_steps
 from paa_toolkit.widgets.compute import random_snapshot
-from paa_toolkit.structures import PaddedTargets
 
 
 def bimodal_costs():
@@ -79,14 +79,18 @@ def test_boundaries_figure_has_one_panel_per_rule_with_the_library_positive_coun
     for ax, method in zip(fig.axes, methods):
         labels = separate(method, row, valid, fit, fnp_num=3, fsr_thresh=0.3)
         ignored = int((labels == -1).sum())
-        assert ax.get_title().endswith(f": {int((labels == 1).sum())} positives" + (f", {ignored} ignored" if ignored else "")), method
+        assert ax.get_title().endswith(
+            f": {int((labels == 1).sum())} positives" + (f", {ignored} ignored" if ignored else "")
+        ), method
         assert count_marks(ax, "rug:positive") == int((labels == 1).sum()), method
         (line,) = find_artists(ax, "boundary")
         expected = float(fit.means[0].mean()) if method == "d" else float(boundary_cost(row, labels)[0])
         assert line.get_xdata()[0] == pytest.approx(expected), method  # (d) cuts at the midpoint of the means
     (negatives,) = find_artists(fig.axes[1], "boundary:negatives")  # (b): where the negatives start again
     labels_b = separate("b", row, valid, fit)[0]
-    first_negative = int(((labels_b == 0) & (torch.arange(row.shape[1]) > (labels_b == -1).nonzero().max())).nonzero()[0])
+    first_negative = int(
+        ((labels_b == 0) & (torch.arange(row.shape[1]) > (labels_b == -1).nonzero().max())).nonzero()[0]
+    )
     assert negatives.get_xdata()[0] == pytest.approx(float(row[0, first_negative]))
 
 
@@ -249,7 +253,11 @@ def test_detections_are_drawn_with_filled_tags_in_the_class_colour_and_contrasti
     from paa_toolkit.viz.detections import CLASS_COLORS, draw_detections
 
     image = torch.zeros(3, 256, 256, dtype=torch.uint8)
-    det = {"boxes": torch.tensor([[60.0, 80.0, 200.0, 220.0]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([2])}
+    det = {
+        "boxes": torch.tensor([[60.0, 80.0, 200.0, 220.0]]),
+        "scores": torch.tensor([0.9]),
+        "labels": torch.tensor([2]),
+    }
     drawn = draw_detections(image, det, ["cat", "dog", "emu"])
     tag = drawn[:, 68:79, 61:118].reshape(3, -1).T  # the "emu 0.90" tag, just above the box's top-left corner
     colour = torch.tensor(ImageColor.getrgb(CLASS_COLORS[2]), dtype=torch.uint8)

@@ -11,16 +11,29 @@ matplotlib.use("Agg")
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.gmm import fit_gmm
 from paa_toolkit.viz.analysis import (
-    ASSIGNMENT_PLOT, plot_diagnostics_by_config, plot_em_iterations, plot_gmm_settings, plot_learning_curves,
-    plot_run_diagnostics, save_assignment_plot,
+    ASSIGNMENT_PLOT,
+    plot_diagnostics_by_config,
+    plot_em_iterations,
+    plot_gmm_settings,
+    plot_learning_curves,
+    plot_run_diagnostics,
+    save_assignment_plot,
 )
 
 
 def records(offset=0.0, em=True):
     out = []
     for i in (20, 40, 60):
-        r = {"kind": "train", "iteration": i, "pos_per_gt": 5.0 + offset, "gt_without_pos": 0.1 + offset / 10,
-             "gt_without_pos_small": 0.3, "gt_without_pos_medium": 0.0, "pos_per_gt_small": 3.0, "pos_per_gt_medium": 7.0}
+        r = {
+            "kind": "train",
+            "iteration": i,
+            "pos_per_gt": 5.0 + offset,
+            "gt_without_pos": 0.1 + offset / 10,
+            "gt_without_pos_small": 0.3,
+            "gt_without_pos_medium": 0.0,
+            "pos_per_gt_small": 3.0,
+            "pos_per_gt_medium": 7.0,
+        }
         if em:
             r.update(em_iters=3.0, em_collapsed=0.5)
         out.append(r)

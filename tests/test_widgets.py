@@ -3,9 +3,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest
 import re
 
+import pytest
 import torch
 
 pytest.importorskip("ipywidgets")
@@ -16,7 +16,12 @@ from paa_toolkit.engine.run_files import save_trace
 from paa_toolkit.structures import PaddedTargets
 from paa_toolkit.viz.assignment import count_marks
 from paa_toolkit.widgets import assignment_explorer, gmm_explorer, voting_explorer
-from paa_toolkit.widgets.compute import nms_then_vote, open_source, random_snapshot, replay_assignment, two_cluster_costs
+from paa_toolkit.widgets.compute import (
+    nms_then_vote,
+    open_source,
+    random_snapshot,
+    two_cluster_costs,
+)
 
 
 def targets_of(snap):

@@ -1,7 +1,7 @@
 """A crash or a signal between training iterations, for the resume tests (imported by test_engine_loop
 and test_faults)."""
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -271,7 +271,22 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
 
 def build_plan(table: str, budget: str = "small", seeds: int = 1, out: str | Path = "runs/ablations",
                only: list[str] | None = None, extra: dict[str, Any] | None = None) -> list[PlannedRun]:
-    """Every run a table needs (restricted to ``only`` config names, plus what they re-evaluate)."""
+    """Every run a table needs.
+
+    Args:
+        table: the table's name (:data:`TABLES`: ``"1L"``, ``"1R"``, ``"4"``, ``"baselines"``, ...).
+        budget: the training budget (``"small"``, ``"medium"``, ...; :mod:`paa_toolkit.engine.presets`).
+        seeds: runs per row.
+        out: the folder the runs go to (``<out>/<budget>/<config>/seed<k>``).
+        only: restrict to these config names (plus the runs they re-evaluate).
+        extra: overrides added to every run.
+
+    Returns:
+        One :class:`PlannedRun` per (config, seed), its settings validated.
+
+    Raises:
+        ConfigError: an unknown table or config, or settings that do not validate.
+    """
     if table not in TABLES:
         raise ConfigError(f"unknown table {table!r}; valid choices: {', '.join(TABLES)}")
     if seeds < 1:
@@ -299,7 +314,14 @@ def build_plan(table: str, budget: str = "small", seeds: int = 1, out: str | Pat
 
 
 def to_argv(overrides: dict[str, Any]) -> list[str]:
-    """Overrides as ``--section.field VALUE`` arguments for ``python -m paa_toolkit.train``."""
+    """Overrides as arguments of ``python -m paa_toolkit.train``.
+
+    Args:
+        overrides: ``{"section.field": value}``.
+
+    Returns:
+        ``["--section.field", "VALUE", ...]``.
+    """
     argv = []
     for key, value in overrides.items():
         text = json.dumps(value) if isinstance(value, list) else ("none" if value is None else str(value))

@@ -18,9 +18,10 @@ import json
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -279,7 +280,9 @@ def format_value(mean: float | None, std: float | None, key: str = "AP") -> str:
     (positives per GT, EM iterations), three decimals for COCO metrics."""
     if mean is None:
         return "–"
-    scale, digits = (100.0, 1) if key in PERCENT else (1.0, 1) if key.startswith(("pos_per_gt", "em_iters")) else (1.0, 3)
+    scale, digits = (
+        (100.0, 1) if key in PERCENT else (1.0, 1) if key.startswith(("pos_per_gt", "em_iters")) else (1.0, 3)
+    )
     text = f"{scale * mean:.{digits}f}"
     return text + (f" ± {scale * std:.{digits}f}" if std is not None else "")
 
@@ -314,7 +317,12 @@ def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
     columns = list(spec.columns)
     shown = [*columns, *(["pos_per_gt"] if "pos_per_gt" not in columns else [])]
     has_paper = any(r.paper is not None for r in spec.rows)
-    header = [*spec.label_columns, *(HEADERS.get(k, k) for k in shown), "wall s", *(["paper AP (%)"] if has_paper else [])]
+    header = [
+        *spec.label_columns,
+        *(HEADERS.get(k, k) for k in shown),
+        "wall s",
+        *(["paper AP (%)"] if has_paper else []),
+    ]
     lines = [f"## {spec.title}", "",
              f"Budget `{budget}` ({budget_summary(budget, extra)}); {seeds} seed(s), mean ± std; "
              "COCO metrics as fractions in [0, 1] (the paper prints percent); pos/GT: mean positives per "

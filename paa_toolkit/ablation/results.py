@@ -81,7 +81,14 @@ def _row(data: dict[str, Any]) -> ResultRow:
 
 
 def read_table(path: str | Path) -> TableResult:
-    """One table JSON (either layout, see the module docstring)."""
+    """Read one table's results.
+
+    Args:
+        path: a table JSON (either layout, see the module docstring).
+
+    Returns:
+        :class:`TableResult`: its rows (means, stds, seeds, status) and where and how they were measured.
+    """
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8"))
     known = {"table", "budget", "seeds", "rows", "measured_on", "machine", "command", "noise_AP"}
@@ -97,8 +104,17 @@ def _complete(result: TableResult) -> bool:
 
 
 def load_table(table: str, budget: str, *, committed: str | Path, runs: str | Path | None = None) -> TableResult | None:
-    """The table measured locally (``<runs>/<budget>/table_<table>.json``, when every row has finished),
-    else the committed one (``<committed>/table_<table>_<budget>.json``); None when neither exists."""
+    """The table measured locally when every row has finished, else the committed one.
+
+    Args:
+        table: the table's name.
+        budget: its training budget.
+        committed: the folder of committed results (``<committed>/table_<table>_<budget>.json``).
+        runs: the folder of local runs (``<runs>/<budget>/table_<table>.json``), or None.
+
+    Returns:
+        :class:`TableResult`, or None when neither exists.
+    """
     if runs is not None:
         local = Path(runs) / budget / f"table_{table}.json"
         if local.is_file():
@@ -135,6 +151,15 @@ def compare(result: TableResult, better: str, worse: str) -> Comparison:
     one-seed noise for a one-seed row), n its seeds — the same 2-standard-error rule as the paired verdict
     of :func:`~.report.verdict`. Two one-seed rows need a gap of 2√2 ≈ 2.8 × the one-seed noise: a
     difference the size of the noise is *unresolved*, never "holds" or "reversed".
+
+    Args:
+        result: the table.
+        better: the row the paper says is better.
+        worse: the row it says is worse.
+
+    Returns:
+        :class:`Comparison`: the difference of the mean APs, its standard error and the verdict
+        (holds / reversed / unresolved).
     """
     a, b = result.row(better), result.row(worse)
     se = math.sqrt(sum(row_noise(result, r) ** 2 / max(r.num_seeds, 1) for r in (a, b)))
@@ -146,7 +171,14 @@ def compare(result: TableResult, better: str, worse: str) -> Comparison:
 
 
 def markdown(result: TableResult) -> str:
-    """The table as Markdown: AP / AP50 / AP75 (mean ± std), pos/GT, seeds, the paper's AP (%)."""
+    """The table as Markdown.
+
+    Args:
+        result: the table.
+
+    Returns:
+        A Markdown table: AP / AP50 / AP75 (mean ± std), pos/GT, seeds, status, the paper's AP (%).
+    """
     def value(row: ResultRow, key: str) -> str:
         mean, std = row.mean.get(key), row.std.get(key)
         if mean is None:

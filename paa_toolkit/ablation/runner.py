@@ -23,7 +23,8 @@ from pathlib import Path
 
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import atomic_write_text
-from ..engine.run_folder import RunFolderError, acquire_lock as engine_lock
+from ..engine.run_folder import RunFolderError
+from ..engine.run_folder import acquire_lock as engine_lock
 from .grid import PlannedRun, to_argv
 
 FAILED = "failed.json"

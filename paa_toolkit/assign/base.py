@@ -92,14 +92,15 @@ class AssignmentDiagnostics:
 
 @dataclass
 class Assignment:
-    """Result of an assigner for a batch: ``matched_gt[B, A]``.
+    """Result of an assigner for a batch.
 
-    ``matched_gt[b, a] = g >= 0``: anchor ``a`` of image ``b`` is a positive sample of GT ``g``;
-    :data:`NEGATIVE` (-1): background; :data:`IGNORE` (-2): excluded from every loss.
-
-    ``cls_target[b, a]`` (optional): a soft classification target in [0, 1] for the positive's GT class
-    (TAL's normalised metric, TOOD Eq. 9; SimOTA's IoU, YOLOX §2.3); the loss then trains the class
-    score towards it (quality focal loss, TOOD Eq. 10). None: hard 0/1 targets, PAA's focal loss (Eq. 8).
+    Attributes:
+        matched_gt: ``[B, A]`` int64; ``matched_gt[b, a] = g >= 0``: anchor ``a`` of image ``b`` is a positive
+            sample of GT ``g``; :data:`NEGATIVE` (-1): background; :data:`IGNORE` (-2): excluded from every loss.
+        diagnostics: per GT, what the assigner saw (``return_diagnostics=True``), else None.
+        cls_target: ``[B, A]`` float in [0, 1] (optional): a soft classification target for the positive's GT
+            class (TAL's normalised metric, TOOD Eq. 9; SimOTA's IoU, YOLOX §2.3); the loss then trains the class
+            score towards it (quality focal loss, TOOD Eq. 10). None: hard 0/1 targets, PAA's focal loss (Eq. 8).
     """
 
     matched_gt: Tensor
@@ -141,7 +142,15 @@ def positive_counts(matched_gt: Tensor, max_gts: int) -> Tensor:
 
 
 def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
-    """Positive anchors of each real GT, ``[G]`` (Fig. 4 (b)), from ``matched_gt[B, A]`` and ``gt_valid[B, M]``."""
+    """Positive anchors of each real GT (Fig. 4 (b)).
+
+    Args:
+        matched_gt: ``[B, A]`` int64 assignment (GT index of a positive, < 0 otherwise).
+        gt_valid: ``[B, M]`` bool, the real GTs among the padded ones.
+
+    Returns:
+        ``[G]`` int64 positives of each real GT, in image then GT order.
+    """
     return positive_counts(matched_gt, gt_valid.shape[1])[gt_valid]
 
 
@@ -180,8 +189,9 @@ class Assigner(Protocol):
     """Anything that turns (anchors, targets, detached predictions) into an :class:`Assignment`.
 
     ``cls_logits[B, A, C]`` and ``pred_boxes[B, A, 4]`` (decoded, xyxy) are the detached outputs of
-    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``. ``rule`` is its
-    registered name and ``settings`` its settings dataclass (:mod:`.registry`): a trace records both.
+    the model; assigners that ignore the model (max-IoU, ATSS) accept ``None``. ``needs_predictions``: whether
+    it scores anchors with the model (PAA, TAL, SimOTA) or not (max-IoU, ATSS). ``rule`` is its registered
+    name and ``settings`` its settings dataclass (:mod:`.registry`): a trace records both.
     """
 
     needs_predictions: bool
@@ -195,4 +205,18 @@ class Assigner(Protocol):
         cls_logits: Tensor | None = None,
         pred_boxes: Tensor | None = None,
         return_diagnostics: bool = False,
-    ) -> Assignment: ...
+    ) -> Assignment:
+        """Assign every anchor of a batch: a GT index (positive), negative or ignored.
+
+        Args:
+            anchors: the anchor grid, ``boxes [A, 4]`` with its levels.
+            targets: padded GTs, ``boxes [B, M, 4]``, ``labels [B, M]``, ``valid [B, M]``.
+            cls_logits: ``[B, A, C]`` detached classification logits (None for the rules that ignore the model).
+            pred_boxes: ``[B, A, 4]`` detached decoded predicted boxes, xyxy (likewise).
+            return_diagnostics: also record per GT its candidates, costs and GMM (``Assignment.diagnostics``).
+
+        Returns:
+            :class:`Assignment` with ``matched_gt [B, A]``: the GT index of a positive, ``NEGATIVE`` (-1) or
+            ``IGNORE`` (-2).
+        """
+        ...

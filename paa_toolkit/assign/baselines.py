@@ -48,6 +48,13 @@ class MaxIoUAssigner:
     """RetinaNet's rule: positive IoU ≥ 0.5, negative < 0.4, ignored between (Table 1 right, "IoU assignment").
 
     Each GT also keeps its highest-IoU anchors (low-quality matches), as torchvision's RetinaNet does.
+    Called as an :class:`~.base.Assigner`; it ignores the model's outputs.
+
+    Args:
+        pos_iou: positive from this IoU on.
+        neg_iou: negative below this IoU.
+        allow_low_quality: give each GT its highest-IoU anchors whatever the thresholds.
+        topk: K of the diagnostics' candidate slots (the anchors of highest IoU per level).
     """
 
     needs_predictions = False
@@ -84,7 +91,11 @@ class ATSSAssigner:
 
     Per GT: the ``topk`` anchors per level whose centres are closest to the GT centre are candidates;
     positives are candidates with IoU ≥ mean + std of the candidates' IoUs and centre inside the GT;
-    an anchor positive for several GTs goes to the one of highest IoU.
+    an anchor positive for several GTs goes to the one of highest IoU. Called as an
+    :class:`~.base.Assigner`; it ignores the model's outputs.
+
+    Args:
+        topk: candidates per level (ATSS: 9).
     """
 
     needs_predictions = False

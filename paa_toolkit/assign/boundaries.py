@@ -124,7 +124,20 @@ def separate(
     fnp_num: int = 10,
     fsr_thresh: float = 0.2,
 ) -> Tensor:
-    """Procedure 1, line 13 with ``rule`` ∈ :data:`SEPARATIONS`; ``fit`` is required for the GMM boundaries (a)–(d)."""
+    """Procedure 1, line 13 (SeparateAnchors): label each GT's sorted candidates with ``rule``.
+
+    Args:
+        rule: one of :data:`SEPARATIONS`: ``"a"``–``"d"`` the GMM boundaries of Fig. 3, ``"fnp"`` (a fixed
+            number of positives), ``"fsr"`` (a fixed score ratio).
+        costs: ``[G, N]`` candidate costs, each row sorted ascending, unused slots last.
+        valid: ``[G, N]`` bool, the used slots.
+        fit: the GMM fitted to ``costs`` (:func:`~.gmm.fit_gmm`); required for ``"a"``–``"d"``.
+        fnp_num: positives per GT for ``"fnp"``.
+        fsr_thresh: score ratio for ``"fsr"``.
+
+    Returns:
+        ``[G, N]`` int64 labels: 1 positive, 0 negative, -1 ignored (unused slots 0).
+    """
     if rule in BOUNDARIES and fit is None:
         raise ValueError(f"boundary {rule!r} needs a fitted GMM (fit=None given)")
     if rule in _SEPARATE:
@@ -133,7 +146,15 @@ def separate(
 
 
 def boundary_cost(costs: Tensor, labels: Tensor) -> Tensor:
-    """Cost of the last positive of each row (where the boundary lies), NaN when a row has no positive."""
+    """Where the boundary lies: the cost of the last positive of each row.
+
+    Args:
+        costs: ``[G, N]`` sorted candidate costs.
+        labels: ``[G, N]`` their labels (:func:`separate`).
+
+    Returns:
+        ``[G]`` the largest positive cost per row, NaN for a row without a positive.
+    """
     pos_costs = costs.masked_fill(labels != POSITIVE, float("-inf"))
     boundary = pos_costs.max(dim=1).values
     return boundary.masked_fill(torch.isinf(boundary), float("nan"))

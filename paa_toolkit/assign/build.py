@@ -12,8 +12,16 @@ from .registry import get_rule, settings_problems
 def build_assigner(cfg: AssignConfig | None = None, **changes: Any) -> Assigner:
     """The assigner of ``cfg.rule`` (∈ :data:`~.config.RULES`) with ``cfg``'s settings.
 
-    ``changes`` override fields of ``cfg`` (``build_assigner(rule="atss")``). An unknown rule or a bad
-    setting raises ``ValueError`` naming it.
+    Args:
+        cfg: the assignment settings (default: :class:`~.config.AssignConfig`, the paper's).
+        **changes: fields of ``cfg`` to override (``build_assigner(rule="atss")``).
+
+    Returns:
+        An :class:`~.base.Assigner`: the registered rule's (:mod:`.registry`), e.g. :class:`~.paa.PAAAssigner`,
+        :class:`~.baselines.ATSSAssigner`, :class:`~.tal.TALAssigner` or :class:`~.simota.SimOTAAssigner`.
+
+    Raises:
+        ValueError: an unknown rule or a bad setting, named.
     """
     cfg = replace(cfg or AssignConfig(), **changes)
     rule = get_rule(cfg.rule)

@@ -36,7 +36,15 @@ def centres_inside(centres: Tensor, boxes: Tensor, margin: float = INSIDE_MARGIN
 
 
 def anchor_gt_iou(anchors: AnchorGrid, targets: PaddedTargets) -> Tensor:
-    """IoU of every anchor with every GT, ``[B, A, M]``; padded GT columns are -1 (never chosen)."""
+    """IoU of every anchor with every GT of its image.
+
+    Args:
+        anchors: the anchor grid, ``boxes [A, 4]``.
+        targets: padded GTs, ``boxes [B, M, 4]`` with their ``valid [B, M]`` mask.
+
+    Returns:
+        ``[B, A, M]`` IoUs; padded GT columns are -1 (never chosen).
+    """
     boxes = anchors.boxes.to(targets.boxes.dtype)[None].expand(targets.batch_size, -1, -1)
     ious = batched_box_iou(boxes, targets.boxes)
     return ious.masked_fill(~targets.valid[:, None, :], -1.0)
@@ -78,6 +86,16 @@ def match_max_iou(
 
     Batched over images, anchors and GTs (no loop over either), on the device of ``ious``; each
     "ensure" pass works on the orphaned (image, GT) pairs only and costs a host sync or two.
+
+    Args:
+        ious: ``[B, A, M]`` anchor–GT IoUs (:func:`anchor_gt_iou`; padded GTs -1).
+        low_threshold: below it an anchor matches no GT (PAA: :data:`PAA_IOU_THRESHOLD`).
+        high_threshold: with it, anchors between the two thresholds are ignored (-2); None: no grey zone.
+        allow_low_quality: give each GT its best anchors whatever the thresholds.
+        low_quality: which GT a best anchor shared by several GTs goes to (:data:`LOW_QUALITY_POLICIES`).
+
+    Returns:
+        ``[B, A]`` int64: the matched GT index, -1 (no GT) or -2 (ignored).
     """
     if low_quality not in LOW_QUALITY_POLICIES:
         raise ValueError(f"unknown low_quality policy {low_quality!r}; "
@@ -151,9 +169,19 @@ def topk_per_level(
 ) -> Candidates:
     """For each GT and level, the ``k`` anchors of smallest ``key`` (FindKthLargest, lines 7–9).
 
-    ``key`` is ``[B, A]`` (one value per anchor, e.g. its cost w.r.t. its matched GT) together with
-    ``owner[B, A]`` (the GT each anchor belongs to: only owned anchors compete), or ``[B, A, M]`` with
-    ``owner=None`` (every anchor competes for every GT, as in ATSS). Loops over levels only.
+    Loops over levels only.
+
+    Args:
+        key: ``[B, A]`` one value per anchor (e.g. its cost w.r.t. its matched GT), used with ``owner``;
+            or ``[B, A, M]`` one value per anchor and GT, with ``owner=None`` (every anchor competes for
+            every GT, as in ATSS).
+        owner: ``[B, A]`` int64 GT each anchor belongs to (only owned anchors compete), or None.
+        num_per_level: anchors of each pyramid level, in the order of ``A``.
+        num_gts: ``M``, the padded number of GTs per image.
+        k: candidates per level (paper: 9).
+
+    Returns:
+        :class:`Candidates` with ``[B, M, N]`` slots, ``N = levels × min(k, anchors of the level)``.
     """
     b = key.shape[0]
     gt_ids = torch.arange(num_gts, device=key.device)

@@ -20,7 +20,15 @@ FOCAL_GAMMA = 2.0
 
 
 def focal_loss_per_anchor(cls_logits: Tensor, labels: Tensor) -> Tensor:
-    """Sigmoid focal loss (α 0.25, γ 2) summed over classes, ``[..., A, C] → [..., A]``; label -1 = background."""
+    """Sigmoid focal loss (α 0.25, γ 2) of every anchor towards its label, summed over classes.
+
+    Args:
+        cls_logits: ``[..., A, C]`` classification logits.
+        labels: ``[..., A]`` int64 class of each anchor, -1 for background (every class a negative).
+
+    Returns:
+        ``[..., A]`` focal loss per anchor.
+    """
     num_classes = cls_logits.shape[-1]
     one_hot = F.one_hot(labels.clamp(min=0), num_classes).to(cls_logits.dtype)
     one_hot = one_hot * (labels >= 0)[..., None].to(cls_logits.dtype)
@@ -33,8 +41,18 @@ def anchor_cost(
     """Eq. (3): cost = L_cls + λ·L_IoU = −log S, with S = S_cls × S_loc^λ of Eq. (1)–(2).
 
     L_cls is the focal loss towards the anchor's GT class (summed over classes), L_IoU the GIoU loss
-    of the decoded predicted box against the GT box. Inputs ``[B, A, ...]`` per anchor (its matched
-    GT's label and box); lower cost = better anchor. Gradients are not needed: call under no_grad.
+    of the decoded predicted box against the GT box. Lower cost = better anchor. Gradients are not
+    needed: call under no_grad.
+
+    Args:
+        cls_logits: ``[B, A, C]`` classification logits of every anchor.
+        pred_boxes: ``[B, A, 4]`` decoded predicted boxes (xyxy).
+        gt_labels: ``[B, A]`` int64 class of the GT each anchor is scored against.
+        gt_boxes: ``[B, A, 4]`` that GT's box (xyxy).
+        score_lambda: λ of Eq. (1)–(3), the weight of the localisation term (paper: 1).
+
+    Returns:
+        ``[B, A]`` float32 cost −log S of every anchor.
     """
     cls_cost = focal_loss_per_anchor(cls_logits.float(), gt_labels)
     loc_cost = generalized_box_iou_loss(pred_boxes.float(), gt_boxes.float(), reduction="none")

@@ -77,16 +77,27 @@ _ONE_THREAD_BELOW = 1 << 20
 
 @dataclass
 class GMMFit:
-    """A fitted Eq. (4) per row: ``G`` sets of ``N`` candidate slots; component 0 = foreground."""
+    """A fitted Eq. (4) per row: ``G`` sets of ``N`` candidate slots; component 0 = foreground.
 
-    means: Tensor  # [G, 2]   component 0 = foreground (initialised at the min), 1 = background
-    variances: Tensor  # [G, 2]
-    weights: Tensor  # [G, 2]
-    responsibilities: Tensor  # [G, N, 2] posterior from the final E-step (0 where not valid)
-    log_density: Tensor  # [G, N] log mixture density, = sklearn's score_samples (-inf where not valid)
-    labels: Tensor  # [G, N] int64 argmax of responsibilities, ties -> component 0 (-1 where not valid)
-    n_iter: Tensor  # [G] EM iterations run (as sklearn's n_iter_)
-    converged: Tensor  # [G] bool
+    Attributes:
+        means: ``[G, 2]`` component 0 = foreground (initialised at the min), 1 = background.
+        variances: ``[G, 2]``.
+        weights: ``[G, 2]``.
+        responsibilities: ``[G, N, 2]`` posterior from the final E-step (0 where not valid).
+        log_density: ``[G, N]`` log mixture density, = sklearn's ``score_samples`` (-inf where not valid).
+        labels: ``[G, N]`` int64 argmax of the responsibilities, ties → component 0 (-1 where not valid).
+        n_iter: ``[G]`` EM iterations run (as sklearn's ``n_iter_``).
+        converged: ``[G]`` bool.
+    """
+
+    means: Tensor
+    variances: Tensor
+    weights: Tensor
+    responsibilities: Tensor
+    log_density: Tensor
+    labels: Tensor
+    n_iter: Tensor
+    converged: Tensor
 
 
 # --- the EM equations, one home ---
@@ -199,8 +210,10 @@ def fit_gmm(
         valid: ``[G, N]`` bool, which slots are candidates (None: all). Need not be contiguous.
         init: ``"paper"`` (§4.1: min / max, σ = 1) or ``"data"`` (halves below / above the median),
             see the module docstring; scikit-learn gets the same as ``means_init`` / ``precisions_init``.
-        max_iter, tol, reg_covar: as ``sklearn.mixture.GaussianMixture`` (defaults: the reference's 100,
-            scikit-learn's 1e-3 and 1e-6).
+        max_iter: at most this many EM iterations, as ``sklearn.mixture.GaussianMixture`` (default: the
+            reference's 100).
+        tol: stop a row when its mean log-likelihood gains less (scikit-learn's default 1e-3).
+        reg_covar: added to every variance (scikit-learn's default 1e-6).
         dtype: computation and output dtype (float64 matches scikit-learn to rounding).
         check_every: iterations between two checks whether any row still runs (each one a host sync
             on GPUs); None: 1 on CPU, :data:`CHECK_EVERY_ACCELERATOR` elsewhere. Results do not depend on it.
@@ -342,7 +355,18 @@ def gmm_history(
     E-step under them: ``responsibilities`` ``[n, 2]``, ``labels`` ``[n]`` and ``log_likelihood``, the
     mean log P(a) per sample (entry ``t`` is scikit-learn's ``lower_bounds_[t]``). It stops where
     :func:`fit_gmm` stops, so the last entry is ``fit_gmm``'s result and there are ``n_iter + 1`` entries.
-    Keys: iteration, means, variances, weights (each ``[2]``), responsibilities, labels, log_likelihood.
+
+    Args:
+        values_1d: ``[n]`` the costs of one GT's candidates.
+        max_iter: EM iteration limit, as :func:`fit_gmm`.
+        tol: EM tolerance, as :func:`fit_gmm`.
+        reg_covar: added to every variance.
+        dtype: computation dtype.
+        init: the EM's start (:data:`GMM_INITS`).
+
+    Returns:
+        One dict per step with ``iteration``, ``means``, ``variances``, ``weights`` (each ``[2]``),
+        ``responsibilities`` ``[n, 2]``, ``labels`` ``[n]`` and ``log_likelihood``.
     """
     x = torch.as_tensor(values_1d).to(dtype).reshape(1, -1)  # one row, G = 1
     if x.shape[-1] == 0 or not bool(torch.isfinite(x).all()):
@@ -383,7 +407,17 @@ def fit_gmm_sklearn(
     Same initialisation as :func:`fit_gmm`, passed as ``weights_init`` / ``means_init`` /
     ``precisions_init`` and computed here again with NumPy (``"paper"``: §4.1, the reference code's;
     ``"data"``: the sorted halves). Needs at least 2 finite values (scikit-learn's own limit;
-    :func:`fit_gmm` defines the 1-value case). Returns float64 CPU tensors.
+    :func:`fit_gmm` defines the 1-value case).
+
+    Args:
+        values_1d: ``[n]`` the costs of one GT's candidates.
+        max_iter: EM iteration limit.
+        tol: EM tolerance.
+        reg_covar: added to every variance.
+        init: the EM's start (:data:`GMM_INITS`).
+
+    Returns:
+        :class:`GMMFit` of one row (``means [1, 2]``, ``labels [1, n]``, ...), float64 CPU tensors.
     """
     import warnings
 
@@ -425,10 +459,19 @@ def fit_gmm_sklearn(
 def synthetic_candidate_costs(
     num_gts: int, num_candidates: int = 45, *, seed: int = 0, device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """PAA-like candidate costs ``[G, N]`` (float64) and ``valid`` ``[G, N]``: sorted ascending, padding last (0).
+    """PAA-like candidate costs for benchmarks and the course: sorted ascending, padding last (0).
 
-    N = 5 levels × K = 9 by default. About 65 % of rows are bimodal (a few low costs ~0.5–2 from good
-    anchors, the rest ~2–6), the others unimodal; 30 % of rows have fewer valid candidates (2 to N).
+    About 65 % of rows are bimodal (a few low costs ~0.5–2 from good anchors, the rest ~2–6), the others
+    unimodal; 30 % of rows have fewer valid candidates (2 to N).
+
+    Args:
+        num_gts: ``G``, rows.
+        num_candidates: ``N``, slots per row (5 levels × K = 9).
+        seed: the generator's seed.
+        device: where the tensors go.
+
+    Returns:
+        ``(costs [G, N] float64, valid [G, N] bool)``.
     """
     g = torch.Generator().manual_seed(seed)
     u = lambda *shape: torch.rand(*shape, generator=g, dtype=torch.float64)

@@ -56,7 +56,18 @@ class PAASettings(CandidateSettings):
 def scatter_labels(
     shape: torch.Size, candidates_anchor: Tensor, image_index: Tensor, gt_index: Tensor, labels: Tensor
 ) -> Tensor:
-    """Write per-candidate labels ``[G, N]`` back to ``matched_gt[B, A]`` (line 14; line 16: rest negative)."""
+    """Procedure 1, lines 14–16: write each GT's candidate labels back to the anchors; the rest are negative.
+
+    Args:
+        shape: ``(B, A)`` of the result.
+        candidates_anchor: ``[G, N]`` int64 anchor index of each candidate (-1: unused slot).
+        image_index: ``[G]`` image of each GT row.
+        gt_index: ``[G]`` index of each GT row within its image.
+        labels: ``[G, N]`` candidate labels (1 positive, 0 negative, -1 ignored).
+
+    Returns:
+        ``[B, A]`` int64 ``matched_gt``: the GT index of a positive, ``NEGATIVE`` (-1) or ``IGNORE`` (-2).
+    """
     matched_gt = torch.full(shape, NEGATIVE, dtype=torch.int64, device=labels.device)
     flat = (image_index[:, None] * shape[1] + candidates_anchor.clamp(min=0)).reshape(-1)
     value = torch.where(labels == POSITIVE, gt_index[:, None].expand_as(labels), torch.full_like(labels, NEGATIVE))
@@ -80,8 +91,23 @@ def fit_and_separate(
     gmm_dtype: torch.dtype = torch.float64, gmm_init: str = PAASettings.gmm_init,
     gmm_tol: float = PAASettings.gmm_tol, gmm_max_iter: int = PAASettings.gmm_max_iter,
 ) -> tuple[Tensor, GMMFit | None]:
-    """Procedure 1, lines 12–13 on sorted candidate costs ``[G, N]``: FitGMM (only the Fig. 3 boundaries
-    need it), then SeparateAnchors. Returns the candidate labels and the fit (None for FNP / FSR)."""
+    """Procedure 1, lines 12–13: FitGMM (only the Fig. 3 boundaries need it), then SeparateAnchors.
+
+    Args:
+        costs: ``[G, N]`` candidate costs, each row sorted ascending, unused slots last.
+        valid: ``[G, N]`` bool, the used slots.
+        rule: the separation, one of :data:`~.boundaries.SEPARATIONS`.
+        fnp_num: positives per GT for FNP.
+        fsr_thresh: score ratio for FSR.
+        gmm_dtype: dtype of the EM (float64: scikit-learn's results).
+        gmm_init: the EM's start (:data:`~.gmm.GMM_INITS`).
+        gmm_tol: the EM's tolerance.
+        gmm_max_iter: the EM's iteration limit.
+
+    Returns:
+        ``(labels [G, N], fit)``: the candidate labels (1 / 0 / -1) and the :class:`~.gmm.GMMFit` (None for
+        FNP / FSR).
+    """
     fit = None
     if rule in BOUNDARIES:
         fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, init=gmm_init, tol=gmm_tol, max_iter=gmm_max_iter,
@@ -103,14 +129,15 @@ def gmm_diagnostics(fit: GMMFit | None) -> dict[str, Tensor | None]:
 
 
 class PAAAssigner:
-    """Probabilistic anchor assignment (§3.1, Procedure 1).
+    """Probabilistic anchor assignment (§3.1, Procedure 1); called as an :class:`~.base.Assigner`.
 
     Args (defaults: :class:`PAASettings`, the one home of the settings):
         topk: K candidates per pyramid level (paper: 9; Table 4 tries 5–25).
         score_lambda: λ of Eq. (1)/(3) weighting the localisation cost (paper: 1).
         rule: "a" | "b" | "c" | "d" (Fig. 3; "c" is the reference default), or the baselines
             "fnp" (fixed number of positives) / "fsr" (fixed score range) of Table 1 left.
-        fnp_num, fsr_thresh: n of FNP(n) and t of FSR(> t).
+        fnp_num: n of FNP(n).
+        fsr_thresh: t of FSR(> t).
         iou_threshold: GetAnchors' IoU threshold (reference code: 0.1).
         low_quality: which GT gets an anchor that is the best anchor of several (GetAnchors, line 3):
             "reference" (the authors' code, the default), "gt" (mmdetection's PAA) or "ensure"
@@ -118,7 +145,8 @@ class PAAAssigner:
             :func:`~.candidates.match_max_iou`.
         gmm_init: EM initialisation of FitGMM (line 12): "paper" (§4.1: min / max costs, σ = 1, the
             default) or "data" (halves below / above the median); see :mod:`~.gmm`.
-        gmm_tol, gmm_max_iter: EM stopping rule, as scikit-learn's ``tol`` / ``max_iter`` (1e-3 / 100).
+        gmm_tol: EM stopping rule, as scikit-learn's ``tol`` (1e-3).
+        gmm_max_iter: EM iteration limit, as scikit-learn's ``max_iter`` (100).
         gmm_dtype: float64 matches scikit-learn exactly; float32 is faster on GPUs.
     """
 

@@ -47,7 +47,16 @@ def replay_assignment(snapshot: AssignmentSnapshot, rule: str | None = None, **c
       reproduce the training assignment.
     * Otherwise the rule scores every anchor with the model: exact with the snapshot's per-class
       ``cls_logits [B, A, C]`` (recorded by the trainer); otherwise approximated from ``cls_scores`` (the
-      best class probability taken as the GT class probability).
+      best class probability taken as the GT class probability, so the other classes' terms are dropped).
+
+    Args:
+        snapshot: a training trace (``<run>/trace/iter_*.pt``, read by ``engine.load_trace``).
+        rule: the rule to assign with (None: the snapshot's).
+        **changes: other fields of :class:`~.config.AssignConfig`.
+
+    Returns:
+        :class:`Replay`: the :class:`~.base.Assignment` (``matched_gt [B, A]``, with diagnostics), the settings
+        used and whether it is exact.
     """
     own = snapshot.settings
     unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(AssignConfig)})

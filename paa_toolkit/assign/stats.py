@@ -49,6 +49,12 @@ def collapsed_fits(means: Tensor, costs: Tensor, valid: Tensor) -> tuple[Tensor,
 def summarize_diagnostics(diagnostics: AssignmentDiagnostics) -> dict[str, float]:
     """The assignment of a batch in a few floats (NaN where the set of GTs they average over is empty).
 
+    Args:
+        diagnostics: what an assigner recorded (``return_diagnostics=True``), one row per GT ``[G, ...]``.
+
+    Returns:
+        A dict of floats with the keys below.
+
     Keys:
         ``num_gts``; ``no_candidate_frac`` (GTs that GetAnchors left without any anchor, Procedure 1
         line 3); ``no_positive_frac`` and ``positives_per_gt``, overall and per size

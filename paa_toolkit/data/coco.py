@@ -25,8 +25,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Container, Sequence
 from pathlib import Path, PurePath
-from typing import Any, Container, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,7 +135,9 @@ def _check_segmentation(where: str, seg: Any, width: int, height: int) -> tuple[
         return (polygons or None), len(seg) - len(polygons)
     if isinstance(seg, dict) and set(seg) >= {"counts", "size"}:
         size, counts = seg["size"], seg["counts"]
-        if not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) and size == [height, width]):
+        if not (
+            isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) and size == [height, width]
+        ):
             raise ValueError(f"{where}: RLE 'segmentation' size must be [height, width] of its image, "
                              f"[{height}, {width}], got {_short(size)}")
         runs = _rle_runs(counts) if isinstance(counts, str) else counts

@@ -186,7 +186,9 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE, path: str 
         alpha, rgb = None, np.repeat(grey[..., None], 3, axis=2)
     else:
         if key is not None and mode in ("L", "RGB") and max(np.atleast_1d(key).tolist()) > 255:
-            raise _error(Path(path), f"16-bit colour-key transparency {key!r} on an 8-bit {mode} image is not supported")
+            raise _error(
+                Path(path), f"16-bit colour-key transparency {key!r} on an 8-bit {mode} image is not supported"
+            )
         transparent = mode in ALPHA_MODES or key is not None
         if mode == "La":  # Pillow converts La only to LA
             im = im.convert("LA")

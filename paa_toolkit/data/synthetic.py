@@ -42,9 +42,13 @@ import time
 import uuid
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+if TYPE_CHECKING:  # for the annotation; default_dataset imports CocoDetection where it builds the datasets
+    from .coco import CocoDetection
 
 log = logging.getLogger(__name__)
 
@@ -391,10 +395,20 @@ def make_synthetic_coco(
     return root
 
 
-def default_dataset(root: str | Path | None = None, *, seed: int = 0, flip_prob: float = 0.5, **kwargs):
-    """``(train, val)`` :class:`~paa_toolkit.data.coco.CocoDetection` of the synthetic dataset.
+def default_dataset(
+    root: str | Path | None = None, *, seed: int = 0, flip_prob: float = 0.5, **kwargs
+) -> tuple[CocoDetection, CocoDetection]:
+    """The embedded synthetic dataset, generated on first use into the cache.
 
-    ``kwargs`` go to :func:`make_synthetic_coco`; the validation set shares the training mapping.
+    Args:
+        root: its folder (default: ``<cache>/synthetic-...`` keyed by the settings).
+        seed: the generator's seed.
+        flip_prob: probability of a horizontal flip of a training image.
+        **kwargs (Any): settings of :func:`make_synthetic_coco` (``num_train``, ``num_val``, ``image_size``).
+
+    Returns:
+        ``(train, val)`` :class:`~paa_toolkit.data.CocoDetection`; the validation set shares the training
+        set's class mapping.
     """
     from .coco import CocoDetection
     root = make_synthetic_coco(root, seed=seed, **kwargs)

@@ -4,7 +4,7 @@
 
 * The pieces have their own modules: the optimiser and lr schedule (:mod:`.solver`), the data order
   and RNGs that make a resume exact (:mod:`.sampling`), what a checkpoint holds (:mod:`.checkpoint`),
-  the run folder's files (:mod:`.run_files`), COCO evaluation (:mod:`.evaluate`).
+  the run folder's files (:mod:`.run_files`), COCO evaluation (:mod:`.metrics`).
 * Several processes (``torchrun --nproc_per_node N -m paa_toolkit.train``): the process group comes
   from torchrun's environment (NCCL on GPUs, Gloo on CPU), the model is wrapped in
   ``DistributedDataParallel``, each process takes its slice of every global batch
@@ -49,7 +49,7 @@ from .checkpoint import (
     save_checkpoint, training_state,
 )
 from .config import TrainConfig, validate
-from .evaluate import evaluate_coco
+from .metrics import evaluate_coco
 from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
 from .precision import apply_speed_levers
 from .pretrain import with_pretrained_weights

@@ -25,8 +25,9 @@ import os
 import pickle
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
@@ -159,7 +160,14 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` file (or of the run folder holding it)."""
+    """All records of a run's ``metrics.jsonl``; a line cut off by a killed run is skipped with a warning.
+
+    Args:
+        path: the file, or the run folder holding it.
+
+    Returns:
+        One dict per record (``kind``: ``"train"``, ``"eval"``, ...; ``iteration``; the logged values).
+    """
     path = Path(path)
     path = path / METRICS_FILE if path.is_dir() else path
     records = []
@@ -261,10 +269,19 @@ class TraceFileError(ValueError):
 
 
 def load_trace(path: str | Path) -> dict[str, Any]:
-    """A trace file written by :func:`save_trace`: ``iteration``, ``image_ids``, ``dataset_indices``,
-    ``positives_per_gt`` and ``snapshot`` (an :class:`AssignmentSnapshot`); :class:`TraceFileError` otherwise.
+    """Read a trace file written by :func:`save_trace` (``<run>/trace/iter_*.pt``).
 
     Read with ``weights_only=True``: a file holding pickled objects is refused, never unpickled.
+
+    Args:
+        path: the trace file.
+
+    Returns:
+        ``{"iteration", "image_ids", "dataset_indices", "positives_per_gt", "snapshot"}``, the snapshot an
+        :class:`~paa_toolkit.assign.AssignmentSnapshot`.
+
+    Raises:
+        TraceFileError: not a trace of this version.
     """
     path = Path(path)
     if not path.is_file():
@@ -292,7 +309,25 @@ def load_trace(path: str | Path) -> dict[str, Any]:
         "snapshot": snapshot}
 
 
-__all__ = ["CONFIG_FILE", "METRICS_FILE", "PLOT_FILES", "TEMPORARY", "TRACE_DIR", "TRACE_FORMAT", "TRACE_VERSION",
-           "MetricsLog", "TraceFileError", "atomic_save", "atomic_write", "atomic_write_text", "load_error",
-           "load_trace", "pickled_global", "read_metrics", "save_trace", "trace_image_indices", "write_error",
-           "write_trace"]
+__all__ = [
+    "CONFIG_FILE",
+    "METRICS_FILE",
+    "PLOT_FILES",
+    "TEMPORARY",
+    "TRACE_DIR",
+    "TRACE_FORMAT",
+    "TRACE_VERSION",
+    "MetricsLog",
+    "TraceFileError",
+    "atomic_save",
+    "atomic_write",
+    "atomic_write_text",
+    "load_error",
+    "load_trace",
+    "pickled_global",
+    "read_metrics",
+    "save_trace",
+    "trace_image_indices",
+    "write_error",
+    "write_trace",
+]

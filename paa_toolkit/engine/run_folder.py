@@ -23,10 +23,11 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import distributed
 from .checkpoint import CORRUPT, FINAL_METRICS, LAST, PREVIOUS
@@ -135,7 +136,7 @@ def is_run_file(name: str, in_trace_dir: bool = False) -> bool:
     return bool(TRACE_FILE.match(name)) if in_trace_dir else name in RUN_FILES
 
 
-def run_files(run_dir: Path) -> list[Path]:
+def existing_run_files(run_dir: Path) -> list[Path]:
     """The files of a run in ``run_dir`` (checkpoints, metrics, config, plots, traces)."""
     found = [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
     trace_dir = run_dir / TRACE_DIR
@@ -169,7 +170,8 @@ def _describe(run_dir: Path, files: list[Path]) -> str:
     checkpoints = [p.name for p in files if p.name in (LAST, PREVIOUS)]
     if checkpoints:
         return f"an unfinished run (checkpoint {checkpoints[0]})"
-    return f"files of a run that wrote no checkpoint ({', '.join(sorted({p.relative_to(run_dir).parts[0] for p in files}))})"
+    names = sorted({p.relative_to(run_dir).parts[0] for p in files})
+    return f"files of a run that wrote no checkpoint ({', '.join(names)})"
 
 
 def _delete(files: list[Path], run_dir: Path) -> None:
@@ -191,7 +193,7 @@ def claim_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool) -> R
     lock = acquire_lock(run_dir)
     try:
         remove_stale_temporaries(run_dir)
-        files = run_files(run_dir)
+        files = existing_run_files(run_dir)
         if files and overwrite:
             log.warning("--overwrite: deleting %s in %s (%d files)", _describe(run_dir, files), run_dir, len(files))
             _delete(files, run_dir)
@@ -221,4 +223,4 @@ def claimed_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool) ->
 
 
 __all__ = ["LOCK_FILE", "RUN_FILES", "RunFolderError", "RunLock", "acquire_lock", "claim_run_folder",
-           "claimed_run_folder", "remove_stale_temporaries", "run_files"]
+           "claimed_run_folder", "existing_run_files", "remove_stale_temporaries"]

@@ -48,7 +48,7 @@ class StopOnSignal:
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopOnSignal":
+    def __enter__(self) -> StopOnSignal:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -50,7 +50,7 @@ class DeformConvBlock(DeformConv2d):
         nn.init.zeros_(self.offset.bias)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, modulated: bool = False) -> "DeformConvBlock":
+    def from_conv(cls, conv: nn.Conv2d, modulated: bool = False) -> DeformConvBlock:
         """Same geometry as ``conv`` (stride, padding, dilation, groups), weights copied."""
         block = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],
                     conv.dilation[0], conv.groups, conv.bias is not None, modulated)
@@ -91,7 +91,7 @@ class ResNetFPN(BackboneWithFPN):
     def strides(self) -> list[int]:
         return [2 ** level for level in self.levels]
 
-    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         feats = super().forward(x)
         return OrderedDict((f"p{level}", f) for level, f in zip(self.levels, feats.values()))
 
@@ -187,11 +187,16 @@ def build_backbone(
         norm: "frozen_bn" (paper §4.1 / A.1, with pretrained weights; an identity at random init, so
             don't use it from scratch), "bn" or "gn" (from scratch).
         dcn: deformable 3×3 convs in res3–res5 (Table 3, "-DCN").
+        out_channels: channels of every FPN level.
         trainable_layers: how many of (layer4, layer3, layer2, layer1, conv1) train; the rest is
             frozen. ``None``: 3 with ``weights_path`` (stem + res2 frozen, the ATSS / PAA setting),
             5 (everything) from scratch.
         pyramid: "p3-p7" (paper: FPN on C3–C5, P6 and P7 from P5) or "p2-p6" (FPN on C2–C5, P6 from
             P5: one octave finer, for images whose objects are small next to the paper's anchors).
+
+    Returns:
+        :class:`ResNetFPN`: called on images ``[B, 3, H, W]``, it returns five feature maps (P3–P7, or P2–P6),
+        ``[B, out_channels, H / s, W / s]`` for its strides s (``.strides``: 8–128, or 4–64).
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid choices: {', '.join(BACKBONES)}")

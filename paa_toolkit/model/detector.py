@@ -12,8 +12,8 @@ and detections come back in the original image coordinates — exactly as torchv
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -46,8 +46,9 @@ class PAADetector(nn.Module):
         anchor_scale: anchor size = stride × scale (paper: 8; Table 4: 4/6/10).
         aux: "iou" (IoU prediction), "centerness" or "none" — Table 1 right.
         loss_weights: λ1, λ2 of Eq. (8).
-        min_size / max_size: training sizes (one is drawn per batch) and the longest side, as
-            torchvision's ``GeneralizedRCNNTransform`` (``model.transform.min_size`` can be set later).
+        min_size: training sizes of the shorter side (one is drawn per batch), as torchvision's
+            ``GeneralizedRCNNTransform`` (``model.transform.min_size`` can be set later).
+        max_size: the longest side at most.
         size_divisible: pad each batch to a multiple of this (128, P7's stride: every P7 cell covers
             image; 32 as the reference code and torchvision's FCOS is cheaper at other sizes).
         inference: test-time settings (:class:`~.postprocess.InferenceConfig`), read at every call.
@@ -120,7 +121,9 @@ class PAADetector(nn.Module):
     def anchors_for(self, feature_sizes: list[tuple[int, int]], like: Tensor) -> AnchorGrid:
         """The anchor grid of these feature-map sizes (cached; computed in the graph while tracing)."""
         if torch.jit.is_tracing():  # traced sizes: the exported graph builds the grid of each input
-            return make_anchor_grid(feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype)
+            return make_anchor_grid(
+                feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype
+            )
         key = (tuple(feature_sizes), like.device, like.dtype)
         if key not in self._anchor_cache:
             if len(self._anchor_cache) > 32:
@@ -223,11 +226,22 @@ class PAADetector(nn.Module):
                     for i, (h, w) in enumerate(batch.image_sizes)]
         scales = [(h / img.shape[-2], w / img.shape[-1]) for (h, w), img in zip(batch.image_sizes, images)]
         return AssignmentSnapshot(
-            diagnostics=assignment.diagnostics, anchors=anchors.boxes, num_per_level=list(anchors.num_per_level),
-            strides=self.strides, matched_gt=assignment.matched_gt, pred_boxes=pred_boxes,
-            cls_scores=out.cls_logits.sigmoid().max(-1).values, cls_logits=out.cls_logits, gt_boxes=padded.boxes, gt_labels=padded.labels,
-            gt_valid=padded.valid, image_sizes=[tuple(s) for s in batch.image_sizes], scales=scales,
-            images=pictures, settings=config_of(self.assigner), anchor_scale=float(self.anchor_scale),
+            diagnostics=assignment.diagnostics,
+            anchors=anchors.boxes,
+            num_per_level=list(anchors.num_per_level),
+            strides=self.strides,
+            matched_gt=assignment.matched_gt,
+            pred_boxes=pred_boxes,
+            cls_scores=out.cls_logits.sigmoid().max(-1).values,
+            cls_logits=out.cls_logits,
+            gt_boxes=padded.boxes,
+            gt_labels=padded.labels,
+            gt_valid=padded.valid,
+            image_sizes=[tuple(s) for s in batch.image_sizes],
+            scales=scales,
+            images=pictures,
+            settings=config_of(self.assigner),
+            anchor_scale=float(self.anchor_scale),
         ).to("cpu")
 
 
@@ -260,6 +274,17 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
 
     ``cfg.arch`` "paa" gives :class:`PAADetector`; "fcos" and "retinanet" give torchvision's own
     detectors on the same backbone and resolution (the baselines of the ablation tables).
+
+    Args:
+        cfg (paa_toolkit.engine.ModelConfig): the model settings (architecture, backbone, width, sizes).
+        num_classes: object classes, without a background class.
+        assign (AssignConfig | None): the assignment settings (None: the paper's).
+        inference: the test-time settings (None: the defaults of :class:`~.postprocess.InferenceConfig`).
+
+    Returns:
+        The detector (``nn.Module``, torchvision's detection API): ``model(images, targets)`` in train
+        mode returns the loss dict, ``model(images)`` in eval mode one dict per image with ``boxes [D, 4]``,
+        ``scores [D]``, ``labels [D]`` (and ``ious [D]`` with the IoU head).
     """
     inference = inference if inference is not None else InferenceConfig()
     backbone = build_backbone(cfg.backbone, weights_path=cfg.backbone_weights, norm=cfg.backbone_norm,

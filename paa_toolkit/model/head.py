@@ -86,8 +86,10 @@ class PAAHead(nn.Module):
         if aux not in AUX_CHOICES:
             raise ValueError(f"unknown aux head {aux!r}; valid choices: {', '.join(AUX_CHOICES)}")
         if num_classes < 1 or width < 1 or num_convs < 0 or num_levels < 1:
-            raise ValueError(f"PAAHead needs num_classes, width, num_levels >= 1 and num_convs >= 0; got "
-                             f"num_classes={num_classes}, width={width}, num_convs={num_convs}, num_levels={num_levels}")
+            raise ValueError(
+                f"PAAHead needs num_classes, width, num_levels >= 1 and num_convs >= 0; got "
+                f"num_classes={num_classes}, width={width}, num_convs={num_convs}, num_levels={num_levels}"
+            )
         if not 0 < prior_prob < 1:
             raise ValueError(f"prior_prob must be in (0, 1), got {prior_prob}")
         self.num_classes, self.aux, self.num_levels = num_classes, aux, num_levels

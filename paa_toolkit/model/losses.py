@@ -20,6 +20,7 @@ from ..assign.cost import focal_loss_per_anchor
 from ..distributed import mean_over_processes
 from ..structures import AnchorGrid, PaddedTargets, paired_box_iou
 
+
 def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
     """FCOS centerness of each anchor centre in its GT box (0 outside), ``[B, A]``."""
     left = anchor_centers[..., 0] - gt_boxes[..., 0]
@@ -28,7 +29,9 @@ def centerness_target(anchor_centers: Tensor, gt_boxes: Tensor) -> Tensor:
     bottom = gt_boxes[..., 3] - anchor_centers[..., 1]
     lr = torch.stack([left, right], -1).clamp(min=0)
     tb = torch.stack([top, bottom], -1).clamp(min=0)
-    ratio = (lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)) * (tb.min(-1).values / tb.max(-1).values.clamp(min=1e-6))
+    ratio = (lr.min(-1).values / lr.max(-1).values.clamp(min=1e-6)) * (
+        tb.min(-1).values / tb.max(-1).values.clamp(min=1e-6)
+    )
     return ratio.sqrt()
 
 
@@ -46,10 +49,11 @@ def quality_focal_loss(cls_logits: Tensor, labels: Tensor, quality: Tensor, beta
     return ((target - cls_logits.sigmoid()).abs().pow(beta) * bce).sum(-1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     """λ1 and λ2 of Eq. (8): the weights of the box (GIoU) loss (1.3, §4.1) and of the auxiliary IoU /
-    centerness loss (0.5). Not the λ of Eq. (1)/(3), which weights the anchor score (see assign.cost)."""
+    centerness loss (0.5). Not the λ of Eq. (1)/(3), which weights the anchor score (see assign.cost).
+    Frozen: a value, safe as a default argument."""
 
     box: float = 1.3
     aux: float = 0.5
@@ -73,6 +77,20 @@ def detection_losses(
       (Appendix A.1; centerness weights with the centerness head, none without) / Σ weights, × λ1.
     - ``loss_iou`` (or ``loss_centerness``): BCE of the auxiliary logit against the true IoU of the
       detached prediction (or the centerness) / #positives, × λ2.
+
+    Args:
+        cls_logits: ``[B, A, C]`` classification logits.
+        pred_boxes: ``[B, A, 4]`` decoded predicted boxes (xyxy).
+        aux_logits: ``[B, A]`` logits of the auxiliary head (IoU or centerness), or None.
+        anchors: the anchor grid, ``boxes [A, 4]``.
+        targets: padded GTs, ``boxes [B, M, 4]``, ``labels [B, M]``.
+        assignment: the assigner's result, ``matched_gt [B, A]``.
+        aux: "iou", "centerness" or "none": which auxiliary loss.
+        weights: λ1, λ2 of Eq. (8).
+
+    Returns:
+        The scalar losses ``{"loss_cls", "loss_box", "loss_iou"}`` (``"loss_centerness"`` with that head,
+        no auxiliary loss without one).
     """
     positive = assignment.positive
     labels = assignment.target_labels(targets)

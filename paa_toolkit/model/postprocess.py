@@ -50,9 +50,15 @@ VOTING_SIGMA = InferenceConfig.voting_sigma
 def unified_scores(cls_probs: Tensor, aux_logits: Tensor | None, aux: str = "iou") -> Tensor:
     """Ranking score of every (anchor, class), ``[B, A, C]`` (§3.2).
 
-    "iou": sqrt(S_cls × predicted IoU) — Eq. (1) with λ = 1 at test time, as a geometric mean (a
-    monotone transform, so NMS order equals that of the product; the reference code uses sqrt);
-    "centerness": sqrt(S_cls × centerness) (FCOS / ATSS); "none": S_cls alone.
+    Args:
+        cls_probs: ``[B, A, C]`` classification probabilities S_cls (sigmoid of the logits).
+        aux_logits: ``[B, A]`` logits of the auxiliary head (IoU prediction or centerness), or None.
+        aux: "iou": sqrt(S_cls × predicted IoU) — Eq. (1) with λ = 1 at test time, as a geometric mean
+            (a monotone transform, so NMS order equals that of the product; the reference code uses
+            sqrt); "centerness": sqrt(S_cls × centerness) (FCOS / ATSS); "none": S_cls alone.
+
+    Returns:
+        ``[B, A, C]`` the score every (anchor, class) pair is ranked by.
     """
     if aux not in AUX_CHOICES:
         raise ValueError(f"unknown aux {aux!r}; valid choices: {', '.join(AUX_CHOICES)}")
@@ -82,16 +88,28 @@ def vote_boxes(
     ``IoU(b, b_i) > 0``. σ_t: §4.1 of the paper prints 0.0025, the authors' reference code uses
     0.025 — the default (:class:`InferenceConfig`).
 
-    Shapes ``det_boxes[..., D, 4]``, ``det_labels[..., D]``, ``cand_boxes[..., N, 4]``,
-    ``cand_scores[..., N]``, ``cand_labels[..., N]`` with any common leading (batch) dims; one IoU
-    matrix ``[..., D, N]``, no loop. Padding candidates may be given score 0 (no weight). A detection
-    with no voter keeps its box. ``det_scores`` is not changed by Eq. (10) and is only checked (so
-    the signature is the usual boxes / scores / labels triple). Returns the voted ``[..., D, 4]``.
+    Any common leading (batch) dims; one IoU matrix ``[..., D, N]``, no loop. A detection with no
+    voter keeps its box.
+
+    Args:
+        det_boxes: ``[..., D, 4]`` the NMS survivors (xyxy).
+        det_scores: ``[..., D]`` their scores; not changed by Eq. (10), only checked (so the signature is
+            the usual boxes / scores / labels triple).
+        det_labels: ``[..., D]`` their classes.
+        cand_boxes: ``[..., N, 4]`` the voters: the pre-NMS candidates.
+        cand_scores: ``[..., N]`` their unified scores (padding candidates: 0, no weight).
+        cand_labels: ``[..., N]`` their classes.
+        sigma: σ_t of Eq. (9).
+
+    Returns:
+        ``[..., D, 4]`` the voted boxes.
     """
     if not sigma > 0:
         raise ValueError(f"sigma (σ_t of Eq. 9) must be > 0, got {sigma}")
     if det_boxes.shape[-1] != 4 or cand_boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must be [..., 4] xyxy, got det {tuple(det_boxes.shape)}, cand {tuple(cand_boxes.shape)}")
+        raise ValueError(
+            f"boxes must be [..., 4] xyxy, got det {tuple(det_boxes.shape)}, cand {tuple(cand_boxes.shape)}"
+        )
     if det_scores.shape != det_boxes.shape[:-1] or det_labels.shape != det_boxes.shape[:-1]:
         raise ValueError(f"det_scores {tuple(det_scores.shape)} / det_labels {tuple(det_labels.shape)} must be "
                          f"{tuple(det_boxes.shape[:-1])}")
@@ -112,7 +130,15 @@ def vote_boxes(
 
 
 def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]] | Tensor) -> Tensor:
-    """Clip ``boxes[B, K, 4]`` to each image's ``(h, w)`` (a list of pairs, or a ``[B, 2]`` tensor)."""
+    """Clip boxes to their image.
+
+    Args:
+        boxes: ``[B, K, 4]`` xyxy boxes.
+        image_sizes: each image's ``(h, w)``: a list of B pairs, or a ``[B, 2]`` tensor.
+
+    Returns:
+        ``[B, K, 4]`` the boxes clipped to ``[0, w] × [0, h]``.
+    """
     sizes = torch.as_tensor(image_sizes, device=boxes.device).to(boxes.dtype)  # [B, 2]
     upper = torch.stack([sizes[:, 1], sizes[:, 0], sizes[:, 1], sizes[:, 0]], dim=-1)[:, None, :]
     return torch.minimum(boxes.clamp(min=0), upper)
@@ -153,11 +179,18 @@ def postprocess_detections(
     4. the ``detections_per_img`` best per image, optionally moved by :func:`vote_boxes` with the
        step-2 candidates as voters.
 
-    Args: ``cls_logits[B, A, C]``, decoded ``pred_boxes[B, A, 4]`` (xyxy, input-image pixels),
-    ``aux_logits[B, A]`` or None, anchors per level (summing to A), ``image_sizes[b] = (h, w)``, and
-    the keyword settings of :func:`batched_detections`.
-    Returns one dict per image: ``boxes[D, 4]``, ``scores[D]`` (unified), ``labels[D]`` (int64), and
-    ``ious[D]`` (the predicted IoU, Table 2 right) when ``aux == "iou"``; sorted by score.
+    Args:
+        cls_logits: ``[B, A, C]`` classification logits.
+        pred_boxes: ``[B, A, 4]`` decoded boxes (xyxy, input-image pixels).
+        aux_logits: ``[B, A]`` logits of the auxiliary head, or None.
+        num_anchors_per_level: anchors per pyramid level (summing to A).
+        image_sizes: ``image_sizes[b] = (h, w)``.
+        **settings (Any): the keyword settings of :func:`batched_detections`
+            (:meth:`InferenceConfig.postprocess_kwargs` gives them).
+
+    Returns:
+        One dict per image, sorted by score: ``boxes [D, 4]``, ``scores [D]`` (unified), ``labels [D]``
+        (int64), and ``ious [D]`` (the predicted IoU, Table 2 right) when ``aux == "iou"``.
     """
     image_index, result = batched_detections(cls_logits, pred_boxes, aux_logits, num_anchors_per_level, image_sizes,
                                              **settings)
@@ -184,7 +217,7 @@ def batched_detections(
     """:func:`postprocess_detections` before the split into images: ``(image_index[N], {"boxes": [N, 4], …})``,
     image by image, best first within each.
 
-    It also runs under ``torch.jit.trace`` (ONNX export, :mod:`paa_toolkit.model.export`): the anchor
+    It also runs under ``torch.jit.trace`` (ONNX export, :mod:`paa_toolkit.model.onnx_export`): the anchor
     counts may be traced sizes and ``image_sizes`` a ``[B, 2]`` tensor; while tracing, every candidate
     column votes (:func:`valid_first`) and the shape checks are skipped.
     """
@@ -276,6 +309,16 @@ def merge_tta(
     ``scores``, ``labels`` and optionally ``ious`` (kept only if every variant has it). The union
     goes through class-aware NMS at ``nms_thresh``; the ``detections_per_img`` best survive and,
     with ``score_voting``, each is voted (Eq. 9–10) by the whole union of variant detections.
+
+    Args:
+        detections: one dict per variant: ``boxes [D_i, 4]``, ``scores [D_i]``, ``labels [D_i]`` (``ious [D_i]``).
+        nms_thresh: IoU threshold of the NMS over the union.
+        detections_per_img: how many survive.
+        score_voting: vote the survivors' boxes (Eq. 9–10).
+        voting_sigma: σ_t of Eq. (9).
+
+    Returns:
+        One dict, ``boxes [D, 4]``, ``scores [D]``, ``labels [D]`` (and ``ious [D]``), sorted by score.
     """
     if not detections:
         raise ValueError("merge_tta needs at least one set of detections")
@@ -285,11 +328,20 @@ def merge_tta(
         if missing:
             raise ValueError(f"detections[{i}] lacks {sorted(missing)}")
     union = {key: torch.cat([d[key] for d in detections]) for key in keys}
-    keep = batched_nms(union["boxes"].double(), union["scores"].double(), union["labels"], nms_thresh)[:detections_per_img]
+    keep = batched_nms(union["boxes"].double(), union["scores"].double(), union["labels"], nms_thresh)[
+        :detections_per_img
+    ]
     merged = {key: value[keep] for key, value in union.items()}
     if score_voting:
-        merged["boxes"] = vote_boxes(merged["boxes"], merged["scores"], merged["labels"], union["boxes"], union["scores"],
-                                union["labels"], voting_sigma)
+        merged["boxes"] = vote_boxes(
+            merged["boxes"],
+            merged["scores"],
+            merged["labels"],
+            union["boxes"],
+            union["scores"],
+            union["labels"],
+            voting_sigma,
+        )
     return merged
 
 

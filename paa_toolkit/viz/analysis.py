@@ -13,8 +13,9 @@ Figures are ``matplotlib.figure.Figure`` objects; nothing is shown.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure

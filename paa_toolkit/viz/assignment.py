@@ -10,7 +10,8 @@ without pyplot: nothing is shown, nothing depends on the backend.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,11 +145,16 @@ def plot_assignment(
         labels: ``[N]`` 1 positive, 0 negative, -1 ignored (as :func:`~paa_toolkit.assign.boundaries.separate`).
         pred_boxes: ``[N, 4]`` each anchor's predicted box, drawn dashed for the labels in ``pred_for``.
         anchor_boxes: the labels whose anchors' boxes are drawn (thin) besides their centre dots.
+        ax: draw into these axes (default: a new figure).
+        pred_for: the labels whose anchors' predicted boxes are drawn.
+        title: the axes' title.
         zoom: show only the region of the GT boxes, the anchor centres and the drawn predicted boxes
             (a square with a margin, as the paper's crops), not the whole image.
+        figsize: size of a new figure.
 
-    Artists (gid): ``"gt"``; per label name ``"centers:<name>"`` (one dot per anchor),
-    ``"anchors:<name>"`` (one box per anchor); ``"pred:<name>"`` for the predicted boxes.
+    Returns:
+        The figure. Artists (gid): ``"gt"``; per label name ``"centers:<name>"`` (one dot per anchor),
+        ``"anchors:<name>"`` (one box per anchor); ``"pred:<name>"`` for the predicted boxes.
     """
     gt = as_boxes(gt_boxes, "gt_boxes")
     boxes = as_boxes(anchors, "anchors")
@@ -245,9 +251,19 @@ def plot_snapshot(
 ) -> Figure:
     """Fig. 4 (a) / Fig. 7 for an :class:`~paa_toolkit.model.detector.AssignmentSnapshot` (a trainer trace).
 
-    Draws image ``image_index`` (resized, as the model saw it), the candidates of GT ``gt_index``
-    (all GTs when None) coloured by their label, and the predicted boxes of the positives.
-    ``assignment`` (e.g. a replay with another boundary) replaces the snapshot's own labels.
+    Args:
+        snapshot: a training trace (:class:`~paa_toolkit.assign.AssignmentSnapshot`).
+        image_index: the image to draw, resized as the model saw it.
+        gt_index: the GT whose candidates are drawn, coloured by their label (None: all GTs).
+        ax: draw into these axes (default: a new figure).
+        assignment: labels that replace the snapshot's own (e.g. a replay with another boundary).
+        show_pred: draw the predicted boxes of the positives.
+        title: the title (default: the image, the GT and its positives).
+        zoom: show only the region around the GT (as the paper's crops).
+        figsize: size of a new figure.
+
+    Returns:
+        The figure (:func:`plot_assignment`).
     """
     view = snapshot_anchor_view(snapshot, image_index, gt_index, assignment)
     if title is None:

@@ -10,7 +10,8 @@ Artists carry gids (``"iou:pairs"``, ``"iou:bin_error"``, ``"boxes:before"``, ``
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 def iou_error_by_bin(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, np.ndarray | float]:
     """Table 2 right, binned for plotting: mean |predicted IoU − true IoU| overall and per bin of the true
     IoU (NaN: empty bin). The evaluation's figure from detections is
-    :func:`paa_toolkit.engine.evaluate.iou_prediction_error`."""
+    :func:`paa_toolkit.engine.metrics.iou_prediction_error`."""
     pred = as_numpy(pred_iou, "pred_iou").reshape(-1)
     true = as_numpy(true_iou, "true_iou").reshape(-1)
     if pred.shape != true.shape or pred.size == 0:
@@ -53,7 +54,17 @@ def plot_iou_prediction(
     """Table 2 right: predicted vs true IoU of the detections (left), mean |error| per true-IoU bin (right).
 
     The overall mean absolute error is in the title (the paper reports < 0.1 for every backbone).
-    At most ``max_points`` pairs are scattered (a fixed random subset); the errors use all pairs.
+
+    Args:
+        pred_iou: ``[D]`` the IoU the model predicted for each detection.
+        true_iou: ``[D]`` each detection's IoU with its best GT of the same class.
+        bins: bins of the true IoU.
+        max_points: at most this many pairs are scattered (a fixed random subset); the errors use all.
+        seed: the subset's seed.
+        figsize: the figure's size.
+
+    Returns:
+        The figure.
     """
     stats = iou_error_by_bin(pred_iou, true_iou, bins)
     pred = as_numpy(pred_iou, "pred_iou").reshape(-1)
@@ -103,10 +114,19 @@ def plot_voting(
 ) -> Figure:
     """§3.3: the detections kept by NMS (dashed, ``before``) and the same boxes after score voting (solid).
 
-    ``before`` / ``after``: ``{"boxes": [N, 4], "scores": [N]}`` dicts or ``[N, 4]`` tensors, in the same
-    order (box ``i`` of ``after`` is box ``i`` of ``before`` voted, Eq. 10). ``candidates`` (the pre-NMS
-    boxes that vote) are drawn faintly, the ground-truth boxes ``gt`` (``[M, 4]``) in gold. The title gives the
-    mean corner shift in pixels.
+    Args:
+        image: ``[3, h, w]`` tensor (uint8 or [0, 1]) or ``[h, w, 3]`` array.
+        before: the NMS survivors, ``{"boxes": [N, 4], "scores": [N]}`` or ``[N, 4]``.
+        after: the same boxes after voting, in the same order (box ``i`` of ``after`` is box ``i`` of
+            ``before`` voted, Eq. 10).
+        ax: draw into these axes (default: a new figure).
+        candidates: the pre-NMS boxes that vote, ``[K, 4]`` (drawn faintly).
+        gt: the ground-truth boxes ``[M, 4]`` (drawn in gold).
+        title: the title (default: the mean corner shift in pixels).
+        figsize: size of a new figure.
+
+    Returns:
+        The figure.
     """
     b0, scores = _boxes_of(before, "before")
     b1, _ = _boxes_of(after, "after")

@@ -11,7 +11,8 @@ the curves sit on the bars. Artists carry gids (``"hist"``, ``"rug:positive"``, 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,12 +90,20 @@ def plot_cost_histogram(
             None draws no curve.
         labels: ``[n]`` 1 / 0 / -1 (positive / negative / ignored): stacked bars and a coloured rug.
         boundary: x of the vertical boundary line (e.g. :func:`~paa_toolkit.assign.boundaries.boundary_cost`).
+        ax: draw into these axes (default: a new figure).
+        row: the row of a batched ``fit``.
+        bins: histogram bins (numpy's ``bins``).
+        xlabel: the x axis' label.
+        title: the axes' title.
         label_names: legend names of the labels (default positive / negative / ignored).
         legend: draw the legend (outside the axes, on the right).
         converged: a second fit of the same costs (e.g. the EM run to convergence where training's
             stopped early), its mixture drawn dotted in grey (gid ``"gmm:converged"``).
+        figsize: size of a new figure.
 
-    The bar heights add up to ``n``; the rug has one mark per candidate (gid ``"rug:<label name>"``).
+    Returns:
+        The figure. The bar heights add up to ``n``; the rug has one mark per candidate (gid
+        ``"rug:<label name>"``).
     """
     x = _costs_1d(costs)
     lab = None if labels is None else as_numpy(labels, "labels", np.int64).reshape(-1)
@@ -190,6 +199,17 @@ def plot_boundaries(
     (:func:`~paa_toolkit.assign.boundaries.separate`) and draws its boundary: the last positive's cost,
     for (d) the midpoint of the means, for (b) also the first negative after the ignored zone (dashed,
     gid ``"boundary:negatives"``). Panel titles give the numbers of positives and ignored.
+
+    Args:
+        costs_1d: ``[n]`` one GT's candidate costs.
+        rules: the separations to draw, one panel each (:data:`~paa_toolkit.assign.SEPARATIONS`).
+        fnp_num: positives per GT for ``"fnp"``.
+        fsr_thresh: score ratio for ``"fsr"``.
+        fit_kwargs: keyword arguments of the shared :func:`~paa_toolkit.assign.fit_gmm` (e.g. ``tol``).
+        figsize_per_panel: size of one panel.
+
+    Returns:
+        The figure.
     """
     x, fit, results = separation_results(costs_1d, rules, fnp_num=fnp_num, fsr_thresh=fsr_thresh,
                                          fit_kwargs=fit_kwargs)
@@ -230,6 +250,15 @@ def plot_em_steps(
     One panel per entry (entry 0 = the §4.1 initialisation); with ``costs`` each panel also shows the
     histogram, the candidates coloured by their component at that step (foreground green, background
     blue; gids "rug:positive" / "rug:negative"), and the title gives the mean log-likelihood.
+
+    Args:
+        history: the entries of :func:`~paa_toolkit.assign.gmm_history`.
+        costs: ``[n]`` the costs that were fitted (None: the curves alone).
+        ncols: panels per row.
+        figsize_per_panel: size of one panel.
+
+    Returns:
+        The figure.
     """
     if len(history) == 0:
         raise ValueError("history: empty (gmm_history returns at least the initialisation)")
@@ -260,12 +289,24 @@ def plot_em_steps(
 
 
 def plot_cost_panels(
-    costs: Any, panels: Mapping[str, tuple[Any, Any, float | None]], *, figsize_per_panel=(4.6, 3.3),
+    costs: Any,
+    panels: Mapping[str, tuple[Any, Any, float | None]],
+    *,
+    figsize_per_panel: tuple[float, float] = (4.6, 3.3),
 ) -> Figure:
     """The same GT's costs under several fits, one panel each: ``{title: (fit, labels, boundary)}``.
 
     E.g. Fig. 1 with the fit training used and the same EM run to convergence side by side; each panel
     colours the labels its fit gives (positive / ignored / negative) and lists the fit's parameters.
+
+    Args:
+        costs: ``[n]`` one GT's candidate costs.
+        panels: ``{title: (fit, labels [n], boundary)}``, one panel each (:func:`~paa_toolkit.course.gt_fits`
+            gives them).
+        figsize_per_panel: size of one panel.
+
+    Returns:
+        The figure.
     """
     x = _costs_1d(costs)
     fig = Figure(figsize=(figsize_per_panel[0] * len(panels) + 2.2, figsize_per_panel[1]), layout="constrained")
@@ -291,11 +332,20 @@ def _params_text(fit: GMMFit | Mapping[str, Any]) -> str:
 
 
 def plot_gmm_comparison(
-    costs: Any, fits: Mapping[str, GMMFit | Mapping[str, Any]], *, figsize_per_panel=(4.4, 3.2),
+    costs: Any, fits: Mapping[str, GMMFit | Mapping[str, Any]], *, figsize_per_panel: tuple[float, float] = (4.4, 3.2),
 ) -> Figure:
     """The same costs under several fits side by side (e.g. ``{"ours, step 3": ..., "scikit-learn": ...}``).
 
     Candidates are coloured by the component each fit gives them (green foreground, blue background).
+
+    Args:
+        costs: ``[n]`` the costs that were fitted.
+        fits: ``{title: fit}``, a :class:`~paa_toolkit.assign.GMMFit` of one row or a
+            :func:`~paa_toolkit.assign.gmm_history` entry each.
+        figsize_per_panel: size of one panel.
+
+    Returns:
+        The figure.
     """
     x = _costs_1d(costs)
     fig = Figure(figsize=(figsize_per_panel[0] * len(fits), figsize_per_panel[1]), layout="constrained")

@@ -9,8 +9,9 @@ Figures are made with ``matplotlib.figure.Figure`` directly (no pyplot state, no
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -91,13 +92,22 @@ def plot_positives_per_gt(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> 
 
 
 def plot_positives_by_iteration(
-    counts: Mapping[str, Mapping[int, Any]], figsize=(6.4, 4.0), title: str | None = None,
+    counts: Mapping[str, Mapping[int, Any]], figsize: tuple[float, float] = (6.4, 4.0), title: str | None = None,
 ) -> Figure:
-    """Fig. 4 (b) per GT: ``counts[rule][iteration]`` = positives of every GT of the trace images.
+    """Fig. 4 (b) per GT: the positives of every GT of the trace images over training, per rule.
 
     One line per rule (the mean over GTs, gid ``"mean:<rule>"``) over a band holding the middle half of
     the GTs, 25th to 75th percentile (gid ``"range:<rule>"``; a few very large GTs would stretch a
     min–max band). PAA's counts move with the model; ATSS's and max-IoU's do not (they never look at it).
+
+    Args:
+        counts: ``counts[rule][iteration]`` = ``[G]`` positives of every GT
+            (:func:`~paa_toolkit.assign.positives_per_gt`).
+        figsize: the figure's size.
+        title: the title.
+
+    Returns:
+        The figure.
     """
     fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()

@@ -81,8 +81,17 @@ def snapshot_from_model(model: Any, dataset: Any, indices: Sequence[int] | None 
 
 
 def open_source(source: Any, *, indices: Sequence[int] | None = None, count: int = 4) -> TraceSource:
-    """A :class:`TraceSource` from a trace folder, a run folder (its ``trace/``), a trace file, a snapshot,
-    a list of snapshots, a ``{iteration: snapshot}`` dict, or a ``(model, dataset)`` pair."""
+    """The assignment snapshots an explorer or a notebook looks at, from wherever they are.
+
+    Args:
+        source: a trace folder, a run folder (its ``trace/``), a trace file, a snapshot, a list of
+            snapshots, a ``{iteration: snapshot}`` dict, or a ``(model, dataset)`` pair.
+        indices: with ``(model, dataset)``: the dataset images to snapshot.
+        count: with ``(model, dataset)`` and no ``indices``: how many images.
+
+    Returns:
+        :class:`TraceSource`: ``.iterations`` and ``.snapshot(iteration)``.
+    """
     if isinstance(source, TraceSource):
         return source
     if isinstance(source, (str, Path)):
@@ -172,7 +181,20 @@ def two_cluster_costs(
     fg_mean: float = 1.0, fg_std: float = 0.3, fg_count: int = 8,
     bg_mean: float = 4.0, bg_std: float = 0.8, bg_count: int = 37, seed: int = 0,
 ) -> Tensor:
-    """Candidate costs drawn from a foreground and a background Gaussian, sorted, float64 ``[fg + bg]``."""
+    """Toy candidate costs: draws from a foreground and a background Gaussian, sorted.
+
+    Args:
+        fg_mean: mean of the foreground (good anchors') costs.
+        fg_std: their standard deviation.
+        fg_count: how many.
+        bg_mean: mean of the background costs.
+        bg_std: their standard deviation.
+        bg_count: how many.
+        seed: the generator's seed.
+
+    Returns:
+        ``[fg_count + bg_count]`` float64 costs, ascending.
+    """
     if fg_count < 0 or bg_count < 0 or fg_count + bg_count < 2 or fg_std < 0 or bg_std < 0:
         raise ValueError(f"need counts >= 0 adding up to >= 2 and stds >= 0, got counts ({fg_count}, {bg_count}), "
                          f"stds ({fg_std}, {bg_std})")

@@ -250,8 +250,16 @@ def rule_comparison_explorer(source: Any, **kwargs) -> RuleComparisonExplorer:
 
 
 def assignment_explorer(source: Any, **kwargs) -> AssignmentExplorer:
-    """Explore the anchor assignment of a trace folder ``<run>/trace/`` (or a run folder, a trace file,
-    snapshot(s), or ``(model, dataset)``): one call in a notebook. See :class:`AssignmentExplorer`."""
+    """Explore the anchor assignment of a training trace: one call in a notebook.
+
+    Args:
+        source: a trace folder ``<run>/trace/``, a run folder, a trace file, snapshot(s), or
+            ``(model, dataset)`` (:func:`~paa_toolkit.widgets.open_source`).
+        **kwargs (Any): the explorer's starting state (:class:`AssignmentExplorer`).
+
+    Returns:
+        The explorer; the last expression of a cell displays it.
+    """
     return AssignmentExplorer(source, **kwargs)
 
 
@@ -338,7 +346,15 @@ class GMMExplorer(Explorer):
 
 
 def gmm_explorer(**kwargs) -> GMMExplorer:
-    """EM of the two-component GMM (Eq. 4) step by step on toy costs: one call in a notebook."""
+    """EM of the two-component GMM (Eq. 4) step by step on toy costs: one call in a notebook.
+
+    Args:
+        **kwargs (Any): the explorer's starting state (:class:`GMMExplorer`: the two clusters' means,
+            spreads and counts).
+
+    Returns:
+        The explorer; the last expression of a cell displays it.
+    """
     return GMMExplorer(**kwargs)
 
 
@@ -380,8 +396,18 @@ class VotingExplorer(Explorer):
 
 def voting_explorer(detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None,
                     **kwargs) -> VotingExplorer:
-    """Score voting (§3.3) live: ``detections`` (after NMS, or None), ``candidates`` (before NMS, the
-    voters), torchvision-style dicts of boxes / scores / labels. One call in a notebook."""
+    """Score voting (§3.3) live: one call in a notebook.
+
+    Args:
+        detections: one image's detections after NMS, ``{"boxes": [D, 4], "scores": [D], "labels": [D]}``,
+            or None (NMS is run on ``candidates``).
+        candidates: the pre-NMS candidates, the voters, as the same kind of dict ``[K, ...]``.
+        image: ``[3, H, W]`` the image to draw on, or None.
+        **kwargs (Any): the explorer's starting state (:class:`VotingExplorer`).
+
+    Returns:
+        The explorer; the last expression of a cell displays it.
+    """
     return VotingExplorer(detections, candidates, image, **kwargs)
 
 

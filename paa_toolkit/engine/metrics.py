@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from .. import distributed
 from ..assign.stats import SIZES, size_class
-from ..data.coco import coco_from_detections, collate
+from ..data.coco import CocoDetection, coco_from_detections, collate
 
 #: COCOeval ``stats`` order (bbox)
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -127,6 +127,14 @@ def iou_prediction_error(detections: list[dict[str, Tensor]], targets: list[dict
 
     The true IoU of a detection is its largest IoU with a (non-crowd) ground truth of the same
     class in its image, 0 when there is none.
+
+    Args:
+        detections: one dict per image, ``boxes [D, 4]``, ``labels [D]``, ``ious [D]`` (predicted).
+        targets: one dict per image, ``boxes [M, 4]``, ``labels [M]`` (original-image pixels).
+
+    Returns:
+        ``{"iou_error": ..., "iou_error_tp": ...}``: the mean error over all detections and over those
+        whose true IoU is ≥ 0.5; ``{}`` when the detections carry no ``"ious"``.
     """
     if not detections or any("ious" not in d for d in detections):
         return {}
@@ -194,9 +202,21 @@ def evaluate_coco(
     return metrics_from_predictions(dataset, image_ids, detections, targets)
 
 
-def metrics_from_predictions(dataset, image_ids: list[int], detections: list[dict[str, Tensor]],
+def metrics_from_predictions(dataset: CocoDetection, image_ids: list[int], detections: list[dict[str, Tensor]],
                              targets: list[dict[str, Any]]) -> dict[str, float]:
-    """The metrics of :func:`evaluate_coco` from the outputs of :func:`predict`."""
+    """The metrics of :func:`evaluate_coco` from detections already made (e.g. by :func:`predict`).
+
+    Args:
+        dataset: the :class:`~paa_toolkit.data.CocoDetection` the detections are of.
+        image_ids: the COCO image id of each entry.
+        detections: one dict per image, ``boxes [D, 4]``, ``scores [D]``, ``labels [D]`` (``ious [D]``),
+            in original-image pixels.
+        targets: one dict per image, ``boxes [M, 4]``, ``labels [M]``.
+
+    Returns:
+        ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ``AR10``, ``AR100`` as fractions,
+        the IoU-prediction error and the recall by size.
+    """
     stats = coco_box_ap(dataset.coco, detections, image_ids, list(dataset.category_ids))
     metrics = {name: stats[name] for name in REPORTED}
     metrics["num_detections"] = float(sum(len(d["boxes"]) for d in detections))
@@ -224,7 +244,15 @@ def _evaluate_sharded(model: nn.Module, dataset, batch_size: int, device, num_wo
 
 
 def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -> str:
-    """A small aligned table: AP/AR values in percent (as the paper), IoU errors as fractions."""
+    """A small aligned table of metrics for printing.
+
+    Args:
+        metrics: what :func:`evaluate_coco` returns.
+        title: the table's first line.
+
+    Returns:
+        The table: AP / AR values in percent (as the paper), IoU errors as fractions.
+    """
     rows = []
     for name, value in metrics.items():
         if not isinstance(value, (int, float)):

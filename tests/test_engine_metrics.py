@@ -7,7 +7,15 @@ import torch
 from torch import nn
 
 from paa_toolkit.data.coco import CocoDetection
-from paa_toolkit.engine.evaluate import evaluate_coco, format_metrics, iou_prediction_error, recall_by_size
+from paa_toolkit.engine.metrics import (
+    bootstrap_coco_ap,
+    coco_box_ap,
+    evaluate_coco,
+    format_metrics,
+    iou_prediction_error,
+    predict,
+    recall_by_size,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -25,7 +33,9 @@ class ReplayModel(nn.Module):
         out = []
         for _ in images:
             if self.targets is None:
-                out.append({"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)})
+                out.append(
+                    {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+                )
             else:
                 t = self.targets[self.seen]
                 n = len(t["boxes"])
@@ -90,8 +100,6 @@ def test_evaluation_reports_recall_by_size(val_set):
 def test_the_bootstrap_over_validation_images_measures_evaluation_noise(val_set):
     """Perfect detections on half the images, none on the rest: the full-set AP is COCOeval's own, and the
     resamples spread it (a resample draws more or fewer of the detected images); perfect on all: no spread."""
-    from paa_toolkit.engine.evaluate import bootstrap_coco_ap, coco_box_ap, predict
-
     image_ids, detections, _ = predict(ReplayModel(val_set, perfect=True), val_set)
     half = [d if i % 2 == 0 else {k: v[:0] for k, v in d.items()} for i, d in enumerate(detections)]
     categories = list(val_set.category_ids)
