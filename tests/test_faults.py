@@ -611,7 +611,7 @@ def test_evaluate_cli_rejects_an_unknown_assigner_listing_the_choices(uninterrup
 
     assert main([str(uninterrupted), "--assign.rule", "hungarian"]) == 1
     assert one_error_line(capsys.readouterr().err) == \
-        "error: assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou"
+        "error: assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou, tal, simota"
 
 
 def test_world_size_without_torchrun_rendezvous_is_a_clear_error(synthetic_root, tmp_path, monkeypatch):
