@@ -8,8 +8,6 @@ import zipfile
 import pytest
 import torch
 
-from planted_code import PlantedCommand  # tests/planted_code.py
-
 from paa_toolkit.engine.checkpoint import (
     LAST,
     PREVIOUS,
@@ -18,6 +16,8 @@ from paa_toolkit.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+
+from planted_code import PlantedCommand  # tests/planted_code.py
 
 
 def test_torn_last_checkpoint_is_never_resumed_from(tmp_path):

@@ -14,7 +14,13 @@ import torch
 
 from paa_toolkit.cli import parse_args
 from paa_toolkit.engine.checkpoint import (
-    CORRUPT, LAST, PREVIOUS, CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint,
+    CORRUPT,
+    LAST,
+    PREVIOUS,
+    CheckpointError,
+    find_resume_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
 )
 from paa_toolkit.engine.loop import train
 from paa_toolkit.engine.run_folder import LOCK_FILE, RunFolderError, acquire_lock, claim_run_folder

@@ -82,7 +82,7 @@ class AssignmentDiagnostics:
             out[f.name] = value[row][keep] if f.name in PER_CANDIDATE else value[row]
         return out
 
-    def to(self, device: torch.device | str) -> "AssignmentDiagnostics":
+    def to(self, device: torch.device | str) -> AssignmentDiagnostics:
         """The same diagnostics on ``device`` (the counted fields are counted again there)."""
         return AssignmentDiagnostics(
             **{f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None)

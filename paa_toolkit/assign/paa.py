@@ -22,7 +22,13 @@ from ..structures import AnchorGrid, PaddedTargets
 from .base import IGNORE, NEGATIVE, Assignment, AssignmentDiagnostics
 from .boundaries import BOUNDARIES, IGNORED, POSITIVE, SEPARATIONS, boundary_cost, separate
 from .candidates import (
-    LOW_QUALITY_POLICIES, PAA_IOU_THRESHOLD, CandidateSettings, Candidates, anchor_gt_iou, match_max_iou, sort_rows,
+    LOW_QUALITY_POLICIES,
+    PAA_IOU_THRESHOLD,
+    Candidates,
+    CandidateSettings,
+    anchor_gt_iou,
+    match_max_iou,
+    sort_rows,
     topk_per_level,
 )
 from .cost import anchor_cost
@@ -181,7 +187,7 @@ class PAAAssigner:
         self.low_quality, self.gmm_init, self.gmm_tol, self.gmm_max_iter = low_quality, gmm_init, gmm_tol, gmm_max_iter
 
     @classmethod
-    def from_config(cls, cfg) -> "PAAAssigner":
+    def from_config(cls, cfg) -> PAAAssigner:
         """The assigner of an AssignConfig (or any object with ``rule`` and the fields of :class:`PAASettings`)."""
         return cls(rule=cfg.rule, **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(PAASettings)})
 

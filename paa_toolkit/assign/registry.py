@@ -15,8 +15,9 @@ the explorers and the tables ask this table.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

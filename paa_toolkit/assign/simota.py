@@ -110,7 +110,7 @@ class SimOTAAssigner:
             raise ValueError("; ".join(self.settings.problems()))
 
     @classmethod
-    def from_config(cls, cfg) -> "SimOTAAssigner":
+    def from_config(cls, cfg) -> SimOTAAssigner:
         return cls(cfg.simota_center_radius, cfg.simota_iou_weight, cfg.simota_candidate_topk, cfg.simota_soft_target)
 
     def __repr__(self) -> str:

@@ -95,7 +95,7 @@ class TALAssigner:
             raise ValueError("; ".join(self.settings.problems()))
 
     @classmethod
-    def from_config(cls, cfg) -> "TALAssigner":
+    def from_config(cls, cfg) -> TALAssigner:
         return cls(cfg.tal_topk, cfg.tal_alpha, cfg.tal_beta, cfg.tal_soft_target)
 
     def __repr__(self) -> str:

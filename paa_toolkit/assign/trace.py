@@ -10,8 +10,9 @@ too) that ``torch.load(weights_only=True)`` reads without unpickling any object;
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -52,7 +53,7 @@ class AssignmentSnapshot:
         return AnchorGrid(boxes=self.anchors, num_per_level=list(self.num_per_level), strides=list(self.strides),
                           scale=self.anchor_scale)
 
-    def to(self, device: torch.device | str) -> "AssignmentSnapshot":
+    def to(self, device: torch.device | str) -> AssignmentSnapshot:
         moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -71,7 +72,7 @@ class AssignmentSnapshot:
         return state
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> "AssignmentSnapshot":
+    def from_state(cls, state: Mapping[str, Any]) -> AssignmentSnapshot:
         """The snapshot :meth:`to_state` returned; ``ValueError`` naming what is missing or unknown."""
         values = _init_values(cls, state, "snapshot")
         values["diagnostics"] = AssignmentDiagnostics(**_init_values(AssignmentDiagnostics, values["diagnostics"],

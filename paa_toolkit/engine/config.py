@@ -148,7 +148,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys or wrongly typed values raise :class:`ConfigError`."""
         cfg = cls()
         apply_dict(cfg, data)
@@ -189,7 +189,7 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def get_field(cfg: "TrainConfig", dotted: str) -> Any:
+def get_field(cfg: TrainConfig, dotted: str) -> Any:
     """The value of one field by its dotted name (``get_field(cfg, "solver.lr")``)."""
     section, _, name = dotted.rpartition(".")
     return getattr(getattr(cfg, section) if section else cfg, name)

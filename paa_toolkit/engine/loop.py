@@ -29,9 +29,9 @@ import logging
 import math
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import yaml
@@ -45,17 +45,23 @@ from ..data.coco import CocoDetection, collate
 from ..distributed import is_writer, resolve_device, unwrap
 from ..model.detector import PAADetector
 from .checkpoint import (
-    FINAL_METRICS, LAST, ModelBuilder, default_model_builder, find_resume_checkpoint, restore_training_state,
-    save_checkpoint, training_state,
+    FINAL_METRICS,
+    LAST,
+    ModelBuilder,
+    default_model_builder,
+    find_resume_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
 )
 from .config import TrainConfig, validate
 from .metrics import evaluate_coco
-from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
 from .precision import apply_speed_levers
 from .pretrain import with_pretrained_weights
+from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
 from .run_folder import claimed_run_folder
-from .signals import StopOnSignal, TrainingInterrupted
 from .sampling import DeterministicBatchSampler, SeededSamples, rng_untouched, seed_everything
+from .signals import StopOnSignal, TrainingInterrupted
 from .solver import WarmupStepSchedule, build_optimizer
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ runs, the ablation budgets — the dataclasses' defaults with the settings each 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..data.build import DataConfig
 from .config import ConfigError, ModelConfig, SolverConfig, TrainConfig

@@ -10,7 +10,8 @@ starves GTs over training see :func:`paa_toolkit.viz.analysis.plot_starvation_by
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from matplotlib.figure import Figure
 

@@ -14,8 +14,9 @@ changes several controls with one redraw.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import ipywidgets as W
 from matplotlib.figure import Figure
