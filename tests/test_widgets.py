@@ -242,3 +242,55 @@ def test_rule_comparison_shows_each_rule_on_the_same_gt_with_its_own_positive_co
     with ex.hold():
         ex.rules.value = ("c", "simota")
     assert list(ex.views) == ["c", "simota"]
+
+
+# ---- every traced iteration through several rules (notebook 07) ----
+
+def test_replay_rules_counts_each_rule_s_positives_per_gt_at_every_traced_iteration():
+    from paa_toolkit.assign.base import positives_per_gt
+    from paa_toolkit.widgets.compute import replay_rules
+
+    snaps = {0: random_snapshot(0, with_logits=True), 100: random_snapshot(5, with_logits=True)}
+    replays = replay_rules(snaps, ("c", "atss", "tal", "simota"))
+    assert replays.iterations == [0, 100]
+    for it, snap in snaps.items():
+        for rule in ("c", "atss", "tal", "simota"):
+            own = replay_assignment(snap, rule).assignment.matched_gt
+            assert torch.equal(replays.positives[rule][it], positives_per_gt(own, snap.gt_valid)), (rule, it)
+    # the rule the trace was recorded with replays to the training assignment
+    assert torch.equal(replays.positives["c"][0], positives_per_gt(snaps[0].matched_gt, snaps[0].gt_valid))
+    # ATSS never looks at the model: the same counts whatever the predictions
+    assert torch.equal(replays.positives["atss"][0], replays.positives["atss"][100])
+    assert set(replays.dynamic_k) == {0, 100} and bool((replays.dynamic_k[0] >= 1).all())
+
+
+def test_replay_rules_knows_each_gt_s_image_size_and_anchor_centres_inside():
+    from paa_toolkit.widgets.compute import replay_rules
+
+    snap = random_snapshot(0, with_logits=True)  # GTs 8,8,40,36 and 30,20,60,60 (image 0), 10,10,50,50 (image 1)
+    replays = replay_rules([snap], ("tal",))
+    assert replays.image.tolist() == [0, 0, 1] and replays.gt.tolist() == [0, 1, 0]
+    assert replays.area.tolist() == [32.0 * 28.0, 30.0 * 40.0, 40.0 * 40.0]
+    assert replays.size.tolist() == [0, 1, 1]  # small below 32², medium below 96²
+    # stride 8 centres at 4, 12, ..., 60; stride 16 at 8, 24, 40, 56; stride 32 at 16, 48
+    # GT 0 (8..40 × 8..36): x 12..36 (4) × y 12..28 (3), (24, 24), (16, 16) → 12 + 1 + 1; a centre on a border is out
+    assert replays.centres_inside.tolist()[0] == 14
+    assert bool((replays.positives["tal"][0] <= replays.centres_inside.clamp(max=13)).all())
+
+
+def test_replay_rules_records_read_like_the_training_log_by_size():
+    from paa_toolkit.viz.analysis import plot_starvation_by_size
+    from paa_toolkit.widgets.compute import replay_rules
+
+    snaps = {0: random_snapshot(0, with_logits=True), 50: random_snapshot(3, with_logits=True)}
+    replays = replay_rules(snaps, ("c", "tal"))
+    records = replays.records("tal")
+    assert [r["iteration"] for r in records] == [0, 50] and all(r["kind"] == "train" for r in records)
+    count = replays.positives["tal"][50].double()
+    assert records[1]["pos_per_gt"] == pytest.approx(float(count.mean()))
+    assert records[1]["pos_per_gt_medium"] == pytest.approx(float(count[replays.size == 1].mean()))
+    assert records[1]["gt_without_pos_small"] == pytest.approx(float((count[replays.size == 0] == 0).double().mean()))
+    assert records[1]["pos_per_gt_large"] != records[1]["pos_per_gt_large"]  # no large GT: NaN, not 0
+    assert torch.equal(replays.starved("tal", 50), replays.positives["tal"][50] == 0)
+    fig = plot_starvation_by_size({rule: [replays.records(rule)] for rule in ("c", "tal")})
+    assert {line.get_gid() for ax in fig.axes for line in ax.lines} >= {"pos_per_gt_small:tal", "gt_without_pos_medium:c"}

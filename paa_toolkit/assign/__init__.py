@@ -14,7 +14,7 @@ from .base import IGNORE, NEGATIVE, Assigner, Assignment, AssignmentDiagnostics,
 from .baselines import ATSSAssigner, MaxIoUAssigner
 from .boundaries import BOUNDARIES, SEPARATIONS, boundary_cost, separate
 from .build import build_assigner
-from .candidates import PAA_IOU_THRESHOLD, anchor_gt_iou, match_max_iou, topk_per_level
+from .candidates import PAA_IOU_THRESHOLD, anchor_gt_iou, centres_inside, match_max_iou, topk_per_level
 from .config import GMM_INITS, GMM_RULES, LOW_QUALITY_POLICIES, RULES, AssignConfig, config_of
 from .cost import anchor_cost, focal_loss_per_anchor
 from .gmm import (
@@ -29,18 +29,18 @@ from .gmm import (
 from .paa import PAAAssigner, fit_and_separate, scatter_labels
 from .registry import Rule, describe_rules, get_rule, rule_names, rules, settings_problems
 from .replay import Replay, replay_assignment
-from .simota import SimOTAAssigner
-from .stats import summarize_diagnostics
-from .tal import TALAssigner
+from .simota import SimOTAAssigner, candidate_regions, dynamic_k
+from .stats import SIZES, summarize_diagnostics
+from .tal import TALAssigner, normalised_metric
 from .trace import AssignmentSnapshot
 
 __all__ = [
     "ATSSAssigner", "AssignConfig", "Assigner", "Assignment", "AssignmentDiagnostics", "AssignmentSnapshot",
     "BOUNDARIES", "CONVERGED_MAX_ITER", "CONVERGED_TOL", "GMMFit", "GMM_INITS", "GMM_RULES", "IGNORE",
     "LOW_QUALITY_POLICIES", "MaxIoUAssigner", "NEGATIVE", "PAAAssigner", "PAA_IOU_THRESHOLD", "RULES", "Replay",
-    "Rule", "SEPARATIONS", "SimOTAAssigner", "TALAssigner", "anchor_cost", "anchor_gt_iou", "boundary_cost",
-    "build_assigner", "config_of", "describe_rules", "fit_and_separate", "fit_gmm", "fit_gmm_sklearn",
+    "Rule", "SEPARATIONS", "SIZES", "SimOTAAssigner", "TALAssigner", "anchor_cost", "anchor_gt_iou", "boundary_cost",
+    "build_assigner", "candidate_regions", "centres_inside", "config_of", "describe_rules", "dynamic_k", "fit_and_separate", "fit_gmm", "fit_gmm_sklearn",
     "focal_loss_per_anchor", "get_rule", "gmm_history", "match_max_iou", "positives_per_gt", "replay_assignment",
-    "rule_names", "rules", "scatter_labels", "separate", "settings_problems", "summarize_diagnostics",
+    "normalised_metric", "rule_names", "rules", "scatter_labels", "separate", "settings_problems", "summarize_diagnostics",
     "synthetic_candidate_costs", "topk_per_level",
 ]

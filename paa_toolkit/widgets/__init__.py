@@ -17,6 +17,7 @@ from .compute import (
     nms_then_vote,
     open_source,
     random_snapshot,
+    replay_rules,
     snapshot_from_model,
     two_cluster_costs,
 )
@@ -35,6 +36,7 @@ def __getattr__(name: str) -> Any:  # import ipywidgets only when an explorer is
 
 __all__ = [
     "AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
-    "gmm_explorer", "rule_comparison_explorer", "voting_explorer", "TraceSource", "compare_rules", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source", "random_snapshot",
-    "snapshot_from_model", "two_cluster_costs",
+    "gmm_explorer", "rule_comparison_explorer", "voting_explorer", "TraceSource", "compare_rules", "gt_candidates",
+    "load_snapshot", "nms_then_vote", "open_source", "random_snapshot", "replay_rules", "snapshot_from_model",
+    "two_cluster_costs",
 ]

@@ -5,7 +5,9 @@
   objects, or a ``(model, dataset)`` pair (``model.inspect_assignment``).
 * :func:`~paa_toolkit.assign.replay.replay_assignment` (re-exported): re-run the assignment of a snapshot
   with another rule, K or λ.
-* :func:`gt_candidates`: one GT's candidates as the histogram of Fig. 1 / Fig. 3 draws them.
+* :func:`gt_candidates`: one GT's candidates as the histogram of Fig. 1 / Fig. 3 draws them;
+  :func:`compare_rules`: one GT through several rules; :func:`replay_rules`: every traced iteration
+  through several rules (positives per GT, GTs without a positive, by size — notebook 07).
 * :func:`two_cluster_costs`: toy candidate costs for the GMM explorer; :func:`random_snapshot`: a tiny
   random-init snapshot for demos and tests.
 * :func:`nms_then_vote`: NMS then score voting (§3.3) for the voting explorer.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +24,11 @@ import torch
 from torch import Tensor
 
 from ..assign import PAAAssigner, config_of, get_rule
+from ..assign.base import positives_per_gt
+from ..assign.candidates import centres_inside
 from ..assign.gmm import CONVERGED_MAX_ITER, CONVERGED_TOL, fit_gmm
 from ..assign.replay import Replay, replay_assignment
+from ..assign.stats import SIZES, size_class
 from ..assign.trace import AssignmentSnapshot
 from ..engine.run_files import load_trace
 from ..structures import decode_boxes, make_anchor_grid, pad_targets
@@ -177,6 +183,81 @@ def compare_rules(snapshot: Any, image_index: int, gt_index: int, rules: Sequenc
     return views
 
 
+@dataclass
+class RuleReplays:
+    """Every traced iteration of a run put through several rules (:func:`replay_rules`).
+
+    The trace images are the same at every iteration, so the GTs are too: one row per real GT of the
+    snapshots (``snapshot.gt_valid`` order, as :func:`~paa_toolkit.assign.base.positives_per_gt`).
+    """
+
+    iterations: list[int]
+    image: Tensor  # [G] trace image of each GT
+    gt: Tensor  # [G] index of the GT in its image
+    area: Tensor  # [G] box area (resized-image pixels)
+    size: Tensor  # [G] COCO size: 0 small (< 32²), 1 medium (< 96²), 2 large
+    centres_inside: Tensor  # [G] anchor centres inside the box (all levels): TAL's candidates before its top-m
+    positives: dict[str, dict[int, Tensor]]  # rule → iteration → [G] positive anchors of each GT
+    dynamic_k: dict[int, Tensor]  # iteration → [G] SimOTA's k (empty unless a replayed rule reports one)
+
+    def records(self, rule: str) -> list[dict[str, Any]]:
+        """The rule's figures per iteration under the training log's names (``pos_per_gt``, ``gt_without_pos``
+        and their ``_small`` / ``_medium`` / ``_large``; NaN for a size without GTs), as the records
+        :func:`~paa_toolkit.viz.analysis.plot_starvation_by_size` reads (``kind`` "train")."""
+        out = []
+        for it in self.iterations:
+            count = self.positives[rule][it].double()
+            row: dict[str, Any] = {"kind": "train", "iteration": it, "pos_per_gt": _mean(count),
+                                   "gt_without_pos": _mean((count == 0).double())}
+            for index, name in enumerate(SIZES):
+                mine = self.size == index
+                row[f"pos_per_gt_{name}"] = _mean(count[mine])
+                row[f"gt_without_pos_{name}"] = _mean((count[mine] == 0).double())
+            out.append(row)
+        return out
+
+    def starved(self, rule: str, iteration: int) -> Tensor:
+        """``[G]`` bool: the GTs the rule leaves without a positive at ``iteration``."""
+        return self.positives[rule][iteration] == 0
+
+
+def _mean(values: Tensor) -> float:
+    return float(values.mean()) if values.numel() else float("nan")
+
+
+def replay_rules(source: Any, rules: Sequence[str], iterations: Sequence[int] | None = None,
+                 **settings: Any) -> RuleReplays:
+    """Each traced iteration of ``source`` (:func:`open_source`: a run folder, trace folder, snapshots)
+    assigned again by every rule of ``rules`` (:func:`~paa_toolkit.assign.replay.replay_assignment`; the
+    snapshot's own rule and settings reproduce the training assignment). ``settings`` change the recorded
+    AssignConfig for every rule (``tal_topk=10``). Positives are counted from ``matched_gt`` (every
+    positive of a GT, candidate slot or not)."""
+    source = open_source(source)
+    its = list(iterations) if iterations is not None else source.iterations
+    if not its:
+        raise ValueError("no iteration to replay")
+    positives: dict[str, dict[int, Tensor]] = {rule: {} for rule in rules}
+    dynamic: dict[int, Tensor] = {}
+    first = None
+    for it in its:
+        snapshot = source.snapshot(it)
+        first = first or snapshot
+        for rule in rules:
+            assignment = replay_assignment(snapshot, rule, **settings).assignment
+            positives[rule][it] = positives_per_gt(assignment.matched_gt, snapshot.gt_valid)
+            if assignment.diagnostics is not None and assignment.diagnostics.dynamic_k is not None:
+                dynamic[it] = assignment.diagnostics.dynamic_k
+    valid = first.gt_valid
+    b, m = valid.shape
+    boxes = first.gt_boxes[valid]  # [G, 4]
+    centres = first.anchor_grid.centers.to(boxes.dtype)
+    inside = centres_inside(centres[None], boxes[:, None, :]).sum(dim=1)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return RuleReplays(
+        iterations=its, image=torch.arange(b)[:, None].expand(b, m)[valid], gt=torch.arange(m)[None].expand(b, m)[valid],
+        area=area, size=size_class(area), centres_inside=inside, positives=positives, dynamic_k=dynamic)
+
+
 # ---- toy data ------------------------------------------------------------------------------------------
 def two_cluster_costs(
     fg_mean: float = 1.0, fg_std: float = 0.3, fg_count: int = 8,
@@ -287,6 +368,6 @@ def nms_then_vote(
 
 
 __all__ = [
-    "Replay", "TraceSource", "compare_rules", "gt_candidates", "load_snapshot", "nms_then_vote", "open_source",
-    "random_snapshot", "replay_assignment", "snapshot_from_model", "two_cluster_costs",
+    "Replay", "RuleReplays", "TraceSource", "compare_rules", "gt_candidates", "load_snapshot", "nms_then_vote",
+    "open_source", "random_snapshot", "replay_assignment", "replay_rules", "snapshot_from_model", "two_cluster_costs",
 ]
