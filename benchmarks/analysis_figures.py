@@ -16,6 +16,7 @@ Reads the ``analysis`` grid (``python -m paa_toolkit.ablate --table analysis --b
    ``analysis_assignment.json`` and draws ``analysis_em_iterations.png`` (histogram) and
    ``analysis_gmm_one_gt.png`` (one GT's costs under the paper's and the data initialisation).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def training_curves(runs: Path, out: Path) -> Path:
 
 
 def positive_sets(diag) -> list[frozenset]:
-    return [frozenset(diag.candidate_anchor[g][(diag.candidate_label[g] == 1) & diag.candidate_valid[g]].tolist())
-            for g in range(diag.candidate_anchor.shape[0])]
+    return [
+        frozenset(diag.candidate_anchor[g][(diag.candidate_label[g] == 1) & diag.candidate_valid[g]].tolist())
+        for g in range(diag.candidate_anchor.shape[0])
+    ]
 
 
 def assignment_facts(run_dir: Path, num_images: int, out: Path) -> dict:
@@ -66,16 +69,18 @@ def assignment_facts(run_dir: Path, num_images: int, out: Path) -> dict:
     model = build_from_checkpoint(state, cfg)
     indices = trace_image_indices(train_ds, num_images)
     samples = [train_ds[i] for i in indices]
-    snapshot = model.inspect_assignment([img for img, _ in samples],
-                                        [{k: t[k] for k in ("boxes", "labels")} for _, t in samples])
+    snapshot = model.inspect_assignment(
+        [img for img, _ in samples], [{k: t[k] for k in ("boxes", "labels")} for _, t in samples]
+    )
     diags = {name: replay_assignment(snapshot, **changes).assignment.diagnostics for name, changes in SETTINGS.items()}
     converged = positive_sets(diags["converged EM (tol 1e-8)"])
     facts = {"checkpoint": str(run_dir), "iteration": int(state["iteration"]), "images": len(indices), "settings": {}}
     for name, d in diags.items():
         summary = summarize_diagnostics(d)
         fitted = d.num_candidates > 1
-        spread = (d.candidate_cost.masked_fill(~d.candidate_valid, -torch.inf).amax(1)
-                  - d.candidate_cost.masked_fill(~d.candidate_valid, torch.inf).amin(1))
+        spread = d.candidate_cost.masked_fill(~d.candidate_valid, -torch.inf).amax(1) - d.candidate_cost.masked_fill(
+            ~d.candidate_valid, torch.inf
+        ).amin(1)
         gap = ((d.gmm_means[:, 1] - d.gmm_means[:, 0]).abs() / spread)[fitted & (spread > 0)]
         same_rows = name != "gt matching"  # gt matching changes the candidates: compare only the GMM settings
         differs = [a != b for a, b in zip(positive_sets(d), converged)] if same_rows else []
@@ -115,12 +120,18 @@ def assignment_facts(run_dir: Path, num_images: int, out: Path) -> dict:
             float(d.boundary[row]),
         )
     area = float(paper.gt_area[row])
-    plot_gmm_settings(paper.candidate_cost[row][paper.candidate_valid[row]], results,
-                      title=f"One GT ({area ** 0.5:.0f} px, {int(paper.num_candidates[row])} candidates), "
-                            f"iteration {facts['iteration']}: Fig. 3 (c) under both GMM initialisations"
-                      ).savefig(out / "analysis_gmm_one_gt.png", dpi=100)
-    facts["one_gt"] = {"row": row, "sqrt_area_px": area ** 0.5, "candidates": int(paper.num_candidates[row]),
-                       "positives": {"paper": int(paper.num_positives[row]), "data": int(data.num_positives[row])}}
+    plot_gmm_settings(
+        paper.candidate_cost[row][paper.candidate_valid[row]],
+        results,
+        title=f"One GT ({area**0.5:.0f} px, {int(paper.num_candidates[row])} candidates), "
+        f"iteration {facts['iteration']}: Fig. 3 (c) under both GMM initialisations",
+    ).savefig(out / "analysis_gmm_one_gt.png", dpi=100)
+    facts["one_gt"] = {
+        "row": row,
+        "sqrt_area_px": area**0.5,
+        "candidates": int(paper.num_candidates[row]),
+        "positives": {"paper": int(paper.num_positives[row]), "data": int(data.num_positives[row])},
+    }
     facts["positive_set_differs_paper_vs_data"] = float(differs.double().mean())
     return facts
 

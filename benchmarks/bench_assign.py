@@ -10,6 +10,7 @@ ascending, some GTs with fewer candidates), as in ``bench_gmm.py``.
 
 Prints a Markdown table: milliseconds per call, speed-up and agreement of the positive sets.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    print(f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}\n")
+    print(
+        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}\n"
+    )
     print("| GTs | sklearn loop (ms) | batched (ms) | speed-up | identical positive sets | identical labels |")
     print("|---:|---:|---:|---:|---:|---:|")
     for g in args.sizes:
@@ -68,8 +71,10 @@ def main() -> None:
         same_labels = ((ref_labels == ours) | ~valid).sum().item() - (~valid).sum().item()
         t_ref = best_ms(lambda: reference_positives(costs, valid), max(1, args.repeats // 2))
         t_ours = best_ms(lambda: batched_positives(costs, valid), args.repeats)
-        print(f"| {g} | {t_ref:.1f} | {t_ours:.2f} | {t_ref / t_ours:.0f}× | "
-              f"{100 * same_sets / g:.2f} % | {100 * same_labels / valid.sum().item():.3f} % |")
+        print(
+            f"| {g} | {t_ref:.1f} | {t_ours:.2f} | {t_ref / t_ours:.0f}× | "
+            f"{100 * same_sets / g:.2f} % | {100 * same_labels / valid.sum().item():.3f} % |"
+        )
 
 
 if __name__ == "__main__":

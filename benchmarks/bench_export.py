@@ -9,6 +9,7 @@ size) through both, ``--threads`` threads each; prints a Markdown table per inpu
 largest box and score differences, median time of ``--repeats`` runs after a warm-up).
 Random init: ``test.score_thresh 0`` so that NMS and score voting have 1,000s of candidates.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,10 @@ def main() -> None:
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         rows = compare(model, session, images, args.repeats)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"{args.checkpoint or 'random init'}: {params:.2f} M parameters, ONNX file {size:.1f} MiB, "
-          f"{args.threads} threads, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}\n")
+    print(
+        f"{args.checkpoint or 'random init'}: {params:.2f} M parameters, ONNX file {size:.1f} MiB, "
+        f"{args.threads} threads, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}\n"
+    )
     print("| input | detections (eager / ORT) | max box diff (px) | max score diff | eager ms | ORT ms | ORT / eager |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -9,6 +9,7 @@ at once. Inputs: PAA-like candidate costs, 5 levels × K = 9 = 45 slots per GT, 
 
 Prints a Markdown table: milliseconds per call (best of ``repeats``), speed-up, label agreement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,15 @@ def sklearn_loop(costs: np.ndarray, valid: np.ndarray) -> list[np.ndarray]:
         if len(x) < 2:  # scikit-learn cannot fit 2 components; fit_gmm's definition: label 0
             labels.append(np.zeros(len(x), dtype=np.int64))
             continue
-        gmm = GaussianMixture(2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
-                              precisions_init=[[[1.0]], [[1.0]]], tol=1e-3, reg_covar=1e-6, max_iter=100)
+        gmm = GaussianMixture(
+            2,
+            weights_init=[0.5, 0.5],
+            means_init=[[x.min()], [x.max()]],
+            precisions_init=[[[1.0]], [[1.0]]],
+            tol=1e-3,
+            reg_covar=1e-6,
+            max_iter=100,
+        )
         gmm.fit(x)
         labels.append(gmm.predict(x))
         gmm.score_samples(x)
@@ -65,8 +73,10 @@ def main() -> None:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning on the rare row that runs max_iter
 
-    print(f"FitGMM benchmark: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}, {args.dtype}\n")
+    print(
+        f"FitGMM benchmark: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}, {args.dtype}\n"
+    )
     print("| GTs | sklearn loop (ms) | batched (ms) | speed-up | label agreement | max n_iter |")
     print("|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes:
@@ -75,13 +85,17 @@ def main() -> None:
         fit_gmm(x, m, dtype=dtype)  # warm-up
         ours_ms = best_ms(lambda: fit_gmm(x, m, dtype=dtype), args.repeats, sync)
         ref_labels = []
-        ref_ms = best_ms(lambda: ref_labels.append(sklearn_loop(costs.numpy(), valid.numpy())),
-                         max(1, min(args.repeats, 3 if size <= 320 else 1)))
+        ref_ms = best_ms(
+            lambda: ref_labels.append(sklearn_loop(costs.numpy(), valid.numpy())),
+            max(1, min(args.repeats, 3 if size <= 320 else 1)),
+        )
         fit = fit_gmm(x, m, dtype=dtype)
         ours = fit.labels.cpu()[valid].numpy()
         agree = float((np.concatenate(ref_labels[-1]) == ours).mean())
-        print(f"| {size} | {ref_ms:.1f} | {ours_ms:.2f} | {ref_ms / ours_ms:.0f}× | {100 * agree:.2f} % "
-              f"| {int(fit.n_iter.max())} |")
+        print(
+            f"| {size} | {ref_ms:.1f} | {ours_ms:.2f} | {ref_ms / ours_ms:.0f}× | {100 * agree:.2f} % "
+            f"| {int(fit.n_iter.max())} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ the standard error from 200 bootstrap resamples of the validation images
 (:func:`paa_toolkit.engine.metrics.bootstrap_coco_ap`): the part of a run's AP noise that comes from which
 images are in the validation set, as opposed to the training seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,13 @@ from paa_toolkit.engine.config import TrainConfig
 from paa_toolkit.engine.metrics import bootstrap_coco_ap, predict
 from paa_toolkit.engine.precision import apply_speed_levers, cpu_has_native_bf16
 
-LEVERS = {"float32": {}, "bf16": {"bf16": "on"}, "channels_last": {"channels_last": True},
-          "bf16 + channels_last": {"bf16": "on", "channels_last": True}, "compile": {"compile": True}}
+LEVERS = {
+    "float32": {},
+    "bf16": {"bf16": "on"},
+    "channels_last": {"channels_last": True},
+    "bf16 + channels_last": {"bf16": "on", "channels_last": True},
+    "compile": {"compile": True},
+}
 
 
 def _step_timer(lever: dict, batches: list, num_classes: int):
@@ -89,11 +95,13 @@ def speed(steps: int, rounds: int) -> dict:
         for name, (step, _) in timers.items():
             times[name] += [step(i) for i in range(steps // rounds)]
     base = statistics.median(times["float32"])
-    return {"machine": f"{machine_description()}; {torch.get_num_threads()} threads, native bf16: "
-                       f"{cpu_has_native_bf16()}", "torch": torch.__version__,
-            "ms_per_step": {n: round(1000 * statistics.median(t), 1) for n, t in times.items()},
-            "speedup_vs_float32": {n: round(base / statistics.median(t), 2) for n, t in times.items()},
-            "compile_s": round(timers["compile"][1], 1)}
+    return {
+        "machine": f"{machine_description()}; {torch.get_num_threads()} threads, native bf16: {cpu_has_native_bf16()}",
+        "torch": torch.__version__,
+        "ms_per_step": {n: round(1000 * statistics.median(t), 1) for n, t in times.items()},
+        "speedup_vs_float32": {n: round(base / statistics.median(t), 2) for n, t in times.items()},
+        "compile_s": round(timers["compile"][1], 1),
+    }
 
 
 def bootstrap(run_dir: Path, replicates: int) -> dict:
@@ -117,21 +125,31 @@ def candidates() -> dict:
     for size, pyramid in ((256, "p3-p7"), (128, "p3-p7"), (128, "p2-p6")):
         root = make_synthetic_coco(seed=0, num_train=800, num_val=500 if size == 128 else 100, image_size=size)
         data = json.loads((root / "val.json").read_text())
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in data["annotations"] if not a["iscrowd"]])
-        strides = [2 ** level for level in PYRAMIDS[pyramid]]
+        boxes = torch.tensor(
+            [
+                [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                for a in data["annotations"]
+                if not a["iscrowd"]
+            ]
+        )
+        strides = [2**level for level in PYRAMIDS[pyramid]]
         grid = make_anchor_grid([(-(-size // s), -(-size // s)) for s in strides], strides, scale=8.0)
-        best = torch.stack([box_iou(boxes, level).max(1).values
-                            for level in grid.boxes.split(grid.num_per_level)], 1)  # [G, levels]
+        best = torch.stack(
+            [box_iou(boxes, level).max(1).values for level in grid.boxes.split(grid.num_per_level)], 1
+        )  # [G, levels]
         levels = (best >= 0.3).sum(1)
         side = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sqrt()
         out[f"{size} px {pyramid}"] = {
-            "gts": len(boxes), "median_best_iou": round(float(best.max(1).values.median()), 3),
+            "gts": len(boxes),
+            "median_best_iou": round(float(best.max(1).values.median()), 3),
             "levels_with_iou>=0.3": {str(n): round(float((levels == n).float().mean()), 3) for n in range(4)},
             "gts_without_anchor_iou>=0.3": round(float((levels == 0).float().mean()), 3),
-            "without_by_side": {f"<{hi}px": round(float((levels[(side >= lo) & (side < hi)] == 0).float().mean()), 3)
-                                for lo, hi in ((0, 16), (16, 32), (32, 64), (64, 999))},
-            "best_iou_per_level_median": [round(float(v), 3) for v in best.median(0).values]}
+            "without_by_side": {
+                f"<{hi}px": round(float((levels[(side >= lo) & (side < hi)] == 0).float().mean()), 3)
+                for lo, hi in ((0, 16), (16, 32), (32, 64), (64, 999))
+            },
+            "best_iou_per_level_median": [round(float(v), 3) for v in best.median(0).values],
+        }
     return out
 
 
@@ -153,23 +171,36 @@ def curves(runs: Path, configs: list[str], out: Path) -> dict:
             run, name = final.parent, final.parent.name
             curve = _curve(run)
             long = runs / "bench-2x" / config / name / "final_metrics.json"
-            entry["seeds"][name] = {"curve": curve, "AP_N": json.loads(final.read_text())["AP"],
-                                    "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None}
+            entry["seeds"][name] = {
+                "curve": curve,
+                "AP_N": json.loads(final.read_text())["AP"],
+                "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None,
+            }
             drawn.setdefault(config, []).append(read_metrics(run / "metrics.jsonl"))
         finals = [s["AP_N"] for s in entry["seeds"].values()]
         pairs = [s["AP_2N"] - s["AP_N"] for s in entry["seeds"].values() if s["AP_2N"] is not None]
-        gains = [s["curve"][-1][1] - dict(s["curve"]).get(s["curve"][-1][0] - 600, float("nan"))
-                 for s in entry["seeds"].values() if len(s["curve"]) > 2]
-        entry.update(num_seeds=len(finals), AP_mean=statistics.fmean(finals) if finals else None,
-                     AP_std=statistics.stdev(finals) if len(finals) > 1 else None,
-                     gain_2N_minus_N_points=100 * statistics.fmean(pairs) if pairs else None, seeds_with_2N=len(pairs),
-                     gain_last_600_iters_points=100 * statistics.fmean(gains) if gains else None)
+        gains = [
+            s["curve"][-1][1] - dict(s["curve"]).get(s["curve"][-1][0] - 600, float("nan"))
+            for s in entry["seeds"].values()
+            if len(s["curve"]) > 2
+        ]
+        entry.update(
+            num_seeds=len(finals),
+            AP_mean=statistics.fmean(finals) if finals else None,
+            AP_std=statistics.stdev(finals) if len(finals) > 1 else None,
+            gain_2N_minus_N_points=100 * statistics.fmean(pairs) if pairs else None,
+            seeds_with_2N=len(pairs),
+            gain_last_600_iters_points=100 * statistics.fmean(gains) if gains else None,
+        )
         summary[config] = entry
     out.mkdir(parents=True, exist_ok=True)
     plot_learning_curves(drawn).savefig(out / "bench_curves.png", dpi=110)
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(),
-              "command": f"python benchmarks/bench_recipe.py curves {runs} --configs {' '.join(configs)}",
-              "configs": summary}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_description(),
+        "command": f"python benchmarks/bench_recipe.py curves {runs} --configs {' '.join(configs)}",
+        "configs": summary,
+    }
     (out / "bench_curves.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 

@@ -23,6 +23,7 @@ synchronises the device before and after, so it measures the GPU work it enclose
 :class:`SpeedBench` is the same measurement as a function (``benchmarks/gpu_check.py`` runs it on
 CUDA, with and without AMP).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ SYNC: list[Callable[[], None]] = [lambda: None]
 
 def timed(name: str, fn: Callable) -> Callable:
     """``fn`` that adds its wall time to ``TIMERS[name]``."""
+
     def wrapper(*args, **kwargs):
         SYNC[0]()
         start = time.perf_counter()
@@ -61,6 +63,7 @@ def timed(name: str, fn: Callable) -> Callable:
         finally:
             SYNC[0]()
             TIMERS[name] += time.perf_counter() - start
+
     wrapper.timed = True
     return wrapper
 
@@ -113,20 +116,37 @@ class CaseResult:
 class SpeedBench:
     """Both detectors on the same batch, ready to be timed: :meth:`measure` gives a :class:`CaseResult` per case."""
 
-    def __init__(self, backbone: str = "resnet18", size: int = 320, batch: int = 2, width: int = 64,
-                 num_convs: int = 4, size_divisible: int = 32, device: str | torch.device = "cpu", amp: bool = False):
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        size: int = 320,
+        batch: int = 2,
+        width: int = 64,
+        num_convs: int = 4,
+        size_divisible: int = 32,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+    ):
         self.device, self.amp = torch.device(device), amp
         SYNC[0] = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
         images, targets, num_classes = batch_of(size, batch)
         self.images = [img.to(self.device) for img in images]
         self.targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
-        self.base = ModelConfig(backbone=backbone, width=width, num_convs=num_convs, min_size=size, max_size=size,
-                                backbone_norm="gn", size_divisible=size_divisible)
+        self.base = ModelConfig(
+            backbone=backbone,
+            width=width,
+            num_convs=num_convs,
+            min_size=size,
+            max_size=size,
+            backbone_norm="gn",
+            size_divisible=size_divisible,
+        )
         self.models, self.optimizers = {}, {}
         for arch in ("paa", "fcos"):
             torch.manual_seed(0)
-            self.models[arch] = build_model(replace(self.base, arch=arch), num_classes,
-                                            inference=InferenceConfig()).to(self.device)  # same thresholds
+            self.models[arch] = build_model(replace(self.base, arch=arch), num_classes, inference=InferenceConfig()).to(
+                self.device
+            )  # same thresholds
             self.optimizers[arch] = torch.optim.SGD(self.models[arch].parameters(), lr=1e-4, momentum=0.9)
             instrument(self.models[arch], arch)
         instrument_paa_module()
@@ -158,8 +178,9 @@ class SpeedBench:
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp):
             model(self.images)
 
-    def measure(self, rounds: int = 15, warmup: int = 2, deadline: float | None = None,
-                min_rounds: int = 3) -> dict[str, CaseResult]:
+    def measure(
+        self, rounds: int = 15, warmup: int = 2, deadline: float | None = None, min_rounds: int = 3
+    ) -> dict[str, CaseResult]:
         """Every case, the two models alternately (A B, B A, …); past ``deadline`` (a ``time.perf_counter``
         value) a case stops after ``min_rounds`` measured rounds."""
         results = {}
@@ -169,7 +190,7 @@ class SpeedBench:
             for r in range(warmup + rounds):
                 if deadline is not None and r >= warmup + min_rounds and time.perf_counter() > deadline:
                     break
-                for arch in (("paa", "fcos") if r % 2 == 0 else ("fcos", "paa")):  # interleaved A B, B A, ...
+                for arch in ("paa", "fcos") if r % 2 == 0 else ("fcos", "paa"):  # interleaved A B, B A, ...
                     TIMERS.clear()
                     SYNC[0]()
                     start = time.perf_counter()
@@ -182,8 +203,9 @@ class SpeedBench:
                             parts[name].append(seconds / elapsed)
                             parts[name + "_ms"].append(seconds)
             ratio = statistics.median(a / b for a, b in zip(totals["paa"], totals["fcos"]))
-            results[case] = CaseResult(median_ms(totals["paa"]), median_ms(totals["fcos"]), ratio, dict(parts),
-                                       len(totals["paa"]))
+            results[case] = CaseResult(
+                median_ms(totals["paa"]), median_ms(totals["fcos"]), ratio, dict(parts), len(totals["paa"])
+            )
             print(f"  measured {case}", flush=True)
         return results
 
@@ -194,16 +216,20 @@ def run(args: argparse.Namespace) -> None:
     results = bench.measure(args.rounds, args.warmup)
     targets = bench.targets
 
-    print(f"\n{args.backbone}, width {args.width}, {args.num_convs} convs/tower, {args.size}x{args.size} px, batch "
-          f"{args.batch}, {sum(len(t['boxes']) for t in targets)} objects, {args.threads} thread(s), "
-          f"{args.rounds} interleaved rounds (+{args.warmup} warm-up), torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}\n")
+    print(
+        f"\n{args.backbone}, width {args.width}, {args.num_convs} convs/tower, {args.size}x{args.size} px, batch "
+        f"{args.batch}, {sum(len(t['boxes']) for t in targets)} objects, {args.threads} thread(s), "
+        f"{args.rounds} interleaved rounds (+{args.warmup} warm-up), torch {torch.__version__}, "
+        f"{platform.processor() or platform.machine()}\n"
+    )
     print("| measurement | ours: PAA + IoU pred. (ms) | torchvision FCOS (ms) | ours / FCOS | target |")
     print("|---|---:|---:|---:|---:|")
     targets_text = {"train step": "≤ 1.15×"}
     for case, res in results.items():
-        print(f"| {case} | {res.ours_ms:.1f} | {res.fcos_ms:.1f} | **{res.ratio:.2f}×** "
-              f"| {targets_text.get(case, '≤ 1.10×')} |")
+        print(
+            f"| {case} | {res.ours_ms:.1f} | {res.fcos_ms:.1f} | **{res.ratio:.2f}×** "
+            f"| {targets_text.get(case, '≤ 1.10×')} |"
+        )
     print("\n| share (median over rounds) | ours | FCOS |")
     print("|---|---:|---:|")
     train_parts = results["train step"].parts
@@ -236,8 +262,12 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size-divisible", type=int, default=32,
-                        help="padding of both models' batches (torchvision FCOS's own default: 32)")
+    parser.add_argument(
+        "--size-divisible",
+        type=int,
+        default=32,
+        help="padding of both models' batches (torchvision FCOS's own default: 32)",
+    )
     parser.add_argument("--width", type=int, default=64, help="FPN and head channels (paper: 256)")
     parser.add_argument("--num-convs", type=int, default=4, help="convs per head tower (paper: 4)")
     parser.add_argument("--rounds", type=int, default=15)

@@ -39,6 +39,7 @@ that the code paths work. Host–device syncs are counted with ``torch.cuda.set_
 
 A CPU run never replaces a report made on CUDA: it writes ``<out>.cpu-quick.{md,json}`` beside it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,8 +107,7 @@ def run_child(ctx, section: Section, device: str, quick: bool, work_dir: Path, b
             proc.kill()
         proc.join(10)
     result = json.loads(result_path.read_text()) if result_path.exists() else None
-    return {"result": result, "timed_out": timed_out, "exit_code": proc.exitcode,
-            "wall_s": time.perf_counter() - start}
+    return {"result": result, "timed_out": timed_out, "exit_code": proc.exitcode, "wall_s": time.perf_counter() - start}
 
 
 def section_status(name: str, outcome: dict[str, Any], device_type: str) -> tuple[str, str]:
@@ -151,18 +151,25 @@ def run_all(args: argparse.Namespace, work_dir: Path, write) -> dict[str, Any]:
     for i, section in enumerate(chosen):
         left = args.total_budget - (time.perf_counter() - clock)
         budget = min(QUICK_SECTION_BUDGET_S if report["quick"] else section.budget_s, left)
-        entry: dict[str, Any] = {"name": section.name, "title": section.title, "budget_s": budget,
-                                 "estimate_s": section.estimate_s}
+        entry: dict[str, Any] = {
+            "name": section.name,
+            "title": section.title,
+            "budget_s": budget,
+            "estimate_s": section.estimate_s,
+        }
         if budget < 5:
             entry.update(status="not run", reason="out of time: the total budget is spent", wall_s=0.0)
         else:
             print(f"[{i + 1}/{len(chosen)}] {section.name} (≤ {budget:.0f} s) …", flush=True)
             outcome = run_child(ctx, section, report["device"], report["quick"], work_dir, budget)
             status, reason = section_status(section.name, outcome, report["device_type"] or "cpu")
-            entry.update(outcome["result"] or {}, status=status, reason=reason, wall_s=outcome["wall_s"],
-                         name=section.name)
-            print(f"    {STATUS_TEXT.get(status, status)}{': ' + reason if reason else ''} "
-                  f"({outcome['wall_s']:.1f} s)", flush=True)
+            entry.update(
+                outcome["result"] or {}, status=status, reason=reason, wall_s=outcome["wall_s"], name=section.name
+            )
+            print(
+                f"    {STATUS_TEXT.get(status, status)}{': ' + reason if reason else ''} ({outcome['wall_s']:.1f} s)",
+                flush=True,
+            )
         report["sections"].append(entry)
         if section.name == "environment":
             if not set_device(report, entry, args):
@@ -189,8 +196,9 @@ def set_device(report: dict[str, Any], env: dict[str, Any], args: argparse.Names
     if report["device_type"] != "cuda" and not report["quick"]:
         report["quick"] = True
         print("    no CUDA: running the CPU quick mode (tiny sizes; the CUDA parts are reported skipped)", flush=True)
-    report["mode"] = ("GPU check" if not report["quick"] else
-                      "CUDA quick" if report["device_type"] == "cuda" else "CPU quick")
+    report["mode"] = (
+        "GPU check" if not report["quick"] else "CUDA quick" if report["device_type"] == "cuda" else "CPU quick"
+    )
     report["environment"] = figures
     return True
 
@@ -198,36 +206,61 @@ def set_device(report: dict[str, Any], env: dict[str, Any], args: argparse.Names
 # ---- the report --------------------------------------------------------------------------------------
 def markdown(report: dict[str, Any]) -> str:
     env = report.get("environment") or {}
-    lines = ["# GPU check (issue 13)", "",
-             f"`{report['command']}` · {report['started']} · {report.get('wall_s', 0):.0f} s "
-             f"(total budget {report['total_budget_s']:.0f} s)", ""]
+    lines = [
+        "# GPU check (issue 13)",
+        "",
+        f"`{report['command']}` · {report['started']} · {report.get('wall_s', 0):.0f} s "
+        f"(total budget {report['total_budget_s']:.0f} s)",
+        "",
+    ]
     if report["mode"] == "CPU quick":
-        lines += ["> **CPU quick mode — not GPU figures.** No CUDA device was used: every section ran its code path "
-                  "at tiny sizes on the CPU to show that it works, and every CUDA part is reported **skipped (no "
-                  "CUDA)**, never passed. Run `python benchmarks/gpu_check.py` on a CUDA machine for the real check.",
-                  ""]
+        lines += [
+            "> **CPU quick mode — not GPU figures.** No CUDA device was used: every section ran its code path "
+            "at tiny sizes on the CPU to show that it works, and every CUDA part is reported **skipped (no "
+            "CUDA)**, never passed. Run `python benchmarks/gpu_check.py` on a CUDA machine for the real check.",
+            "",
+        ]
     elif report["mode"] == "CUDA quick":
-        lines += ["> **CUDA quick mode**: the CUDA code paths at tiny sizes; the speed figures are not the "
-                  "paper-like setting.", ""]
+        lines += [
+            "> **CUDA quick mode**: the CUDA code paths at tiny sizes; the speed figures are not the "
+            "paper-like setting.",
+            "",
+        ]
     if env:
-        lines += [f"Device: **{env.get('device_name')}** · torch {env.get('torch')} (CUDA build {env.get('cuda_build')}"
-                  f", cuDNN {env.get('cudnn')}) · torchvision {env.get('torchvision')} · Python {env.get('python')} · "
-                  f"{env.get('gpu_count', 0)} GPU(s) · {env.get('cpu_count')} CPU cores", ""]
-    lines += ["| section | status | wall (s) | budget (s) | estimate on one H200 (s) | peak GPU memory |",
-              "|---|---|---:|---:|---:|---:|"]
+        lines += [
+            f"Device: **{env.get('device_name')}** · torch {env.get('torch')} (CUDA build {env.get('cuda_build')}"
+            f", cuDNN {env.get('cudnn')}) · torchvision {env.get('torchvision')} · Python {env.get('python')} · "
+            f"{env.get('gpu_count', 0)} GPU(s) · {env.get('cpu_count')} CPU cores",
+            "",
+        ]
+    lines += [
+        "| section | status | wall (s) | budget (s) | estimate on one H200 (s) | peak GPU memory |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for s in report["sections"]:
         peak = s.get("peak_gpu_mib")
-        lines.append(f"| {s['title']} | **{STATUS_TEXT.get(s['status'], s['status'])}** | {s.get('wall_s', 0):.1f} "
-                     f"| {s['budget_s']:.0f} | {s['estimate_s']:.0f} | "
-                     f"{'n/a (CPU)' if peak is None else f'{peak:.0f} MiB'} |")
+        lines.append(
+            f"| {s['title']} | **{STATUS_TEXT.get(s['status'], s['status'])}** | {s.get('wall_s', 0):.1f} "
+            f"| {s['budget_s']:.0f} | {s['estimate_s']:.0f} | "
+            f"{'n/a (CPU)' if peak is None else f'{peak:.0f} MiB'} |"
+        )
     for s in report["sections"]:
-        lines += ["", f"## {s['title']}", "", f"**{STATUS_TEXT.get(s['status'], s['status'])}**"
-                  + (f" — {s['reason']}" if s.get("reason") else "")]
+        lines += [
+            "",
+            f"## {s['title']}",
+            "",
+            f"**{STATUS_TEXT.get(s['status'], s['status'])}**" + (f" — {s['reason']}" if s.get("reason") else ""),
+        ]
         if report["mode"] == "CPU quick" and s["name"] != "environment" and s.get("tables"):
             lines += ["", "*CPU-quick figures (tiny sizes, not GPU figures):*"]
         for table in s.get("tables", []):
-            lines += ["", table["caption"] + ":", "", "| " + " | ".join(table["header"]) + " |",
-                      "|" + "---|" * len(table["header"])]
+            lines += [
+                "",
+                table["caption"] + ":",
+                "",
+                "| " + " | ".join(table["header"]) + " |",
+                "|" + "---|" * len(table["header"]),
+            ]
             lines += ["| " + " | ".join(row) + " |" for row in table["rows"]]
         if s.get("checks"):
             lines += ["", "Checks:"]
@@ -237,9 +270,12 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"- {mark} {c['name']}{kind}" + (f": {c['detail']}" if c["detail"] else ""))
         progress = (s.get("figures") or {}).get("progress")
         if s["status"] == "timeout" and progress:
-            lines += ["", f"When stopped: {progress['iterations_logged']} iterations logged after "
-                          f"{progress['elapsed_s']:.0f} s of training; logged windows (s): "
-                          + (", ".join(f"{t:.2f}" for t in progress["window_s"]) or "none")]
+            lines += [
+                "",
+                f"When stopped: {progress['iterations_logged']} iterations logged after "
+                f"{progress['elapsed_s']:.0f} s of training; logged windows (s): "
+                + (", ".join(f"{t:.2f}" for t in progress["window_s"]) or "none"),
+            ]
         for note in s.get("notes", []):
             lines += ["", f"Note: {note}"]
         if s.get("error"):
@@ -265,12 +301,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:N or cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (always on without CUDA)")
-    parser.add_argument("--out", type=Path, default=BENCHMARKS / "gpu_check",
-                        help="report prefix: writes PREFIX.md and PREFIX.json (default benchmarks/gpu_check)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BENCHMARKS / "gpu_check",
+        help="report prefix: writes PREFIX.md and PREFIX.json (default benchmarks/gpu_check)",
+    )
     parser.add_argument("--only", nargs="+", choices=[s.name for s in SECTIONS[1:]], help="run only these sections")
     parser.add_argument("--total-budget", type=float, default=TOTAL_BUDGET_S, help="seconds for the whole check")
-    parser.add_argument("--start-method", choices=["forkserver", "spawn"], default="forkserver",
-                        help="how section processes start (forkserver: torch is imported once)")
+    parser.add_argument(
+        "--start-method",
+        choices=["forkserver", "spawn"],
+        default="forkserver",
+        help="how section processes start (forkserver: torch is imported once)",
+    )
     args = parser.parse_args(argv)
     if args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
         parser.error(f"--device: unknown value {args.device!r}; valid choices: auto, cpu, cuda, cuda:N")
@@ -294,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="paa_gpu_check_") as work:
         report = run_all(args, Path(work), write)
     statuses = [s["status"] for s in report["sections"]]
-    print(f"{report['mode']}: " + ", ".join(f"{s['name']} {STATUS_TEXT.get(s['status'], s['status'])}"
-                                            for s in report["sections"]))
+    print(
+        f"{report['mode']}: "
+        + ", ".join(f"{s['name']} {STATUS_TEXT.get(s['status'], s['status'])}" for s in report["sections"])
+    )
     print("report: " + " and ".join(str(p) for p in written))
     return 1 if any(s in ("failed", "error", "timeout", "not run") for s in statuses) else 0
 

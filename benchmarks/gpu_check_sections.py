@@ -8,6 +8,7 @@ on a CPU, to prove the code paths work).
 
 This file is also the DDP worker: ``torchrun … benchmarks/gpu_check_sections.py --ddp-worker OUT CONFIG``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,21 +61,34 @@ class Sizes:
 
 #: The GPU check (issue 13): paper-like speed setting, 200 iterations of the default run.
 FULL = Sizes(
-    gmm_gts=(320, 2000, 20000), gmm_repeats=5,
-    speed=dict(backbone="resnet50", width=256, size=800, batch=2), speed_rounds=10, speed_warmup=2,
-    train_iters=200, compile_iters=20,
+    gmm_gts=(320, 2000, 20000),
+    gmm_repeats=5,
+    speed=dict(backbone="resnet50", width=256, size=800, batch=2),
+    speed_rounds=10,
+    speed_warmup=2,
+    train_iters=200,
+    compile_iters=20,
     ddp={"data": {"synthetic_num_train": 16, "synthetic_num_val": 8}, "eval_batch_size": 4, "trace_images": 0},
 )
 _TINY_TRAIN = {
     "model": {"width": 32, "min_size": 128, "max_size": 128},
     "data": {"synthetic_num_train": 16, "synthetic_num_val": 4, "synthetic_image_size": 128, "batch_size": 2},
-    "solver": {"warmup_iters": 1}, "log_every": 1, "trace_images": 1, "eval_batch_size": 2,
+    "solver": {"warmup_iters": 1},
+    "log_every": 1,
+    "trace_images": 1,
+    "eval_batch_size": 2,
 }
 #: ``--quick``: every code path at tiny sizes (seconds on a CPU).
 QUICK = Sizes(
-    gmm_gts=(20,), gmm_repeats=2,
-    speed=dict(backbone="resnet18", width=32, size=128, batch=2), speed_rounds=2, speed_warmup=1,
-    train_iters=3, compile_iters=3, train=_TINY_TRAIN, ddp={**_TINY_TRAIN, "trace_images": 0},
+    gmm_gts=(20,),
+    gmm_repeats=2,
+    speed=dict(backbone="resnet18", width=32, size=128, batch=2),
+    speed_rounds=2,
+    speed_warmup=1,
+    train_iters=3,
+    compile_iters=3,
+    train=_TINY_TRAIN,
+    ddp={**_TINY_TRAIN, "trace_images": 0},
 )
 
 
@@ -95,8 +109,9 @@ def train_config(overrides: dict, **top: Any) -> TrainConfig:
 class SectionRun:
     """What one section measured; saved to ``result_path`` as JSON after every step."""
 
-    def __init__(self, name: str, device: torch.device, quick: bool, work_dir: Path, result_path: Path,
-                 budget_s: float):
+    def __init__(
+        self, name: str, device: torch.device, quick: bool, work_dir: Path, result_path: Path, budget_s: float
+    ):
         self.name, self.device, self.quick, self.work_dir = name, device, quick, work_dir
         self.result_path, self.budget_s, self.started = result_path, budget_s, time.perf_counter()
         self.sizes = QUICK if quick else FULL
@@ -118,8 +133,9 @@ class SectionRun:
 
     def check(self, name: str, ok: bool | None, detail: str = "", required: bool = True) -> None:
         """``ok`` None: could not be checked here (e.g. a CUDA-only quantity on CPU)."""
-        self.checks.append({"name": name, "ok": None if ok is None else bool(ok), "detail": detail,
-                            "required": required})
+        self.checks.append(
+            {"name": name, "ok": None if ok is None else bool(ok), "detail": detail, "required": required}
+        )
 
     def table(self, caption: str, header: list[str], rows: list[list[Any]]) -> None:
         self.tables.append({"caption": caption, "header": header, "rows": [[cell(v) for v in r] for r in rows]})
@@ -137,10 +153,19 @@ class SectionRun:
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def save(self) -> None:
-        data = {"name": self.name, "device": str(self.device), "quick": self.quick, "done": self.done,
-                "wall_s": time.perf_counter() - self.started, "figures": self.figures, "tables": self.tables,
-                "checks": self.checks, "notes": self.notes, "error": self.error,
-                "peak_gpu_mib": max(self._earlier_peak, self.peak_memory()) if self.cuda else None}
+        data = {
+            "name": self.name,
+            "device": str(self.device),
+            "quick": self.quick,
+            "done": self.done,
+            "wall_s": time.perf_counter() - self.started,
+            "figures": self.figures,
+            "tables": self.tables,
+            "checks": self.checks,
+            "notes": self.notes,
+            "error": self.error,
+            "peak_gpu_mib": max(self._earlier_peak, self.peak_memory()) if self.cuda else None,
+        }
         with self._lock:
             tmp = self.result_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(json_safe(data), indent=1))
@@ -194,23 +219,40 @@ def section_environment(run: SectionRun) -> None:
     import torchvision
 
     env: dict[str, Any] = {
-        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "cuda_build": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-        "cuda_available": torch.cuda.is_available(), "gpu_count": torch.cuda.device_count(),
-        "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda_build": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "cuda_available": torch.cuda.is_available(),
+        "gpu_count": torch.cuda.device_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_precision": torch.get_float32_matmul_precision(),
     }
     if run.cuda:
         props = torch.cuda.get_device_properties(run.device)
-        env.update(device_name=props.name, capability=f"{props.major}.{props.minor}",
-                   device_memory_gib=props.total_memory / 2**30, multiprocessors=props.multi_processor_count)
+        env.update(
+            device_name=props.name,
+            capability=f"{props.major}.{props.minor}",
+            device_memory_gib=props.total_memory / 2**30,
+            multiprocessors=props.multi_processor_count,
+        )
         with contextlib.suppress(Exception):
             version = torch.cuda.nccl.version()
             env["nccl"] = ".".join(map(str, version)) if isinstance(version, tuple) else str(version)
         with contextlib.suppress(Exception):
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=10).stdout.split("\n")[0].strip()
+            env["driver"] = (
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                .stdout.split("\n")[0]
+                .strip()
+            )
     else:
         env["device_name"] = "CPU (no CUDA device)"
     run.figures.update(env)
@@ -256,19 +298,31 @@ def section_cuda_tests(run: SectionRun) -> None:
         with contextlib.redirect_stdout(output):
             exit_code = int(pytest.main(args, plugins=[outcomes]))
     counts = {k: sum(v == k for v in outcomes.tests.values()) for k in ("passed", "failed", "skipped")}
-    run.figures.update(files=[str(p.relative_to(REPO)) for p in files], exit_code=exit_code, **counts,
-                       collect_errors=outcomes.collect_errors, tests=outcomes.tests,
-                       output_tail=output.getvalue()[-3000:])
-    run.table(f"`pytest -m cuda {' '.join(str(p.relative_to(REPO)) for p in files)}` (exit code {exit_code})",
-              ["test", "outcome"], [[f"`{k}`", v] for k, v in outcomes.tests.items()])
+    run.figures.update(
+        files=[str(p.relative_to(REPO)) for p in files],
+        exit_code=exit_code,
+        **counts,
+        collect_errors=outcomes.collect_errors,
+        tests=outcomes.tests,
+        output_tail=output.getvalue()[-3000:],
+    )
+    run.table(
+        f"`pytest -m cuda {' '.join(str(p.relative_to(REPO)) for p in files)}` (exit code {exit_code})",
+        ["test", "outcome"],
+        [[f"`{k}`", v] for k, v in outcomes.tests.items()],
+    )
     run.check("cuda tests collected", len(outcomes.tests) > 0, f"{len(outcomes.tests)} tests in {len(files)} files")
-    run.check("no failures, no collection errors", counts["failed"] == 0 and not outcomes.collect_errors,
-              f"{counts['failed']} failed, {len(outcomes.collect_errors)} collection errors")
+    run.check(
+        "no failures, no collection errors",
+        counts["failed"] == 0 and not outcomes.collect_errors,
+        f"{counts['failed']} failed, {len(outcomes.collect_errors)} collection errors",
+    )
     if run.cuda:
         run.check("every cuda test ran (none skipped)", counts["skipped"] == 0, f"{counts['skipped']} skipped")
     else:
-        run.check("every cuda test skipped without CUDA (none passed)", counts["passed"] == 0,
-                  f"{counts['skipped']} skipped")
+        run.check(
+            "every cuda test skipped without CUDA (none passed)", counts["passed"] == 0, f"{counts['skipped']} skipped"
+        )
 
 
 # ---- 2. batched EM ---------------------------------------------------------------------------------
@@ -303,9 +357,13 @@ def section_gmm(run: SectionRun) -> None:
     device, sizes = run.device, run.sizes
     sync = (lambda: torch.cuda.synchronize(device)) if run.cuda else (lambda: None)
     counter_ok = sync_counter_works(device) if run.cuda else None
-    run.figures["sync_counter"] = ("calibrated: 3 of 3 .item() calls counted" if counter_ok else
-                                   "failed calibration: syncs not reported" if counter_ok is False else
-                                   "not measured (CPU)")
+    run.figures["sync_counter"] = (
+        "calibrated: 3 of 3 .item() calls counted"
+        if counter_ok
+        else "failed calibration: syncs not reported"
+        if counter_ok is False
+        else "not measured (CPU)"
+    )
     rows, results = [], []
     for num_gts in sizes.gmm_gts:
         costs, valid = synthetic_candidate_costs(num_gts, seed=num_gts)
@@ -325,30 +383,68 @@ def section_gmm(run: SectionRun) -> None:
                 with counted_syncs() as box:
                     fit_gmm(x, m, dtype=dtype)
                 syncs = box["count"]
-            result = {"gts": num_gts, "dtype": str(dtype).removeprefix("torch."), "ms": ms, "cpu_float64_ms": ref_ms,
-                      "label_agreement": agree, "same_n_iter": same_iters, "max_em_iterations": max_iter,
-                      "syncs_per_fit": syncs, "peak_gpu_mib": run.peak_memory()}
+            result = {
+                "gts": num_gts,
+                "dtype": str(dtype).removeprefix("torch."),
+                "ms": ms,
+                "cpu_float64_ms": ref_ms,
+                "label_agreement": agree,
+                "same_n_iter": same_iters,
+                "max_em_iterations": max_iter,
+                "syncs_per_fit": syncs,
+                "peak_gpu_mib": run.peak_memory(),
+            }
             results.append(result)
-            rows.append([num_gts, result["dtype"], ms, ref_ms, f"{100 * agree:.3f} %", f"{100 * same_iters:.1f} %",
-                         max_iter, "not measured (CPU)" if syncs is None and not run.cuda else syncs,
-                         mib(result["peak_gpu_mib"])])
+            rows.append(
+                [
+                    num_gts,
+                    result["dtype"],
+                    ms,
+                    ref_ms,
+                    f"{100 * agree:.3f} %",
+                    f"{100 * same_iters:.1f} %",
+                    max_iter,
+                    "not measured (CPU)" if syncs is None and not run.cuda else syncs,
+                    mib(result["peak_gpu_mib"]),
+                ]
+            )
             run.figures["fits"] = results
             run.save()
-    run.table(f"`fit_gmm` on {device} vs the CPU float64 fit (best of {sizes.gmm_repeats}; label agreement over "
-              "valid candidates)",
-              ["GTs", "dtype", f"{device.type} (ms)", "CPU float64 (ms)", "label agreement", "same EM iterations",
-               "max EM iterations", "host–device syncs per fit", "peak GPU memory"], rows)
+    run.table(
+        f"`fit_gmm` on {device} vs the CPU float64 fit (best of {sizes.gmm_repeats}; label agreement over "
+        "valid candidates)",
+        [
+            "GTs",
+            "dtype",
+            f"{device.type} (ms)",
+            "CPU float64 (ms)",
+            "label agreement",
+            "same EM iterations",
+            "max EM iterations",
+            "host–device syncs per fit",
+            "peak GPU memory",
+        ],
+        rows,
+    )
     for r in results:
         limit = 0.999 if r["dtype"] == "float64" else 0.995
-        run.check(f"labels agree ≥ {100 * limit:.1f} % at G = {r['gts']}, {r['dtype']}", r["label_agreement"] >= limit,
-                  f"{100 * r['label_agreement']:.3f} %")
+        run.check(
+            f"labels agree ≥ {100 * limit:.1f} % at G = {r['gts']}, {r['dtype']}",
+            r["label_agreement"] >= limit,
+            f"{100 * r['label_agreement']:.3f} %",
+        )
         if r["syncs_per_fit"] is None:
-            run.check(f"convergence checks do not sync every EM iteration (G = {r['gts']}, {r['dtype']})", None,
-                      "not measured (CPU)" if not run.cuda else "sync counter failed its calibration")
+            run.check(
+                f"convergence checks do not sync every EM iteration (G = {r['gts']}, {r['dtype']})",
+                None,
+                "not measured (CPU)" if not run.cuda else "sync counter failed its calibration",
+            )
         else:
-            run.check(f"convergence checks do not sync every EM iteration (G = {r['gts']}, {r['dtype']})",
-                      r["syncs_per_fit"] < r["max_em_iterations"],
-                      f"{r['syncs_per_fit']} syncs for {r['max_em_iterations']} EM iterations")
+            run.check(
+                f"convergence checks do not sync every EM iteration (G = {r['gts']}, {r['dtype']})",
+                r["syncs_per_fit"] < r["max_em_iterations"],
+                f"{r['syncs_per_fit']} syncs for {r['max_em_iterations']} EM iterations",
+            )
 
 
 # ---- 3. speed vs torchvision FCOS ------------------------------------------------------------------
@@ -365,13 +461,18 @@ def section_speed(run: SectionRun) -> None:
         run.reset_peak()
         bench = SpeedBench(**setting, device=run.device, amp=amp)
         deadline = time.perf_counter() + (run.remaining() - 10) / (len(modes) - i)
-        results = bench.measure(sizes.speed_rounds, sizes.speed_warmup, deadline=deadline,
-                                min_rounds=min(3, sizes.speed_rounds))
+        results = bench.measure(
+            sizes.speed_rounds, sizes.speed_warmup, deadline=deadline, min_rounds=min(3, sizes.speed_rounds)
+        )
         label = "AMP on" if amp else "AMP off"
         mode: dict[str, Any] = {"peak_gpu_mib": run.peak_memory(), "cases": {}}
         for case, res in results.items():
-            mode["cases"][case] = {"ours_ms": res.ours_ms, "fcos_ms": res.fcos_ms, "ratio": res.ratio,
-                                   "rounds": res.rounds}
+            mode["cases"][case] = {
+                "ours_ms": res.ours_ms,
+                "fcos_ms": res.fcos_ms,
+                "ratio": res.ratio,
+                "rounds": res.rounds,
+            }
             rows.append([label, case, res.ours_ms, res.fcos_ms, f"{res.ratio:.2f}×", res.rounds])
         train_case, infer_case, all_case = results  # train step; configured score_thresh; every candidate
         train_parts, infer_parts, all_parts = (results[c].parts for c in (train_case, infer_case, all_case))
@@ -389,18 +490,28 @@ def section_speed(run: SectionRun) -> None:
         del bench
     objects = f"{setting['backbone']}, width {setting['width']}, {setting['size']} px, batch {setting['batch']}"
     run.figures["setting"] = objects
-    run.table(f"Ours (PAA + IoU prediction + score voting) vs torchvision FCOS on {run.device}: {objects}; "
-              "medians of interleaved rounds (ms)", ["", "measurement", "ours (ms)", "FCOS (ms)", "ours / FCOS",
-                                                     "rounds"], rows)
-    run.table("Share of the step (medians of per-round shares; timers synchronise the device)",
-              ["", "part", "share", "ms"], share_rows)
+    run.table(
+        f"Ours (PAA + IoU prediction + score voting) vs torchvision FCOS on {run.device}: {objects}; "
+        "medians of interleaved rounds (ms)",
+        ["", "measurement", "ours (ms)", "FCOS (ms)", "ours / FCOS", "rounds"],
+        rows,
+    )
+    run.table(
+        "Share of the step (medians of per-round shares; timers synchronise the device)",
+        ["", "part", "share", "ms"],
+        share_rows,
+    )
     finite = all(math.isfinite(v) for r in rows for v in r[2:4])
     run.check("every time finite", finite)
     for label in ("AMP off", "AMP on"):
         for case, c in run.figures.get(label, {}).get("cases", {}).items():
             target = 1.15 if case == "train step" else 1.10
-            run.check(f"{label}, {case}: ours / FCOS ≤ {target}× (issue 5's CPU target)", c["ratio"] <= target,
-                      f"{c['ratio']:.2f}×", required=False)
+            run.check(
+                f"{label}, {case}: ours / FCOS ≤ {target}× (issue 5's CPU target)",
+                c["ratio"] <= target,
+                f"{c['ratio']:.2f}×",
+                required=False,
+            )
 
 
 def median_share(parts: dict[str, list[float]], name: str) -> tuple[float, float]:
@@ -446,9 +557,11 @@ def watching(run: SectionRun, cfg: TrainConfig, every_s: float = 2.0):
     def watch():
         while not stop.wait(every_s):
             windows = iteration_windows(read_records(Path(cfg.output_dir)), cfg.data.batch_size)
-            run.figures["progress"] = {"elapsed_s": time.perf_counter() - start,
-                                       "iterations_logged": sum(n for n, _ in windows),
-                                       "window_s": [s for _, s in windows][:50]}
+            run.figures["progress"] = {
+                "elapsed_s": time.perf_counter() - start,
+                "iterations_logged": sum(n for n, _ in windows),
+                "window_s": [s for _, s in windows][:50],
+            }
             run.save()
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -472,9 +585,18 @@ def train_run(run: SectionRun, folder: str, cfg: TrainConfig) -> dict[str, Any]:
     records = read_records(Path(cfg.output_dir))
     windows = iteration_windows(records, cfg.data.batch_size)
     loop_s = sum(s for _, s in windows)
-    return {"wall_s": wall, "loop_s": loop_s, "rest_s": wall - loop_s, "windows": windows, "records": records,
-            "metrics": result.metrics, "iterations": result.iteration, "peak_gpu_mib": run.peak_memory(),
-            "amp_active": cfg.solver.amp and run.cuda, "batch": cfg.data.batch_size}
+    return {
+        "wall_s": wall,
+        "loop_s": loop_s,
+        "rest_s": wall - loop_s,
+        "windows": windows,
+        "records": records,
+        "metrics": result.metrics,
+        "iterations": result.iteration,
+        "peak_gpu_mib": run.peak_memory(),
+        "amp_active": cfg.solver.amp and run.cuda,
+        "batch": cfg.data.batch_size,
+    }
 
 
 def section_train(run: SectionRun) -> None:
@@ -485,47 +607,74 @@ def section_train(run: SectionRun) -> None:
     steady = windows[1:] or windows  # the first window holds the warm-up (and the trace at iteration 0)
     imgs_per_s = sum(n for n, _ in steady) * out["batch"] / max(sum(s for _, s in steady), 1e-9)
     m = out["metrics"]
-    run.figures.update({k: v for k, v in out.items() if k not in ("records", "windows")}, imgs_per_s=imgs_per_s,
-                       first_window_imgs_per_s=windows[0][0] * out["batch"] / windows[0][1] if windows else None)
-    run.table(f"`python -m paa_toolkit.train` defaults, {sizes.train_iters} iterations on {run.device}"
-              + ("" if out["amp_active"] else " (AMP requested; the trainer trains in float32 on CPU)"),
-              ["measured", "value"], [
-                  ["iterations", out["iterations"]], ["AMP", "on" if out["amp_active"] else "off (CPU)"],
-                  ["training throughput (images/s, windows after the first)", imgs_per_s],
-                  ["training loop (s)", out["loop_s"]],
-                  ["setup + evaluation + checkpoint + plots (s)", out["rest_s"]], ["wall time (s)", out["wall_s"]],
-                  ["AP / AP50", f"{m.get('AP', float('nan')):.3f} / {m.get('AP50', float('nan')):.3f}"],
-                  ["detections evaluated", m.get("num_detections")],
-                  ["peak GPU memory", mib(out["peak_gpu_mib"])]])
+    run.figures.update(
+        {k: v for k, v in out.items() if k not in ("records", "windows")},
+        imgs_per_s=imgs_per_s,
+        first_window_imgs_per_s=windows[0][0] * out["batch"] / windows[0][1] if windows else None,
+    )
+    run.table(
+        f"`python -m paa_toolkit.train` defaults, {sizes.train_iters} iterations on {run.device}"
+        + ("" if out["amp_active"] else " (AMP requested; the trainer trains in float32 on CPU)"),
+        ["measured", "value"],
+        [
+            ["iterations", out["iterations"]],
+            ["AMP", "on" if out["amp_active"] else "off (CPU)"],
+            ["training throughput (images/s, windows after the first)", imgs_per_s],
+            ["training loop (s)", out["loop_s"]],
+            ["setup + evaluation + checkpoint + plots (s)", out["rest_s"]],
+            ["wall time (s)", out["wall_s"]],
+            ["AP / AP50", f"{m.get('AP', float('nan')):.3f} / {m.get('AP50', float('nan')):.3f}"],
+            ["detections evaluated", m.get("num_detections")],
+            ["peak GPU memory", mib(out["peak_gpu_mib"])],
+        ],
+    )
     run.check("every logged loss finite", losses_finite(out["records"]))
     run.check(f"all {sizes.train_iters} iterations ran", out["iterations"] == sizes.train_iters)
-    run.check("COCO evaluation ran (train's own evaluate_coco)", "AP" in m and "num_detections" in m,
-              f"AP {m.get('AP')}")
+    run.check(
+        "COCO evaluation ran (train's own evaluate_coco)", "AP" in m and "num_detections" in m, f"AP {m.get('AP')}"
+    )
 
 
 def section_compile(run: SectionRun) -> None:
     sizes = run.sizes
     if not run.cuda:  # inductor's C++ code generation takes ~90 s on 2 CPU cores: trace with Dynamo only
         torch.compile = functools.partial(torch.compile, backend="eager")
-        run.notes.append("CPU quick: torch.compile with backend 'eager' (Dynamo traces the backbone, no code "
-                         "generation); on CUDA the trainer's default backend (inductor) is used")
-    cfg = train_config(sizes.train, device=str(run.device), log_every=1, trace_images=0,
-                       solver={"amp": True, "compile": True, "max_iters": sizes.compile_iters})
+        run.notes.append(
+            "CPU quick: torch.compile with backend 'eager' (Dynamo traces the backbone, no code "
+            "generation); on CUDA the trainer's default backend (inductor) is used"
+        )
+    cfg = train_config(
+        sizes.train,
+        device=str(run.device),
+        log_every=1,
+        trace_images=0,
+        solver={"amp": True, "compile": True, "max_iters": sizes.compile_iters},
+    )
     out = train_run(run, "compiled_run", cfg)
     times = [s for _, s in out["windows"]]  # one window per iteration (log_every 1)
     steady = statistics.median(times[1:]) if len(times) > 1 else float("nan")
     compile_s = times[0] - steady if times else float("nan")
-    run.figures.update({k: v for k, v in out.items() if k not in ("records", "windows")}, iteration_s=times,
-                       first_iteration_s=times[0] if times else None, steady_iteration_s=steady,
-                       compile_s=compile_s, steady_imgs_per_s=out["batch"] / steady if steady > 0 else None)
-    run.table(f"`--solver.compile true --solver.amp true`, {sizes.compile_iters} iterations on {run.device}",
-              ["measured", "value"], [
-                  ["first iteration, compilation included (s)", times[0] if times else None],
-                  ["steady iteration (median of the others, s)", steady],
-                  ["compile time ≈ first − steady (s)", compile_s],
-                  ["steady throughput (images/s)", out["batch"] / steady if steady > 0 else None],
-                  ["evaluation (recompiles for eval mode) + rest (s)", out["rest_s"]],
-                  ["wall time (s)", out["wall_s"]], ["peak GPU memory", mib(out["peak_gpu_mib"])]])
+    run.figures.update(
+        {k: v for k, v in out.items() if k not in ("records", "windows")},
+        iteration_s=times,
+        first_iteration_s=times[0] if times else None,
+        steady_iteration_s=steady,
+        compile_s=compile_s,
+        steady_imgs_per_s=out["batch"] / steady if steady > 0 else None,
+    )
+    run.table(
+        f"`--solver.compile true --solver.amp true`, {sizes.compile_iters} iterations on {run.device}",
+        ["measured", "value"],
+        [
+            ["first iteration, compilation included (s)", times[0] if times else None],
+            ["steady iteration (median of the others, s)", steady],
+            ["compile time ≈ first − steady (s)", compile_s],
+            ["steady throughput (images/s)", out["batch"] / steady if steady > 0 else None],
+            ["evaluation (recompiles for eval mode) + rest (s)", out["rest_s"]],
+            ["wall time (s)", out["wall_s"]],
+            ["peak GPU memory", mib(out["peak_gpu_mib"])],
+        ],
+    )
     run.check("every logged loss finite", losses_finite(out["records"]))
     run.check(f"all {sizes.compile_iters} iterations ran", out["iterations"] == sizes.compile_iters)
     run.check("COCO evaluation ran", "AP" in out["metrics"])
@@ -534,10 +683,12 @@ def section_compile(run: SectionRun) -> None:
 # ---- 5. DDP under torchrun ------------------------------------------------------------------------
 def recording_builder(built: list) -> Callable:
     """A model builder for ``train(build_model=…)`` that keeps the model it built."""
+
     def build(cfg, num_classes):
         model = default_model_builder(cfg, num_classes)
         built.append(model)
         return model
+
     return build
 
 
@@ -557,15 +708,20 @@ def compare_gradients(ddp: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]
     common = sorted(ddp.keys() & ref.keys())
     diff = torch.cat([(ddp[k] - ref[k]).flatten() for k in common]) if common else torch.zeros(1)
     norm = torch.cat([ref[k].flatten() for k in common]) if common else torch.zeros(1)
-    return {"parameters": len(common), "missing": sorted(ddp.keys() ^ ref.keys()),
-            "rel_l2": float(diff.norm() / norm.norm().clamp(min=1e-30)), "max_abs": float(diff.abs().max()),
-            "grad_l2": float(norm.norm())}
+    return {
+        "parameters": len(common),
+        "missing": sorted(ddp.keys() ^ ref.keys()),
+        "rel_l2": float(diff.norm() / norm.norm().clamp(min=1e-30)),
+        "max_abs": float(diff.abs().max()),
+        "grad_l2": float(norm.norm()),
+    }
 
 
 def run_command(command: list[str], timeout: float, env: dict[str, str]) -> tuple[int, str]:
     """``command`` from the repository root in a session of its own (all of it is stopped at ``timeout``)."""
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=max(timeout, 1))
         return proc.returncode, output
@@ -592,22 +748,40 @@ def section_ddp(run: SectionRun) -> None:
         env["OMP_NUM_THREADS"] = "1"
     rows = []
     for nproc in counts:
-        common = dict(device=str(run.device) if nproc == 1 else run.device.type,
-                      solver={"amp": False, "max_iters": 1, "warmup_iters": 1}, checkpoint_every=0)
+        common = dict(
+            device=str(run.device) if nproc == 1 else run.device.type,
+            solver={"amp": False, "max_iters": 1, "warmup_iters": 1},
+            checkpoint_every=0,
+        )
         # the reference: one process, the global batch, no process group
         built: list = []
-        ref_cfg = train_config(sizes.ddp, data={"batch_size": nproc * sizes.ddp_batch},
-                               output_dir=str(run.work_dir / f"ddp_reference_{nproc}"), **common)
+        ref_cfg = train_config(
+            sizes.ddp,
+            data={"batch_size": nproc * sizes.ddp_batch},
+            output_dir=str(run.work_dir / f"ddp_reference_{nproc}"),
+            **common,
+        )
         run.reset_peak()
         train(ref_cfg, build_model=recording_builder(built), progress=False)
         ref, ref_peak = gradients(built[0]), run.peak_memory()
         # the same step under torchrun: nproc processes, each its slice of the global batch
-        cfg = train_config(sizes.ddp, data={"batch_size": sizes.ddp_batch},
-                           output_dir=str(run.work_dir / f"ddp_{nproc}"), **common)
+        cfg = train_config(
+            sizes.ddp, data={"batch_size": sizes.ddp_batch}, output_dir=str(run.work_dir / f"ddp_{nproc}"), **common
+        )
         cfg_path, out_path = run.work_dir / f"ddp_{nproc}.json", run.work_dir / f"ddp_{nproc}.pt"
         cfg_path.write_text(json.dumps(cfg.to_dict()))
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-                   str(Path(__file__).resolve()), "--ddp-worker", str(out_path), str(cfg_path)]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            str(Path(__file__).resolve()),
+            "--ddp-worker",
+            str(out_path),
+            str(cfg_path),
+        ]
         start = time.perf_counter()
         code, output = run_command(command, run.remaining() - 5, env)
         wall = time.perf_counter() - start
@@ -618,23 +792,54 @@ def section_ddp(run: SectionRun) -> None:
             continue
         worker = torch.load(out_path, weights_only=True)  # tensors, strings and numbers only
         cmp = compare_gradients(worker["grads"], ref)
-        run.figures[f"nproc_{nproc}"] = {**cmp, "world_size": worker["world_size"], "backend": worker["backend"],
-                                         "torchrun_wall_s": wall, "peak_gpu_mib_rank0": worker["peak_gpu_mib"],
-                                         "peak_gpu_mib_reference": ref_peak}
-        rows.append([nproc, worker["backend"], f"{sizes.ddp_batch} per process", f"{nproc * sizes.ddp_batch}",
-                     cmp["parameters"], f"{cmp['rel_l2']:.2e}", f"{cmp['max_abs']:.2e}", wall,
-                     mib(worker["peak_gpu_mib"])])
-        run.check(f"torchrun --nproc_per_node {nproc}: a {backend} group of {nproc}",
-                  worker["world_size"] == nproc and worker["backend"] == backend,
-                  f"{worker['backend']}, world size {worker['world_size']}")
-        run.check(f"nproc {nproc}: gradients = the one-process step (relative L2 ≤ {tol:g})",
-                  cmp["rel_l2"] <= tol and not cmp["missing"] and cmp["parameters"] > 0 and cmp["grad_l2"] > 0,
-                  f"{cmp['rel_l2']:.2e} over {cmp['parameters']} tensors (gradient norm {cmp['grad_l2']:.3g})")
+        run.figures[f"nproc_{nproc}"] = {
+            **cmp,
+            "world_size": worker["world_size"],
+            "backend": worker["backend"],
+            "torchrun_wall_s": wall,
+            "peak_gpu_mib_rank0": worker["peak_gpu_mib"],
+            "peak_gpu_mib_reference": ref_peak,
+        }
+        rows.append(
+            [
+                nproc,
+                worker["backend"],
+                f"{sizes.ddp_batch} per process",
+                f"{nproc * sizes.ddp_batch}",
+                cmp["parameters"],
+                f"{cmp['rel_l2']:.2e}",
+                f"{cmp['max_abs']:.2e}",
+                wall,
+                mib(worker["peak_gpu_mib"]),
+            ]
+        )
+        run.check(
+            f"torchrun --nproc_per_node {nproc}: a {backend} group of {nproc}",
+            worker["world_size"] == nproc and worker["backend"] == backend,
+            f"{worker['backend']}, world size {worker['world_size']}",
+        )
+        run.check(
+            f"nproc {nproc}: gradients = the one-process step (relative L2 ≤ {tol:g})",
+            cmp["rel_l2"] <= tol and not cmp["missing"] and cmp["parameters"] > 0 and cmp["grad_l2"] > 0,
+            f"{cmp['rel_l2']:.2e} over {cmp['parameters']} tensors (gradient norm {cmp['grad_l2']:.3g})",
+        )
         run.save()
-    run.table(f"One training step (`train()`, AMP off, no TF32) under torchrun vs one process with the global batch, "
-              f"{run.device.type}", ["processes", "backend", "batch", "global batch (reference)", "gradient tensors",
-                                     "relative L2 error", "max abs error", "torchrun wall (s)",
-                                     "peak GPU memory (rank 0)"], rows)
+    run.table(
+        f"One training step (`train()`, AMP off, no TF32) under torchrun vs one process with the global batch, "
+        f"{run.device.type}",
+        [
+            "processes",
+            "backend",
+            "batch",
+            "global batch (reference)",
+            "gradient tensors",
+            "relative L2 error",
+            "max abs error",
+            "torchrun wall (s)",
+            "peak GPU memory (rank 0)",
+        ],
+        rows,
+    )
 
 
 def ddp_worker(out_path: str, cfg_path: str) -> None:
@@ -655,18 +860,28 @@ def ddp_worker(out_path: str, cfg_path: str) -> None:
         built: list = []
         train(cfg, build_model=recording_builder(built), progress=False)
         if dist.get_rank() == 0:
-            torch.save({"grads": gradients(built[0]), "world_size": dist.get_world_size(),
-                        "backend": str(dist.get_backend()),
-                        "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-                        else None}, out_path)
+            torch.save(
+                {
+                    "grads": gradients(built[0]),
+                    "world_size": dist.get_world_size(),
+                    "backend": str(dist.get_backend()),
+                    "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+                },
+                out_path,
+            )
         dist.barrier()
     finally:
         dist.destroy_process_group()
 
 
 SECTIONS: dict[str, Callable[[SectionRun], None]] = {
-    "environment": section_environment, "cuda_tests": section_cuda_tests, "gmm": section_gmm,
-    "speed": section_speed, "train": section_train, "compile": section_compile, "ddp": section_ddp,
+    "environment": section_environment,
+    "cuda_tests": section_cuda_tests,
+    "gmm": section_gmm,
+    "speed": section_speed,
+    "train": section_train,
+    "compile": section_compile,
+    "ddp": section_ddp,
 }
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--ddp-worker"]:

@@ -26,6 +26,7 @@ mkdocs-jupyter (renders executed ``.ipynb`` as pages; it does not execute them h
 
 ``mkdocs build --strict`` then fails on a broken link or anchor, a missing API object or a notebook error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,15 +48,29 @@ EXECUTED = ROOT / "build" / "course"
 SITE = ROOT / "site"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 #: copied as they are (repository path → site path): pages, and the files they show or link
-COPIED = {p: p for p in ("CONTRIBUTING.md", "notebooks/README.md", "benchmarks/README.md", "benchmarks/ablations.md",
-                         "benchmarks/speed.md", "benchmarks/results", "docs/robustness.md",
-                         "docs/assignment_explorer.png", "docs/gmm_explorer.png", "docs/voting_explorer.png")}
+COPIED = {
+    p: p
+    for p in (
+        "CONTRIBUTING.md",
+        "notebooks/README.md",
+        "benchmarks/README.md",
+        "benchmarks/ablations.md",
+        "benchmarks/speed.md",
+        "benchmarks/results",
+        "docs/robustness.md",
+        "docs/assignment_explorer.png",
+        "docs/gmm_explorer.png",
+        "docs/voting_explorer.png",
+    )
+}
 COPIED.update({"docs/api": "api", "docs/stylesheets": "stylesheets"})
 SETTINGS = ("student", "fast")
 CELL_TIMEOUT_S = 600
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-WIDGET_NOTE = ("<p><em>An interactive explorer (ipywidgets) is shown here when the notebook runs in JupyterLab: "
-               "<code>make course</code>, then <code>jupyter lab notebooks/</code>.</em></p>")
+WIDGET_NOTE = (
+    "<p><em>An interactive explorer (ipywidgets) is shown here when the notebook runs in JupyterLab: "
+    "<code>make course</code>, then <code>jupyter lab notebooks/</code>.</em></p>"
+)
 EXERCISE_HEADING = re.compile(r"^#{1,6}\s*Exercise\s+(\d+)\b", re.IGNORECASE | re.MULTILINE)
 #: a code reference in the README's paper table: `paa_toolkit/assign/gmm.py::fit_gmm` (or a module alone)
 CODE_REF = re.compile(r"`(paa_toolkit/[\w/]+)\.py(?:::([\w.]+))?`")
@@ -88,8 +103,12 @@ def tags(cell) -> list[str]:
 
 
 def error_outputs(nb) -> list[str]:
-    return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, cell in enumerate(nb["cells"])
-            for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+        for i, cell in enumerate(nb["cells"])
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def for_the_site(executed, committed, source: Path, which: str):
@@ -104,8 +123,9 @@ def for_the_site(executed, committed, source: Path, which: str):
         raise SiteError(f"{source.name}: error outputs {errors}")
     nb = copy.deepcopy(executed)
     if len(nb["cells"]) != len(committed["cells"]):
-        raise SiteError(f"{source.name}: the executed copy has {len(nb['cells'])} cells, the source "
-                        f"{len(committed['cells'])}")
+        raise SiteError(
+            f"{source.name}: the executed copy has {len(nb['cells'])} cells, the source {len(committed['cells'])}"
+        )
     for cell, original in zip(nb["cells"], committed["cells"]):
         if cell["cell_type"] != "code":
             continue
@@ -138,8 +158,14 @@ def execute(source: Path, which: str, cache_dir: str | None = None):
         os.environ["PAA_TOOLKIT_CACHE"] = cache_dir
     try:
         with tempfile.TemporaryDirectory(prefix="paa-site-") as cwd:  # what a notebook writes stays out of the tree
-            client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT_S, startup_timeout=120,
-                                             allow_errors=False, resources={"metadata": {"path": cwd}})
+            client = nbclient.NotebookClient(
+                nb,
+                kernel_name="python3",
+                timeout=CELL_TIMEOUT_S,
+                startup_timeout=120,
+                allow_errors=False,
+                resources={"metadata": {"path": cwd}},
+            )
             client.execute()
     finally:
         os.environ.clear()
@@ -197,8 +223,9 @@ def link_code_references(markdown: str) -> str:
         raise SiteError(f"README.md has no {heading!r} section")
     end = markdown.find("\n## ", start + len(heading))
     end = len(markdown) if end < 0 else end
-    table = CODE_REF.sub(lambda m: f"[`{m.group(0)[1:-1]}`][{api_identifier(m.group(1), m.group(2))}]",
-                         markdown[start:end])
+    table = CODE_REF.sub(
+        lambda m: f"[`{m.group(0)[1:-1]}`][{api_identifier(m.group(1), m.group(2))}]", markdown[start:end]
+    )
     return markdown[:start] + table + markdown[end:]
 
 
@@ -222,8 +249,10 @@ def stage_pages(which: str, *, allow_execute: bool = True) -> Path:
     for source in NOTEBOOKS:
         shutil.copy2(executed_notebook(source, which, allow_execute=allow_execute), STAGE / "notebooks" / source.name)
     if which == "fast":  # say so on every notebook page
-        note = ("> **Preview built with `PAA_FAST=1`:** a tiny detector trained for seconds; its figures do not "
-                "show what the text describes (`make docs` builds the student setting).\n\n")
+        note = (
+            "> **Preview built with `PAA_FAST=1`:** a tiny detector trained for seconds; its figures do not "
+            "show what the text describes (`make docs` builds the student setting).\n\n"
+        )
         for page in (STAGE / "notebooks").glob("*.ipynb"):
             nb = json.loads(page.read_text())
             nb["cells"].insert(1, {"cell_type": "markdown", "metadata": {}, "source": note})
@@ -236,8 +265,17 @@ def build(which: str | None = None, *, strict: bool = True, allow_execute: bool 
     """Stage the pages and run ``mkdocs build`` (strict: any warning fails); returns the site folder."""
     which = which or setting()
     stage_pages(which, allow_execute=allow_execute)
-    command = [sys.executable, "-m", "mkdocs", "build", "--clean", "-f", str(ROOT / "mkdocs.yml"),
-               "--site-dir", str(site_dir)] + (["--strict"] if strict else [])
+    command = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--clean",
+        "-f",
+        str(ROOT / "mkdocs.yml"),
+        "--site-dir",
+        str(site_dir),
+    ] + (["--strict"] if strict else [])
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     return site_dir
 
@@ -245,8 +283,11 @@ def build(which: str | None = None, *, strict: bool = True, allow_execute: bool 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python docs/build_site.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-strict", action="store_true", help="report broken links as warnings only")
-    parser.add_argument("--no-execute", action="store_true",
-                        help="fail instead of executing a notebook that has no executed copy in build/course/")
+    parser.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="fail instead of executing a notebook that has no executed copy in build/course/",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -254,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SiteError, subprocess.CalledProcessError) as err:
         print(f"make docs: {err}", file=sys.stderr)
         return 1
-    print(f"site built in {time.perf_counter() - start:.0f} s ({setting()} setting): {site}\n"
-          f"open it: python -m http.server -d {site.relative_to(ROOT)}  →  http://127.0.0.1:8000")
+    print(
+        f"site built in {time.perf_counter() - start:.0f} s ({setting()} setting): {site}\n"
+        f"open it: python -m http.server -d {site.relative_to(ROOT)}  →  http://127.0.0.1:8000"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@
   the settings dataclasses (``--help`` prints the same comment: ``paa_toolkit.engine.config.field_docs``), so the
   API pages and the command line describe a setting with one text.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,11 @@ def trailing_comments(path: Path) -> dict[int, tuple[str, str]]:
     """Line number → (the line, its trailing comment) for every line of ``path`` that ends in a comment."""
     source = path.read_text(encoding="utf-8")
     lines = source.splitlines()
-    return {tok.start[0]: (lines[tok.start[0] - 1], tok.string.lstrip("# ").strip())
-            for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    return {
+        tok.start[0]: (lines[tok.start[0] - 1], tok.string.lstrip("# ").strip())
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
 
 
 class FieldComments(griffe.Extension):

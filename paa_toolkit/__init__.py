@@ -4,4 +4,5 @@ The library: :mod:`paa_toolkit.assign` (Procedure 1 and baselines), :mod:`paa_to
 (detector, Eq. 8 loss, score voting), :mod:`paa_toolkit.data`, :mod:`paa_toolkit.engine`,
 and on top :mod:`paa_toolkit.viz` / :mod:`paa_toolkit.widgets` for the course notebooks.
 """
+
 __version__ = "0.1.0"

@@ -49,6 +49,7 @@ Budgets (``--budget``):
   (× 8 GPUs = 16, with the torchrun launcher), AMP, CUDA.
 * ``tiny`` — a smoke test (CI, notebooks): seconds per run; its numbers mean nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,27 +68,47 @@ DEFAULT_OUT = "runs/ablations"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.ablate", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]), allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m paa_toolkit.ablate",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+        allow_abbrev=False,
+    )
     parser.add_argument("--table", required=True, nargs="+", choices=sorted(TABLES), help="which table(s)")
-    parser.add_argument("--budget", default="small", choices=sorted(presets.BUDGETS),
-                        help="default: small (this CPU); the budgets are paa_toolkit.engine.presets")
+    parser.add_argument(
+        "--budget",
+        default="small",
+        choices=sorted(presets.BUDGETS),
+        help="default: small (this CPU); the budgets are paa_toolkit.engine.presets",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per config (default 1)")
     parser.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configs (see --list)")
     parser.add_argument("--list", action="store_true", help="print the table's config names and exit")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra config override for every run, e.g. data.root=/data/coco (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for every run, e.g. data.root=/data/coco (repeatable)",
+    )
     parser.add_argument("--launcher", help="training command (default: this python -m paa_toolkit.train)")
     parser.add_argument("--retry-failed", action="store_true", help="re-run configs whose training failed")
     parser.add_argument("--report", action="store_true", help="only write the tables from finished runs")
-    parser.add_argument("--results", metavar="FILE",
-                        help="also write the table's results (per seed, means, paired differences, date, machine) "
-                             "as a small JSON file, e.g. benchmarks/results/analysis.json (needs a single --table)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="trainings at once (default 1; each its own process and folder). With N > 1 and "
-                             "no OMP_NUM_THREADS set, each training gets cpu_count // N threads")
+    parser.add_argument(
+        "--results",
+        metavar="FILE",
+        help="also write the table's results (per seed, means, paired differences, date, machine) "
+        "as a small JSON file, e.g. benchmarks/results/analysis.json (needs a single --table)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="trainings at once (default 1; each its own process and folder). With N > 1 and "
+        "no OMP_NUM_THREADS set, each training gets cpu_count // N threads",
+    )
     return parser
 
 
@@ -113,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 "--budget paper trains ResNet-50 with frozen BN from ImageNet weights (§4.1): pass "
                 "--set model.backbone_weights=FILE (a local torchvision checkpoint; nothing is downloaded)"
             )
-        plans = {t: build_plan(t, args.budget, args.seeds, args.out, args.only if len(args.table) == 1 else None,
-                               extra) for t in args.table}
+        plans = {
+            t: build_plan(t, args.budget, args.seeds, args.out, args.only if len(args.table) == 1 else None, extra)
+            for t in args.table
+        }
     except ConfigError as e:
         parser.error(str(e))
     if (args.only or args.results) and len(args.table) > 1:

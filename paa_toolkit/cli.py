@@ -10,6 +10,7 @@ must be spelled out: no parser here accepts an abbreviation (``--max`` is an err
 ``--max-iters``). The config itself — dataclasses, defaults, validation — is
 :mod:`paa_toolkit.engine.config`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -111,9 +112,11 @@ def _help(dotted: str, f: Field, default: Any) -> str:
 
 #: what the run derives from a field, explained in ``--help`` (the training log prints the run's own values)
 DERIVED: dict[str, Callable[[TrainConfig], str]] = {
-    "solver.lr": lambda cfg: (f"the default run trains at {cfg.solver.scaled_lr(cfg.data.batch_size):g} = "
-                              f"{cfg.solver.lr:g} × data.batch_size {cfg.data.batch_size} / "
-                              f"solver.reference_batch_size {cfg.solver.reference_batch_size} (× processes)"),
+    "solver.lr": lambda cfg: (
+        f"the default run trains at {cfg.solver.scaled_lr(cfg.data.batch_size):g} = "
+        f"{cfg.solver.lr:g} × data.batch_size {cfg.data.batch_size} / "
+        f"solver.reference_batch_size {cfg.solver.reference_batch_size} (× processes)"
+    ),
 }
 
 
@@ -133,16 +136,22 @@ def add_override_arguments(parser: argparse.ArgumentParser, prefixes: tuple[str,
             cls = SECTIONS.get(section, TrainConfig)
             summary = re.split(r"\.\s+[A-Z`]| — ", " ".join((cls.__doc__ or "").split()))[0].rstrip(".")
             groups[section] = parser.add_argument_group(
-                f"{section} (--{section}.<field>)" if section != "run" else "run (--<field>)", summary)
+                f"{section} (--{section}.<field>)" if section != "run" else "run (--<field>)", summary
+            )
         dashed = f"--{dotted.replace('_', '-')}"
         aliases = [alias for alias, target in ALIASES.items() if target == dotted]
         names = list(dict.fromkeys([f"--{dotted}", dashed, *aliases]))  # each spelling once
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
         is_bool = isinstance(default, bool)
         action = groups[section].add_argument(
-            *names, dest=dotted, default=argparse.SUPPRESS, metavar="BOOL" if is_bool else "VALUE",
+            *names,
+            dest=dotted,
+            default=argparse.SUPPRESS,
+            metavar="BOOL" if is_bool else "VALUE",
             nargs="?" if is_bool or dotted == "resume" else None,
-            const="true" if is_bool else ("auto" if dotted == "resume" else None), help=_help(dotted, f, default))
+            const="true" if is_bool else ("auto" if dotted == "resume" else None),
+            help=_help(dotted, f, default),
+        )
         action.unlisted = {dashed} - {f"--{dotted}", *aliases}  # accepted, left out of --help
 
 
@@ -156,8 +165,10 @@ class HelpFormatter(argparse.HelpFormatter):
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         """Descriptions keep their lines (the list of assignment rules), each wrapped with a hanging indent."""
         hang = "    " if "\n" in text.strip() else ""
-        return "\n".join(textwrap.fill(" ".join(line.split()), width, initial_indent=indent,
-                                       subsequent_indent=indent + hang) for line in text.splitlines())
+        return "\n".join(
+            textwrap.fill(" ".join(line.split()), width, initial_indent=indent, subsequent_indent=indent + hang)
+            for line in text.splitlines()
+        )
 
     def _format_action_invocation(self, action: argparse.Action) -> str:
         if not action.option_strings or action.nargs == 0:
@@ -166,15 +177,25 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{', '.join(shown)} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
 
 
-EPILOG = ("Every field is --<section>.<field> VALUE (dashes for underscores work too); lists as [a,b] or a,b; "
-          "none for no value. Precedence: defaults < --config file < command line.")
+EPILOG = (
+    "Every field is --<section>.<field> VALUE (dashes for underscores work too); lists as [a,b] or a,b; "
+    "none for no value. Precedence: defaults < --config file < command line."
+)
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    usage = ("%(prog)s [--config FILE] [--print-config]\n"
-             "       [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ...")
-    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage, allow_abbrev=False,
-                                     formatter_class=HelpFormatter, epilog=EPILOG)
+    usage = (
+        "%(prog)s [--config FILE] [--print-config]\n"
+        "       [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
+    )
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        usage=usage,
+        allow_abbrev=False,
+        formatter_class=HelpFormatter,
+        epilog=EPILOG,
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_override_arguments(parser)
@@ -244,5 +265,16 @@ def run_cli(work: Callable[[], None], on_interrupt: str = "interrupted") -> int:
     return 0
 
 
-__all__ = ["ALIASES", "DERIVED", "USER_ERRORS", "HelpFormatter", "add_override_arguments", "build_parser",
-           "config_from_namespace", "dotted_overrides", "parse_args", "run_cli", "user_message"]
+__all__ = [
+    "ALIASES",
+    "DERIVED",
+    "USER_ERRORS",
+    "HelpFormatter",
+    "add_override_arguments",
+    "build_parser",
+    "config_from_namespace",
+    "dotted_overrides",
+    "parse_args",
+    "run_cli",
+    "user_message",
+]

@@ -17,6 +17,7 @@ One output never replaces another (:func:`output_paths`): images from several fo
 path below the folders' common parent (``a/x.jpg b/x.jpg`` → ``<out>/a/x.png``, ``<out>/b/x.png``),
 and images whose names differ only in the suffix keep it (``x.jpg x.png`` → ``x.jpg.png``, ``x.png.png``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def output_paths(images: list[Path], out: Path) -> dict[Path, Path]:
     common = Path(os.path.commonpath([p.parent for p in absolute.values()]))
     relative = {path: p.relative_to(common) for path, p in absolute.items()}
     stems = Counter(r.with_suffix("") for r in relative.values())
-    return {path: out / (r.with_suffix(".png") if stems[r.with_suffix("")] == 1 else r.with_name(f"{r.name}.png"))
-            for path, r in relative.items()}
+    return {
+        path: out / (r.with_suffix(".png") if stems[r.with_suffix("")] == 1 else r.with_name(f"{r.name}.png"))
+        for path, r in relative.items()
+    }
 
 
 def image_ids(paths: list[Path], annotations: Path | None) -> list[int]:
@@ -70,22 +73,36 @@ def image_ids(paths: list[Path], annotations: Path | None) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.detect", description=__doc__.splitlines()[0],
-                                     usage="%(prog)s IMAGE ... --checkpoint C [--out DIR]\n"
-                                           "         [--score-thresh S] [--json FILE] [--annotations FILE]\n"
-                                           "         [--test.<field> VALUE ...]",
-                                     allow_abbrev=False, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m paa_toolkit.detect",
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s IMAGE ... --checkpoint C [--out DIR]\n"
+        "         [--score-thresh S] [--json FILE] [--annotations FILE]\n"
+        "         [--test.<field> VALUE ...]",
+        allow_abbrev=False,
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (any format PIL reads)")
     parser.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder")
     parser.add_argument(
         "--out", type=Path, default=Path("detections"), metavar="DIR", help="output folder (default: detections)"
     )
-    parser.add_argument("--score-thresh", type=float, default=0.3, metavar="S",
-                        help="draw and write the detections scoring at least this (default: 0.3)")
-    parser.add_argument("--json", type=Path, metavar="FILE",
-                        help="COCO-results file of the detections (default: <out>/detections.json)")
-    parser.add_argument("--annotations", type=Path, metavar="FILE",
-                        help="COCO annotation file giving the image ids, by file name (default: 1, 2, …)")
+    parser.add_argument(
+        "--score-thresh",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="draw and write the detections scoring at least this (default: 0.3)",
+    )
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="COCO-results file of the detections (default: <out>/detections.json)"
+    )
+    parser.add_argument(
+        "--annotations",
+        type=Path,
+        metavar="FILE",
+        help="COCO annotation file giving the image ids, by file name (default: 1, 2, …)",
+    )
     add_override_arguments(parser, prefixes=("test", "device"))
     args = parser.parse_args(argv)
     if not 0 <= args.score_thresh <= 1:

@@ -11,6 +11,7 @@ CPU) and destroys it again at exit; the other helpers (:func:`all_reduce_sum`,
 :func:`rank_zero_first`) just return their input (or call the function) when no group is
 initialised, so the same code runs in one process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,9 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         count = torch.cuda.device_count()
-        raise ValueError(f"device {name!r} requested but this machine has {count} CUDA device(s): "
-                         f"cuda:0 to cuda:{count - 1}")
+        raise ValueError(
+            f"device {name!r} requested but this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
+        )
     if device.type == "cuda" and device.index is None and launched_by_torchrun():
         device = torch.device("cuda", local_rank())
     return device
@@ -108,8 +110,10 @@ def process_group_from_env(device: torch.device) -> Iterator[bool]:
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: "
-                         "start multi-process training with torchrun")
+        raise ValueError(
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} not set: "
+            "start multi-process training with torchrun"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend_for(device), init_method="env://")
@@ -194,8 +198,23 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 
 
 __all__ = [
-    "DEVICE_CHOICES", "all_gather_object", "all_reduce_sum", "backend_for", "barrier", "broadcast_object",
-    "device_name_problem", "from_rank_zero",
-    "is_distributed", "is_writer", "launched_by_torchrun", "local_rank", "mean_over_processes",
-    "process_group_from_env", "rank", "rank_zero_first", "resolve_device", "unwrap", "world_size",
+    "DEVICE_CHOICES",
+    "all_gather_object",
+    "all_reduce_sum",
+    "backend_for",
+    "barrier",
+    "broadcast_object",
+    "device_name_problem",
+    "from_rank_zero",
+    "is_distributed",
+    "is_writer",
+    "launched_by_torchrun",
+    "local_rank",
+    "mean_over_processes",
+    "process_group_from_env",
+    "rank",
+    "rank_zero_first",
+    "resolve_device",
+    "unwrap",
+    "world_size",
 ]

@@ -13,6 +13,7 @@ post-processing settings saved in the checkpoint are used unless overridden::
 running a model, against the split of the checkpoint's dataset (with CHECKPOINT) or of the ``--data``
 settings; every image of the split counts, detected or not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,16 +33,24 @@ from .engine.run_files import atomic_write_text
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.evaluate", description=__doc__.splitlines()[0],
-                                     usage="%(prog)s CHECKPOINT [--split val|train]\n"
-                                           "         [--<section>.<field> VALUE ...]\n"
-                                           "       %(prog)s --detections FILE [CHECKPOINT]\n"
-                                           "         [--data.<field> VALUE ...]",
-                                     allow_abbrev=False, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m paa_toolkit.evaluate",
+        description=__doc__.splitlines()[0],
+        usage="%(prog)s CHECKPOINT [--split val|train]\n"
+        "         [--<section>.<field> VALUE ...]\n"
+        "       %(prog)s --detections FILE [CHECKPOINT]\n"
+        "         [--data.<field> VALUE ...]",
+        allow_abbrev=False,
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("checkpoint", nargs="?", help="checkpoint file, or a run folder")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="which annotations to evaluate on")
-    parser.add_argument("--detections", type=Path, metavar="FILE",
-                        help="score this COCO-results JSON (python -m paa_toolkit.detect) instead of running a model")
+    parser.add_argument(
+        "--detections",
+        type=Path,
+        metavar="FILE",
+        help="score this COCO-results JSON (python -m paa_toolkit.detect) instead of running a model",
+    )
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
     add_override_arguments(parser, prefixes=("data", "model", "assign", "test", "device", "eval_batch_size"))
     return parser
@@ -60,12 +69,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_namespace(args, base=base)
         train_dir, train_ann, val_dir, val_ann = dataset_paths(cfg.data)
         image_dir, ann = (val_dir, val_ann) if args.split == "val" else (train_dir, train_ann)
-        dataset = CocoDetection(image_dir, ann, category_ids=state["category_ids"] if state else None,
-                                on_bad_annotation=cfg.data.on_bad_annotation)
+        dataset = CocoDetection(
+            image_dir,
+            ann,
+            category_ids=state["category_ids"] if state else None,
+            on_bad_annotation=cfg.data.on_bad_annotation,
+        )
         if args.detections:  # every image of the annotations counts, detected or not (as COCO's evaluation)
             results = load_json(args.detections)
-            detections = detections_from_coco_results(results, dataset.image_ids, dataset.category_ids,
-                                                      str(args.detections))
+            detections = detections_from_coco_results(
+                results, dataset.image_ids, dataset.category_ids, str(args.detections)
+            )
             metrics = metrics_from_predictions(dataset, list(dataset.image_ids), detections, targets=[])
             source = str(args.detections)
             title = f"COCO box metrics: {args.detections} on {ann}"

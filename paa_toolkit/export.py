@@ -12,6 +12,7 @@ disagree by more than the tolerance::
     python -m paa_toolkit.export runs/demo/last.pth --out paa.onnx --test.score_thresh 0.3
     python -m paa_toolkit.export runs/demo --check-images photo.jpg street.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,19 +41,27 @@ SCORE_TOLERANCE = 1e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m paa_toolkit.export",
-                                     description="Export a trained detector as one ONNX file, post-processing "
-                                                 "included, and check it against PyTorch.",
-                                     usage="%(prog)s CHECKPOINT [--format onnx] [--out FILE]\n"
-                                           "       [--check-images IMAGE ...] [--test.<field> VALUE ...]",
-                                     allow_abbrev=False, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m paa_toolkit.export",
+        description="Export a trained detector as one ONNX file, post-processing "
+        "included, and check it against PyTorch.",
+        usage="%(prog)s CHECKPOINT [--format onnx] [--out FILE]\n"
+        "       [--check-images IMAGE ...] [--test.<field> VALUE ...]",
+        allow_abbrev=False,
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("checkpoint", help="checkpoint file, or a run folder")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="file format (default: onnx)")
     parser.add_argument(
         "--out", type=Path, metavar="FILE", help="output file (default: model.onnx beside the checkpoint)"
     )
-    parser.add_argument("--check-images", nargs="+", type=Path, metavar="IMAGE",
-                        help="images to compare ONNX Runtime with PyTorch on (default: 2 validation images)")
+    parser.add_argument(
+        "--check-images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="images to compare ONNX Runtime with PyTorch on (default: 2 validation images)",
+    )
     add_override_arguments(parser, prefixes=("test",))
     return parser
 
@@ -90,8 +99,15 @@ def compare(model, session, images: list[torch.Tensor], repeats: int = 1) -> lis
             "scores": torch.from_numpy(scores),
             "labels": torch.from_numpy(labels),
         }
-        rows.append({"height": image.shape[-2], "width": image.shape[-1], **detection_difference(eager, actual),
-                     "eager_ms": eager_ms, "onnx_ms": onnx_ms})
+        rows.append(
+            {
+                "height": image.shape[-2],
+                "width": image.shape[-1],
+                **detection_difference(eager, actual),
+                "eager_ms": eager_ms,
+                "onnx_ms": onnx_ms,
+            }
+        )
     return rows
 
 
@@ -105,8 +121,10 @@ def _median_ms(run, repeats: int) -> float:
 
 
 def format_rows(rows: list[dict[str, float]]) -> str:
-    lines = [f"{'input':>9}  {'detections':>10}  {'max |Δbox| px':>13}  {'max |Δscore|':>12}  {'PyTorch ms':>10}  "
-             f"{'ORT ms':>7}"]
+    lines = [
+        f"{'input':>9}  {'detections':>10}  {'max |Δbox| px':>13}  {'max |Δscore|':>12}  {'PyTorch ms':>10}  "
+        f"{'ORT ms':>7}"
+    ]
     for r in rows:
         lines.append(
             f"{r['height']:>4}×{r['width']:<4}  {int(r['expected']):>4} / {int(r['actual']):<3}  "
@@ -127,13 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_namespace(args, base=base)
         model = build_from_checkpoint(state, cfg, "cpu")
         out = args.out or path.parent / "model.onnx"
-        metadata = {"category_names": json.dumps(state["category_names"]),
-                    "category_ids": json.dumps(state["category_ids"]),
-                    "inference": json.dumps(cfg.to_dict()["test"]), "checkpoint": str(path),
-                    "iteration": str(state["iteration"])}
+        metadata = {
+            "category_names": json.dumps(state["category_names"]),
+            "category_ids": json.dumps(state["category_ids"]),
+            "inference": json.dumps(cfg.to_dict()["test"]),
+            "checkpoint": str(path),
+            "iteration": str(state["iteration"]),
+        }
         export_onnx(model, out, metadata=metadata)
-        print(f"{out}: {out.stat().st_size / 2**20:.1f} MiB, ONNX opset {OPSET}, passes onnx.checker; "
-              f"input image float32 [3, H, W] in [0, 1], outputs boxes, scores, labels")
+        print(
+            f"{out}: {out.stat().st_size / 2**20:.1f} MiB, ONNX opset {OPSET}, passes onnx.checker; "
+            f"input image float32 [3, H, W] in [0, 1], outputs boxes, scores, labels"
+        )
         if args.check_images:
             images = [load_image(p).float() / 255 for p in args.check_images]
         else:
@@ -141,11 +164,19 @@ def main(argv: list[str] | None = None) -> int:
         rows = compare(model, onnx_session(out), check_inputs(images))
         print("ONNX Runtime (CPU) against eager PyTorch:")
         print(format_rows(rows))
-        bad = [r for r in rows if r["unpaired"] or r["expected"] != r["actual"] or r["max_box_diff"] > BOX_TOLERANCE_PX
-               or r["max_score_diff"] > SCORE_TOLERANCE]
+        bad = [
+            r
+            for r in rows
+            if r["unpaired"]
+            or r["expected"] != r["actual"]
+            or r["max_box_diff"] > BOX_TOLERANCE_PX
+            or r["max_score_diff"] > SCORE_TOLERANCE
+        ]
         if bad:
-            raise ValueError(f"{out} disagrees with PyTorch on {len(bad)} of {len(rows)} inputs beyond the tolerance "
-                             f"(boxes {BOX_TOLERANCE_PX} px, scores {SCORE_TOLERANCE})")
+            raise ValueError(
+                f"{out} disagrees with PyTorch on {len(bad)} of {len(rows)} inputs beyond the tolerance "
+                f"(boxes {BOX_TOLERANCE_PX} px, scores {SCORE_TOLERANCE})"
+            )
         print(f"same detections within {BOX_TOLERANCE_PX} px and {SCORE_TOLERANCE:g} in score")
 
     return run_cli(work)

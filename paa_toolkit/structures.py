@@ -3,6 +3,7 @@
 Everything here works on a whole batch at once (leading dimension ``B``) and on any device.
 Boxes are ``xyxy`` in absolute pixels, as in torchvision's detection API.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

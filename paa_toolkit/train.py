@@ -13,6 +13,7 @@ size, EM iterations) and prints the metrics. Examples::
 Under torchrun, ``--batch-size`` is per process (global batch = processes × batch size, the lr is
 scaled to it); only rank 0 logs at INFO level and writes the run folder.
 """
+
 from __future__ import annotations
 
 import logging

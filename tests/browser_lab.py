@@ -16,6 +16,7 @@
 
 Nothing here skips: a missing browser or package raises :class:`BrowserUnavailable` with what to install.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,14 +38,24 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PAA_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 #: JupyterLab user settings: no news / update check / toasts (they cover screenshots and reach the net),
 #: no autosave (it would write outputs into the notebook), every cell attached to the page.
 LAB_SETTINGS = {
-    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False,
-                                                    "doNotDisturbMode": True},
+    "@jupyterlab/apputils-extension/notification": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+        "doNotDisturbMode": True,
+    },
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
     "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
 }
@@ -102,21 +113,35 @@ class JupyterLab:
     def start(self) -> JupyterLab:
         settings = self._work / "settings"
         write_lab_settings(settings)
-        env = {**os.environ, **self.extra_env,
-               "JUPYTERLAB_SETTINGS_DIR": str(settings),
-               "JUPYTERLAB_WORKSPACES_DIR": str(self._work / "workspaces"),
-               "JUPYTER_RUNTIME_DIR": str(self._work / "runtime"),
-               # no user-level config or kernel specs: the kernel is this environment's python3
-               "JUPYTER_CONFIG_DIR": str(self._work / "config"), "JUPYTER_DATA_DIR": str(self._work / "data")}
-        command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}",
-                   "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--IdentityProvider.token=",
-                   "--ServerApp.allow_root=True",
-                   f"--ServerApp.root_dir={self.root_dir}", "--LabApp.news_url=None",
-                   "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-                   "--LabApp.extension_manager=readonly"]
+        env = {
+            **os.environ,
+            **self.extra_env,
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(self._work / "workspaces"),
+            "JUPYTER_RUNTIME_DIR": str(self._work / "runtime"),
+            # no user-level config or kernel specs: the kernel is this environment's python3
+            "JUPYTER_CONFIG_DIR": str(self._work / "config"),
+            "JUPYTER_DATA_DIR": str(self._work / "data"),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            f"--port={self.port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            "--IdentityProvider.token=",
+            "--ServerApp.allow_root=True",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--LabApp.news_url=None",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -127,8 +152,9 @@ class JupyterLab:
             except OSError:
                 time.sleep(0.25)
         self.stop()
-        raise RuntimeError(f"jupyter lab did not answer on {self.url} within {self.start_timeout:.0f} s:\n"
-                           f"{self.log_tail()}")
+        raise RuntimeError(
+            f"jupyter lab did not answer on {self.url} within {self.start_timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM to the server (it shuts its kernels down), then SIGKILL to its process group if needed."""
@@ -199,8 +225,13 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.25) -> 
 
 def kernel_status_text(page: Any) -> str:
     """The status bar's kernel item, e.g. ``"Python 3 (ipykernel) | Idle"`` (empty while there is none)."""
-    item = page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\|\s*(Idle|Busy|Starting|Connecting|"
-                                                                        r"Restarting|Unknown|Dead)"))
+    item = page.locator(
+        ".jp-StatusBar-TextItem",
+        has_text=re.compile(
+            r"\|\s*(Idle|Busy|Starting|Connecting|"
+            r"Restarting|Unknown|Dead)"
+        ),
+    )
     return item.first.inner_text() if item.count() else ""
 
 
@@ -211,8 +242,9 @@ def busy_cells(page: Any) -> int:
 
 def wait_idle(page: Any, lab: JupyterLab, timeout: float = 120.0, settle: float = 0.5) -> None:
     """Until the status bar shows the kernel idle (connected), the server says idle, and no cell waits."""
+
     def idle() -> bool:
-        return (kernel_status_text(page).endswith("Idle") and busy_cells(page) == 0 and lab.kernels_idle())
+        return kernel_status_text(page).endswith("Idle") and busy_cells(page) == 0 and lab.kernels_idle()
 
     wait_until(idle, timeout, "the kernel to be idle")
     time.sleep(settle)  # a widget message may still be on its way: confirm once more
@@ -232,8 +264,11 @@ def collapse_left_sidebar(page: Any) -> None:
     tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
     if tab.count():
         tab.first.click()
-        wait_until(lambda: page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").count() == 0, 10,
-                   "the left sidebar to close")
+        wait_until(
+            lambda: page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").count() == 0,
+            10,
+            "the left sidebar to close",
+        )
 
 
 def run_all(page: Any, lab: JupyterLab, timeout: float = 600.0) -> None:
@@ -291,8 +326,24 @@ def copy_into(root: Path, *files: Path) -> list[str]:
 
 
 __all__ = [
-    "BrowserUnavailable", "JupyterLab", "REPO", "busy_cells", "cell_output", "check_browser", "chromium_page",
+    "BrowserUnavailable",
+    "JupyterLab",
+    "REPO",
+    "busy_cells",
+    "cell_output",
+    "check_browser",
+    "chromium_page",
     "collapse_left_sidebar",
-    "copy_into", "error_outputs", "executed_cells", "free_port", "kernel_status_text", "label_text",
-    "open_notebook", "run_all", "wait_idle", "wait_until", "widget_by_description", "write_lab_settings",
+    "copy_into",
+    "error_outputs",
+    "executed_cells",
+    "free_port",
+    "kernel_status_text",
+    "label_text",
+    "open_notebook",
+    "run_all",
+    "wait_idle",
+    "wait_until",
+    "widget_by_description",
+    "write_lab_settings",
 ]

@@ -1,4 +1,5 @@
 """Fixtures shared by several test modules; the ``cuda`` marker's skip."""
+
 import importlib.util
 import os
 import sys

@@ -1,5 +1,6 @@
 """A disk that fills up, for the failed-write tests (imported by test_engine_run_files and test_faults):
 ``monkeypatch.setattr(os, "fdopen", fdopen_on_a_full_disk(...))``."""
+
 import errno
 import io
 import os

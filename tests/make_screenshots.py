@@ -12,6 +12,7 @@ script's own folder on the import path); needs /usr/bin/chromium and the playwri
 .ci/run). The GMM and voting explorers come from a small notebook written into the temporary folder the
 server serves.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,8 @@ voting_explorer(detections, candidates, view.image)""",
 def write_explorers_notebook(path: Path) -> None:
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(src) for src in EXPLORERS_CELLS],
-        metadata={"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}})
+        metadata={"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}},
+    )
     nbformat.write(nb, path)
 
 
@@ -85,8 +87,14 @@ def save_small_png(png: bytes, path: Path) -> int:
     box = ImageChops.difference(image, Image.new("RGB", image.size, "white")).getbbox()
     if box:
         margin = 6
-        image = image.crop((max(box[0] - margin, 0), max(box[1] - margin, 0),
-                            min(box[2] + margin, image.width), min(box[3] + margin, image.height)))
+        image = image.crop(
+            (
+                max(box[0] - margin, 0),
+                max(box[1] - margin, 0),
+                min(box[2] + margin, image.width),
+                min(box[3] + margin, image.height),
+            )
+        )
     image.save(path, optimize=True)
     if path.stat().st_size > MAX_BYTES:
         image.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)

@@ -1,5 +1,6 @@
 """A crafted file's payload, for the safe-loading tests (imported by test_engine_run_files and
 test_engine_checkpoint): ``torch.save({"x": PlantedCommand(marker)}, path)``."""
+
 import os
 import shlex
 from pathlib import Path

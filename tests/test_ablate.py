@@ -1,6 +1,7 @@
 """Specifications of ``python -m paa_toolkit.ablate``: the grids (names, overrides), the runner
 (skip when complete, resume, failures as results, locks), the table formatting, and one tiny grid
 trained end to end."""
+
 import json
 import re
 import subprocess
@@ -22,13 +23,25 @@ from paa_toolkit.engine.config import ConfigError
 # ---- grids ----------------------------------------------------------------------------------------
 def test_table_1_right_rows_map_onto_rule_aux_and_voting():
     plan = {p.config.name: p.overrides for p in build_plan("1R", "small", 1, "out")}
-    assert list(plan) == ["iou_assign", "iou_assign_ioupred", "paa_noaux", "paa_centerness", "paa_ioupred",
-                          "paa_ioupred_voting", "atss_centerness", "atss_ioupred"]
+    assert list(plan) == [
+        "iou_assign",
+        "iou_assign_ioupred",
+        "paa_noaux",
+        "paa_centerness",
+        "paa_ioupred",
+        "paa_ioupred_voting",
+        "atss_centerness",
+        "atss_ioupred",
+    ]
     expected = {  # (assignment rule, aux, score voting); PAA is rule "c", Fig. 3 (c)
-        "iou_assign": ("max_iou", "none", False), "iou_assign_ioupred": ("max_iou", "iou", False),
-        "paa_noaux": ("c", "none", False), "paa_centerness": ("c", "centerness", False),
-        "paa_ioupred": ("c", "iou", False), "paa_ioupred_voting": ("c", "iou", True),
-        "atss_centerness": ("atss", "centerness", False), "atss_ioupred": ("atss", "iou", False),
+        "iou_assign": ("max_iou", "none", False),
+        "iou_assign_ioupred": ("max_iou", "iou", False),
+        "paa_noaux": ("c", "none", False),
+        "paa_centerness": ("c", "centerness", False),
+        "paa_ioupred": ("c", "iou", False),
+        "paa_ioupred_voting": ("c", "iou", True),
+        "atss_centerness": ("atss", "centerness", False),
+        "atss_ioupred": ("atss", "iou", False),
     }
     for name, (rule, aux, voting) in expected.items():
         o = plan[name]
@@ -103,9 +116,13 @@ def test_analysis_table_plans_the_remedies_atss_and_fcos_at_the_medium_budget_wi
     cfg = {p.config.name: build_config(p.overrides) for p in plan if p.seed == 0}
     settings = {n: (c.model.arch, c.assign.rule, c.assign.low_quality, c.assign.gmm_init) for n, c in cfg.items()}
     assert settings == {
-        "paa_ioupred": ("paa", "c", "reference", "paper"), "paa_gt_match": ("paa", "c", "gt", "paper"),
-        "paa_data_init": ("paa", "c", "reference", "data"), "paa_gt_match_data_init": ("paa", "c", "gt", "data"),
-        "atss_ioupred": ("paa", "atss", "reference", "paper"), "fcos": ("fcos", "c", "reference", "paper")}
+        "paa_ioupred": ("paa", "c", "reference", "paper"),
+        "paa_gt_match": ("paa", "c", "gt", "paper"),
+        "paa_data_init": ("paa", "c", "reference", "data"),
+        "paa_gt_match_data_init": ("paa", "c", "gt", "data"),
+        "atss_ioupred": ("paa", "atss", "reference", "paper"),
+        "fcos": ("fcos", "c", "reference", "paper"),
+    }
     assert {c.model.aux for n, c in cfg.items() if n != "fcos"} == {"iou"}
     assert {(c.solver.max_iters, c.data.synthetic_image_size) for c in cfg.values()} == {(400, 256)}
     assert TABLES["analysis"].reference == "paa_ioupred"
@@ -127,8 +144,21 @@ def test_noisy_or_mixed_sign_differences_are_within_noise():
 
 
 def seeds(*aps):
-    return [{"state": "complete", "AP": ap, "AP50": ap, "AP75": ap, "APs": ap, "APm": ap, "APl": None,
-             "pos_per_gt": 5.0, "gt_without_pos": 0.1, "wall_s": 1.0} for ap in aps]
+    return [
+        {
+            "state": "complete",
+            "AP": ap,
+            "AP50": ap,
+            "AP75": ap,
+            "APs": ap,
+            "APm": ap,
+            "APl": None,
+            "pos_per_gt": 5.0,
+            "gt_without_pos": 0.1,
+            "wall_s": 1.0,
+        }
+        for ap in aps
+    ]
 
 
 def test_analysis_report_shows_paired_differences_and_verdicts_against_the_reference():
@@ -149,12 +179,15 @@ def test_analysis_report_shows_paired_differences_and_verdicts_against_the_refer
 
 
 def test_training_means_average_the_logged_figures_overall_and_over_the_last_third(tmp_path):
-    records = [{"kind": "train", "iteration": i, "gt_without_pos": v, "em_iters": 3.0}
-               for i, v in zip(range(20, 140, 20), (0.6, 0.5, 0.4, 0.3, 0.2, 0.1))]
+    records = [
+        {"kind": "train", "iteration": i, "gt_without_pos": v, "em_iters": 3.0}
+        for i, v in zip(range(20, 140, 20), (0.6, 0.5, 0.4, 0.3, 0.2, 0.1))
+    ]
     records.insert(3, {"kind": "eval", "iteration": 60, "AP": 0.1})
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert training_means(tmp_path, ("gt_without_pos", "em_iters", "em_collapsed")) == pytest.approx(
-        {"gt_without_pos": 0.35, "em_iters": 3.0, "em_collapsed": None})
+        {"gt_without_pos": 0.35, "em_iters": 3.0, "em_collapsed": None}
+    )
     assert training_means(tmp_path, ("gt_without_pos",), last_fraction=1 / 3)["gt_without_pos"] == pytest.approx(0.15)
 
 
@@ -236,8 +269,10 @@ def test_parallel_jobs_run_every_training_once_seed_0_of_every_row_first(tmp_pat
 
 # ---- report -------------------------------------------------------------------------------------------
 def test_markdown_table_shows_mean_and_sample_std_and_failures_in_the_paper_layout():
-    ok = [{"state": "complete", "AP": 0.30, "AP50": 0.5, "AP75": 0.2, "pos_per_gt": 4.0, "wall_s": 60.0},
-          {"state": "complete", "AP": 0.34, "AP50": 0.5, "AP75": 0.3, "pos_per_gt": 6.0, "wall_s": 80.0}]
+    ok = [
+        {"state": "complete", "AP": 0.30, "AP50": 0.5, "AP75": 0.2, "pos_per_gt": 4.0, "wall_s": 60.0},
+        {"state": "complete", "AP": 0.34, "AP50": 0.5, "AP75": 0.3, "pos_per_gt": 6.0, "wall_s": 80.0},
+    ]
     diverged = {"state": "failed", "status": "diverged", "message": "non-finite loss"}
     no_positives = {**ok[0], "AP": 0.0, "pos_per_gt": 0.0}
     spec = TABLES["1L"].rows
@@ -282,9 +317,16 @@ def test_tiny_grid_end_to_end_writes_one_row_per_config_with_numbers_in_0_1(tmp_
 def test_successors_table_compares_tal_and_simota_with_paa_first_on_paas_loss_then_with_their_soft_targets():
     plan = {p.config.name: p.overrides for p in build_plan("successors", "medium", 1, "out")}
     assert list(plan) == ["paa_ioupred", "atss_ioupred", "tal_ioupred", "simota_ioupred", "tal_soft", "simota_soft"]
-    rule_and_soft = {name: (o["assign.rule"], o.get("assign.tal_soft_target", o.get("assign.simota_soft_target")))
-                     for name, o in plan.items()}
-    assert rule_and_soft == {"paa_ioupred": ("c", None), "atss_ioupred": ("atss", None), "tal_ioupred": ("tal", False),
-                             "simota_ioupred": ("simota", False), "tal_soft": ("tal", True),
-                             "simota_soft": ("simota", True)}
+    rule_and_soft = {
+        name: (o["assign.rule"], o.get("assign.tal_soft_target", o.get("assign.simota_soft_target")))
+        for name, o in plan.items()
+    }
+    assert rule_and_soft == {
+        "paa_ioupred": ("c", None),
+        "atss_ioupred": ("atss", None),
+        "tal_ioupred": ("tal", False),
+        "simota_ioupred": ("simota", False),
+        "tal_soft": ("tal", True),
+        "simota_soft": ("simota", True),
+    }
     assert {o["model.aux"] for o in plan.values()} == {"iou"} and TABLES["successors"].reference == "paa_ioupred"

@@ -1,5 +1,6 @@
 """paa_toolkit.ablation.results: the committed measured grids, a fresh local grid in their place, and the
 verdicts of the paper's orderings against the seed-to-seed noise."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from paa_toolkit.ablation.results import compare, load_table, markdown, read_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "benchmarks" / "results"
-GRIDS = [("1R", "small"), ("1R", "medium"), ("baselines", "small"), ("baselines", "medium"), ("1L", "small"),
-         ("4", "small")]
+GRIDS = [
+    ("1R", "small"),
+    ("1R", "medium"),
+    ("baselines", "small"),
+    ("baselines", "medium"),
+    ("1L", "small"),
+    ("4", "small"),
+]
 
 
 @pytest.mark.parametrize("table,budget", GRIDS, ids=[f"{t}-{b}" for t, b in GRIDS])
@@ -60,9 +67,18 @@ def test_a_complete_local_grid_replaces_the_committed_one_and_an_unfinished_one_
     (committed / "table_1R_small.json").write_text((COMMITTED / "table_1R_small.json").read_text())
     local = tmp_path / "runs" / "small" / "table_1R.json"
     local.parent.mkdir(parents=True)
-    rows = [{"cells": list(r.cells), "config": r.config, "paper": None, "status": "ok",
-             "seeds": [{"state": "complete", "AP": 0.5}], "mean": {"AP": 0.5}, "std": {"AP": None}}
-            for r in TABLES["1R"].rows]
+    rows = [
+        {
+            "cells": list(r.cells),
+            "config": r.config,
+            "paper": None,
+            "status": "ok",
+            "seeds": [{"state": "complete", "AP": 0.5}],
+            "mean": {"AP": 0.5},
+            "std": {"AP": None},
+        }
+        for r in TABLES["1R"].rows
+    ]
     local.write_text(json.dumps({"table": "1R", "budget": "small", "seeds": 1, "rows": rows}))
     fresh = load_table("1R", "small", committed=committed, runs=tmp_path / "runs")
     assert fresh.fresh and fresh.source == local and fresh.rows[0].num_seeds == 1

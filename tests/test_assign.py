@@ -1,4 +1,5 @@
 """Specifications of the assigners: Fig. 3 boundaries, FNP/FSR, PAA end to end, ATSS, max-IoU."""
+
 import dataclasses
 import math
 
@@ -25,11 +26,14 @@ from paa_toolkit.structures import AnchorGrid, batched_box_iou, make_anchor_grid
 def hand_fit(labels, log_density, means):
     labels = torch.tensor([labels])
     return GMMFit(
-        means=torch.tensor([means], dtype=torch.float64), variances=torch.ones(1, 2, dtype=torch.float64),
+        means=torch.tensor([means], dtype=torch.float64),
+        variances=torch.ones(1, 2, dtype=torch.float64),
         weights=torch.full((1, 2), 0.5, dtype=torch.float64),
         responsibilities=torch.stack([(labels == 0).double(), (labels == 1).double()], -1),
-        log_density=torch.tensor([log_density], dtype=torch.float64), labels=labels,
-        n_iter=torch.tensor([3]), converged=torch.tensor([True]),
+        log_density=torch.tensor([log_density], dtype=torch.float64),
+        labels=labels,
+        n_iter=torch.tensor([3]),
+        converged=torch.tensor([True]),
     )
 
 
@@ -40,14 +44,17 @@ VALID = torch.ones(1, 6, dtype=torch.bool)
 FIT = hand_fit([0, 0, 0, 0, 1, 1], [-1.0, -0.5, -0.8, -2.0, -0.3, -1.0], [0.6, 2.7])
 
 
-@pytest.mark.parametrize("method, expected", [
-    ("a", [1, 1, 1, 1, 0, 0]),     # posterior boundary: all foreground-labelled candidates
-    ("b", [1, 1, -1, -1, 0, 0]),   # up to the fg peak, ignore until the bg peak
-    ("c", [1, 1, 0, 0, 0, 0]),     # up to the fg peak (reference)
-    ("d", [1, 1, 1, 0, 0, 0]),     # up to the midpoint of the means, 1.65
-    ("fnp", [1, 1, 1, 0, 0, 0]),   # FNP(3)
-    ("fsr", [1, 1, 0, 0, 0, 0]),   # FSR(> 0.5): cost < ln 2 = 0.693
-])
+@pytest.mark.parametrize(
+    "method, expected",
+    [
+        ("a", [1, 1, 1, 1, 0, 0]),  # posterior boundary: all foreground-labelled candidates
+        ("b", [1, 1, -1, -1, 0, 0]),  # up to the fg peak, ignore until the bg peak
+        ("c", [1, 1, 0, 0, 0, 0]),  # up to the fg peak (reference)
+        ("d", [1, 1, 1, 0, 0, 0]),  # up to the midpoint of the means, 1.65
+        ("fnp", [1, 1, 1, 0, 0, 0]),  # FNP(3)
+        ("fsr", [1, 1, 0, 0, 0, 0]),  # FSR(> 0.5): cost < ln 2 = 0.693
+    ],
+)
 def test_each_separation_rule_on_a_hand_worked_example(method, expected):
     labels = separate(method, COSTS, VALID, FIT, fnp_num=3, fsr_thresh=0.5)
     assert labels.tolist() == [expected]
@@ -92,6 +99,7 @@ def test_boundary_cost_is_the_cost_of_the_last_positive():
 
 # ----- matching ------------------------------------------------------------------------------------
 
+
 def test_max_iou_matching_keeps_low_quality_best_anchors():
     anchors = torch.tensor([[[0, 0, 10, 10], [5, 0, 15, 10], [40, 40, 50, 50]]], dtype=torch.float32)
     gts = torch.tensor([[[0, 0, 10, 10], [40, 40, 48, 60]]], dtype=torch.float32)
@@ -118,6 +126,7 @@ def test_max_iou_assigner_on_known_boxes():
 
 # ----- ATSS ----------------------------------------------------------------------------------------
 
+
 def atss_by_hand(anchors: AnchorGrid, box: torch.Tensor, k: int) -> set[int]:
     """ATSS for a single GT written directly from the paper's description, one level at a time."""
     centers = anchors.centers
@@ -126,7 +135,7 @@ def atss_by_hand(anchors: AnchorGrid, box: torch.Tensor, k: int) -> set[int]:
     ious = batched_box_iou(anchors.boxes[None], box[None, None])[0, :, 0]
     cands, start = [], 0
     for count in anchors.num_per_level:
-        idx = torch.argsort(dist[start:start + count], stable=True)[:k] + start
+        idx = torch.argsort(dist[start : start + count], stable=True)[:k] + start
         cands += idx.tolist()
         start += count
     cand_iou = ious[cands]
@@ -153,6 +162,7 @@ def test_atss_gives_a_shared_anchor_to_the_gt_of_highest_iou():
 
 # ----- PAA end to end ------------------------------------------------------------------------------
 
+
 def random_batch(seed=0, counts=(3, 0, 5), num_classes=4, size=64):
     g = torch.Generator().manual_seed(seed)
     grid = grid_16px()
@@ -166,6 +176,7 @@ def random_batch(seed=0, counts=(3, 0, 5), num_classes=4, size=64):
     logits = torch.randn(len(counts), a, num_classes, generator=g) * 2
     deltas = torch.randn(len(counts), a, 4, generator=g) * 0.5
     from paa_toolkit.structures import decode_boxes
+
     return grid, targets, logits, decode_boxes(deltas, grid.boxes)
 
 
@@ -175,7 +186,7 @@ def test_batched_assignment_equals_per_image_assignment(name):
     assigner = build_assigner(rule=name, fsr_thresh=0.05)
     batched = assigner(grid, pad_targets(targets), logits, boxes)
     for i, t in enumerate(targets):
-        single = assigner(grid, pad_targets([t]), logits[i:i + 1], boxes[i:i + 1])
+        single = assigner(grid, pad_targets([t]), logits[i : i + 1], boxes[i : i + 1])
         assert torch.equal(batched.matched_gt[i], single.matched_gt[0]), (name, i)
         if batched.cls_target is not None:
             assert torch.allclose(batched.cls_target[i], single.cls_target[0]), (name, i)
@@ -241,11 +252,16 @@ def test_unknown_names_and_bad_k_are_rejected_with_choices():
 
 def test_for_gt_keeps_per_gt_fields_whole_when_a_gt_has_two_candidates():
     diag = AssignmentDiagnostics(
-        image_index=torch.tensor([0]), gt_index=torch.tensor([0]),
-        candidate_anchor=torch.tensor([[4, 7]]), candidate_level=torch.tensor([[0, 1]]),
-        candidate_valid=torch.tensor([[True, False]]), candidate_cost=torch.tensor([[0.5, math.inf]]),
-        candidate_iou=torch.tensor([[0.6, 0.0]]), candidate_label=torch.tensor([[1, 0]]),
-        gmm_means=torch.tensor([[0.5, 2.0]]), gmm_weights=torch.tensor([[0.5, 0.5]]),
+        image_index=torch.tensor([0]),
+        gt_index=torch.tensor([0]),
+        candidate_anchor=torch.tensor([[4, 7]]),
+        candidate_level=torch.tensor([[0, 1]]),
+        candidate_valid=torch.tensor([[True, False]]),
+        candidate_cost=torch.tensor([[0.5, math.inf]]),
+        candidate_iou=torch.tensor([[0.6, 0.0]]),
+        candidate_label=torch.tensor([[1, 0]]),
+        gmm_means=torch.tensor([[0.5, 2.0]]),
+        gmm_weights=torch.tensor([[0.5, 0.5]]),
         responsibilities=torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]),
     )
     row = diag.for_gt(0)
@@ -263,17 +279,20 @@ IOUS_SHARED = torch.tensor([[[0.50, 0.40], [0.05, 0.30]]])
 IOUS_CHAIN = torch.tensor([[[0.50, 0.45], [0.08, 0.02]]])
 
 
-@pytest.mark.parametrize("ious, policy, expected", [
-    (IOUS_ORPHAN, "reference", [0, 0, NEGATIVE]),  # anchor 1 keeps its own best GT: GT 1 has no anchor
-    (IOUS_ORPHAN, "gt", [0, 1, NEGATIVE]),
-    (IOUS_ORPHAN, "ensure", [0, 1, NEGATIVE]),
-    (IOUS_SHARED, "reference", [0, 1]),
-    (IOUS_SHARED, "gt", [1, 1]),  # the later GT overwrites the shared best anchor: GT 0 is left without
-    (IOUS_SHARED, "ensure", [0, 1]),  # both GTs have an anchor: the reference's matching is kept
-    (IOUS_CHAIN, "reference", [0, NEGATIVE]),
-    (IOUS_CHAIN, "gt", [1, NEGATIVE]),
-    (IOUS_CHAIN, "ensure", [1, 0]),  # GT 1 takes anchor 0, then GT 0 its best free anchor in the next pass
-])
+@pytest.mark.parametrize(
+    "ious, policy, expected",
+    [
+        (IOUS_ORPHAN, "reference", [0, 0, NEGATIVE]),  # anchor 1 keeps its own best GT: GT 1 has no anchor
+        (IOUS_ORPHAN, "gt", [0, 1, NEGATIVE]),
+        (IOUS_ORPHAN, "ensure", [0, 1, NEGATIVE]),
+        (IOUS_SHARED, "reference", [0, 1]),
+        (IOUS_SHARED, "gt", [1, 1]),  # the later GT overwrites the shared best anchor: GT 0 is left without
+        (IOUS_SHARED, "ensure", [0, 1]),  # both GTs have an anchor: the reference's matching is kept
+        (IOUS_CHAIN, "reference", [0, NEGATIVE]),
+        (IOUS_CHAIN, "gt", [1, NEGATIVE]),
+        (IOUS_CHAIN, "ensure", [1, 0]),  # GT 1 takes anchor 0, then GT 0 its best free anchor in the next pass
+    ],
+)
 def test_low_quality_policy_decides_who_gets_a_best_anchor(ious, policy, expected):
     assert match_max_iou(ious, 0.1, low_quality=policy).tolist() == [expected]
 
@@ -314,28 +333,37 @@ def test_a_gt_nested_in_a_larger_one_gets_candidates_with_gt_and_ensure_matching
 @pytest.mark.parametrize("policy", LOW_QUALITY_POLICIES)
 def test_every_low_quality_policy_gives_the_same_matching_batched_and_per_image(policy):
     grid, targets, _, _ = random_batch(seed=11, counts=(6, 0, 9, 4))
-    targets[0] = {"boxes": torch.cat([targets[0]["boxes"], NESTED["boxes"]]),
-                  "labels": torch.cat([targets[0]["labels"], NESTED["labels"]])}
+    targets[0] = {
+        "boxes": torch.cat([targets[0]["boxes"], NESTED["boxes"]]),
+        "labels": torch.cat([targets[0]["labels"], NESTED["labels"]]),
+    }
     padded = pad_targets(targets)
-    batched = match_max_iou(batched_box_iou(grid.boxes[None].expand(4, -1, -1), padded.boxes).masked_fill(
-        ~padded.valid[:, None], -1.0), 0.1, low_quality=policy)
+    batched = match_max_iou(
+        batched_box_iou(grid.boxes[None].expand(4, -1, -1), padded.boxes).masked_fill(~padded.valid[:, None], -1.0),
+        0.1,
+        low_quality=policy,
+    )
     for i, t in enumerate(targets):
         one = pad_targets([t])
-        single = match_max_iou(batched_box_iou(grid.boxes[None], one.boxes).masked_fill(~one.valid[:, None], -1.0),
-                               0.1, low_quality=policy)
+        single = match_max_iou(
+            batched_box_iou(grid.boxes[None], one.boxes).masked_fill(~one.valid[:, None], -1.0), 0.1, low_quality=policy
+        )
         assert torch.equal(batched[i], single[0]), i
 
 
 # ----- GMM settings and diagnostics ----------------------------------------------------------------
 
+
 def test_paa_passes_the_gmm_settings_to_fitgmm():
     grid, targets, logits, boxes = random_batch(seed=3)
     padded = pad_targets(targets)
     default = PAAAssigner()(grid, padded, logits, boxes, return_diagnostics=True).diagnostics
-    d = PAAAssigner(gmm_init="data", gmm_tol=1e-6, gmm_max_iter=50)(grid, padded, logits, boxes,
-                                                                      return_diagnostics=True).diagnostics
-    fit = fit_gmm(d.candidate_cost.masked_fill(~d.candidate_valid, 0.0), d.candidate_valid, init="data",
-                  tol=1e-6, max_iter=50)
+    d = PAAAssigner(gmm_init="data", gmm_tol=1e-6, gmm_max_iter=50)(
+        grid, padded, logits, boxes, return_diagnostics=True
+    ).diagnostics
+    fit = fit_gmm(
+        d.candidate_cost.masked_fill(~d.candidate_valid, 0.0), d.candidate_valid, init="data", tol=1e-6, max_iter=50
+    )
     assert torch.equal(d.em_iterations, fit.n_iter) and torch.equal(d.gmm_means, fit.means)
     assert not torch.equal(d.em_iterations, default.em_iterations)
     one_step = PAAAssigner(gmm_max_iter=1)(grid, padded, logits, boxes, return_diagnostics=True).diagnostics
@@ -371,7 +399,7 @@ def test_baseline_diagnostics_carry_gt_area_so_their_figures_exist_by_size(assig
     box = padded.boxes[d.image_index, d.gt_index]
     assert torch.allclose(d.gt_area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
     summary = summarize_diagnostics(d)
-    small = d.gt_area < 32 ** 2
+    small = d.gt_area < 32**2
     assert small.any() and summary["positives_per_gt_small"] == pytest.approx(
         d.num_positives[small].double().mean().item()
     )
@@ -404,8 +432,12 @@ def test_diagnostics_count_candidates_and_positives_and_recount_them_after_repla
     assert row["num_candidates"].item() == 1 and row["em_iterations"].item() == 2 and not row["em_converged"].item()
     assert row["candidate_anchor"].tolist() == [2]
     with pytest.raises(TypeError):
-        AssignmentDiagnostics(**{**{f.name: getattr(diag, f.name) for f in dataclasses.fields(diag) if f.init},
-                                 "num_positives": torch.tensor([9, 9])})
+        AssignmentDiagnostics(
+            **{
+                **{f.name: getattr(diag, f.name) for f in dataclasses.fields(diag) if f.init},
+                "num_positives": torch.tensor([9, 9]),
+            }
+        )
 
 
 def test_summary_of_hand_made_diagnostics():
@@ -417,31 +449,53 @@ def test_summary_of_hand_made_diagnostics():
     labels = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]])
     valid = torch.tensor([[True] * 4, [True] * 3 + [False], [True] + [False] * 3, [False] * 4])
     diag = AssignmentDiagnostics(
-        image_index=torch.tensor([0, 0, 1, 1]), gt_index=torch.tensor([0, 1, 0, 1]),
-        candidate_anchor=torch.where(valid, 3, -1), candidate_level=torch.where(valid, 0, -1), candidate_valid=valid,
+        image_index=torch.tensor([0, 0, 1, 1]),
+        gt_index=torch.tensor([0, 1, 0, 1]),
+        candidate_anchor=torch.where(valid, 3, -1),
+        candidate_level=torch.where(valid, 0, -1),
+        candidate_valid=valid,
         candidate_cost=torch.tensor([[0.5, 0.8, 1.2, 1.5], [1.0, 1.5, 2.0, inf], [0.9, inf, inf, inf], [inf] * 4]),
-        candidate_iou=torch.zeros(4, 4), candidate_label=labels,
+        candidate_iou=torch.zeros(4, 4),
+        candidate_label=labels,
         gmm_means=torch.tensor([[0.9, 1.1], [1.1, 1.7], [0.9, 0.9], [0.0, 0.0]], dtype=torch.float64),
-        em_iterations=torch.tensor([3, 9, 2, 0]), em_converged=torch.tensor([True, False, True, False]),
+        em_iterations=torch.tensor([3, 9, 2, 0]),
+        em_converged=torch.tensor([True, False, True, False]),
         gt_area=torch.tensor([100.0, 1600.0, 10000.0, 400.0]),
     )
     stats = summarize_diagnostics(diag)
     assert all(type(v) is float for v in stats.values())
-    assert stats == pytest.approx({
-        "num_gts": 4.0, "no_candidate_frac": 0.25, "no_positive_frac": 0.25, "positives_per_gt": 1.0,
-        "no_positive_frac_small": 0.5, "positives_per_gt_small": 1.0,
-        "no_positive_frac_medium": 0.0, "positives_per_gt_medium": 1.0,
-        "no_positive_frac_large": 0.0, "positives_per_gt_large": 1.0,
-        "em_iterations_mean": 14 / 3, "em_not_converged_frac": 1 / 3, "collapsed_frac": 0.5,
-        "dynamic_k_mean": math.nan, "best_metric_mean": math.nan,  # SimOTA's and TAL's figures
-    }, nan_ok=True)
+    assert stats == pytest.approx(
+        {
+            "num_gts": 4.0,
+            "no_candidate_frac": 0.25,
+            "no_positive_frac": 0.25,
+            "positives_per_gt": 1.0,
+            "no_positive_frac_small": 0.5,
+            "positives_per_gt_small": 1.0,
+            "no_positive_frac_medium": 0.0,
+            "positives_per_gt_medium": 1.0,
+            "no_positive_frac_large": 0.0,
+            "positives_per_gt_large": 1.0,
+            "em_iterations_mean": 14 / 3,
+            "em_not_converged_frac": 1 / 3,
+            "collapsed_frac": 0.5,
+            "dynamic_k_mean": math.nan,
+            "best_metric_mean": math.nan,  # SimOTA's and TAL's figures
+        },
+        nan_ok=True,
+    )
 
 
 def test_summary_is_nan_where_there_is_nothing_to_average():
     stats = summarize_diagnostics(hand_diagnostics())  # no GMM (FNP / FSR / baselines), no gt_area
     assert stats["num_gts"] == 2.0 and stats["no_positive_frac"] == 0.0 and stats["positives_per_gt"] == 1.0
-    for key in ("em_iterations_mean", "em_not_converged_frac", "collapsed_frac", "no_positive_frac_small",
-                "positives_per_gt_large"):
+    for key in (
+        "em_iterations_mean",
+        "em_not_converged_frac",
+        "collapsed_frac",
+        "no_positive_frac_small",
+        "positives_per_gt_large",
+    ):
         assert math.isnan(stats[key]), key
     grid, targets, logits, boxes = random_batch(counts=(0, 0))
     empty = PAAAssigner()(grid, pad_targets(targets), logits, boxes, return_diagnostics=True).diagnostics

@@ -1,4 +1,5 @@
 """The anchor cost of Eq. (1)–(3) (assign/cost.py) on hand-made inputs with known answers."""
+
 import math
 
 import pytest
@@ -23,7 +24,8 @@ def test_focal_loss_sums_over_classes_with_background_label_minus_one():
 
 @pytest.mark.parametrize("score_lambda", [0.0, 1.0, 2.0])
 def test_anchor_cost_is_focal_plus_lambda_giou_loss(score_lambda):
-    cost = anchor_cost(torch.zeros(1, 2, 2), torch.tensor([[EXACT, HALF]]), torch.tensor([[1, 1]]),
-                       GT.expand(1, 2, 4), score_lambda)
+    cost = anchor_cost(
+        torch.zeros(1, 2, 2), torch.tensor([[EXACT, HALF]]), torch.tensor([[1, 1]]), GT.expand(1, 2, 4), score_lambda
+    )
     focal = FOCAL_NEG + FOCAL_POS
     assert cost[0].tolist() == pytest.approx([focal, focal + score_lambda * 0.5])

@@ -1,5 +1,6 @@
 """The registry of assignment rules (assign/registry.py): one table that validation, --help, build_assigner,
 the replay and the explorers ask; a rule is one registered module."""
+
 import dataclasses
 import re
 from pathlib import Path
@@ -51,9 +52,11 @@ def test_a_name_registered_twice_or_a_setting_declared_twice_is_refused():
 
 
 def test_validation_asks_each_rules_settings_and_the_assigners_agree_with_it():
-    for field, value, message in [("gmm_max_iter", "0", "assign.gmm_max_iter must be >= 1, got 0"),
-                                  ("tal_topk", "0", "assign.tal_topk (m) must be >= 1, got 0"),
-                                  ("simota_center_radius", "0", "assign.simota_center_radius must be > 0, got 0.0")]:
+    for field, value, message in [
+        ("gmm_max_iter", "0", "assign.gmm_max_iter must be >= 1, got 0"),
+        ("tal_topk", "0", "assign.tal_topk (m) must be >= 1, got 0"),
+        ("simota_center_radius", "0", "assign.simota_center_radius must be > 0, got 0.0"),
+    ]:
         cfg = TrainConfig()
         set_field(cfg, f"assign.{field}", value)
         with pytest.raises(ConfigError, match=re.escape(message)):
@@ -68,8 +71,11 @@ def test_no_module_outside_the_rule_modules_compares_a_rules_name():
     root = Path(paa_toolkit.__file__).parent
     names = "|".join(re.escape(n) for n in RULES)
     compare = re.compile(rf"""rule\w*\s*(==|!=|\bin\b|\bnot in\b)\s*\(?\s*["']({names})["']""")
-    offenders = [f"{path.relative_to(root)}:{number}" for path in root.rglob("*.py")
-                 if not (path.parent.name == "assign" and path.name in RULE_MODULES)
-                 for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                 if compare.search(line)]
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for path in root.rglob("*.py")
+        if not (path.parent.name == "assign" and path.name in RULE_MODULES)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if compare.search(line)
+    ]
     assert offenders == []

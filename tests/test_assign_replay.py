@@ -1,4 +1,5 @@
 """Replaying an assignment from a recorded snapshot (assign/replay.py): the snapshot's own settings by default."""
+
 import dataclasses
 
 import pytest
@@ -34,7 +35,8 @@ def test_replay_with_another_k_and_cls_logits_equals_the_assigner_run_directly()
     snap = random_snapshot(1, with_logits=True)
     replay = replay_assignment(snap, "a", topk=2, score_lambda=0.5)
     direct = PAAAssigner(topk=2, score_lambda=0.5, rule="a")(
-        snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes)
+        snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes
+    )
     assert replay.exact
     assert torch.equal(replay.assignment.matched_gt, direct.matched_gt)
 
@@ -63,7 +65,8 @@ def test_another_matcher_policy_recomputes_the_candidates():
     snap = random_snapshot(1, with_logits=True)
     replay = replay_assignment(snap, low_quality="gt")
     direct = PAAAssigner(topk=snap.settings.topk, low_quality="gt")(
-        snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes)
+        snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes
+    )
     assert replay.exact and replay.note == "recomputed costs (exact)"
     assert torch.equal(replay.assignment.matched_gt, direct.matched_gt)
 

@@ -3,6 +3,7 @@
 The scene of tests/test_assign_tal.py: one level of 4 × 4 anchors, stride 8 (centres 4, 12, 20, 28); a
 predicted box [0, 0, 16, 16·u] has IoU u with the GT [0, 0, 16, 16].
 """
+
 import math
 
 import pytest
@@ -74,6 +75,7 @@ def test_hard_targets_switch_and_an_image_without_gts():
     hard = build_assigner(rule="simota", simota_soft_target=False)(GRID, targets, logits, boxes)
     assert hard.cls_target is None and torch.equal(soft.matched_gt, hard.matched_gt)
     empty, logits0, boxes0 = scene([[0.0, 0, 16, 16]], [0])
-    none = SimOTAAssigner()(GRID, type(empty)(empty.boxes[:, :0], empty.labels[:, :0], empty.valid[:, :0]),
-                            logits0, boxes0)
+    none = SimOTAAssigner()(
+        GRID, type(empty)(empty.boxes[:, :0], empty.labels[:, :0], empty.valid[:, :0]), logits0, boxes0
+    )
     assert none.matched_gt.eq(NEGATIVE).all()

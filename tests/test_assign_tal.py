@@ -3,6 +3,7 @@
 One image, one level of 4 × 4 anchors with stride 8 (centres 4, 12, 20, 28); the GT [0, 0, 16, 16]
 holds the four centres (4 | 12, 4 | 12). A predicted box [0, 0, 16, 16·u] has IoU u with that GT.
 """
+
 import math
 
 import pytest
@@ -41,14 +42,18 @@ def test_the_metric_is_the_class_score_to_alpha_times_the_iou_to_beta():
     targets, logits, boxes = scene([[0.0, 0, 16, 16]], [1], {0: of_height(0.5)}, {0: {1: 0.8, 0: 0.3}})
     metric, iou = alignment_metric(logits, boxes, targets, alpha=0.5, beta=6.0)
     assert iou[0, 0, 0].item() == pytest.approx(0.5)
-    assert metric[0, 0, 0].item() == pytest.approx(0.8 ** 0.5 * 0.5 ** 6, rel=1e-5)  # the GT's class, not class 0
+    assert metric[0, 0, 0].item() == pytest.approx(0.8**0.5 * 0.5**6, rel=1e-5)  # the GT's class, not class 0
 
 
 def test_positives_are_the_top_m_by_t_not_by_score_or_iou():
     # (s, u): t = s·u^6 ranks 1 > 4 > 5 > 0; by score 0 > 4 > 1; by IoU 5 > 1 > 4
     pairs = {0: (0.9, 0.5), 1: (0.3, 0.8), 4: (0.5, 0.7), 5: (0.05, 0.9)}
-    targets, logits, boxes = scene([[0.0, 0, 16, 16]], [0], {a: of_height(u) for a, (s, u) in pairs.items()},
-                                   {a: {0: s} for a, (s, u) in pairs.items()})
+    targets, logits, boxes = scene(
+        [[0.0, 0, 16, 16]],
+        [0],
+        {a: of_height(u) for a, (s, u) in pairs.items()},
+        {a: {0: s} for a, (s, u) in pairs.items()},
+    )
     out = TALAssigner(tal_topk=2)(GRID, targets, logits, boxes)
     assert out.matched_gt[0].eq(0).nonzero()[:, 0].tolist() == [1, 4]
 
@@ -86,8 +91,10 @@ def test_soft_target_is_t_normalised_so_that_each_gts_best_target_is_its_best_io
     gt0 = {0: (0.9, 0.5), 1: (0.3, 0.8), 4: (0.5, 0.7), 5: (0.01, 0.95)}
     gt1 = {10: (0.6, 0.6), 15: (0.2, 0.9)}
     shift = lambda box: [v + 16 for v in box]  # noqa: E731
-    iou_box = {**{a: of_height(u) for a, (s, u) in gt0.items()},
-               **{a: shift(of_height(u)) for a, (s, u) in gt1.items()}}
+    iou_box = {
+        **{a: of_height(u) for a, (s, u) in gt0.items()},
+        **{a: shift(of_height(u)) for a, (s, u) in gt1.items()},
+    }
     score = {a: {0: s} for a, (s, u) in {**gt0, **gt1}.items()}
     targets, logits, boxes = scene([[0.0, 0, 16, 16], [16.0, 16, 32, 32]], [0, 0], iou_box, score)
     out = TALAssigner(tal_topk=2)(GRID, targets, logits, boxes)
@@ -95,7 +102,7 @@ def test_soft_target_is_t_normalised_so_that_each_gts_best_target_is_its_best_io
     for gt, positives in ((0, [1, 4]), (1, [10, 15])):
         assert out.matched_gt[0].eq(gt).nonzero()[:, 0].tolist() == positives
         pairs = {a: (gt0 | gt1)[a] for a in positives}
-        t = {a: s * u ** 6 for a, (s, u) in pairs.items()}
+        t = {a: s * u**6 for a, (s, u) in pairs.items()}
         best_t, best_u = max(t.values()), max(u for s, u in pairs.values())  # over the GT's positives
         for a in positives:
             assert target[a].item() == pytest.approx(t[a] / best_t * best_u, rel=1e-4)
@@ -113,8 +120,9 @@ def test_hard_targets_switch_leaves_no_soft_target_and_the_same_positives():
 
 def test_a_gt_too_small_to_hold_an_anchor_centre_has_no_candidate_and_no_positive():
     # [5, 5, 11, 11] holds no centre (4 and 12 lie outside): TAL starves it; the large GT is served
-    targets, logits, boxes = scene([[5.0, 5, 11, 11], [16.0, 16, 32, 32]], [0, 0],
-                                   {a: [16.0, 16, 32, 32] for a in (10, 11, 14, 15)})
+    targets, logits, boxes = scene(
+        [[5.0, 5, 11, 11], [16.0, 16, 32, 32]], [0, 0], {a: [16.0, 16, 32, 32] for a in (10, 11, 14, 15)}
+    )
     out = TALAssigner()(GRID, targets, logits, boxes, return_diagnostics=True)
     assert (out.matched_gt[0] == 0).sum() == 0 and (out.matched_gt[0] == 1).sum() == 4
     stats = summarize_diagnostics(out.diagnostics)

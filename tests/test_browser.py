@@ -7,6 +7,7 @@ local run. The course detector comes from the session's ``course_cache`` (confte
 with the notebook tests). Screenshots go to test-artifacts/ (git-ignored). Slow: ``pytest -m slow
 tests/test_browser.py``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -117,8 +118,11 @@ def test_notebook_04_shows_fig_4a_and_the_explorer_the_library_computes_and_redr
                 assert shown[it] == pytest.approx(positive_box_iou(run_dir, image, gt, it), abs=1e-3)
             assert shown[iterations[-1]] > shown[iterations[0]] + 0.3  # the positives localise better
             # the figure: the first plain output image four panels wide (not a widget's)
-            fig4a = next(img for img in page.locator(".jp-OutputArea-output > img").all()
-                         if img.evaluate("i => i.naturalWidth") > 1200)
+            fig4a = next(
+                img
+                for img in page.locator(".jp-OutputArea-output > img").all()
+                if img.evaluate("i => i.naturalWidth") > 1200
+            )
             png = base64.b64decode(fig4a.get_attribute("src").split(",", 1)[1])
             (ARTIFACTS / "browser_04_fig4a.png").write_bytes(png)
             assert colour_fraction(png, (44, 160, 44)) > 0.002  # positives (tab:green dots, dashed predicted boxes)
@@ -135,8 +139,11 @@ def test_notebook_04_shows_fig_4a_and_the_explorer_the_library_computes_and_redr
             # rule (c) → FNP: a fixed 10 lowest-cost candidates instead of the GMM's low-cost component
             expected = expected_readout(run_dir, image, gt, "fnp")
             widget_by_description(page, "dropdown", "rule").locator("select").select_option(label="FNP (fixed number)")
-            wait_until(lambda: [i.get_attribute("src") for i in explorer.locator("img").all()] != before_src, 60,
-                       "the explorer's images to be redrawn")
+            wait_until(
+                lambda: [i.get_attribute("src") for i in explorer.locator("img").all()] != before_src,
+                60,
+                "the explorer's images to be redrawn",
+            )
             try:
                 wait_until(lambda: label_text(page, POSITIVES) == expected, 30, f"the readout {expected!r}")
             except TimeoutError:

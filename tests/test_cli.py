@@ -1,4 +1,5 @@
 """Specifications of the command lines: config overrides, one-line user errors, the entry points' outputs."""
+
 import json
 import math
 import shutil
@@ -14,8 +15,22 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # ---- config overrides ---------------------------------------------------------------------------
 def test_cli_sets_dotted_fields_and_short_aliases():
-    cfg = parse_args(["--solver.lr", "0.02", "--model.aux", "centerness", "--max-iters", "7",
-                      "--model.min_size", "[224, 288]", "--rule", "atss", "--test.score_voting", "false"])
+    cfg = parse_args(
+        [
+            "--solver.lr",
+            "0.02",
+            "--model.aux",
+            "centerness",
+            "--max-iters",
+            "7",
+            "--model.min_size",
+            "[224, 288]",
+            "--rule",
+            "atss",
+            "--test.score_voting",
+            "false",
+        ]
+    )
     assert (cfg.solver.lr, cfg.model.aux, cfg.solver.max_iters) == (0.02, "centerness", 7)
     assert (cfg.model.min_size, cfg.assign.rule, cfg.test.score_voting) == ([224, 288], "atss", False)
 
@@ -66,8 +81,18 @@ def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message,
 def test_the_assignment_remedies_of_issue_9_reach_the_assigner_from_the_command_line():
     from paa_toolkit.assign import build_assigner
 
-    cfg = parse_args(["--assign.low_quality", "gt", "--assign.gmm_init", "data", "--assign.gmm_tol", "1e-8",
-                      "--assign.gmm_max_iter", "500"])
+    cfg = parse_args(
+        [
+            "--assign.low_quality",
+            "gt",
+            "--assign.gmm_init",
+            "data",
+            "--assign.gmm_tol",
+            "1e-8",
+            "--assign.gmm_max_iter",
+            "500",
+        ]
+    )
     assigner = build_assigner(cfg.assign)
     assert (assigner.low_quality, assigner.gmm_init, assigner.gmm_tol, assigner.gmm_max_iter) == (
         "gt",
@@ -102,27 +127,98 @@ def test_config_round_trips_through_dict_and_rejects_unknown_keys():
 def test_train_cli_draws_the_training_curves_into_the_run_folder(synthetic_root, tmp_path):
     from paa_toolkit.train import main
 
-    argv = ["--data.root", str(synthetic_root), "--data.synthetic_num_train", "6", "--data.synthetic_num_val", "3",
-            "--data.synthetic_image_size", "64", "--batch-size", "2", "--model.width", "32", "--model.num_convs", "1",
-            "--model.min_size", "64", "--model.max_size", "64", "--max-iters", "2", "--solver.warmup_iters", "1",
-            "--output-dir", str(tmp_path), "--device", "cpu", "--log_every", "1", "--checkpoint_every", "0",
-            "--eval_batch_size", "3", "--trace_iters", "[]"]
+    argv = [
+        "--data.root",
+        str(synthetic_root),
+        "--data.synthetic_num_train",
+        "6",
+        "--data.synthetic_num_val",
+        "3",
+        "--data.synthetic_image_size",
+        "64",
+        "--batch-size",
+        "2",
+        "--model.width",
+        "32",
+        "--model.num_convs",
+        "1",
+        "--model.min_size",
+        "64",
+        "--model.max_size",
+        "64",
+        "--max-iters",
+        "2",
+        "--solver.warmup_iters",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--log_every",
+        "1",
+        "--checkpoint_every",
+        "0",
+        "--eval_batch_size",
+        "3",
+        "--trace_iters",
+        "[]",
+    ]
     assert main(argv) == 0
     assert {"losses.png", "ap.png", "positives_per_gt.png"} <= {p.name for p in tmp_path.iterdir()}
     assert (tmp_path / "assignment.png").stat().st_size > 5000  # the assigner's diagnostics (issue 9)
 
 
-@pytest.mark.parametrize("rule, extra, figure", [("tal", [], "tal_metric"), ("simota", [], "dynamic_k"),
-                                                  ("tal", ["--assign.tal_soft_target", "false"], "tal_metric")])
+@pytest.mark.parametrize(
+    "rule, extra, figure",
+    [
+        ("tal", [], "tal_metric"),
+        ("simota", [], "dynamic_k"),
+        ("tal", ["--assign.tal_soft_target", "false"], "tal_metric"),
+    ],
+)
 def test_train_cli_trains_paas_successors_and_logs_their_figures(synthetic_root, tmp_path, rule, extra, figure):
     from paa_toolkit.engine.run_files import read_metrics
     from paa_toolkit.train import main
 
-    argv = ["--data.root", str(synthetic_root), "--data.synthetic_num_train", "6", "--data.synthetic_num_val", "3",
-            "--data.synthetic_image_size", "64", "--batch-size", "2", "--model.width", "32", "--model.num_convs", "1",
-            "--model.min_size", "64", "--model.max_size", "64", "--max-iters", "2", "--solver.warmup_iters", "1",
-            "--output-dir", str(tmp_path), "--device", "cpu", "--log_every", "1", "--checkpoint_every", "0",
-            "--eval_batch_size", "3", "--trace_iters", "[2]", "--assign.rule", rule, *extra]
+    argv = [
+        "--data.root",
+        str(synthetic_root),
+        "--data.synthetic_num_train",
+        "6",
+        "--data.synthetic_num_val",
+        "3",
+        "--data.synthetic_image_size",
+        "64",
+        "--batch-size",
+        "2",
+        "--model.width",
+        "32",
+        "--model.num_convs",
+        "1",
+        "--model.min_size",
+        "64",
+        "--model.max_size",
+        "64",
+        "--max-iters",
+        "2",
+        "--solver.warmup_iters",
+        "1",
+        "--output-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--log_every",
+        "1",
+        "--checkpoint_every",
+        "0",
+        "--eval_batch_size",
+        "3",
+        "--trace_iters",
+        "[2]",
+        "--assign.rule",
+        rule,
+        *extra,
+    ]
     assert main(argv) == 0
     train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
     assert len(train) == 2 and all(figure in r and "gt_without_pos" in r and "em_iters" not in r for r in train)
@@ -192,8 +288,11 @@ def test_every_config_field_has_a_one_line_description():
     from paa_toolkit.cli import _dotted_fields
     from paa_toolkit.engine.config import SECTIONS, field_docs
 
-    undocumented = [dotted for dotted, f in _dotted_fields()
-                    if not field_docs(SECTIONS.get(dotted.split(".")[0], TrainConfig)).get(f.name)]
+    undocumented = [
+        dotted
+        for dotted, f in _dotted_fields()
+        if not field_docs(SECTIONS.get(dotted.split(".")[0], TrainConfig)).get(f.name)
+    ]
     assert undocumented == []
 
 
@@ -227,16 +326,33 @@ def test_help_describes_what_happens_to_bad_annotations(monkeypatch, capsys):
     assert "valid choices: skip, error" in capsys.readouterr().err
 
 
-def test_detect_writes_coco_results_that_evaluate_scores_like_the_checkpoint(synthetic_root, reference_run, tmp_path,
-                                                                            capsys):
+def test_detect_writes_coco_results_that_evaluate_scores_like_the_checkpoint(
+    synthetic_root, reference_run, tmp_path, capsys
+):
     from paa_toolkit.detect import main as detect
     from paa_toolkit.evaluate import main as evaluate
 
     run_dir, result = reference_run
     val = json.loads((synthetic_root / "val.json").read_text())
     images = [str(synthetic_root / "images" / image["file_name"]) for image in val["images"]]
-    assert detect([*images, "--checkpoint", str(run_dir), "--out", str(tmp_path), "--score-thresh", "0",
-                   "--test.score_thresh", "0", "--annotations", str(synthetic_root / "val.json")]) == 0
+    assert (
+        detect(
+            [
+                *images,
+                "--checkpoint",
+                str(run_dir),
+                "--out",
+                str(tmp_path),
+                "--score-thresh",
+                "0",
+                "--test.score_thresh",
+                "0",
+                "--annotations",
+                str(synthetic_root / "val.json"),
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "detections.json").read_text())
     assert {r["image_id"] for r in results} <= {image["id"] for image in val["images"]}
     assert set(results[0]) == {"image_id", "category_id", "bbox", "score"} and len(results[0]["bbox"]) == 4

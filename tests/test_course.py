@@ -1,4 +1,5 @@
 """paa_toolkit.course: the notebooks' cached briefly trained detector and the helpers around it."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,21 @@ from paa_toolkit.widgets.compute import random_snapshot
 
 #: a run of a few seconds: 6 images of 64 px, 2 iterations
 TINY = {
-    "data.synthetic_num_train": 6, "data.synthetic_num_val": 3, "data.synthetic_image_size": 64,
-    "data.batch_size": 2, "model.width": 16, "model.num_convs": 1, "model.min_size": 64, "model.max_size": 64,
-    "solver.max_iters": 2, "solver.warmup_iters": 1, "log_every": 1,
-    "eval_batch_size": 3, "trace_images": 2, "trace_iters": [0, 2], "device": "cpu",
+    "data.synthetic_num_train": 6,
+    "data.synthetic_num_val": 3,
+    "data.synthetic_image_size": 64,
+    "data.batch_size": 2,
+    "model.width": 16,
+    "model.num_convs": 1,
+    "model.min_size": 64,
+    "model.max_size": 64,
+    "solver.max_iters": 2,
+    "solver.warmup_iters": 1,
+    "log_every": 1,
+    "eval_batch_size": 3,
+    "trace_images": 2,
+    "trace_iters": [0, 2],
+    "device": "cpu",
 }
 
 
@@ -43,8 +55,11 @@ def test_fast_setting_is_small_and_full_setting_is_the_demo_run():
     assert fast.data.synthetic_num_train <= 64 and fast.data.synthetic_image_size <= 160
     assert fast.solver.max_iters <= 50 and 0 in fast.trace_schedule()
     demo = TrainConfig()
-    assert (full.solver.max_iters, full.data.synthetic_num_train, full.model.min_size) == \
-        (demo.solver.max_iters, demo.data.synthetic_num_train, demo.model.min_size)
+    assert (full.solver.max_iters, full.data.synthetic_num_train, full.model.min_size) == (
+        demo.solver.max_iters,
+        demo.data.synthetic_num_train,
+        demo.model.min_size,
+    )
     assert full.trace_images > 0 and 0 in full.trace_schedule()
 
 
@@ -104,9 +119,14 @@ def test_head_outputs_reproduce_the_models_own_detections(tiny_model):
     assert view.cls_logits.shape == (view.anchors.boxes.shape[0], model.num_classes)
     assert sum(view.anchors.num_per_level) == view.pred_boxes.shape[0] == view.aux_logits.shape[0]
     with course.post_processing(model, score_thresh=0.005), torch.no_grad():  # 2 iterations: low scores
-        ours = postprocess_detections(view.cls_logits[None], view.pred_boxes[None], view.aux_logits[None],
-                                      view.anchors.num_per_level, [tuple(view.image.shape[-2:])],
-                                      **model.inference.postprocess_kwargs(model.aux))[0]
+        ours = postprocess_detections(
+            view.cls_logits[None],
+            view.pred_boxes[None],
+            view.aux_logits[None],
+            view.anchors.num_per_level,
+            [tuple(view.image.shape[-2:])],
+            **model.inference.postprocess_kwargs(model.aux),
+        )[0]
         theirs = model([image])[0]
     assert len(theirs["boxes"]) > 0
     assert torch.allclose(ours["boxes"], theirs["boxes"], atol=1e-4)

@@ -3,6 +3,7 @@
 Every test here is marked ``cuda``: skipped where no CUDA device is available (tests/conftest.py),
 run by ``pytest -m cuda`` and by ``benchmarks/gpu_check.py``.
 """
+
 from dataclasses import replace
 
 import pytest
@@ -20,10 +21,16 @@ DEVICE = "cuda"
 def two_images(device: str) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 128, 128, generator=gen).to(device) for _ in range(2)]
-    targets = [{"boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0], [60.0, 8.0, 120.0, 50.0]], device=device),
-                "labels": torch.tensor([1, 2], device=device)},
-               {"boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]], device=device),
-                "labels": torch.tensor([0], device=device)}]
+    targets = [
+        {
+            "boxes": torch.tensor([[10.0, 20.0, 70.0, 90.0], [60.0, 8.0, 120.0, 50.0]], device=device),
+            "labels": torch.tensor([1, 2], device=device),
+        },
+        {
+            "boxes": torch.tensor([[30.0, 30.0, 100.0, 110.0]], device=device),
+            "labels": torch.tensor([0], device=device),
+        },
+    ]
     return images, targets
 
 
@@ -50,8 +57,10 @@ def test_amp_training_steps_on_cuda_keep_losses_and_weights_finite():
 def test_paa_assignment_on_cuda_matches_cpu():
     gen = torch.Generator().manual_seed(1)
     sizes, strides = [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)], [8, 16, 32, 64, 128]
-    boxes = [torch.tensor([[30.0, 40.0, 120.0, 90.0], [150.0, 20.0, 230.0, 160.0], [10.0, 150.0, 60.0, 250.0]]),
-             torch.tensor([[60.0, 60.0, 200.0, 220.0]])]
+    boxes = [
+        torch.tensor([[30.0, 40.0, 120.0, 90.0], [150.0, 20.0, 230.0, 160.0], [10.0, 150.0, 60.0, 250.0]]),
+        torch.tensor([[60.0, 60.0, 200.0, 220.0]]),
+    ]
     anchors_cpu = make_anchor_grid(sizes, strides, scale=8)
     num_anchors = anchors_cpu.boxes.shape[0]
     cls_logits = torch.randn(2, num_anchors, 5, generator=gen)
@@ -60,8 +69,9 @@ def test_paa_assignment_on_cuda_matches_cpu():
 
     def assign(device: str):
         anchors = make_anchor_grid(sizes, strides, scale=8, device=device)
-        targets = pad_targets([{"boxes": b.to(device), "labels": torch.tensor([1] * len(b), device=device)}
-                               for b in boxes], device=device)
+        targets = pad_targets(
+            [{"boxes": b.to(device), "labels": torch.tensor([1] * len(b), device=device)} for b in boxes], device=device
+        )
         pred = decode_boxes(deltas.to(device), anchors.boxes)
         return assigner(anchors, targets, cls_logits.to(device), pred).matched_gt.cpu()
 

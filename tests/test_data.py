@@ -1,4 +1,5 @@
 """Specifications of the COCO-format loader and the embedded synthetic dataset."""
+
 from __future__ import annotations
 
 import json
@@ -38,20 +39,27 @@ def write_dataset(tmp_path: Path, annotations=None, images=None, categories=None
     image_dir = tmp_path / "imgs"
     image_dir.mkdir(exist_ok=True)
     pixels = np.zeros((H, W, 3), np.uint8)
-    pixels[:, :W // 2] = 200  # left half bright: makes flips visible
+    pixels[:, : W // 2] = 200  # left half bright: makes flips visible
     Image.fromarray(pixels).save(image_dir / "a.png")
     Image.fromarray(pixels[..., 0]).save(image_dir / "b.png")  # greyscale file
     data = {
-        "images": images if images is not None else [
+        "images": images
+        if images is not None
+        else [
             {"id": 10, "file_name": "a.png", "width": W, "height": H},
-            {"id": 20, "file_name": "b.png", "width": W, "height": H}],
-        "annotations": annotations if annotations is not None else [
+            {"id": 20, "file_name": "b.png", "width": W, "height": H},
+        ],
+        "annotations": annotations
+        if annotations is not None
+        else [
             {"id": 1, "image_id": 10, "category_id": 9, "bbox": [2, 3, 10, 5]},
             {"id": 2, "image_id": 10, "category_id": 2, "bbox": [20, 10, 4, 8]},
             {"id": 3, "image_id": 10, "category_id": 5, "bbox": [0, 0, 6, 6], "iscrowd": 1},
-            {"id": 4, "image_id": 20, "category_id": 5, "bbox": [1, 1, 3, 3]}],
-        "categories": categories if categories is not None else [
-            {"id": 5, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 9, "name": "emu"}],
+            {"id": 4, "image_id": 20, "category_id": 5, "bbox": [1, 1, 3, 3]},
+        ],
+        "categories": categories
+        if categories is not None
+        else [{"id": 5, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 9, "name": "emu"}],
         **top,
     }
     ann_file = tmp_path / "ann.json"
@@ -167,12 +175,18 @@ def test_rgba_pixels_are_composited_onto_white_not_their_hidden_colour(tmp_path)
 def png_bytes(pixels: np.ndarray, color_type: int) -> bytes:
     """A 16-bit PNG (Pillow writes 16-bit greyscale only): ``pixels[h, w, c]`` uint16, colour type
     0 grey, 2 RGB, 4 grey + alpha, 6 RGBA."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     h, w = pixels.shape[:2]
     rows = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def ramp16(channels: int) -> np.ndarray:
@@ -213,34 +227,40 @@ def test_palette_png_with_a_transparent_entry_is_composited_onto_the_stated_back
     assert on_white[:, 0, -1].tolist() == on_blue[:, 0, -1].tolist() == pytest.approx([250 / 255, 0, 0])
 
 
-@pytest.mark.parametrize("mode, colour, expected", [
-    ("1", 1, (1, 1, 1)),
-    ("L", 51, (0.2, 0.2, 0.2)),
-    ("P", 0, (0, 0, 0)),  # Pillow's default palette: entry 0 is black
-    ("I;16", 13107, (0.2, 0.2, 0.2)),
-    ("I", 52428, (0.8, 0.8, 0.8)),  # Pillow's mode for 16-bit PGM/TIFF
-    ("F", 0.25, (0.25, 0.25, 0.25)),
-    ("RGBX", (255, 0, 51, 0), (1, 0, 0.2)),
-    ("CMYK", (0, 255, 0, 0), (1, 0, 1)),  # magenta
-    ("YCbCr", (255, 128, 128), (1, 1, 1)),
-    ("HSV", (85, 255, 255), (0, 1, 0)),
-    ("LAB", (0, 128, 128), (0, 0, 0)),
-    ("LA", (51, 0), (1, 1, 1)),  # fully transparent: the background
-    ("La", (51, 255), (0.2, 0.2, 0.2)),
-    ("PA", (0, 255), (0, 0, 0)),
-    ("RGBa", (51, 0, 0, 255), (0.2, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "mode, colour, expected",
+    [
+        ("1", 1, (1, 1, 1)),
+        ("L", 51, (0.2, 0.2, 0.2)),
+        ("P", 0, (0, 0, 0)),  # Pillow's default palette: entry 0 is black
+        ("I;16", 13107, (0.2, 0.2, 0.2)),
+        ("I", 52428, (0.8, 0.8, 0.8)),  # Pillow's mode for 16-bit PGM/TIFF
+        ("F", 0.25, (0.25, 0.25, 0.25)),
+        ("RGBX", (255, 0, 51, 0), (1, 0, 0.2)),
+        ("CMYK", (0, 255, 0, 0), (1, 0, 1)),  # magenta
+        ("YCbCr", (255, 128, 128), (1, 1, 1)),
+        ("HSV", (85, 255, 255), (0, 1, 0)),
+        ("LAB", (0, 128, 128), (0, 0, 0)),
+        ("LA", (51, 0), (1, 1, 1)),  # fully transparent: the background
+        ("La", (51, 255), (0.2, 0.2, 0.2)),
+        ("PA", (0, 255), (0, 0, 0)),
+        ("RGBa", (51, 0, 0, 255), (0.2, 0, 0)),
+    ],
+)
 def test_every_supported_mode_converts_to_rgb_in_unit_range(mode, colour, expected):
     rgb = to_rgb(Image.new(mode, (3, 2), colour))
     assert rgb.shape == (2, 3, 3) and rgb.dtype == np.float32
     np.testing.assert_allclose(rgb, np.broadcast_to(np.float32(expected), rgb.shape), atol=1.5 / 255)
 
 
-@pytest.mark.parametrize("mode, value, message", [
-    ("F", 2.0, r"float \(mode F\) pixel values must be finite and in \[0, 1\]"),
-    ("F", float("nan"), r"float \(mode F\) pixel values must be finite"),
-    ("I", 70000, r"mode I values 70000\.\.70000 are outside 0\.\.65535"),
-])
+@pytest.mark.parametrize(
+    "mode, value, message",
+    [
+        ("F", 2.0, r"float \(mode F\) pixel values must be finite and in \[0, 1\]"),
+        ("F", float("nan"), r"float \(mode F\) pixel values must be finite"),
+        ("I", 70000, r"mode I values 70000\.\.70000 are outside 0\.\.65535"),
+    ],
+)
 def test_float_and_integer_images_out_of_range_are_refused_naming_file(tmp_path, mode, value, message):
     image_dir, ann_file = write_dataset(tmp_path)
     Image.new(mode, (W, H), value).save(image_dir / "a.tif")
@@ -279,8 +299,11 @@ def test_exif_rotated_jpeg_annotated_with_its_stored_size_is_refused_with_a_hint
     data["images"][0].update(file_name="a.jpg", width=H, height=W)  # the stored, unrotated size
     ann_file.write_text(json.dumps(data))
     exif_rotated_jpeg(image_dir / "a.jpg")
-    with pytest.raises(ValueError, match=r"a\.jpg: image is 40x30 but .*ann\.json says width=30, height=40 "
-                                         r"\(image_id=10\); its EXIF Orientation \(6\) turns it by 90 degrees"):
+    with pytest.raises(
+        ValueError,
+        match=r"a\.jpg: image is 40x30 but .*ann\.json says width=30, height=40 "
+        r"\(image_id=10\); its EXIF Orientation \(6\) turns it by 90 degrees",
+    ):
         CocoDetection(image_dir, ann_file)
 
 
@@ -300,8 +323,11 @@ def test_image_above_the_decompression_bomb_limit_is_a_clear_error_not_a_warning
     image_dir, ann_file = write_dataset(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a warning escaping would fail the test
-        with pytest.raises(ImageReadError, match=r"cannot read image .*a\.png \(image_id=10\): .*"
-                                                 r"1,?200 pixels.* limit .*MAX_IMAGE_PIXELS.*ann\.json"):
+        with pytest.raises(
+            ImageReadError,
+            match=r"cannot read image .*a\.png \(image_id=10\): .*"
+            r"1,?200 pixels.* limit .*MAX_IMAGE_PIXELS.*ann\.json",
+        ):
             CocoDetection(image_dir, ann_file)
 
 
@@ -367,15 +393,22 @@ def test_annotation_missing_field_names_file_index_id_and_field(tmp_path, field)
 
 def test_malformed_bbox_names_annotation(tmp_path):
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id=7\): 'bbox' must be"):
-        CocoDetection(*write_dataset(tmp_path, annotations=[
-            {"id": 7, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3]}]))
+        CocoDetection(
+            *write_dataset(tmp_path, annotations=[{"id": 7, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3]}])
+        )
 
 
 @pytest.mark.parametrize("bbox", [[5, 5, 0, 4], [5, 5, 4, -1]])
 def test_zero_or_negative_size_box_is_skipped_and_counted(tmp_path, bbox):
-    ds = CocoDetection(*write_dataset(tmp_path, annotations=[
-        {"id": 1, "image_id": 10, "category_id": 5, "bbox": bbox},
-        {"id": 2, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3]}]))
+    ds = CocoDetection(
+        *write_dataset(
+            tmp_path,
+            annotations=[
+                {"id": 1, "image_id": 10, "category_id": 5, "bbox": bbox},
+                {"id": 2, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3]},
+            ],
+        )
+    )
     assert ds.skipped == {"degenerate_box": 1}
     assert ds[0][1]["boxes"].tolist() == [[1, 1, 4, 4]]
     assert ds.coco.getAnnIds() == [2]  # the evaluation ground truth agrees with training
@@ -383,8 +416,10 @@ def test_zero_or_negative_size_box_is_skipped_and_counted(tmp_path, bbox):
 
 def test_zero_size_box_raises_naming_annotation_id_in_error_mode(tmp_path):
     with pytest.raises(ValueError, match=r"ann\.json: 1 annotation\(s\) with bbox width or height <= 0.*\[31\]"):
-        CocoDetection(*write_dataset(tmp_path, annotations=[
-            {"id": 31, "image_id": 10, "category_id": 5, "bbox": [5, 5, 0, 4]}]), on_bad_annotation="error")
+        CocoDetection(
+            *write_dataset(tmp_path, annotations=[{"id": 31, "image_id": 10, "category_id": 5, "bbox": [5, 5, 0, 4]}]),
+            on_bad_annotation="error",
+        )
 
 
 def test_box_wholly_outside_image_is_skipped_or_raises(tmp_path):
@@ -398,8 +433,9 @@ def test_box_wholly_outside_image_is_skipped_or_raises(tmp_path):
 def test_the_data_config_chooses_what_happens_to_bad_boxes(tmp_path):
     from paa_toolkit.data.build import DataConfig, build_datasets
 
-    image_dir, ann = write_dataset(tmp_path, annotations=[
-        {"id": 8, "image_id": 10, "category_id": 5, "bbox": [W + 1, 2, 5, 5]}])
+    image_dir, ann = write_dataset(
+        tmp_path, annotations=[{"id": 8, "image_id": 10, "category_id": 5, "bbox": [W + 1, 2, 5, 5]}]
+    )
     cfg = DataConfig(dataset="coco", image_dir=str(image_dir), train_ann=str(ann), val_ann=str(ann))
     assert build_datasets(cfg)[0].skipped == {"outside_image": 1}
     with pytest.raises(ValueError, match=r"wholly outside its image"):
@@ -407,8 +443,9 @@ def test_the_data_config_chooses_what_happens_to_bad_boxes(tmp_path):
 
 
 def test_box_partly_outside_image_is_clipped(tmp_path):
-    ds = CocoDetection(*write_dataset(tmp_path, annotations=[
-        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [-3, 20, 10, 20]}]))
+    ds = CocoDetection(
+        *write_dataset(tmp_path, annotations=[{"id": 1, "image_id": 10, "category_id": 5, "bbox": [-3, 20, 10, 20]}])
+    )
     assert ds[0][1]["boxes"].tolist() == [[0, 20, 7, H]]
     assert ds.clipped == 1 and ds.skipped == {}
     assert ds.coco.anns[1]["bbox"] == [0, 20, 7, H - 20]
@@ -416,14 +453,16 @@ def test_box_partly_outside_image_is_clipped(tmp_path):
 
 def test_unknown_category_id_names_annotation_id(tmp_path):
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id=55\): category_id 4 is not in 'categories'"):
-        CocoDetection(*write_dataset(tmp_path, annotations=[
-            {"id": 55, "image_id": 10, "category_id": 4, "bbox": [1, 1, 3, 3]}]))
+        CocoDetection(
+            *write_dataset(tmp_path, annotations=[{"id": 55, "image_id": 10, "category_id": 4, "bbox": [1, 1, 3, 3]}])
+        )
 
 
 def test_unknown_image_id_names_annotation_id(tmp_path):
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id=56\): image_id 99 is not in 'images'"):
-        CocoDetection(*write_dataset(tmp_path, annotations=[
-            {"id": 56, "image_id": 99, "category_id": 5, "bbox": [1, 1, 3, 3]}]))
+        CocoDetection(
+            *write_dataset(tmp_path, annotations=[{"id": 56, "image_id": 99, "category_id": 5, "bbox": [1, 1, 3, 3]}])
+        )
 
 
 def test_missing_image_file_raises_at_construction_naming_path(tmp_path):
@@ -475,7 +514,7 @@ def test_truncated_image_passes_construction_but_check_images_names_it(tmp_path)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(image_dir / "a.png")
     data = (image_dir / "a.png").read_bytes()
-    (image_dir / "a.png").write_bytes(data[:len(data) // 2])  # header intact, pixel data cut
+    (image_dir / "a.png").write_bytes(data[: len(data) // 2])  # header intact, pixel data cut
     ds = CocoDetection(image_dir, ann_file)
     with pytest.raises(ImageReadError, match=r"cannot read image .*imgs/a\.png \(image_id=10\): .*ann\.json"):
         ds.check_images()
@@ -488,8 +527,11 @@ def test_check_images_passes_on_good_images(tiny):
 def test_image_size_differing_from_json_fails_at_construction(tmp_path):
     image_dir, ann_file = write_dataset(tmp_path)
     Image.new("RGB", (H, W)).save(image_dir / "a.png")  # transposed
-    with pytest.raises(ValueError, match=r"a\.png: image is 30x40 but .*ann\.json says width=40, height=30 "
-                                         r"\(image_id=10\)$"):
+    with pytest.raises(
+        ValueError,
+        match=r"a\.png: image is 30x40 but .*ann\.json says width=40, height=30 "
+        r"\(image_id=10\)$",
+    ):
         CocoDetection(image_dir, ann_file)
 
 
@@ -516,8 +558,11 @@ def outside_error(tmp_path: Path, file_name, outside: Path, exists: bool, **kwar
 def test_dot_dot_file_name_is_refused_naming_annotation_and_image_without_telling_if_it_exists(tmp_path):
     there, absent = (outside_error(tmp_path, "../x.png", tmp_path / "x.png", exists) for exists in (True, False))
     assert there == absent
-    assert re.fullmatch(r".*ann\.json: images\[1\] \(id=20\): file_name '\.\./x\.png' is outside the image "
-                        r"folder .*imgs: '\.\.' is not allowed; file names must be relative paths inside it", there)
+    assert re.fullmatch(
+        r".*ann\.json: images\[1\] \(id=20\): file_name '\.\./x\.png' is outside the image "
+        r"folder .*imgs: '\.\.' is not allowed; file names must be relative paths inside it",
+        there,
+    )
 
 
 def test_dot_dot_inside_a_name_that_would_come_back_is_refused_too(tmp_path):
@@ -529,8 +574,11 @@ def test_absolute_file_name_is_refused_without_telling_if_it_exists(tmp_path):
     outside = tmp_path / "x.png"
     there, absent = (outside_error(tmp_path, str(outside), outside, exists) for exists in (True, False))
     assert there == absent
-    assert re.search(r"ann\.json: images\[1\] \(id=20\): file_name '.*x\.png' is outside the image folder .*: "
-                     r"it is an absolute path \(pass allow_absolute_paths=True to read those\)", there)
+    assert re.search(
+        r"ann\.json: images\[1\] \(id=20\): file_name '.*x\.png' is outside the image folder .*: "
+        r"it is an absolute path \(pass allow_absolute_paths=True to read those\)",
+        there,
+    )
 
 
 def test_absolute_file_name_is_read_when_allowed(tmp_path):
@@ -546,8 +594,11 @@ def test_symlink_leading_out_of_the_image_folder_is_refused_without_telling_if_i
     (image_dir / "link.png").symlink_to(tmp_path / "x.png")
     there, absent = (outside_error(tmp_path, "link.png", tmp_path / "x.png", exists) for exists in (True, False))
     assert there == absent
-    assert re.search(r"ann\.json: images\[1\] \(id=20\): file_name 'link\.png' is outside the image folder "
-                     r".*: a symbolic link leads out of it", there)
+    assert re.search(
+        r"ann\.json: images\[1\] \(id=20\): file_name 'link\.png' is outside the image folder "
+        r".*: a symbolic link leads out of it",
+        there,
+    )
 
 
 def test_folder_symlink_leading_out_of_the_image_folder_is_refused(tmp_path):
@@ -555,8 +606,9 @@ def test_folder_symlink_leading_out_of_the_image_folder_is_refused(tmp_path):
     image_dir.mkdir()
     (tmp_path / "elsewhere").mkdir()
     (image_dir / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
-    there, absent = (outside_error(tmp_path, "more/x.png", tmp_path / "elsewhere" / "x.png", exists)
-                     for exists in (True, False))
+    there, absent = (
+        outside_error(tmp_path, "more/x.png", tmp_path / "elsewhere" / "x.png", exists) for exists in (True, False)
+    )
     assert there == absent and "file_name 'more/x.png' is outside the image folder" in there
 
 
@@ -581,8 +633,9 @@ def test_file_name_that_is_not_a_non_empty_string_is_refused(tmp_path, file_name
 
 # ---- annotation fields: type and range ------------------------------------------------------------
 def one_annotation(tmp_path: Path, **fields) -> tuple[Path, Path]:
-    return write_dataset(tmp_path, annotations=[{"id": 7, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3],
-                                                 **fields}])
+    return write_dataset(
+        tmp_path, annotations=[{"id": 7, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3], **fields}]
+    )
 
 
 @pytest.mark.parametrize("iscrowd", ["no", "0", 2, -1, 0.0, 1.0, None, [1]])
@@ -599,20 +652,26 @@ def test_iscrowd_0_1_false_true_are_read_as_such(tmp_path, iscrowd, crowd):
     assert len(target["crowd_boxes"]) == int(crowd) and len(target["boxes"]) == 1 - int(crowd)
 
 
-@pytest.mark.parametrize("area", [-1, "9", float("nan"), float("inf"), None, True, 10 ** 400])
+@pytest.mark.parametrize("area", [-1, "9", float("nan"), float("inf"), None, True, 10**400])
 def test_area_that_is_not_a_finite_non_negative_number_is_refused(tmp_path, area):
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id=7\): 'area' must be a finite number >= 0"):
         CocoDetection(*one_annotation(tmp_path, area=area))
 
 
 def test_given_area_is_kept_and_missing_area_is_the_box_area(tmp_path):
-    ds = CocoDetection(*write_dataset(tmp_path, annotations=[
-        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3], "area": 4.5},
-        {"id": 2, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 2]}]))
+    ds = CocoDetection(
+        *write_dataset(
+            tmp_path,
+            annotations=[
+                {"id": 1, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3], "area": 4.5},
+                {"id": 2, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 2]},
+            ],
+        )
+    )
     assert ds.coco.anns[1]["area"] == 4.5 and ds.coco.anns[2]["area"] == 6
 
 
-@pytest.mark.parametrize("bbox", [[1, 1, 10 ** 400, 3], [1, float("nan"), 3, 3], [1, 1, True, 3], "1 1 3 3"])
+@pytest.mark.parametrize("bbox", [[1, 1, 10**400, 3], [1, float("nan"), 3, 3], [1, 1, True, 3], "1 1 3 3"])
 def test_bbox_of_non_finite_or_oversized_numbers_is_a_clear_error(tmp_path, bbox):
     with pytest.raises(ValueError, match=r"annotations\[0\] \(id=7\): 'bbox' must be \[x, y, width, height\]"):
         CocoDetection(*one_annotation(tmp_path, bbox=bbox))
@@ -626,7 +685,7 @@ def test_huge_but_finite_bbox_is_clipped_to_the_image(tmp_path):
 @pytest.mark.parametrize("field", ["id", "image_id", "category_id"])
 def test_ids_beyond_64_bits_are_refused(tmp_path, field):
     with pytest.raises(ValueError, match=rf"annotations\[0\].*'{field}' must be an integer \(64-bit\)"):
-        CocoDetection(*one_annotation(tmp_path, **{field: 2 ** 63}))
+        CocoDetection(*one_annotation(tmp_path, **{field: 2**63}))
 
 
 def test_category_name_that_is_not_a_string_is_refused(tmp_path):
@@ -641,10 +700,15 @@ def rle(counts) -> dict:
     return {"counts": counts, "size": [H, W]}
 
 
-@pytest.mark.parametrize("segmentation", [
-    [POLYGON], [POLYGON, [2, 2, 3, 2, 3, 3]], rle([5, 10, H * W - 15]),
-    rle(mask_utils.encode(np.asfortranarray(np.eye(H, W, dtype=np.uint8)))["counts"].decode()),
-])
+@pytest.mark.parametrize(
+    "segmentation",
+    [
+        [POLYGON],
+        [POLYGON, [2, 2, 3, 2, 3, 3]],
+        rle([5, 10, H * W - 15]),
+        rle(mask_utils.encode(np.asfortranarray(np.eye(H, W, dtype=np.uint8)))["counts"].decode()),
+    ],
+)
 def test_valid_segmentation_is_kept_and_pycocotools_can_rasterise_it(tmp_path, segmentation):
     ds = CocoDetection(*one_annotation(tmp_path, segmentation=segmentation))
     assert ds.coco.anns[7]["segmentation"] == segmentation
@@ -688,19 +752,37 @@ def test_malformed_segmentation_is_refused_naming_annotation(tmp_path, segmentat
 
 def test_ground_truth_for_evaluation_holds_only_validated_fields(tmp_path):
     image_dir, ann_file = write_dataset(
-        tmp_path, info="not a dict", licenses=7,
-        images=[{"id": 10, "file_name": "a.png", "width": W, "height": H, "license": "junk", "coco_url": None},
-                {"id": 20, "file_name": "b.png", "width": W, "height": H}],
-        annotations=[{"id": 1, "image_id": 10, "category_id": 5, "bbox": [1, 1, 3, 3], "ignore": "yes",
-                      "attributes": {"occluded": "maybe"}, "iscrowd": False}],
-        categories=[{"id": 5, "name": "cat", "supercategory": 3, "keypoints": "x"}])
+        tmp_path,
+        info="not a dict",
+        licenses=7,
+        images=[
+            {"id": 10, "file_name": "a.png", "width": W, "height": H, "license": "junk", "coco_url": None},
+            {"id": 20, "file_name": "b.png", "width": W, "height": H},
+        ],
+        annotations=[
+            {
+                "id": 1,
+                "image_id": 10,
+                "category_id": 5,
+                "bbox": [1, 1, 3, 3],
+                "ignore": "yes",
+                "attributes": {"occluded": "maybe"},
+                "iscrowd": False,
+            }
+        ],
+        categories=[{"id": 5, "name": "cat", "supercategory": 3, "keypoints": "x"}],
+    )
     ds = CocoDetection(image_dir, ann_file)
     assert ds.coco.dataset == {
-        "images": [{"id": 10, "file_name": "a.png", "width": W, "height": H},
-                   {"id": 20, "file_name": "b.png", "width": W, "height": H}],
-        "annotations": [{"id": 1, "image_id": 10, "category_id": 5, "bbox": [1.0, 1.0, 3.0, 3.0], "iscrowd": 0,
-                         "area": 9.0}],
-        "categories": [{"id": 5, "name": "cat"}]}
+        "images": [
+            {"id": 10, "file_name": "a.png", "width": W, "height": H},
+            {"id": 20, "file_name": "b.png", "width": W, "height": H},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 10, "category_id": 5, "bbox": [1.0, 1.0, 3.0, 3.0], "iscrowd": 0, "area": 9.0}
+        ],
+        "categories": [{"id": 5, "name": "cat"}],
+    }
 
 
 # ---- the synthetic dataset -----------------------------------------------------------------------
@@ -779,8 +861,10 @@ def test_synthetic_boxes_lie_inside_their_images(synthetic):
     assert (b[:, :2] >= 0).all() and (b[:, :2] + b[:, 2:] <= SMALL["image_size"]).all() and (b[:, 2:] > 0).all()
 
 
-@pytest.mark.parametrize("mask", [ell_mask(40, 30, 9), ell_mask(30, 40, 8, mirror=True),
-                                  arc_mask(40, 40, 6, 0, 180), arc_mask(44, 36, 7, 100, 270)])
+@pytest.mark.parametrize(
+    "mask",
+    [ell_mask(40, 30, 9), ell_mask(30, 40, 8, mirror=True), arc_mask(40, 40, 6, 0, 180), arc_mask(44, 36, 7, 100, 270)],
+)
 def test_acentric_shapes_have_their_box_centre_off_the_object(mask):
     ys, xs = np.nonzero(mask > 0.5)
     cx, cy = (xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2

@@ -5,6 +5,7 @@ the annotation file; a correct dataset loads every image and target within its i
 pycocotools evaluates its ground truth (and rasterises every kept segmentation) without failing.
 Any other exception fails the test.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,15 +43,22 @@ def folder(tmp_path_factory) -> Path:
     Image.fromarray(rgb.transpose(1, 0, 2).copy()).save(images / "rotated.jpg", exif=exif)
     (images / "corrupt.png").write_bytes(b"\x89PNG not really")
     whole = (images / "a.png").read_bytes()
-    (images / "truncated.png").write_bytes(whole[:len(whole) // 2])
+    (images / "truncated.png").write_bytes(whole[: len(whole) // 2])
     Image.fromarray(rgb).save(root / "outside.png")
     (images / "link_out.png").symlink_to(root / "outside.png")
     return root
 
 
-JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.integers(2 ** 62, 2 ** 70), st.floats(),
-                 st.text(max_size=4), st.lists(st.integers(0, 3), max_size=3),
-                 st.dictionaries(st.sampled_from(["counts", "size", "x"]), st.integers(0, 3), max_size=2))
+JUNK = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.integers(2**62, 2**70),
+    st.floats(),
+    st.text(max_size=4),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.dictionaries(st.sampled_from(["counts", "size", "x"]), st.integers(0, 3), max_size=2),
+)
 
 
 def often(good: st.SearchStrategy, otherwise: st.SearchStrategy = JUNK, one_in: int = 20) -> st.SearchStrategy:
@@ -61,42 +69,69 @@ def often(good: st.SearchStrategy, otherwise: st.SearchStrategy = JUNK, one_in: 
 
 
 GOOD_FILES = ["a.png", "b.png", "grey16.png", "palette.png", "rotated.jpg"]
-BAD_FILES = ["corrupt.png", "truncated.png", "link_out.png", "missing.png", "../outside.png", "sub/../a.png",
-             "", "sub"]
-coordinate = often(st.one_of(st.integers(-20, 60), st.floats(-20, 60)), st.sampled_from([1e308, -1e308, 10 ** 400]))
-box = often(st.tuples(st.integers(0, W - 1), st.integers(0, H - 1), st.floats(0.5, W), st.floats(0.5, H)).map(list),
-            st.lists(coordinate, min_size=4, max_size=4) | JUNK, one_in=4)
+BAD_FILES = ["corrupt.png", "truncated.png", "link_out.png", "missing.png", "../outside.png", "sub/../a.png", "", "sub"]
+coordinate = often(st.one_of(st.integers(-20, 60), st.floats(-20, 60)), st.sampled_from([1e308, -1e308, 10**400]))
+box = often(
+    st.tuples(st.integers(0, W - 1), st.integers(0, H - 1), st.floats(0.5, W), st.floats(0.5, H)).map(list),
+    st.lists(coordinate, min_size=4, max_size=4) | JUNK,
+    one_in=4,
+)
 polygon = st.lists(coordinate, min_size=0, max_size=10)
-rle = st.fixed_dictionaries({
-    "counts": st.one_of(st.just([W * H]), st.lists(st.integers(-2, W * H), max_size=4),
-                        st.text(alphabet="0123456789:;<=>?@ABC!", max_size=6)),
-    "size": often(st.just([H, W]), st.lists(st.integers(-1, W), max_size=3), one_in=4)})
+rle = st.fixed_dictionaries(
+    {
+        "counts": st.one_of(
+            st.just([W * H]),
+            st.lists(st.integers(-2, W * H), max_size=4),
+            st.text(alphabet="0123456789:;<=>?@ABC!", max_size=6),
+        ),
+        "size": often(st.just([H, W]), st.lists(st.integers(-1, W), max_size=3), one_in=4),
+    }
+)
 
 
 def image(ident: int) -> st.SearchStrategy:
     return st.fixed_dictionaries(
-        {"id": often(st.just(ident)),
-         "file_name": often(st.sampled_from(GOOD_FILES), st.one_of(st.sampled_from(BAD_FILES), JUNK), one_in=10)},
-        optional={"width": often(st.just(W), st.sampled_from([H, 1, W + 1]) | JUNK),
-                  "height": often(st.just(H), st.sampled_from([W, 1, H + 1]) | JUNK)})
+        {
+            "id": often(st.just(ident)),
+            "file_name": often(st.sampled_from(GOOD_FILES), st.one_of(st.sampled_from(BAD_FILES), JUNK), one_in=10),
+        },
+        optional={
+            "width": often(st.just(W), st.sampled_from([H, 1, W + 1]) | JUNK),
+            "height": often(st.just(H), st.sampled_from([W, 1, H + 1]) | JUNK),
+        },
+    )
 
 
 images = often(st.tuples(image(10), image(20)).map(list), st.lists(image(30), max_size=2), one_in=10)
 annotation = st.fixed_dictionaries(
-    {"id": often(st.integers(0, 9)), "image_id": often(st.sampled_from([10, 20]), st.just(30) | JUNK),
-     "category_id": often(st.sampled_from([5, 2, 9]), st.just(4) | JUNK), "bbox": box},
-    optional={"iscrowd": often(st.sampled_from([0, 1, True, False])), "area": often(st.floats(0, 1e4)),
-              "segmentation": often(st.one_of(st.lists(polygon, max_size=2), rle))})
+    {
+        "id": often(st.integers(0, 9)),
+        "image_id": often(st.sampled_from([10, 20]), st.just(30) | JUNK),
+        "category_id": often(st.sampled_from([5, 2, 9]), st.just(4) | JUNK),
+        "bbox": box,
+    },
+    optional={
+        "iscrowd": often(st.sampled_from([0, 1, True, False])),
+        "area": often(st.floats(0, 1e4)),
+        "segmentation": often(st.one_of(st.lists(polygon, max_size=2), rle)),
+    },
+)
 category = st.fixed_dictionaries(
     {"id": often(st.sampled_from([5, 2, 9])), "name": often(st.sampled_from(["cat", "dog"]))}
 )
-dataset = st.fixed_dictionaries({
-    "images": images,
-    "annotations": often(st.lists(annotation, min_size=1, max_size=4, unique_by=lambda a: repr(a["id"])), st.just([]),
-                         one_in=10),
-    "categories": often(st.just([{"id": 5, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 9, "name": "emu"}]),
-                        st.lists(category, max_size=3), one_in=4),
-})
+dataset = st.fixed_dictionaries(
+    {
+        "images": images,
+        "annotations": often(
+            st.lists(annotation, min_size=1, max_size=4, unique_by=lambda a: repr(a["id"])), st.just([]), one_in=10
+        ),
+        "categories": often(
+            st.just([{"id": 5, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 9, "name": "emu"}]),
+            st.lists(category, max_size=3),
+            one_in=4,
+        ),
+    }
+)
 
 
 def assert_correct(ds: CocoDetection) -> None:
@@ -117,12 +152,19 @@ def assert_correct(ds: CocoDetection) -> None:
         evaluator.evaluate(), evaluator.accumulate(), evaluator.summarize()
     for ann in ds.coco.dataset["annotations"]:
         if "segmentation" in ann:
-            assert ds.coco.annToMask(ann).shape == (ds.coco.imgs[ann["image_id"]]["height"],
-                                                    ds.coco.imgs[ann["image_id"]]["width"])
+            assert ds.coco.annToMask(ann).shape == (
+                ds.coco.imgs[ann["image_id"]]["height"],
+                ds.coco.imgs[ann["image_id"]]["width"],
+            )
 
 
-@settings(max_examples=100, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=100,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(data=dataset)
 def test_any_annotation_file_gives_a_clear_error_naming_it_or_a_correct_dataset(folder, data):
     ann_file = folder / "ann.json"

@@ -12,6 +12,7 @@ test is about; with textures both runs agree to float precision (gradients ~1e-6
 
 This file is also the worker: ``torchrun … tests/test_distributed.py --worker OUT TRAIN-ARGS…``.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,27 +40,75 @@ def write_texture_dataset(folder: Path, num_images: int = 8, size: int = 64) -> 
         for _ in range(int(rng.integers(1, 4))):
             x, y = rng.uniform(0, size - 24, 2)
             w, h = rng.uniform(8, 24, 2)
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": int(rng.integers(1, 4)),
-                                "bbox": [float(x), float(y), float(w), float(h)]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(rng.integers(1, 4)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                }
+            )
     ann_file = folder / "annotations.json"
-    ann_file.write_text(json.dumps({"images": images, "annotations": annotations,
-                                    "categories": [{"id": c, "name": f"class {c}"} for c in (1, 2, 3)]}))
+    ann_file.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": c, "name": f"class {c}"} for c in (1, 2, 3)],
+            }
+        )
+    )
     return folder / "images", ann_file
 
 
 def tiny_args(image_dir: Path, ann_file: Path, run_dir: Path, batch_size: int) -> list[str]:
     return [
-        "--dataset", "coco", "--data.image_dir", str(image_dir), "--data.train_ann", str(ann_file),
-        "--data.val_ann", str(ann_file), "--batch-size", str(batch_size), "--model.width", "32",
-        "--model.num_convs", "1", "--model.min_size", "64", "--model.max_size", "128", "--max-iters", "4",
-        "--solver.warmup_iters", "2", "--lr", "0.05", "--output-dir", str(run_dir), "--device", "cpu",
-        "--log_every", "1", "--checkpoint_every", "2", "--eval_batch_size", "2", "--trace_images", "1",
-        "--trace_iters", "0,4", "--test.score_thresh", "0",
+        "--dataset",
+        "coco",
+        "--data.image_dir",
+        str(image_dir),
+        "--data.train_ann",
+        str(ann_file),
+        "--data.val_ann",
+        str(ann_file),
+        "--batch-size",
+        str(batch_size),
+        "--model.width",
+        "32",
+        "--model.num_convs",
+        "1",
+        "--model.min_size",
+        "64",
+        "--model.max_size",
+        "128",
+        "--max-iters",
+        "4",
+        "--solver.warmup_iters",
+        "2",
+        "--lr",
+        "0.05",
+        "--output-dir",
+        str(run_dir),
+        "--device",
+        "cpu",
+        "--log_every",
+        "1",
+        "--checkpoint_every",
+        "2",
+        "--eval_batch_size",
+        "2",
+        "--trace_images",
+        "1",
+        "--trace_iters",
+        "0,4",
+        "--test.score_thresh",
+        "0",
     ]
 
 
 def record_models(built: list):
     """A model builder that keeps what it built (and in which process group) in ``built``."""
+
     def build(cfg, num_classes):
         import torch.distributed as dist
 
@@ -69,6 +118,7 @@ def record_models(built: list):
         group = (dist.get_world_size(), dist.get_backend()) if dist.is_initialized() else (1, None)
         built.append((model, group))
         return model
+
     return build
 
 
@@ -82,9 +132,17 @@ def worker(out_dir: str, argv: list[str]) -> None:
     torch.set_num_threads(1)
     built: list = []
     result = train(parse_args(argv), build_model=record_models(built), progress=False)
-    (model, (world, backend)), = built
-    torch.save({"weights": model.state_dict(), "metrics": result.metrics, "world_size": world, "backend": backend,
-                "group_left": not dist.is_initialized()}, Path(out_dir) / f"rank{os.environ['RANK']}.pt")
+    ((model, (world, backend)),) = built
+    torch.save(
+        {
+            "weights": model.state_dict(),
+            "metrics": result.metrics,
+            "world_size": world,
+            "backend": backend,
+            "group_left": not dist.is_initialized(),
+        },
+        Path(out_dir) / f"rank{os.environ['RANK']}.pt",
+    )
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
@@ -101,16 +159,27 @@ def runs(tmp_path_factory, one_thread):  # one thread, as the torchrun workers (
 
     tmp = tmp_path_factory.mktemp("ddp")
     data = write_texture_dataset(tmp / "data")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               __file__, "--worker", str(tmp), *tiny_args(*data, tmp / "ddp_run", batch_size=1)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        __file__,
+        "--worker",
+        str(tmp),
+        *tiny_args(*data, tmp / "ddp_run", batch_size=1),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
     built: list = []
-    single = train(parse_args(tiny_args(*data, tmp / "single_run", batch_size=2)), build_model=record_models(built),
-                   progress=False)
+    single = train(
+        parse_args(tiny_args(*data, tmp / "single_run", batch_size=2)), build_model=record_models(built), progress=False
+    )
     return {"ranks": ranks, "ddp_dir": tmp / "ddp_run", "single": single, "single_model": built[0][0], "data": data}
 
 

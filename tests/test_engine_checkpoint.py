@@ -1,4 +1,5 @@
 """Specifications of checkpoints that survive a kill mid-write: digest, fallback, no temporary files."""
+
 import argparse
 import io
 import os
@@ -58,11 +59,17 @@ def checkpoint_with_empty_pickle(path):
 PICKLED = "holds pickled Python objects \\({}\\), which are not loaded because unpickling can run code"
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("planted_shell_command", PICKLED.format(rf"{os.system.__module__}\.system")),  # "unsupported GLOBAL posix.system"
-    ("unlisted_class", PICKLED.format(r"argparse\.Namespace")),  # "Unsupported global: GLOBAL argparse.Namespace"
-    ("empty_pickle", "EOFError"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        (
+            "planted_shell_command",
+            PICKLED.format(rf"{os.system.__module__}\.system"),
+        ),  # "unsupported GLOBAL posix.system"
+        ("unlisted_class", PICKLED.format(r"argparse\.Namespace")),  # "Unsupported global: GLOBAL argparse.Namespace"
+        ("empty_pickle", "EOFError"),
+    ],
+)
 def test_an_unsafe_or_broken_checkpoint_is_refused_in_one_line_without_torchs_unsafe_advice(tmp_path, case, reason):
     path, marker = tmp_path / LAST, tmp_path / "command_ran"
     if case == "empty_pickle":
@@ -72,7 +79,8 @@ def test_an_unsafe_or_broken_checkpoint_is_refused_in_one_line_without_torchs_un
     with pytest.raises(CheckpointError) as refused:
         load_checkpoint(path)
     message = str(refused.value)
-    assert re.fullmatch(rf"checkpoint {re.escape(str(path))} is unreadable \(torn or not a checkpoint\): {reason}",
-                        message), message
+    assert re.fullmatch(
+        rf"checkpoint {re.escape(str(path))} is unreadable \(torn or not a checkpoint\): {reason}", message
+    ), message
     assert "weights_only" not in message and "\n" not in message
     assert not marker.exists()

@@ -1,5 +1,6 @@
 """Specifications of the training loop: exact resume, the non-finite-loss stop, Ctrl-C / SIGTERM, assignment
 traces, the run folder."""
+
 import json
 import os
 import signal
@@ -116,12 +117,16 @@ def test_metrics_are_fsynced_before_each_checkpoint_is_renamed_into_place(synthe
 # ---- Ctrl-C and SIGTERM --------------------------------------------------------------------------
 @pytest.mark.parametrize("signum, call", [(signal.SIGINT, 1), (signal.SIGTERM, 3)])
 def test_a_signal_mid_run_saves_that_iteration_and_the_resumed_run_ends_bit_exact(
-        synthetic_root, reference_run, tmp_path, signum, call):
+    synthetic_root, reference_run, tmp_path, signum, call
+):
     handler = signal.getsignal(signum)
     cfg = tiny_config(synthetic_root, tmp_path, trace_iters=[0, 2, 4], eval_every=2)
     with pytest.raises(TrainingInterrupted) as stopped:  # the signal arrives in iteration `call` (1-based)
-        train(cfg, build_model=lambda c, n: signal_at_training_call(default_model_builder(c, n), call, signum),
-              progress=False)
+        train(
+            cfg,
+            build_model=lambda c, n: signal_at_training_call(default_model_builder(c, n), call, signum),
+            progress=False,
+        )
     assert (stopped.value.signum, stopped.value.iteration, stopped.value.checkpoint) == (signum, call, tmp_path / LAST)
     assert load_checkpoint(tmp_path / LAST)["iteration"] == call  # 3: not a checkpoint iteration of the schedule
     assert signal.getsignal(signum) is handler and not (tmp_path / LOCK_FILE).exists()
@@ -136,9 +141,11 @@ def test_a_signal_mid_run_saves_that_iteration_and_the_resumed_run_ends_bit_exac
 
 def test_a_second_signal_stops_at_once_keeping_the_checkpoints_written(synthetic_root, tmp_path):
     with pytest.raises(KeyboardInterrupt) as stopped:  # two Ctrl-C in iteration 3: no wait for its end
-        train(tiny_config(synthetic_root, tmp_path),
-              build_model=lambda c, n: signal_at_training_call(default_model_builder(c, n), 3, signal.SIGINT, times=2),
-              progress=False)
+        train(
+            tiny_config(synthetic_root, tmp_path),
+            build_model=lambda c, n: signal_at_training_call(default_model_builder(c, n), 3, signal.SIGINT, times=2),
+            progress=False,
+        )
     assert not isinstance(stopped.value, TrainingInterrupted)
     assert load_checkpoint(tmp_path / LAST)["iteration"] == 2 and not (tmp_path / LOCK_FILE).exists()
 
@@ -157,8 +164,13 @@ def test_every_train_record_holds_the_assignment_diagnostics(reference_run):
 def test_the_log_window_averages_past_nan_and_drops_keys_that_were_nan_throughout():
     window = LogWindow()
     for value in (1.0, float("nan"), 3.0):
-        window.add({"loss": torch.tensor(value if value == value else 2.0), "gt_without_pos_large": value,
-                    "gt_without_pos_small": float("nan")})
+        window.add(
+            {
+                "loss": torch.tensor(value if value == value else 2.0),
+                "gt_without_pos_large": value,
+                "gt_without_pos_small": float("nan"),
+            }
+        )
     stats = window.close(images_per_step=2)
     assert stats["loss"] == pytest.approx(2.0) and stats["gt_without_pos_large"] == pytest.approx(2.0)
     assert "gt_without_pos_small" not in stats and stats["imgs_per_s"] > 0

@@ -1,5 +1,6 @@
 """Specifications of COCO evaluation: perfect and empty predictions, the IoU-prediction error (Table 2 right),
 the recall of ground truths by size."""
+
 import math
 
 import pytest
@@ -63,8 +64,14 @@ def test_no_predictions_score_ap_zero(val_set):
 
 
 def test_iou_error_is_mean_absolute_gap_to_best_same_class_gt():
-    detections = [{"boxes": torch.tensor([[0.0, 0, 10, 5], [0.0, 0, 10, 10]]), "scores": torch.ones(2),
-                   "labels": torch.tensor([0, 1]), "ious": torch.tensor([0.8, 0.1])}]
+    detections = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 5], [0.0, 0, 10, 10]]),
+            "scores": torch.ones(2),
+            "labels": torch.tensor([0, 1]),
+            "ious": torch.tensor([0.8, 0.1]),
+        }
+    ]
     targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}]
     # first: true IoU 0.5 (|0.8 - 0.5| = 0.3); second: no GT of class 1, true IoU 0 (|0.1 - 0| = 0.1)
     errors = iou_prediction_error(detections, targets)
@@ -72,14 +79,27 @@ def test_iou_error_is_mean_absolute_gap_to_best_same_class_gt():
 
 
 def test_recall_by_size_counts_a_gt_found_by_a_same_class_detection_with_iou_at_least_half():
-    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 20, 20], [0.0, 0, 50, 50], [0.0, 0, 100, 100]]),
-                "labels": torch.tensor([0, 0, 1, 1])},
-               {"boxes": torch.tensor([[0.0, 0, 40, 40]]), "labels": torch.tensor([2])}]
-    detections = [{"boxes": torch.tensor([[0.0, 0, 10, 5],      # small GT 0: IoU 0.5 exactly, same class: found
-                                          [0.0, 0, 50, 50],     # large-size box on medium GT 2 (same class): found
-                                          [0.0, 0, 100, 100]]),  # large GT 3, but the wrong class: not found
-                   "scores": torch.ones(3), "labels": torch.tensor([0, 1, 0])},
-                  {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 20, 20], [0.0, 0, 50, 50], [0.0, 0, 100, 100]]),
+            "labels": torch.tensor([0, 0, 1, 1]),
+        },
+        {"boxes": torch.tensor([[0.0, 0, 40, 40]]), "labels": torch.tensor([2])},
+    ]
+    detections = [
+        {
+            "boxes": torch.tensor(
+                [
+                    [0.0, 0, 10, 5],  # small GT 0: IoU 0.5 exactly, same class: found
+                    [0.0, 0, 50, 50],  # large-size box on medium GT 2 (same class): found
+                    [0.0, 0, 100, 100],
+                ]
+            ),  # large GT 3, but the wrong class: not found
+            "scores": torch.ones(3),
+            "labels": torch.tensor([0, 1, 0]),
+        },
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     recall = recall_by_size(detections, targets)
     # small: GT 0 found, GT 1 (20 px; the 10 x 10 box has IoU 0.25) not; medium: GT 2 found, the image-2 GT not
     assert recall == {"recall50_small": 0.5, "recall50_medium": 0.5, "recall50_large": 0.0, "recall50_all": 0.4}

@@ -1,4 +1,5 @@
 """CPU speed levers (engine/precision.py): bf16 autocast of the backbone, detected at run time."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,15 +31,18 @@ def test_the_setting_resolves_per_device():
 def _batch(size: int = 128):
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, size, size, generator=g) for _ in range(2)]
-    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 50.0], [70.0, 30.0, 120.0, 110.0]]),
-                "labels": torch.tensor([1, 3])} for _ in range(2)]
+    targets = [
+        {"boxes": torch.tensor([[10.0, 12.0, 60.0, 50.0], [70.0, 30.0, 120.0, 110.0]]), "labels": torch.tensor([1, 3])}
+        for _ in range(2)
+    ]
     return images, targets
 
 
 def _losses(arch: str, bf16: str) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch=arch, width=32, min_size=128, max_size=128, pyramid="p2-p6",
-                                    size_divisible=64), num_classes=4)
+    model = build_model(
+        ModelConfig(arch=arch, width=32, min_size=128, max_size=128, pyramid="p2-p6", size_divisible=64), num_classes=4
+    )
     model.train()
     apply_speed_levers(model, bf16, channels_last=False, device=torch.device("cpu"))
     images, targets = _batch()

@@ -1,4 +1,5 @@
 """Specifications of the named settings: the demo is the defaults, every budget is a valid config."""
+
 import pytest
 
 from paa_toolkit.ablation.grid import budget_overrides
@@ -29,5 +30,7 @@ def test_a_budget_as_dotted_overrides_rebuilds_the_preset():
 
 
 def test_an_unknown_budget_names_the_choices():
-    with pytest.raises(ConfigError, match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, paper, tiny"):
+    with pytest.raises(
+        ConfigError, match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, paper, tiny"
+    ):
         presets.budget("huge")

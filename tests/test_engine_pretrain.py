@@ -1,4 +1,5 @@
 """The pre-trained start of the miniature (engine/pretrain.py): the presence task, the cache, the config."""
+
 from __future__ import annotations
 
 import json

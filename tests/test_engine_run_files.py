@@ -1,4 +1,5 @@
 """Specifications of the run folder's files: atomic writes, the metrics log on resume, the trace set and format."""
+
 import errno
 import json
 import logging
@@ -40,9 +41,13 @@ def test_atomic_text_write_replaces_the_file_and_leaves_no_temporary_file(tmp_pa
 
 def test_resumed_metrics_log_drops_what_the_interrupted_run_wrote_after_its_checkpoint(tmp_path):
     log = MetricsLog(tmp_path / "metrics.jsonl")
-    for record in ({"kind": "trace", "iteration": 0}, {"kind": "train", "iteration": 2},
-                   {"kind": "eval", "iteration": 2}, {"kind": "trace", "iteration": 2},
-                   {"kind": "train", "iteration": 3}):
+    for record in (
+        {"kind": "trace", "iteration": 0},
+        {"kind": "train", "iteration": 2},
+        {"kind": "eval", "iteration": 2},
+        {"kind": "trace", "iteration": 2},
+        {"kind": "train", "iteration": 3},
+    ):
         log.write(record)
     MetricsLog(tmp_path / "metrics.jsonl", resume_from=2)  # the checkpoint was taken after iteration 2
     assert [(r["kind"], r["iteration"]) for r in read_metrics(tmp_path)] == [("trace", 0), ("train", 2), ("eval", 2)]
@@ -96,8 +101,9 @@ def test_disk_full_during_a_write_names_the_file_and_keeps_the_old_one(tmp_path,
 
 def test_disk_full_while_appending_a_metrics_record_names_the_file(tmp_path, monkeypatch):
     log = MetricsLog(tmp_path / "metrics.jsonl")
-    monkeypatch.setattr(run_files, "open", lambda *args, **kwargs: FullDiskFile(open(*args, **kwargs), room=0),
-                        raising=False)  # the file run_files appends to finds the disk full
+    monkeypatch.setattr(
+        run_files, "open", lambda *args, **kwargs: FullDiskFile(open(*args, **kwargs), room=0), raising=False
+    )  # the file run_files appends to finds the disk full
     with pytest.raises(OSError, match=f"^cannot write {re.escape(str(log.path))}: No space left on device$"):
         log.write({"kind": "train", "iteration": 1})
 
@@ -156,8 +162,11 @@ def test_a_trace_with_planted_code_is_refused_and_the_code_never_runs(tmp_path):
 def test_a_trace_with_a_planted_shell_command_is_refused_as_pickled_objects(tmp_path):
     marker, bait = tmp_path / "command_ran", tmp_path / "iter_000000.pt"
     torch.save({"format": TRACE_FORMAT, "format_version": TRACE_VERSION, "snapshot": PlantedCommand(marker)}, bait)
-    with pytest.raises(TraceFileError, match=rf"^{re.escape(str(bait))}: holds pickled Python objects "
-                                             rf"\({os.system.__module__}\.system\), which are not loaded"):
+    with pytest.raises(
+        TraceFileError,
+        match=rf"^{re.escape(str(bait))}: holds pickled Python objects "
+        rf"\({os.system.__module__}\.system\), which are not loaded",
+    ):
         load_trace(bait)
     assert not marker.exists()
 
@@ -165,17 +174,28 @@ def test_a_trace_with_a_planted_shell_command_is_refused_as_pickled_objects(tmp_
 def test_a_trace_of_the_old_pickled_format_is_refused_with_what_to_do(tmp_path):
     path = tmp_path / "iter_000004.pt"
     torch.save({"iteration": 4, "snapshot": random_snapshot(0)}, path)  # the format before version 2
-    with pytest.raises(TraceFileError, match=r"iter_000004\.pt: holds pickled Python objects .*AssignmentSnapshot.*"
-                                             r"older paa_toolkit.*--overwrite"):
+    with pytest.raises(
+        TraceFileError,
+        match=r"iter_000004\.pt: holds pickled Python objects .*AssignmentSnapshot.*"
+        r"older paa_toolkit.*--overwrite",
+    ):
         load_trace(path)
 
 
-@pytest.mark.parametrize("contents, message", [
-    ({"format": TRACE_FORMAT, "format_version": TRACE_VERSION + 1}, "trace format 3; this paa_toolkit reads format 2"),
-    ({"iteration": 4, "model": {}}, "not a paa_toolkit trace file"),
-    ({"format": TRACE_FORMAT, "format_version": TRACE_VERSION, "snapshot": {"anchors": torch.zeros(1, 4)}},
-     r"snapshot: missing field\(s\) \['cls_logits', 'cls_scores', 'diagnostics'"),
-])
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        (
+            {"format": TRACE_FORMAT, "format_version": TRACE_VERSION + 1},
+            "trace format 3; this paa_toolkit reads format 2",
+        ),
+        ({"iteration": 4, "model": {}}, "not a paa_toolkit trace file"),
+        (
+            {"format": TRACE_FORMAT, "format_version": TRACE_VERSION, "snapshot": {"anchors": torch.zeros(1, 4)}},
+            r"snapshot: missing field\(s\) \['cls_logits', 'cls_scores', 'diagnostics'",
+        ),
+    ],
+)
 def test_a_foreign_or_newer_trace_is_refused_naming_the_file(tmp_path, contents, message):
     torch.save(contents, tmp_path / "iter_000001.pt")
     with pytest.raises(TraceFileError, match=f"^{re.escape(str(tmp_path / 'iter_000001.pt'))}: .*{message}"):

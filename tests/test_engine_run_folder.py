@@ -1,5 +1,6 @@
 """Specifications of a run folder's claim: the lock, refusing / continuing / replacing the run in it,
 stale temporary files (engine/run_folder.py)."""
+
 import json
 import logging
 import os
@@ -54,8 +55,11 @@ def finished_run(reference_run, tmp_path):
 # ---- refuse, continue, replace -------------------------------------------------------------------
 def test_training_into_a_finished_run_without_resume_is_refused_and_changes_nothing(synthetic_root, finished_run):
     before = snapshot_of(finished_run)
-    with pytest.raises(RunFolderError, match=r"already holds a finished run \(iteration 4, final_metrics\.json\): "
-                                             r"continue it with --resume, or replace it with --overwrite"):
+    with pytest.raises(
+        RunFolderError,
+        match=r"already holds a finished run \(iteration 4, final_metrics\.json\): "
+        r"continue it with --resume, or replace it with --overwrite",
+    ):
         train(tiny_config(synthetic_root, finished_run), progress=False)
     assert snapshot_of(finished_run) == before  # no lock left behind either
 
@@ -110,7 +114,8 @@ def test_resume_with_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(synt
 
 
 def test_resume_moves_a_planted_last_checkpoint_aside_so_that_the_fallback_survives_the_next_checkpoints(
-        synthetic_root, finished_run, caplog):
+    synthetic_root, finished_run, caplog
+):
     marker = finished_run / "command_ran"
     torch.save({"x": PlantedCommand(marker)}, finished_run / LAST)  # a planted pickle in place of iteration 4
     planted = (finished_run / LAST).read_bytes()
@@ -125,8 +130,11 @@ def test_resume_moves_a_planted_last_checkpoint_aside_so_that_the_fallback_survi
 
 
 def test_stale_temporaries_of_the_runs_files_are_removed_and_other_files_kept(tmp_path):
-    stale = [tmp_path / ".last.pth.1a2b3c4d.tmp", tmp_path / ".metrics.jsonl.00ff00ff.tmp",
-             tmp_path / "trace" / ".iter_000004.pt.deadbeef.tmp"]
+    stale = [
+        tmp_path / ".last.pth.1a2b3c4d.tmp",
+        tmp_path / ".metrics.jsonl.00ff00ff.tmp",
+        tmp_path / "trace" / ".iter_000004.pt.deadbeef.tmp",
+    ]
     kept = [tmp_path / ".notes.txt.1a2b3c4d.tmp", tmp_path / "trace" / ".last.pth.1a2b3c4d.tmp"]
     (tmp_path / "trace").mkdir()
     for path in stale + kept:

@@ -1,4 +1,5 @@
 """Specifications of the deterministic data order that makes a resume exact."""
+
 from paa_toolkit.engine.sampling import DeterministicBatchSampler
 
 

@@ -1,4 +1,5 @@
 """Specifications of the optimiser's lr schedule: linear warm-up, steps at the paper's fractions, batch scaling."""
+
 import pytest
 import torch
 from torch import nn

@@ -1,5 +1,6 @@
 """Export (model/onnx_export.py, python -m paa_toolkit.export): ONNX with post-processing, checked against eager
 PyTorch."""
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,11 @@ def test_an_onnx_model_with_no_candidate_returns_empty_outputs(tmp_path):
 
 
 def test_detection_difference_pairs_swapped_near_ties():
-    expected = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "scores": torch.tensor([0.5, 0.5]),
-                "labels": torch.tensor([0, 0])}
+    expected = {
+        "boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]),
+        "scores": torch.tensor([0.5, 0.5]),
+        "labels": torch.tensor([0, 0]),
+    }
     swapped = {k: v.flip(0) for k, v in expected.items()}
     assert detection_difference(expected, swapped)["max_box_diff"] == 0
     moved = dict(swapped, boxes=swapped["boxes"] + 0.5)

@@ -7,6 +7,7 @@ files in ``test_engine_checkpoint.py`` and the parser's rejection of negative lr
 K = 0 in ``test_cli.py``. Here: the same faults end to end — what a user of ``python -m
 paa_toolkit.train`` sees.
 """
+
 from __future__ import annotations
 
 import errno
@@ -65,11 +66,15 @@ def write_coco(folder: Path, annotations=None, images=None, sizes=((W, H), (W, H
     for i, (w, h) in enumerate(sizes):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(image_dir / f"{i}.png")
     data = {
-        "images": images if images is not None else [
-            {"id": 10 * (i + 1), "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)],
-        "annotations": annotations if annotations is not None else [
+        "images": images
+        if images is not None
+        else [{"id": 10 * (i + 1), "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h) in enumerate(sizes)],
+        "annotations": annotations
+        if annotations is not None
+        else [
             {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 20, 16]},
-            {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 12, 24]}],
+            {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 12, 24]},
+        ],
         "categories": [{"id": 5, "name": "cat"}, {"id": 7, "name": "dog"}],
     }
     ann_file = folder / "ann.json"
@@ -78,20 +83,82 @@ def write_coco(folder: Path, annotations=None, images=None, sizes=((W, H), (W, H
 
 
 def coco_args(image_dir: Path, ann_file: Path, run_dir: Path, *extra: str) -> list[str]:
-    return ["--dataset", "coco", "--data.image_dir", str(image_dir), "--data.train_ann", str(ann_file),
-            "--data.val_ann", str(ann_file), "--output-dir", str(run_dir), "--device", "cpu",
-            "--model.width", "32", "--model.num_convs", "1", "--model.min_size", "64", "--model.max_size", "96",
-            "--max-iters", "2", "--batch-size", "2", "--trace_images", "0", "--trace_iters", "[]", *extra]
+    return [
+        "--dataset",
+        "coco",
+        "--data.image_dir",
+        str(image_dir),
+        "--data.train_ann",
+        str(ann_file),
+        "--data.val_ann",
+        str(ann_file),
+        "--output-dir",
+        str(run_dir),
+        "--device",
+        "cpu",
+        "--model.width",
+        "32",
+        "--model.num_convs",
+        "1",
+        "--model.min_size",
+        "64",
+        "--model.max_size",
+        "96",
+        "--max-iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--trace_images",
+        "0",
+        "--trace_iters",
+        "[]",
+        *extra,
+    ]
 
 
 def tiny_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
     """8 iterations of a tiny detector on 64-px images; checkpoints every 2 iterations."""
-    return ["--data.root", str(root), "--data.synthetic_num_train", "6", "--data.synthetic_num_val", "3",
-            "--data.synthetic_image_size", "64", "--batch-size", "2", "--model.width", "32", "--model.num_convs", "1",
-            "--model.min_size", "[64, 96]", "--model.max_size", "128", "--max-iters", "8", "--solver.warmup_iters", "2",
-            "--lr", "0.05", "--output-dir", str(run_dir), "--device", "cpu", "--log_every", "1",
-            "--checkpoint_every", "2", "--eval_batch_size", "3", "--trace_images", "1", "--trace_iters", "0,4,8",
-            *extra]
+    return [
+        "--data.root",
+        str(root),
+        "--data.synthetic_num_train",
+        "6",
+        "--data.synthetic_num_val",
+        "3",
+        "--data.synthetic_image_size",
+        "64",
+        "--batch-size",
+        "2",
+        "--model.width",
+        "32",
+        "--model.num_convs",
+        "1",
+        "--model.min_size",
+        "[64, 96]",
+        "--model.max_size",
+        "128",
+        "--max-iters",
+        "8",
+        "--solver.warmup_iters",
+        "2",
+        "--lr",
+        "0.05",
+        "--output-dir",
+        str(run_dir),
+        "--device",
+        "cpu",
+        "--log_every",
+        "1",
+        "--checkpoint_every",
+        "2",
+        "--eval_batch_size",
+        "3",
+        "--trace_images",
+        "1",
+        "--trace_iters",
+        "0,4,8",
+        *extra,
+    ]
 
 
 def one_error_line(err: str) -> str:
@@ -112,6 +179,7 @@ def same_weights(a: dict, b: dict, atol: float = 1e-6) -> None:
 def _drop(key):
     def edit(data):
         del data[key]
+
     return edit
 
 
@@ -121,20 +189,29 @@ def _set(path, value):
         for step in path[:-1]:
             target = target[step]
         target[path[-1]] = value
+
     return edit
 
 
 BAD_FILES = {
     "malformed_json": (None, r"ann\.json: malformed JSON at line 1, column \d+"),
     "missing_top_level_key": (_drop("annotations"), r"ann\.json: missing top-level key\(s\) \['annotations'\]"),
-    "annotation_without_bbox": (lambda d: d["annotations"][1].pop("bbox"),
-                                r"ann\.json: annotations\[1\] \(id=2\) is missing field\(s\) \['bbox'\]"),
-    "image_without_file_name": (lambda d: d["images"][0].pop("file_name"),
-                                r"ann\.json: images\[0\] \(id=10\) is missing field\(s\) \['file_name'\]"),
-    "unknown_category_id": (_set(["annotations", 0, "category_id"], 4),
-                            r"annotations\[0\] \(id=1\): category_id 4 is not in 'categories' \(ids \[5, 7\]\)"),
-    "bbox_of_strings": (_set(["annotations", 1, "bbox"], ["1", "2", "3", "4"]),
-                        r"annotations\[1\] \(id=2\): 'bbox' must be \[x, y, width, height\] of 4 finite numbers"),
+    "annotation_without_bbox": (
+        lambda d: d["annotations"][1].pop("bbox"),
+        r"ann\.json: annotations\[1\] \(id=2\) is missing field\(s\) \['bbox'\]",
+    ),
+    "image_without_file_name": (
+        lambda d: d["images"][0].pop("file_name"),
+        r"ann\.json: images\[0\] \(id=10\) is missing field\(s\) \['file_name'\]",
+    ),
+    "unknown_category_id": (
+        _set(["annotations", 0, "category_id"], 4),
+        r"annotations\[0\] \(id=1\): category_id 4 is not in 'categories' \(ids \[5, 7\]\)",
+    ),
+    "bbox_of_strings": (
+        _set(["annotations", 1, "bbox"], ["1", "2", "3", "4"]),
+        r"annotations\[1\] \(id=2\): 'bbox' must be \[x, y, width, height\] of 4 finite numbers",
+    ),
     "missing_image_file": ("unlink", r"1 image file\(s\) listed in .*ann\.json not found, e\.g\. .*imgs/1\.png"),
     "no_images": (lambda d: d.update(images=[], annotations=[]), r"ann\.json: no images"),
 }
@@ -168,12 +245,16 @@ def test_unreadable_image_met_during_training_is_named_in_one_line(tmp_path, cap
 
 
 def test_skipped_and_clipped_boxes_are_counted_in_the_log(tmp_path, caplog):
-    image_dir, ann_file = write_coco(tmp_path, annotations=[
-        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 0, 16]},  # zero width
-        {"id": 2, "image_id": 10, "category_id": 5, "bbox": [4, 4, 10, -3]},  # negative height
-        {"id": 3, "image_id": 10, "category_id": 7, "bbox": [W + 5, 4, 10, 10]},  # wholly outside
-        {"id": 4, "image_id": 20, "category_id": 7, "bbox": [-6, 30, 20, 20]},  # partly outside: clipped
-        {"id": 5, "image_id": 20, "category_id": 5, "bbox": [2, 2, 8, 8]}])
+    image_dir, ann_file = write_coco(
+        tmp_path,
+        annotations=[
+            {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 0, 16]},  # zero width
+            {"id": 2, "image_id": 10, "category_id": 5, "bbox": [4, 4, 10, -3]},  # negative height
+            {"id": 3, "image_id": 10, "category_id": 7, "bbox": [W + 5, 4, 10, 10]},  # wholly outside
+            {"id": 4, "image_id": 20, "category_id": 7, "bbox": [-6, 30, 20, 20]},  # partly outside: clipped
+            {"id": 5, "image_id": 20, "category_id": 5, "bbox": [2, 2, 8, 8]},
+        ],
+    )
     data = DataConfig(dataset="coco", image_dir=str(image_dir), train_ann=str(ann_file), val_ann=str(ann_file))
     with caplog.at_level(logging.WARNING, logger="paa_toolkit.data.coco"):
         train_set, _ = build_datasets(data)
@@ -187,11 +268,23 @@ def test_skipped_and_clipped_boxes_are_counted_in_the_log(tmp_path, caplog):
 
 # ---- degenerate and crowded images -----------------------------------------------------------------
 def test_images_without_objects_train_beside_images_with_objects_and_evaluate(tmp_path):
-    image_dir, ann_file = write_coco(tmp_path, sizes=((W, H),) * 3, annotations=[
-        {"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 20, 16]}])  # images 20 and 30: no object
+    image_dir, ann_file = write_coco(
+        tmp_path, sizes=((W, H),) * 3, annotations=[{"id": 1, "image_id": 10, "category_id": 5, "bbox": [4, 4, 20, 16]}]
+    )  # images 20 and 30: no object
     _, no_objects = write_coco(tmp_path / "val", annotations=[])  # images 0.png, 1.png: also in image_dir
-    args = coco_args(image_dir, ann_file, tmp_path / "run", "--data.val_ann", str(no_objects), "--log_every", "1",
-                     "--batch-size", "1", "--max-iters", "3")  # one epoch: each image once
+    args = coco_args(
+        image_dir,
+        ann_file,
+        tmp_path / "run",
+        "--data.val_ann",
+        str(no_objects),
+        "--log_every",
+        "1",
+        "--batch-size",
+        "1",
+        "--max-iters",
+        "3",
+    )  # one epoch: each image once
     result = train(parse_args(args), progress=False)
     assert result.iteration == 3 and result.metrics["AP"] == -1.0  # COCOeval: no ground truth
     state = load_checkpoint(tmp_path / "run" / LAST)
@@ -205,18 +298,28 @@ def crowd(id_, image_id, bbox):
     return {"id": id_, "image_id": image_id, "category_id": 5, "bbox": bbox, "iscrowd": 1}
 
 
-@pytest.mark.parametrize("annotations, counts", [
-    ([], "2 images, 0 annotations (0 iscrowd, 0 skipped)"),
-    ([crowd(1, 10, [4, 4, 20, 16]), crowd(2, 20, [10, 8, 12, 24])], "2 images, 2 annotations (2 iscrowd, 0 skipped)"),
-    ([crowd(1, 10, [4, 4, 20, 16]), {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 0, 24]}],
-     "2 images, 2 annotations (1 iscrowd, 1 skipped: {'degenerate_box': 1})"),
-], ids=["no_annotations", "all_crowd", "crowd_and_degenerate"])
+@pytest.mark.parametrize(
+    "annotations, counts",
+    [
+        ([], "2 images, 0 annotations (0 iscrowd, 0 skipped)"),
+        (
+            [crowd(1, 10, [4, 4, 20, 16]), crowd(2, 20, [10, 8, 12, 24])],
+            "2 images, 2 annotations (2 iscrowd, 0 skipped)",
+        ),
+        (
+            [crowd(1, 10, [4, 4, 20, 16]), {"id": 2, "image_id": 20, "category_id": 7, "bbox": [10, 8, 0, 24]}],
+            "2 images, 2 annotations (1 iscrowd, 1 skipped: {'degenerate_box': 1})",
+        ),
+    ],
+    ids=["no_annotations", "all_crowd", "crowd_and_degenerate"],
+)
 def test_a_training_set_without_a_box_to_learn_from_is_refused_with_the_counts(tmp_path, capsys, annotations, counts):
     image_dir, ann_file = write_coco(tmp_path, annotations=annotations)
     assert train_main(coco_args(image_dir, ann_file, tmp_path / "run")) == 1
     assert one_error_line(capsys.readouterr().err) == (
         f"error: {ann_file}: no box to train on: {counts}, 0 usable boxes. Training needs annotations with "
-        "iscrowd 0 and a box of positive size inside their image")
+        "iscrowd 0 and a box of positive size inside their image"
+    )
     assert list((tmp_path / "run").iterdir()) == []  # refused before the run folder was written to
 
 
@@ -259,8 +362,13 @@ CROWDED_STEP = textwrap.dedent("""
 
 
 def test_image_with_500_objects_trains_within_bounded_memory(tmp_path):
-    done = subprocess.run([sys.executable, "-c", CROWDED_STEP, str(tmp_path)], env=SUBPROCESS_ENV,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CROWDED_STEP, str(tmp_path)],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     one, _, crowded, _ = report = json.loads(done.stdout.strip().splitlines()[-1])
     assert (one["num_gt"], crowded["num_gt"]) == (1, 500)
@@ -277,8 +385,11 @@ def test_diverging_run_stops_with_one_line_and_keeps_a_finite_last_good_checkpoi
     args = tiny_args(synthetic_root, run_dir, "--lr", "1000", "--solver.warmup_iters", "0", "--checkpoint_every", "1")
     assert train_main(args) == 1
     line = one_error_line(capsys.readouterr().err)
-    match = re.fullmatch(r"error: non-finite loss at iteration (\d+) \(.*nan.*\); training stopped\. "
-                         r"Last good checkpoint: (.*)\. Try a lower --lr.*", line)
+    match = re.fullmatch(
+        r"error: non-finite loss at iteration (\d+) \(.*nan.*\); training stopped\. "
+        r"Last good checkpoint: (.*)\. Try a lower --lr.*",
+        line,
+    )
     assert match, line
     stopped_at, checkpoint = int(match[1]), Path(match[2])
     assert checkpoint == run_dir / LAST
@@ -323,7 +434,8 @@ def crash_in_training_forward(call: int):
 
 
 def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
-        synthetic_root, uninterrupted, tmp_path, caplog):
+    synthetic_root, uninterrupted, tmp_path, caplog
+):
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingCrash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
         train(parse_args(tiny_args(synthetic_root, run_dir)), build_model=crash_in_training_forward(5), progress=False)
@@ -348,7 +460,8 @@ def test_torn_last_checkpoint_and_leftover_temp_file_are_never_resumed_from(
 
 
 def test_a_bit_flipped_last_checkpoint_is_set_aside_and_never_rotated_over_the_good_fallback(
-        synthetic_root, uninterrupted, tmp_path, caplog, monkeypatch):
+    synthetic_root, uninterrupted, tmp_path, caplog, monkeypatch
+):
     run_dir = tmp_path / "run"
     with pytest.raises(TrainingCrash):  # dies in iteration 4, after the checkpoint at 4 (previous: 2)
         train(parse_args(tiny_args(synthetic_root, run_dir)), build_model=crash_in_training_forward(5), progress=False)
@@ -442,7 +555,8 @@ def killed_in_a_fork(work) -> None:
     ],
 )
 def test_a_run_killed_at_any_moment_resumes_to_the_same_weights_and_records(
-        synthetic_root, reference_run, tmp_path, caplog, moment):
+    synthetic_root, reference_run, tmp_path, caplog, moment
+):
     arm, leftover = KILL_MOMENTS[moment]
     settings = {"trace_iters": [0, 2, 4], "eval_every": 2}  # as the reference run's
 
@@ -464,7 +578,8 @@ def test_a_run_killed_at_any_moment_resumes_to_the_same_weights_and_records(
 
 
 def test_training_cli_stopped_by_sigterm_exits_143_naming_the_checkpoint_and_resumes_bit_exact(
-        synthetic_root, uninterrupted, tmp_path, capsys, monkeypatch):
+    synthetic_root, uninterrupted, tmp_path, capsys, monkeypatch
+):
     run_dir, step, calls = tmp_path / "run", TrainingRun.step, {"n": 0}
 
     def step_then_sigterm(self, *args):
@@ -477,7 +592,8 @@ def test_training_cli_stopped_by_sigterm_exits_143_naming_the_checkpoint_and_res
     assert train_main(tiny_args(synthetic_root, run_dir)) == 128 + signal.SIGTERM
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"interrupted; continue with --output-dir {run_dir} --resume "
-        f"(SIGTERM after iteration 3; checkpoint {run_dir / LAST} written)")
+        f"(SIGTERM after iteration 3; checkpoint {run_dir / LAST} written)"
+    )
     monkeypatch.setattr(TrainingRun, "step", step)
     assert train_main(tiny_args(synthetic_root, run_dir, "--resume")) == 0
     same_weights(weights(run_dir / LAST), weights(uninterrupted / LAST), atol=0)
@@ -485,7 +601,8 @@ def test_training_cli_stopped_by_sigterm_exits_143_naming_the_checkpoint_and_res
 
 # ---- failed writes and reads -----------------------------------------------------------------------
 def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_previous_checkpoint(
-        synthetic_root, tmp_path, capsys, monkeypatch):
+    synthetic_root, tmp_path, capsys, monkeypatch
+):
     run_dir, checkpoint_writes = tmp_path / "run", []
 
     def second_checkpoint(path):  # the checkpoint of iteration 4 finds the disk full
@@ -496,17 +613,20 @@ def test_disk_full_at_a_checkpoint_stops_with_one_line_and_keeps_the_previous_ch
     assert train_main(tiny_args(synthetic_root, run_dir)) == 1
     assert one_error_line(capsys.readouterr().err) == (
         f"error: cannot write {run_dir / LAST}: No space left on device; "
-        f"the previous checkpoint {run_dir / LAST} is unchanged")
+        f"the previous checkpoint {run_dir / LAST} is unchanged"
+    )
     assert load_checkpoint(run_dir / LAST)["iteration"] == 2 and not list(run_dir.glob("*.tmp"))
 
 
 def test_disk_full_at_the_start_names_the_lock_file_and_leaves_no_lock_behind(
-        synthetic_root, tmp_path, capsys, monkeypatch):
+    synthetic_root, tmp_path, capsys, monkeypatch
+):
     run_dir = tmp_path / "run"
     monkeypatch.setattr(os, "fdopen", fdopen_on_a_full_disk(full=lambda path: Path(path).name == LOCK_FILE))
     assert train_main(tiny_args(synthetic_root, run_dir)) == 1
-    assert one_error_line(capsys.readouterr().err) == \
-        f"error: cannot write {run_dir / LOCK_FILE}: No space left on device"
+    assert (
+        one_error_line(capsys.readouterr().err) == f"error: cannot write {run_dir / LOCK_FILE}: No space left on device"
+    )
     assert list(run_dir.iterdir()) == []
     monkeypatch.undo()  # space freed: a retry at once claims the folder (no "being claimed by another process")
     acquire_lock(run_dir).release()
@@ -519,8 +639,10 @@ def test_a_digest_valid_checkpoint_without_config_is_refused_in_one_line(uninter
     state = load_checkpoint(uninterrupted / LAST)
     del state["config"]
     save_checkpoint(state, tmp_path)  # a valid digest over the other entries
-    expected = f"error: checkpoint {tmp_path / LAST} is not a training checkpoint of paa_toolkit: " \
-               "missing or malformed entries ['config']"
+    expected = (
+        f"error: checkpoint {tmp_path / LAST} is not a training checkpoint of paa_toolkit: "
+        "missing or malformed entries ['config']"
+    )
     assert evaluate_main([str(tmp_path)]) == 1
     assert one_error_line(capsys.readouterr().err) == expected
     Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
@@ -529,7 +651,8 @@ def test_a_digest_valid_checkpoint_without_config_is_refused_in_one_line(uninter
 
 
 def test_an_unreadable_last_checkpoint_stops_the_resume_instead_of_falling_back(
-        synthetic_root, uninterrupted, tmp_path, capsys, monkeypatch):
+    synthetic_root, uninterrupted, tmp_path, capsys, monkeypatch
+):
     import paa_toolkit.engine.checkpoint as checkpoint
 
     run_dir = tmp_path / "run"
@@ -553,8 +676,10 @@ def test_an_unreadable_last_checkpoint_stops_the_resume_instead_of_falling_back(
 def test_an_output_dir_whose_parent_is_a_file_is_one_line_naming_it(synthetic_root, tmp_path, capsys):
     (tmp_path / "runs").write_text("a file, not a folder")
     assert train_main(tiny_args(synthetic_root, tmp_path / "runs" / "a")) == 1
-    assert one_error_line(capsys.readouterr().err) == \
-        f"error: cannot create the run folder {tmp_path / 'runs' / 'a'}: Not a directory"
+    assert (
+        one_error_line(capsys.readouterr().err)
+        == f"error: cannot create the run folder {tmp_path / 'runs' / 'a'}: Not a directory"
+    )
 
 
 def test_an_output_dir_without_permission_is_one_line_naming_it(synthetic_root, tmp_path, capsys, monkeypatch):
@@ -567,20 +692,27 @@ def test_an_output_dir_without_permission_is_one_line_naming_it(synthetic_root, 
 
     monkeypatch.setattr(Path, "mkdir", denied)
     assert train_main(tiny_args(synthetic_root, tmp_path / "locked" / "run")) == 1
-    assert one_error_line(capsys.readouterr().err) == \
-        f"error: cannot create the run folder {tmp_path / 'locked' / 'run'}: Permission denied"
+    assert (
+        one_error_line(capsys.readouterr().err)
+        == f"error: cannot create the run folder {tmp_path / 'locked' / 'run'}: Permission denied"
+    )
 
 
-@pytest.mark.parametrize("device, message", [
-    ("cuda:x", "device: malformed index in 'cuda:x': N of cuda:N is a device number >= 0"),
-    ("cuda:-1", "device: malformed index in 'cuda:-1': N of cuda:N is a device number >= 0"),
-    ("cpu:1", "device: unknown value 'cpu:1'; valid choices: auto, cpu, cuda, cuda:N, mps"),
-])
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("cuda:x", "device: malformed index in 'cuda:x': N of cuda:N is a device number >= 0"),
+        ("cuda:-1", "device: malformed index in 'cuda:-1': N of cuda:N is a device number >= 0"),
+        ("cpu:1", "device: unknown value 'cpu:1'; valid choices: auto, cpu, cuda, cuda:N, mps"),
+    ],
+)
 def test_a_malformed_device_is_a_usage_error_of_every_command(synthetic_root, tmp_path, capsys, device, message):
     from paa_toolkit.detect import main as detect_main
 
-    for command in (lambda: train_main(tiny_args(synthetic_root, tmp_path / "run", "--device", device)),
-                    lambda: detect_main(["x.png", "--checkpoint", str(tmp_path), "--device", device])):
+    for command in (
+        lambda: train_main(tiny_args(synthetic_root, tmp_path / "run", "--device", device)),
+        lambda: detect_main(["x.png", "--checkpoint", str(tmp_path), "--device", device]),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             command()
         assert exit_info.value.code == 2
@@ -592,16 +724,25 @@ def test_a_cuda_index_beyond_the_devices_is_refused_naming_them(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(ValueError, match=r"^device 'cuda:2' requested but this machine has 2 CUDA device\(s\): "
-                                         r"cuda:0 to cuda:1$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^device 'cuda:2' requested but this machine has 2 CUDA device\(s\): "
+        r"cuda:0 to cuda:1$",
+    ):
         resolve_device("cuda:2")
 
 
 # ---- bad values on the command lines ---------------------------------------------------------------
 
+
 def test_training_module_rejects_k_zero_without_a_traceback():
-    done = subprocess.run([sys.executable, "-m", "paa_toolkit.train", "--assign.topk", "0"], env=SUBPROCESS_ENV,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "paa_toolkit.train", "--assign.topk", "0"],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].endswith("error: assign.topk (K of Procedure 1) must be >= 1, got 0")
 
@@ -610,8 +751,10 @@ def test_evaluate_cli_rejects_an_unknown_assigner_listing_the_choices(uninterrup
     from paa_toolkit.evaluate import main
 
     assert main([str(uninterrupted), "--assign.rule", "hungarian"]) == 1
-    assert one_error_line(capsys.readouterr().err) == \
-        "error: assign.rule: unknown value 'hungarian'; valid choices: a, b, c, d, fnp, fsr, atss, max_iou, tal, simota"
+    assert (
+        one_error_line(capsys.readouterr().err) == "error: assign.rule: unknown value 'hungarian'; valid choices: "
+        "a, b, c, d, fnp, fsr, atss, max_iou, tal, simota"
+    )
 
 
 def test_world_size_without_torchrun_rendezvous_is_a_clear_error(synthetic_root, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """Specifications of FitGMM (Procedure 1, line 12; Eq. 4): batched EM that reproduces scikit-learn per GT."""
+
 import math
 import warnings
 
@@ -87,7 +88,7 @@ def test_gmm_each_row_stops_at_its_own_iteration_whatever_the_batch():
     batch = fit_gmm(costs, valid)
     assert batch.n_iter.unique().numel() > 5  # rows really stop at different iterations
     for g in (0, 5, 17, 33):
-        alone = fit_gmm(costs[g:g + 1], valid[g:g + 1])
+        alone = fit_gmm(costs[g : g + 1], valid[g : g + 1])
         assert alone.n_iter[0] == batch.n_iter[g]
         assert torch.allclose(alone.means[0], batch.means[g], rtol=0, atol=1e-12)
         assert torch.equal(alone.labels[0], batch.labels[g])
@@ -206,22 +207,26 @@ def test_gmm_history_ends_at_the_batched_fit_and_follows_sklearn_lower_bounds():
     x = row.numpy()[:, None]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gmm = GaussianMixture(2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]],
-                              precisions_init=[[[1.0]], [[1.0]]]).fit(x)
+        gmm = GaussianMixture(
+            2, weights_init=[0.5, 0.5], means_init=[[x.min()], [x.max()]], precisions_init=[[[1.0]], [[1.0]]]
+        ).fit(x)
     assert np.allclose([h["log_likelihood"] for h in history[:-1]], gmm.lower_bounds_, atol=1e-9)
     lls = [h["log_likelihood"] for h in history]
     assert all(b >= a - 1e-9 for a, b in zip(lls, lls[1:]))  # EM never lowers the likelihood
 
 
-@pytest.mark.parametrize("values, valid, kwargs, match", [
-    (torch.zeros(5), None, {}, "values must be a"),
-    (torch.zeros(2, 5), torch.ones(2, 4, dtype=torch.bool), {}, "valid must be"),
-    (torch.tensor([[1.0, math.nan]]), None, {}, "non-finite"),
-    (torch.zeros(2, 5), None, {"reg_covar": 0.0}, "reg_covar"),
-    (torch.zeros(2, 5), None, {"dtype": torch.int64}, "floating point"),
-    (torch.zeros(2, 5), None, {"init": "kmeans"}, "valid choices: paper, data"),
-    (torch.zeros(2, 5), None, {"check_every": 0}, "check_every"),
-])
+@pytest.mark.parametrize(
+    "values, valid, kwargs, match",
+    [
+        (torch.zeros(5), None, {}, "values must be a"),
+        (torch.zeros(2, 5), torch.ones(2, 4, dtype=torch.bool), {}, "valid must be"),
+        (torch.tensor([[1.0, math.nan]]), None, {}, "non-finite"),
+        (torch.zeros(2, 5), None, {"reg_covar": 0.0}, "reg_covar"),
+        (torch.zeros(2, 5), None, {"dtype": torch.int64}, "floating point"),
+        (torch.zeros(2, 5), None, {"init": "kmeans"}, "valid choices: paper, data"),
+        (torch.zeros(2, 5), None, {"check_every": 0}, "check_every"),
+    ],
+)
 def test_gmm_rejects_bad_input_with_a_clear_error(values, valid, kwargs, match):
     with pytest.raises(ValueError, match=match):
         fit_gmm(values, valid, **kwargs)
@@ -240,7 +245,11 @@ def test_sklearn_reference_returns_one_row_gmmfit():
 # ----- init, tol, max_iter: every setting is scikit-learn's, GT by GT ---------------------------------
 
 SETTINGS = [  # (tol, max_iter): the default, tight (some GTs hit max_iter), never converging, loose, one step
-    (1e-3, 100), (1e-5, 100), (0.0, 7), (1e-1, 100), (1e-3, 1),
+    (1e-3, 100),
+    (1e-5, 100),
+    (0.0, 7),
+    (1e-1, 100),
+    (1e-3, 1),
 ]
 
 
@@ -291,8 +300,9 @@ def test_data_init_of_equal_costs_keeps_both_components_on_them_with_foreground_
 
 
 # Two clusters on a narrow cost range, as a trained model's candidates: 5 good anchors, 9 poorer ones.
-NARROW = torch.tensor([[0.10, 0.13, 0.15, 0.18, 0.22, 0.55, 0.60, 0.62, 0.66, 0.70, 0.72, 0.75, 0.78, 0.80]],
-                      dtype=torch.float64)
+NARROW = torch.tensor(
+    [[0.10, 0.13, 0.15, 0.18, 0.22, 0.55, 0.60, 0.62, 0.66, 0.70, 0.72, 0.75, 0.78, 0.80]], dtype=torch.float64
+)
 
 
 def test_data_init_separates_a_narrow_bimodal_cost_set_into_its_two_clusters():
@@ -322,6 +332,7 @@ def test_gmm_history_follows_the_requested_init_to_the_batched_fit(init):
 
 
 # ----- the convergence check: a host sync only every check_every iterations --------------------------
+
 
 @pytest.mark.parametrize("check_every", [2, 5, 16])
 def test_gmm_results_do_not_depend_on_check_every(check_every):

@@ -1,5 +1,6 @@
 """Specification of ``benchmarks/gpu_check.py``: its CPU quick mode runs every section's code path, reports
 every CUDA part as skipped — never as passed — and its CPU figures are present and finite."""
+
 import json
 import math
 import subprocess
@@ -93,8 +94,12 @@ def test_cpu_quick_markdown_labels_cpu_figures_and_skipped_cuda_parts(cpu_quick)
 
 
 def test_a_section_is_never_passed_off_cuda():
-    ok = {"result": {"done": True, "error": None, "checks": [{"name": "x", "ok": True, "required": True}]},
-          "timed_out": False, "exit_code": 0, "wall_s": 1.0}
+    ok = {
+        "result": {"done": True, "error": None, "checks": [{"name": "x", "ok": True, "required": True}]},
+        "timed_out": False,
+        "exit_code": 0,
+        "wall_s": 1.0,
+    }
     assert gpu_check.section_status("gmm", ok, "cpu")[0] == "skipped"
     assert gpu_check.section_status("gmm", ok, "cuda")[0] == "passed"
     failing = {**ok, "result": {**ok["result"], "checks": [{"name": "x", "ok": False, "required": True}]}}
@@ -116,6 +121,8 @@ def test_a_cpu_report_never_replaces_a_cuda_report(tmp_path):
     prefix = tmp_path / "gpu_check"
     assert gpu_check.output_paths(prefix, "cpu") == (tmp_path / "gpu_check.md", tmp_path / "gpu_check.json")
     (tmp_path / "gpu_check.json").write_text(json.dumps({"device_type": "cuda"}))
-    assert gpu_check.output_paths(prefix, "cpu") == (tmp_path / "gpu_check.cpu-quick.md",
-                                                     tmp_path / "gpu_check.cpu-quick.json")
+    assert gpu_check.output_paths(prefix, "cpu") == (
+        tmp_path / "gpu_check.cpu-quick.md",
+        tmp_path / "gpu_check.cpu-quick.json",
+    )
     assert gpu_check.output_paths(prefix, "cuda") == (tmp_path / "gpu_check.md", tmp_path / "gpu_check.json")

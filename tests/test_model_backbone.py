@@ -1,4 +1,5 @@
 """ResNet/ResNeXt (+DCN) + FPN P3–P7 (model/backbone.py)."""
+
 from __future__ import annotations
 
 import math

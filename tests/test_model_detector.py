@@ -1,4 +1,5 @@
 """PAADetector (model/detector.py): torchvision's detection API, no per-call state, typed test-time settings."""
+
 from __future__ import annotations
 
 import math

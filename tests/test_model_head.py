@@ -1,4 +1,5 @@
 """The PAA head (Fig. 5): towers, classification / box / auxiliary convs (model/head.py)."""
+
 from __future__ import annotations
 
 import math

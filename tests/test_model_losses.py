@@ -1,4 +1,5 @@
 """The training loss of Eq. (5)–(8) (model/losses.py) on hand-made batches with known answers."""
+
 import math
 
 import pytest
@@ -32,18 +33,21 @@ def test_box_loss_is_normalised_by_the_sum_of_iou_weights():
     losses = detection_losses(torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment)
     assert losses["loss_box"].item() == pytest.approx((0.5 * 0.5 + 0.0 * 1.0) / 1.5 * 1.3)
     assert losses["loss_iou"].item() == pytest.approx(
-        (LN2 + -math.log(0.5)) / 2 * 0.5)  # both BCE(0, t) = ln 2 at logit 0, / 2 positives
+        (LN2 + -math.log(0.5)) / 2 * 0.5
+    )  # both BCE(0, t) = ln 2 at logit 0, / 2 positives
 
 
 def test_centerness_and_no_auxiliary_head_variants():
     anchors, targets, pred, assignment = batch([HALF, EXACT, EXACT], [0, -1, -1])
-    ctr = detection_losses(torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment,
-                           aux="centerness")
+    ctr = detection_losses(
+        torch.zeros(1, 3, 2), pred, torch.zeros(1, 3), anchors, targets, assignment, aux="centerness"
+    )
     assert set(ctr) == {"loss_cls", "loss_box", "loss_centerness"}
     assert ctr["loss_box"].item() == pytest.approx(0.5 * 1.3)  # anchor centre at the GT centre: weight 1
     assert ctr["loss_centerness"].item() == pytest.approx(LN2 * 0.5)
-    none = detection_losses(torch.zeros(1, 3, 2), pred, None, anchors, targets, assignment, aux="none",
-                            weights=LossWeights(box=2.0))
+    none = detection_losses(
+        torch.zeros(1, 3, 2), pred, None, anchors, targets, assignment, aux="none", weights=LossWeights(box=2.0)
+    )
     assert set(none) == {"loss_cls", "loss_box"} and none["loss_box"].item() == pytest.approx(0.5 * 2.0)
 
 
@@ -69,6 +73,7 @@ def test_quality_focal_loss_with_hard_targets_is_the_focal_loss_without_alpha():
     from torchvision.ops import sigmoid_focal_loss
 
     from paa_toolkit.model.losses import quality_focal_loss
+
     logits = torch.tensor([[1.5, -0.5, 0.2], [-2.0, 0.3, 0.0]])
     labels = torch.tensor([1, -1])
     one_hot = torch.tensor([[0.0, 1, 0], [0, 0, 0]])
@@ -76,8 +81,11 @@ def test_quality_focal_loss_with_hard_targets_is_the_focal_loss_without_alpha():
     assert torch.allclose(quality_focal_loss(logits, labels, torch.ones(2)), expected)
     soft = quality_focal_loss(logits, labels, torch.tensor([0.4, 0.9]))  # y = 0.4 for class 1; background untouched
     p = logits[0].sigmoid()
-    by_hand = ((0.4 - p[1]) ** 2 * -(0.4 * p[1].log() + 0.6 * (1 - p[1]).log())  # |y − σ|² · BCE(σ, y)
-               + p[0] ** 2 * -(1 - p[0]).log() + p[2] ** 2 * -(1 - p[2]).log())  # y = 0: σ² · −log(1 − σ)
+    by_hand = (
+        (0.4 - p[1]) ** 2 * -(0.4 * p[1].log() + 0.6 * (1 - p[1]).log())  # |y − σ|² · BCE(σ, y)
+        + p[0] ** 2 * -(1 - p[0]).log()
+        + p[2] ** 2 * -(1 - p[2]).log()
+    )  # y = 0: σ² · −log(1 − σ)
     assert soft[0].item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert soft[1].item() == pytest.approx(expected[1].item())
 

@@ -1,4 +1,5 @@
 """Post-processing (model/postprocess.py): unified score (§3.2), NMS, score voting (Eq. 9–10), TTA merge."""
+
 from __future__ import annotations
 
 import math
@@ -155,10 +156,18 @@ def test_hflip_boxes_maps_back_to_original():
 
 
 def test_merge_tta_nms_over_variants_keeps_best_and_ious():
-    a = {"boxes": torch.tensor([[10.0, 10, 50, 50]]), "scores": torch.tensor([0.7]), "labels": torch.tensor([0]),
-         "ious": torch.tensor([0.6])}
-    b = {"boxes": torch.tensor([[12.0, 12, 52, 52], [60, 60, 80, 80]]), "scores": torch.tensor([0.8, 0.5]),
-         "labels": torch.tensor([0, 1]), "ious": torch.tensor([0.7, 0.4])}
+    a = {
+        "boxes": torch.tensor([[10.0, 10, 50, 50]]),
+        "scores": torch.tensor([0.7]),
+        "labels": torch.tensor([0]),
+        "ious": torch.tensor([0.6]),
+    }
+    b = {
+        "boxes": torch.tensor([[12.0, 12, 52, 52], [60, 60, 80, 80]]),
+        "scores": torch.tensor([0.8, 0.5]),
+        "labels": torch.tensor([0, 1]),
+        "ious": torch.tensor([0.7, 0.4]),
+    }
     merged = merge_tta([a, b], nms_thresh=0.6)
     assert merged["scores"].tolist() == pytest.approx([0.8, 0.5])
     assert merged["ious"].tolist() == pytest.approx([0.7, 0.4])

@@ -18,6 +18,7 @@ answer then fails), any error output failing the test:
   renders (``docs/build_site.py``, ``tests/test_site.py``: nothing is executed twice);
 * the **fast setting** (``PAA_FAST=1``): a tiny detector, the claims only printed — the quick local run.
 """
+
 from __future__ import annotations
 
 import re
@@ -67,8 +68,11 @@ def test_the_course_has_notebooks():
 def test_notebook_is_valid_and_committed_without_outputs(path):
     nb = read(path)
     nbformat.validate(nb)
-    dirty = [i for i, c in enumerate(nb.cells)
-             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
+    dirty = [
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)
+    ]
     assert not dirty, f"{path.name}: cells {dirty} have stored outputs or execution counts (clear them)"
 
 
@@ -111,10 +115,19 @@ def public_imports_problems(source: str) -> list[str]:
 @by_name(NOTEBOOKS)
 def test_notebook_imports_only_public_names_from_the_front_doors(path):
     nb = read(path)
-    problems = [f"cell {i}: {p}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
-                for p in public_imports_problems(c.source)]
-    problems += [f"solution in cell {i}: {p}" for i, c in enumerate(nb.cells) if "solution" in tags(c)
-                 for code in SOLUTION_CODE.findall(c.source) for p in public_imports_problems(code)]
+    problems = [
+        f"cell {i}: {p}"
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for p in public_imports_problems(c.source)
+    ]
+    problems += [
+        f"solution in cell {i}: {p}"
+        for i, c in enumerate(nb.cells)
+        if "solution" in tags(c)
+        for code in SOLUTION_CODE.findall(c.source)
+        for p in public_imports_problems(code)
+    ]
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
@@ -126,8 +139,12 @@ def test_the_public_import_check_catches_a_deep_import_and_a_private_name():
 
 def exercises(nb) -> list[tuple[int, int]]:
     """``(exercise number, index of its heading cell)`` for every ``### Exercise N`` heading."""
-    return [(int(m.group(1)), i) for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
-            for m in EXERCISE_HEADING.finditer(c.source)]
+    return [
+        (int(m.group(1)), i)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "markdown"
+        for m in EXERCISE_HEADING.finditer(c.source)
+    ]
 
 
 @by_name(NOTEBOOKS)
@@ -136,16 +153,21 @@ def test_every_exercise_has_an_answer_cell_a_check_cell_and_a_hidden_solution_th
     found = exercises(nb)
     assert len(found) >= 2, f"{path.name}: {len(found)} exercises ('### Exercise N' headings), need at least 2"
     for number, i in found:
-        answer, grade, solution = nb.cells[i + 1:i + 4]
+        answer, grade, solution = nb.cells[i + 1 : i + 4]
         where = f"{path.name}, Exercise {number}"
-        assert answer.cell_type == "code" and "exercise" in tags(answer) and "= ..." in answer.source, \
+        assert answer.cell_type == "code" and "exercise" in tags(answer) and "= ..." in answer.source, (
             f"{where}: the heading must be followed by an answer cell (tag 'exercise') that assigns ..."
+        )
         calls_check = re.search(rf'check\(\s*"Exercise {number}"', grade.source)  # as written or as ruff formats it
-        assert grade.cell_type == "code" and "check" in tags(grade) and calls_check, \
+        assert grade.cell_type == "code" and "check" in tags(grade) and calls_check, (
             f"{where}: then a check cell (tag 'check') calling check(\"Exercise {number}\", ...)"
-        assert solution.cell_type == "markdown" and "solution" in tags(solution) \
-            and DETAILS_SOLUTION.search(solution.source) and SOLUTION_CODE.search(solution.source), \
-            f"{where}: then the solution, hidden in a markdown <details><summary>Solution</summary> with a python block"
+        )
+        assert (
+            solution.cell_type == "markdown"
+            and "solution" in tags(solution)
+            and DETAILS_SOLUTION.search(solution.source)
+            and SOLUTION_CODE.search(solution.source)
+        ), f"{where}: then the solution, hidden in a markdown <details><summary>Solution</summary> with a python block"
     executed_solutions = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "solution" in tags(c)]
     assert not executed_solutions, (
         f"{path.name}: code cells {executed_solutions} hold solutions that Run All would execute"
@@ -171,10 +193,15 @@ def cell_timeout(cell, default: int = CELL_TIMEOUT_S) -> int:
 
 
 def execute(nb, cwd: Path, timeout: int = CELL_TIMEOUT_S) -> None:
-    client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
-                                     timeout_func=lambda cell: cell_timeout(cell, timeout),
-                                     startup_timeout=120, allow_errors=False,
-                                     resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=timeout,
+        timeout_func=lambda cell: cell_timeout(cell, timeout),
+        startup_timeout=120,
+        allow_errors=False,
+        resources={"metadata": {"path": str(cwd)}},
+    )
     client.execute()
 
 
@@ -189,8 +216,11 @@ def venv_kernel(tmp_path_factory) -> str:
     """The ``python3`` kernel runs this environment's Python (installing its kernel spec here if not)."""
     cwd = tmp_path_factory.mktemp("kernel")
     if kernel_prefix(cwd) != sys.prefix:
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
+            check=True,
+            capture_output=True,
+        )
     return kernel_prefix(cwd)
 
 
@@ -211,8 +241,12 @@ def outputs_text(nb) -> str:
 
 
 def error_outputs(nb) -> list[str]:
-    return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, cell in enumerate(nb.cells)
-            for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"cell {i}: {o.get('ename')}: {o.get('evalue')}"
+        for i, cell in enumerate(nb.cells)
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def run_notebook(path: Path, tmp_path: Path, timeout: int):
@@ -242,8 +276,9 @@ def assert_ran_and_graded(nb, path: Path) -> str:
 
 @pytest.mark.slow
 @by_name(NOTEBOOKS)
-def test_notebook_runs_top_to_bottom_in_fast_mode(path, venv_kernel, fast_cache, site_builder, tmp_path, monkeypatch,
-                                                  record_property):
+def test_notebook_runs_top_to_bottom_in_fast_mode(
+    path, venv_kernel, fast_cache, site_builder, tmp_path, monkeypatch, record_property
+):
     assert venv_kernel == sys.prefix
     monkeypatch.setenv("PAA_FAST", "1")
     monkeypatch.setenv("PAA_CHECK_SOLUTIONS", "1")
@@ -258,7 +293,8 @@ def test_notebook_runs_top_to_bottom_in_fast_mode(path, venv_kernel, fast_cache,
 @pytest.mark.slow
 @by_name(NOTEBOOKS)
 def test_notebook_shows_and_asserts_the_papers_figures_in_the_student_setting(
-        path, venv_kernel, course_cache, site_builder, tmp_path, monkeypatch, record_property):
+    path, venv_kernel, course_cache, site_builder, tmp_path, monkeypatch, record_property
+):
     assert venv_kernel == sys.prefix
     monkeypatch.delenv("PAA_FAST", raising=False)
     monkeypatch.setenv("PAA_CHECK_SOLUTIONS", "1")

@@ -1,4 +1,5 @@
 """pyproject.toml: metadata that current setuptools reads without a deprecation warning."""
+
 import warnings
 from pathlib import Path
 

@@ -13,6 +13,7 @@ signature and its Returns — and that no request leaves localhost.
 The browser tests are slow (``pytest -m slow tests/test_site.py``), the checks of the build's pieces fast;
 ``PAA_FAST=1`` builds from the fast setting (a quick local check), ``PAA_SKIP_BROWSER=1`` skips it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,19 +47,24 @@ def test_the_site_form_keeps_answers_empty_checks_silent_and_widgets_out(site_bu
     import nbformat
 
     v4 = nbformat.v4
-    committed = notebook([
-        v4.new_code_cell("x = 1"),
-        v4.new_code_cell("answer = ...", metadata={"tags": ["exercise"]}),
-        v4.new_code_cell('check("Exercise 1", answer, 3, hint="h")', metadata={"tags": ["check"]}),
-        v4.new_code_cell("explorer"),
-    ])
+    committed = notebook(
+        [
+            v4.new_code_cell("x = 1"),
+            v4.new_code_cell("answer = ...", metadata={"tags": ["exercise"]}),
+            v4.new_code_cell('check("Exercise 1", answer, 3, hint="h")', metadata={"tags": ["check"]}),
+            v4.new_code_cell("explorer"),
+        ]
+    )
     executed = copy.deepcopy(committed)
     executed.cells[1].source = "answer = 3"  # the injected solution
     for i, cell in enumerate(executed.cells):
         cell.execution_count = i + 1
         cell.outputs = [v4.new_output("stream", name="stdout", text=f"out {i}\n")]
-    executed.cells[3].outputs = [v4.new_output("display_data", data={
-        "text/plain": "VBox()", "application/vnd.jupyter.widget-view+json": {"model_id": "m"}})]
+    executed.cells[3].outputs = [
+        v4.new_output(
+            "display_data", data={"text/plain": "VBox()", "application/vnd.jupyter.widget-view+json": {"model_id": "m"}}
+        )
+    ]
     executed.metadata["widgets"] = {"state": {}}
     page = site_builder.for_the_site(executed, committed, site_builder.NOTEBOOKS[0], "fast")
     assert page.cells[0].outputs == executed.cells[0].outputs
@@ -76,7 +82,7 @@ def test_the_paper_table_links_every_code_reference_to_an_api_identifier(site_bu
     readme = (REPO / "README.md").read_text()
     linked = site_builder.link_code_references(readme)
     start = linked.index("## Where the paper lives in the code")
-    table = linked[start:linked.index("\n## ", start + 5)]
+    table = linked[start : linked.index("\n## ", start + 5)]
     assert "[`paa_toolkit/assign/gmm.py::fit_gmm`][paa_toolkit.assign.gmm.fit_gmm]" in table
     assert "[`paa_toolkit/model/losses.py`][paa_toolkit.model.losses]" in table
     assert "[paa_toolkit.assign.paa.PAAAssigner]" in table  # PAAAssigner.__call__: its class
@@ -101,8 +107,7 @@ def built_site(request, site_builder, tmp_path_factory, record_testsuite_propert
     if os.environ.get("PAA_SKIP_BROWSER") == "1":
         pytest.skip("PAA_SKIP_BROWSER=1")
     which = site_builder.setting()
-    cache = (tmp_path_factory.mktemp("paa_cache_fast") if which == "fast"
-             else request.getfixturevalue("course_cache"))
+    cache = tmp_path_factory.mktemp("paa_cache_fast") if which == "fast" else request.getfixturevalue("course_cache")
     with pytest.MonkeyPatch.context() as mp:  # a notebook executed here uses the session's detector
         mp.setenv("PAA_TOOLKIT_CACHE", str(cache))
         start = time.perf_counter()
@@ -117,8 +122,11 @@ def built_site(request, site_builder, tmp_path_factory, record_testsuite_propert
 def server(built_site):
     """``python -m http.server -d site`` on 127.0.0.1, stopped by its PID."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d",
-                             str(built_site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", str(built_site)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -191,8 +199,11 @@ def test_notebook_01_shows_fig_1_decoded_and_its_formulas_typeset_offline(page, 
         assert fig1["src"].startswith("data:image/png"), fig1
         assert fig1["width"] > 300 and fig1["height"] > 100, f"Fig. 1 is not decoded: {fig1}"
         # Eq. (1)-(3) in the text: typeset by the MathJax copied into the site, not left as $...$
-        wait_until(lambda: page.evaluate("() => document.querySelectorAll('.MathJax').length") > 10, 60,
-                   "MathJax to typeset the formulas")
+        wait_until(
+            lambda: page.evaluate("() => document.querySelectorAll('.MathJax').length") > 10,
+            60,
+            "MathJax to typeset the formulas",
+        )
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=ARTIFACTS / "site_notebook_01_fig1.png")
 
@@ -217,8 +228,9 @@ def test_api_page_of_fit_gmm_shows_its_signature_and_returns(page, server):
     with screenshot_on_failure(page, "api_fit_gmm"):
         entry = page.locator("div.doc-object:has(> #paa_toolkit\\.assign\\.fit_gmm)").first
         signature = entry.locator(".doc-signature").first.inner_text()
-        assert signature.startswith("fit_gmm(") and "values: Tensor" in signature and "-> GMMFit" in signature, \
+        assert signature.startswith("fit_gmm(") and "values: Tensor" in signature and "-> GMMFit" in signature, (
             signature
+        )
         contents = entry.locator("> .doc-contents").first.inner_text()
         assert "Returns:" in contents and "GMMFit" in contents.split("Returns:", 1)[1], contents[-600:]
         assert "[G, N]" in contents  # the shapes of Args

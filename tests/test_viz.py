@@ -1,4 +1,5 @@
 """Specifications of the figures: what each plot draws (counts, positions), not only that it runs."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -147,8 +148,9 @@ def test_assignment_plot_draws_only_positive_anchor_boxes_by_default():
 def test_assignment_plot_draws_predicted_boxes_of_positives_at_their_coordinates():
     anchors = torch.tensor([[0.0, 0, 30, 30], [10, 10, 50, 50]])
     pred = torch.tensor([[2.0, 3, 28, 31], [12, 10, 48, 52]])
-    fig = plot_assignment(torch.zeros(3, 64, 64, dtype=torch.uint8), torch.zeros(0, 4), anchors,
-                          torch.tensor([1, 0]), pred)
+    fig = plot_assignment(
+        torch.zeros(3, 64, 64, dtype=torch.uint8), torch.zeros(0, 4), anchors, torch.tensor([1, 0]), pred
+    )
     (boxes,) = find_artists(fig, "pred:positive")
     (path,) = boxes.get_paths()
     corners = path.vertices
@@ -176,8 +178,7 @@ def test_snapshot_plot_colours_as_many_anchors_positive_as_the_gt_has_positives(
 def test_snapshot_plot_shows_max_iou_positives_that_are_not_candidates():
     snap = random_snapshot(0)
     targets = PaddedTargets(snap.gt_boxes, snap.gt_labels, snap.gt_valid)
-    assignment = MaxIoUAssigner(pos_iou=0.3, neg_iou=0.2, topk=1)(snap.anchor_grid, targets,
-                                                                   return_diagnostics=True)
+    assignment = MaxIoUAssigner(pos_iou=0.3, neg_iou=0.2, topk=1)(snap.anchor_grid, targets, return_diagnostics=True)
     expected = int((assignment.matched_gt[1] == 0).sum())
     candidates = int(assignment.diagnostics.candidate_valid[assignment.diagnostics.image_index == 1].sum())
     assert expected > candidates  # the case under test: positives beyond the top-1 per level

@@ -1,4 +1,5 @@
 """Specifications of paa_toolkit/viz/analysis.py: the issue-9 figures draw what they are given."""
+
 import json
 
 import matplotlib
@@ -46,18 +47,32 @@ def gids(fig, kind="lines"):
 
 def test_run_diagnostics_draw_every_logged_size_and_the_em_figures():
     fig = plot_run_diagnostics(records())
-    assert {"gt_without_pos:all", "gt_without_pos:small", "gt_without_pos:medium", "pos_per_gt:all",
-            "pos_per_gt:small", "pos_per_gt:medium", "em_iters", "em_collapsed"} <= gids(fig)
+    assert {
+        "gt_without_pos:all",
+        "gt_without_pos:small",
+        "gt_without_pos:medium",
+        "pos_per_gt:all",
+        "pos_per_gt:small",
+        "pos_per_gt:medium",
+        "em_iters",
+        "em_collapsed",
+    } <= gids(fig)
     assert "gt_without_pos:large" not in gids(fig)  # never logged: no line
     line = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "gt_without_pos:all")
     assert list(line.get_ydata()) == pytest.approx([10.0, 10.0, 10.0])  # percent
 
 
 def test_diagnostics_by_config_draw_one_mean_line_per_config_and_figure():
-    fig = plot_diagnostics_by_config({"PAA": [records(0.0), records(2.0)], "ATSS": [records(1.0, em=False)],
-                                      "FCOS": [[{"kind": "train", "iteration": 20, "loss": 1.0}]]})
-    assert gids(fig) == {f"{k}:{n}" for k in ("pos_per_gt", "gt_without_pos", "gt_without_pos_small")
-                         for n in ("PAA", "ATSS")}
+    fig = plot_diagnostics_by_config(
+        {
+            "PAA": [records(0.0), records(2.0)],
+            "ATSS": [records(1.0, em=False)],
+            "FCOS": [[{"kind": "train", "iteration": 20, "loss": 1.0}]],
+        }
+    )
+    assert gids(fig) == {
+        f"{k}:{n}" for k in ("pos_per_gt", "gt_without_pos", "gt_without_pos_small") for n in ("PAA", "ATSS")
+    }
     paa = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "pos_per_gt:PAA")
     assert list(paa.get_ydata()) == pytest.approx([6.0, 6.0, 6.0])  # mean of the two seeds
 
@@ -100,8 +115,17 @@ def test_starvation_by_size_draws_every_rule_in_each_size_panel():
     from paa_toolkit.viz.analysis import plot_starvation_by_size
 
     def records(scale):
-        return [{"kind": "train", "iteration": i, "pos_per_gt_small": scale * i, "gt_without_pos_small": 0.1,
-                 "pos_per_gt_medium": 2.0, "gt_without_pos_medium": 0.0} for i in (10, 20)]
+        return [
+            {
+                "kind": "train",
+                "iteration": i,
+                "pos_per_gt_small": scale * i,
+                "gt_without_pos_small": 0.1,
+                "pos_per_gt_medium": 2.0,
+                "gt_without_pos_medium": 0.0,
+            }
+            for i in (10, 20)
+        ]
 
     fig = plot_starvation_by_size({"PAA (c)": [records(1.0)], "TAL (TOOD)": [records(0.5), records(0.7)]})
     small = [ax for ax in fig.axes if ax.get_title() == "Positives per small GT"][0]
@@ -116,10 +140,12 @@ def test_starvation_by_size_draws_every_rule_in_each_size_panel():
 def test_learning_curves_draw_ap_in_points_from_the_eval_records_mean_over_seeds():
     def curve(values):
         return [{"kind": "train", "iteration": 100, "AP": 9.0}] + [
-            {"kind": "eval", "iteration": it, "AP": ap, "AP50": ap + 0.2} for it, ap in zip((300, 600), values)]
+            {"kind": "eval", "iteration": it, "AP": ap, "AP50": ap + 0.2} for it, ap in zip((300, 600), values)
+        ]
 
-    fig = plot_learning_curves({"PAA": [curve((0.2, 0.4)), curve((0.3, 0.5))], "FCOS": [curve((0.1, 0.2))]},
-                               keys=("AP", "AP50"))
+    fig = plot_learning_curves(
+        {"PAA": [curve((0.2, 0.4)), curve((0.3, 0.5))], "FCOS": [curve((0.1, 0.2))]}, keys=("AP", "AP50")
+    )
     assert gids(fig) == {"AP:PAA", "AP:FCOS", "AP50:PAA", "AP50:FCOS"}
     paa = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "AP:PAA")
     assert list(paa.get_xdata()) == [300, 600] and list(paa.get_ydata()) == pytest.approx([25.0, 45.0])

@@ -1,4 +1,5 @@
 """Specifications of the explorers, headless: set a control as a user would, check the label and figures."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,7 +11,7 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from paa_toolkit.assign import ATSSAssigner, MaxIoUAssigner, PAAAssigner
+from paa_toolkit.assign import ATSSAssigner, MaxIoUAssigner, PAAAssigner, replay_assignment
 from paa_toolkit.assign.gmm import fit_gmm_sklearn
 from paa_toolkit.engine.run_files import save_trace
 from paa_toolkit.structures import PaddedTargets
@@ -34,6 +35,7 @@ def positives(matched_gt, image, gt):
 
 # ---- sources and the explorer's first view ----
 
+
 def test_the_explorer_starts_with_the_snapshot_own_k_and_lambda():
     snap = random_snapshot(0, topk=5, score_lambda=0.5)  # levels of 64, 16 and 4 anchors: 5 + 5 + 4 slots
     ex = assignment_explorer(snap)
@@ -46,6 +48,7 @@ def test_open_source_rejects_a_folder_without_trace_files(tmp_path):
 
 
 # ---- assignment explorer ----
+
 
 def test_assignment_explorer_starts_with_the_snapshot_positive_count():
     snap = random_snapshot(0)
@@ -138,6 +141,7 @@ def test_a_trace_file_of_the_detectors_assignment_snapshot_opens(tmp_path):
 
 # ---- GMM explorer ----
 
+
 def test_em_step_button_advances_one_iteration_and_run_reaches_scikit_learn():
     ex = gmm_explorer()
     last = len(ex.history) - 1
@@ -177,7 +181,8 @@ def test_on_narrow_costs_the_explorer_shows_the_early_stop_and_the_converged_fit
 
 CANDIDATES = {
     "boxes": torch.tensor([[10.0, 10, 30, 30], [12, 11, 32, 31], [40, 40, 60, 60]]),
-    "scores": torch.tensor([0.9, 0.8, 0.7]), "labels": torch.tensor([0, 0, 0]),
+    "scores": torch.tensor([0.9, 0.8, 0.7]),
+    "labels": torch.tensor([0, 0, 0]),
 }
 
 
@@ -224,6 +229,7 @@ def test_assignment_explorer_starts_on_the_given_gt_and_reports_both_em_fits():
 
 # ---- several rules on one GT (issue 20) ----
 
+
 def test_rule_comparison_shows_each_rule_on_the_same_gt_with_its_own_positive_count():
     from paa_toolkit.assign import build_assigner
     from paa_toolkit.widgets import rule_comparison_explorer
@@ -232,8 +238,9 @@ def test_rule_comparison_shows_each_rule_on_the_same_gt_with_its_own_positive_co
     ex = rule_comparison_explorer(snap, image=0, gt=1)
     assert list(ex.views) == ["c", "atss", "tal", "simota"]
     for name, view in ex.views.items():  # each column: the rule's own assigner run on the trace, this GT
-        direct = build_assigner(snap.settings, rule=name)(snap.anchor_grid, targets_of(snap), snap.cls_logits,
-                                                          snap.pred_boxes)
+        direct = build_assigner(snap.settings, rule=name)(
+            snap.anchor_grid, targets_of(snap), snap.cls_logits, snap.pred_boxes
+        )
         assert view["num_positive"] == positives(direct.matched_gt, 0, 1), name
     assert ex.label.value == " | ".join(f"{n}: {v['num_positive']}" for n, v in ex.views.items())
     fig = ex.figures["comparison"]
@@ -245,6 +252,7 @@ def test_rule_comparison_shows_each_rule_on_the_same_gt_with_its_own_positive_co
 
 
 # ---- every traced iteration through several rules (notebook 07) ----
+
 
 def test_replay_rules_counts_each_rule_s_positives_per_gt_at_every_traced_iteration():
     from paa_toolkit.assign.base import positives_per_gt
@@ -293,4 +301,7 @@ def test_replay_rules_records_read_like_the_training_log_by_size():
     assert records[1]["pos_per_gt_large"] != records[1]["pos_per_gt_large"]  # no large GT: NaN, not 0
     assert torch.equal(replays.starved("tal", 50), replays.positives["tal"][50] == 0)
     fig = plot_starvation_by_size({rule: [replays.records(rule)] for rule in ("c", "tal")})
-    assert {line.get_gid() for ax in fig.axes for line in ax.lines} >= {"pos_per_gt_small:tal", "gt_without_pos_medium:c"}
+    assert {line.get_gid() for ax in fig.axes for line in ax.lines} >= {
+        "pos_per_gt_small:tal",
+        "gt_without_pos_medium:c",
+    }

@@ -1,5 +1,6 @@
 """A crash or a signal between training iterations, for the resume tests (imported by test_engine_loop
 and test_faults)."""
+
 import os
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ def at_training_call(model: nn.Module, call: int, action: Callable[[], None]) ->
 
 def crash_at_training_call(model: nn.Module, call: int) -> nn.Module:
     """Make the ``call``-th training-mode forward of ``model`` raise :class:`TrainingCrash`."""
+
     def crash():
         raise TrainingCrash()
 

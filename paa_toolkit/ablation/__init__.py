@@ -2,11 +2,31 @@
 
 See :mod:`paa_toolkit.ablate` for the command line.
 """
+
 from .grid import RUN_CONFIGS, TABLES, PlannedRun, build_plan, to_argv
 from .report import EQUIVALENCE_MARGIN, collect, judge_claim, markdown_table, seeds_needed, verdict, write_report
 from .results import Comparison, TableResult, compare, load_table, markdown, read_table
 from .runner import execute, run_state
 
-__all__ = ["EQUIVALENCE_MARGIN", "RUN_CONFIGS", "TABLES", "Comparison", "PlannedRun", "TableResult", "build_plan",
-           "collect", "compare", "execute", "judge_claim", "load_table", "markdown", "markdown_table", "read_table",
-           "run_state", "seeds_needed", "to_argv", "verdict", "write_report"]
+__all__ = [
+    "EQUIVALENCE_MARGIN",
+    "RUN_CONFIGS",
+    "TABLES",
+    "Comparison",
+    "PlannedRun",
+    "TableResult",
+    "build_plan",
+    "collect",
+    "compare",
+    "execute",
+    "judge_claim",
+    "load_table",
+    "markdown",
+    "markdown_table",
+    "read_table",
+    "run_state",
+    "seeds_needed",
+    "to_argv",
+    "verdict",
+    "write_report",
+]

@@ -13,6 +13,7 @@ The reference row of every table is the paper's model without score voting (§4.
 row 5: PAA, IoU prediction); "+ score voting" (§3.3) changes inference only, so that row
 re-evaluates the reference checkpoint with voting on (a paired comparison, no second training).
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,14 @@ class RunConfig:
 
 
 #: The reference model of the ablations: PAA, IoU prediction, Fig. 3 (c), K = 9, scale 8, no voting.
-REFERENCE: dict[str, Any] = {"model.arch": "paa", "assign.rule": "c", "model.aux": "iou", "assign.topk": 9,
-                             "model.anchor_scale": 8.0, "test.score_voting": False}
+REFERENCE: dict[str, Any] = {
+    "model.arch": "paa",
+    "assign.rule": "c",
+    "model.aux": "iou",
+    "assign.topk": 9,
+    "model.anchor_scale": 8.0,
+    "test.score_voting": False,
+}
 
 
 def _configs() -> dict[str, RunConfig]:
@@ -86,12 +93,30 @@ class Row:
 AP_COLUMNS = ("AP", "AP50", "AP75")
 #: the analysis table's columns (issue 9): COCO metrics, recall of small GTs at IoU 0.5 (final evaluation) and
 #: the assignment diagnostics of the training log (mean over its train records; assign.stats.LOG_KEYS)
-ANALYSIS_COLUMNS = (*AP_COLUMNS, "APs", "APm", "APl", "recall50_small", "gt_without_pos", "gt_without_pos_small",
-                    "em_iters", "em_collapsed", "pos_per_gt")
+ANALYSIS_COLUMNS = (
+    *AP_COLUMNS,
+    "APs",
+    "APm",
+    "APl",
+    "recall50_small",
+    "gt_without_pos",
+    "gt_without_pos_small",
+    "em_iters",
+    "em_collapsed",
+    "pos_per_gt",
+)
 
 #: the successors table's columns (issue 20): COCO metrics, small-GT recall and the assignment figures every rule has
-SUCCESSOR_COLUMNS = (*AP_COLUMNS, "APs", "APm", "APl", "recall50_small", "gt_without_pos", "gt_without_pos_small",
-                     "pos_per_gt")
+SUCCESSOR_COLUMNS = (
+    *AP_COLUMNS,
+    "APs",
+    "APm",
+    "APl",
+    "recall50_small",
+    "gt_without_pos",
+    "gt_without_pos_small",
+    "pos_per_gt",
+)
 
 
 @dataclass(frozen=True)
@@ -140,90 +165,164 @@ class Table:
 
 
 TABLES: dict[str, Table] = {
-    "1L": Table("1L", "Table 1 left: anchor separation boundaries (Fig. 3), FNP and FSR", ("Anchor Sep.",), (("", (
-        Row(("Fig. 3 (a)",), "boundary_a", (40.5, 58.8, 43.4)),
-        Row(("Fig. 3 (b)",), "boundary_b", (40.8, 59.1, 44.0)),
-        Row(("Fig. 3 (c)",), "paa_ioupred", (40.6, 58.8, 43.7)),
-        Row(("Fig. 3 (d)",), "boundary_d", (40.7, 59.1, 44.0)),
-        Row(("FNP (5)",), "fnp_5", (39.5, 58.0, 42.7)),
-        Row(("FNP (10)",), "fnp_10", (40.1, 58.5, 43.3)),
-        Row(("FNP (20)",), "fnp_20", (40.0, 58.5, 43.1)),
-        Row(("FSR (> 0.1)",), "fsr_0.1", (23.8, 38.0, 23.2)),
-        Row(("FSR (> 0.2)",), "fsr_0.2", (19.3, 33.2, 19.8)),
-        Row(("FSR (> 0.3)",), "fsr_0.3", "training failed"),
-    )),), reference="paa_ioupred", claims=(
-        *_equal(("boundary_a", "boundary_b", "boundary_d")),  # §4.1: "robust to the choice of boundary"
-        Claim("paa_ioupred", "fnp_5", "higher", 1.1), Claim("paa_ioupred", "fnp_10", "higher", 0.5),
-        Claim("paa_ioupred", "fnp_20", "higher", 0.6),
-        Claim("paa_ioupred", "fsr_0.1", "higher", 16.8), Claim("paa_ioupred", "fsr_0.2", "higher", 21.3),
-        Claim("paa_ioupred", "fsr_0.3", "higher", "training failed"),
-    )),
-    "1R": Table("1R", "Table 1 right: effects of individual methods", ("Method", "Aux. task", "Voting"), (("", (
-        Row(("IoU", "", ""), "iou_assign", (34.6, 53.0, 36.7)),
-        Row(("IoU", "IoU pred.", ""), "iou_assign_ioupred", (36.0, 54.0, 38.9)),
-        Row(("PAA", "", ""), "paa_noaux", (39.9, 59.1, 42.8)),
-        Row(("PAA", "Center pred.", ""), "paa_centerness", (39.8, 58.3, 43.2)),
-        Row(("PAA", "IoU pred.", ""), "paa_ioupred", (40.8, 59.1, 44.0)),
-        Row(("PAA", "IoU pred.", "✓"), "paa_ioupred_voting", (41.0, 59.1, 44.4)),
-        Row(("ATSS", "Center pred.", ""), "atss_centerness", (39.4, 57.4, 42.4)),
-        Row(("ATSS", "IoU pred.", ""), "atss_ioupred", (39.8, 57.9, 43.2)),
-    )),), reference="paa_ioupred", claims=(
-        Claim("paa_noaux", "iou_assign", "higher", 5.3),  # PAA vs IoU-threshold assignment
-        Claim("iou_assign_ioupred", "iou_assign", "higher", 1.4),
-        Claim("paa_ioupred", "paa_noaux", "higher", 0.9),  # IoU prediction (§3.2)
-        Claim("paa_ioupred", "paa_centerness", "higher", 1.0),  # IoU prediction vs centerness
-        Claim("paa_ioupred_voting", "paa_ioupred", "higher", 0.2),  # score voting (§3.3)
-        Claim("paa_ioupred", "atss_ioupred", "higher", 1.0),  # PAA vs ATSS, same head
-        Claim("atss_ioupred", "atss_centerness", "higher", 0.4),
-    )),
-    "4": Table("4", "Table 4: top-K of Procedure 1 and the default anchor scale", ("Setting",), (
-        ("Left: topk K", (
-            Row(("K = 5",), "topk_5", (40.5, 58.9, 43.5)),
-            Row(("K = 9",), "paa_ioupred", (40.8, 59.1, 44.0)),
-            Row(("K = 18",), "topk_18", (40.4, 58.7, 43.5)),
-            Row(("K = 25",), "topk_25", (40.7, 58.9, 43.9)),
-        )),
-        ("Right: default anchor scale", (
-            Row(("scale 4",), "anchor_scale_4", (40.8, 59.9, 44.0)),
-            Row(("scale 6",), "anchor_scale_6", (40.7, 59.5, 43.8)),
-            Row(("scale 8",), "paa_ioupred", (40.8, 59.1, 44.0)),
-            Row(("scale 10",), "anchor_scale_10", (40.8, 59.3, 43.9)),
-        )),
-    ), reference="paa_ioupred", claims=_equal(("topk_5", "topk_18", "topk_25", "anchor_scale_4", "anchor_scale_6",
-                                                "anchor_scale_10"))),  # §4.1: robust to K and the anchor scale
-    "baselines": Table("baselines", "Baselines: our PAA vs torchvision FCOS and RetinaNet, same loop, data, "
-                       "budget and backbone", ("Detector",), (("", (
-        Row(("PAA (IoU pred. + score voting)",), "paa_ioupred_voting", None),
-        Row(("PAA (IoU pred., no voting)",), "paa_ioupred", None),
-        Row(("torchvision FCOS",), "fcos", None),
-        Row(("torchvision RetinaNet",), "retinanet", None),
-    )),), reference="paa_ioupred", claims=(
-        Claim("paa_ioupred", "fcos", "higher"), Claim("paa_ioupred", "retinanet", "higher"),
-    )),
-    "analysis": Table("analysis", "Issue 9: the two remedies of PAA's assignment (gt matching, data-init EM) "
-                      "against PAA (reference), ATSS and FCOS", ("Method",), (("", (
-        Row(("PAA (reference)",), "paa_ioupred", None),
-        Row(("PAA + gt matching",), "paa_gt_match", None),
-        Row(("PAA + data-init EM",), "paa_data_init", None),
-        Row(("PAA + both",), "paa_gt_match_data_init", None),
-        Row(("ATSS",), "atss_ioupred", None),
-        Row(("torchvision FCOS",), "fcos", None),
-    )),), columns=ANALYSIS_COLUMNS, reference="paa_ioupred"),
-    "successors": Table("successors", "After PAA (issue 20): ATSS, TOOD's TAL and YOLOX's SimOTA against PAA, "
-                        "the same head (IoU prediction) and budget; mmdetection's ResNet-50 1x COCO AP: ATSS 39.4, "
-                        "PAA 40.4, TOOD 42.4 (with its T-head, not the assigner alone)",
-                        ("Assignment", "Class target"), (
-        ("Same head and loss: focal loss on hard 0/1 class targets", (
-            Row(("PAA (reference)", "hard"), "paa_ioupred", None),
-            Row(("ATSS", "hard"), "atss_ioupred", None),
-            Row(("TAL (TOOD)", "hard"), "tal_ioupred", None),
-            Row(("SimOTA (YOLOX)", "hard"), "simota_ioupred", None),
-        )),
-        ("Their own soft targets: quality focal loss", (
-            Row(("TAL (TOOD)", "t normalised"), "tal_soft", None),
-            Row(("SimOTA (YOLOX)", "IoU"), "simota_soft", None),
-        )),
-    ), columns=SUCCESSOR_COLUMNS, reference="paa_ioupred"),
+    "1L": Table(
+        "1L",
+        "Table 1 left: anchor separation boundaries (Fig. 3), FNP and FSR",
+        ("Anchor Sep.",),
+        (
+            (
+                "",
+                (
+                    Row(("Fig. 3 (a)",), "boundary_a", (40.5, 58.8, 43.4)),
+                    Row(("Fig. 3 (b)",), "boundary_b", (40.8, 59.1, 44.0)),
+                    Row(("Fig. 3 (c)",), "paa_ioupred", (40.6, 58.8, 43.7)),
+                    Row(("Fig. 3 (d)",), "boundary_d", (40.7, 59.1, 44.0)),
+                    Row(("FNP (5)",), "fnp_5", (39.5, 58.0, 42.7)),
+                    Row(("FNP (10)",), "fnp_10", (40.1, 58.5, 43.3)),
+                    Row(("FNP (20)",), "fnp_20", (40.0, 58.5, 43.1)),
+                    Row(("FSR (> 0.1)",), "fsr_0.1", (23.8, 38.0, 23.2)),
+                    Row(("FSR (> 0.2)",), "fsr_0.2", (19.3, 33.2, 19.8)),
+                    Row(("FSR (> 0.3)",), "fsr_0.3", "training failed"),
+                ),
+            ),
+        ),
+        reference="paa_ioupred",
+        claims=(
+            *_equal(("boundary_a", "boundary_b", "boundary_d")),  # §4.1: "robust to the choice of boundary"
+            Claim("paa_ioupred", "fnp_5", "higher", 1.1),
+            Claim("paa_ioupred", "fnp_10", "higher", 0.5),
+            Claim("paa_ioupred", "fnp_20", "higher", 0.6),
+            Claim("paa_ioupred", "fsr_0.1", "higher", 16.8),
+            Claim("paa_ioupred", "fsr_0.2", "higher", 21.3),
+            Claim("paa_ioupred", "fsr_0.3", "higher", "training failed"),
+        ),
+    ),
+    "1R": Table(
+        "1R",
+        "Table 1 right: effects of individual methods",
+        ("Method", "Aux. task", "Voting"),
+        (
+            (
+                "",
+                (
+                    Row(("IoU", "", ""), "iou_assign", (34.6, 53.0, 36.7)),
+                    Row(("IoU", "IoU pred.", ""), "iou_assign_ioupred", (36.0, 54.0, 38.9)),
+                    Row(("PAA", "", ""), "paa_noaux", (39.9, 59.1, 42.8)),
+                    Row(("PAA", "Center pred.", ""), "paa_centerness", (39.8, 58.3, 43.2)),
+                    Row(("PAA", "IoU pred.", ""), "paa_ioupred", (40.8, 59.1, 44.0)),
+                    Row(("PAA", "IoU pred.", "✓"), "paa_ioupred_voting", (41.0, 59.1, 44.4)),
+                    Row(("ATSS", "Center pred.", ""), "atss_centerness", (39.4, 57.4, 42.4)),
+                    Row(("ATSS", "IoU pred.", ""), "atss_ioupred", (39.8, 57.9, 43.2)),
+                ),
+            ),
+        ),
+        reference="paa_ioupred",
+        claims=(
+            Claim("paa_noaux", "iou_assign", "higher", 5.3),  # PAA vs IoU-threshold assignment
+            Claim("iou_assign_ioupred", "iou_assign", "higher", 1.4),
+            Claim("paa_ioupred", "paa_noaux", "higher", 0.9),  # IoU prediction (§3.2)
+            Claim("paa_ioupred", "paa_centerness", "higher", 1.0),  # IoU prediction vs centerness
+            Claim("paa_ioupred_voting", "paa_ioupred", "higher", 0.2),  # score voting (§3.3)
+            Claim("paa_ioupred", "atss_ioupred", "higher", 1.0),  # PAA vs ATSS, same head
+            Claim("atss_ioupred", "atss_centerness", "higher", 0.4),
+        ),
+    ),
+    "4": Table(
+        "4",
+        "Table 4: top-K of Procedure 1 and the default anchor scale",
+        ("Setting",),
+        (
+            (
+                "Left: topk K",
+                (
+                    Row(("K = 5",), "topk_5", (40.5, 58.9, 43.5)),
+                    Row(("K = 9",), "paa_ioupred", (40.8, 59.1, 44.0)),
+                    Row(("K = 18",), "topk_18", (40.4, 58.7, 43.5)),
+                    Row(("K = 25",), "topk_25", (40.7, 58.9, 43.9)),
+                ),
+            ),
+            (
+                "Right: default anchor scale",
+                (
+                    Row(("scale 4",), "anchor_scale_4", (40.8, 59.9, 44.0)),
+                    Row(("scale 6",), "anchor_scale_6", (40.7, 59.5, 43.8)),
+                    Row(("scale 8",), "paa_ioupred", (40.8, 59.1, 44.0)),
+                    Row(("scale 10",), "anchor_scale_10", (40.8, 59.3, 43.9)),
+                ),
+            ),
+        ),
+        reference="paa_ioupred",
+        claims=_equal(("topk_5", "topk_18", "topk_25", "anchor_scale_4", "anchor_scale_6", "anchor_scale_10")),
+    ),  # §4.1: robust to K and the anchor scale
+    "baselines": Table(
+        "baselines",
+        "Baselines: our PAA vs torchvision FCOS and RetinaNet, same loop, data, budget and backbone",
+        ("Detector",),
+        (
+            (
+                "",
+                (
+                    Row(("PAA (IoU pred. + score voting)",), "paa_ioupred_voting", None),
+                    Row(("PAA (IoU pred., no voting)",), "paa_ioupred", None),
+                    Row(("torchvision FCOS",), "fcos", None),
+                    Row(("torchvision RetinaNet",), "retinanet", None),
+                ),
+            ),
+        ),
+        reference="paa_ioupred",
+        claims=(
+            Claim("paa_ioupred", "fcos", "higher"),
+            Claim("paa_ioupred", "retinanet", "higher"),
+        ),
+    ),
+    "analysis": Table(
+        "analysis",
+        "Issue 9: the two remedies of PAA's assignment (gt matching, data-init EM) "
+        "against PAA (reference), ATSS and FCOS",
+        ("Method",),
+        (
+            (
+                "",
+                (
+                    Row(("PAA (reference)",), "paa_ioupred", None),
+                    Row(("PAA + gt matching",), "paa_gt_match", None),
+                    Row(("PAA + data-init EM",), "paa_data_init", None),
+                    Row(("PAA + both",), "paa_gt_match_data_init", None),
+                    Row(("ATSS",), "atss_ioupred", None),
+                    Row(("torchvision FCOS",), "fcos", None),
+                ),
+            ),
+        ),
+        columns=ANALYSIS_COLUMNS,
+        reference="paa_ioupred",
+    ),
+    "successors": Table(
+        "successors",
+        "After PAA (issue 20): ATSS, TOOD's TAL and YOLOX's SimOTA against PAA, "
+        "the same head (IoU prediction) and budget; mmdetection's ResNet-50 1x COCO AP: ATSS 39.4, "
+        "PAA 40.4, TOOD 42.4 (with its T-head, not the assigner alone)",
+        ("Assignment", "Class target"),
+        (
+            (
+                "Same head and loss: focal loss on hard 0/1 class targets",
+                (
+                    Row(("PAA (reference)", "hard"), "paa_ioupred", None),
+                    Row(("ATSS", "hard"), "atss_ioupred", None),
+                    Row(("TAL (TOOD)", "hard"), "tal_ioupred", None),
+                    Row(("SimOTA (YOLOX)", "hard"), "simota_ioupred", None),
+                ),
+            ),
+            (
+                "Their own soft targets: quality focal loss",
+                (
+                    Row(("TAL (TOOD)", "t normalised"), "tal_soft", None),
+                    Row(("SimOTA (YOLOX)", "IoU"), "simota_soft", None),
+                ),
+            ),
+        ),
+        columns=SUCCESSOR_COLUMNS,
+        reference="paa_ioupred",
+    ),
 }
 
 
@@ -269,8 +368,14 @@ def build_config(overrides: dict[str, Any]) -> TrainConfig:
     return validate(cfg)
 
 
-def build_plan(table: str, budget: str = "small", seeds: int = 1, out: str | Path = "runs/ablations",
-               only: list[str] | None = None, extra: dict[str, Any] | None = None) -> list[PlannedRun]:
+def build_plan(
+    table: str,
+    budget: str = "small",
+    seeds: int = 1,
+    out: str | Path = "runs/ablations",
+    only: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[PlannedRun]:
     """Every run a table needs.
 
     Args:
@@ -308,8 +413,15 @@ def build_plan(table: str, budget: str = "small", seeds: int = 1, out: str | Pat
             if base:
                 overrides.update(config.overrides)
             build_config(overrides)  # fail before anything runs
-            plan.append(PlannedRun(config, seed, root / name / f"seed{seed}", overrides,
-                                   root / base.name / f"seed{seed}" if base else None))
+            plan.append(
+                PlannedRun(
+                    config,
+                    seed,
+                    root / name / f"seed{seed}",
+                    overrides,
+                    root / base.name / f"seed{seed}" if base else None,
+                )
+            )
     return plan
 
 
@@ -329,6 +441,22 @@ def to_argv(overrides: dict[str, Any]) -> list[str]:
     return argv
 
 
-__all__ = ["ANALYSIS_COLUMNS", "AP_COLUMNS", "REFERENCE", "RUN_CONFIGS", "SUCCESSOR_COLUMNS", "TABLES", "Claim",
-           "PlannedRun", "Row", "RunConfig", "Table", "budget_overrides", "build_config", "build_plan",
-           "parse_assignment", "resolve_overrides", "to_argv"]
+__all__ = [
+    "ANALYSIS_COLUMNS",
+    "AP_COLUMNS",
+    "REFERENCE",
+    "RUN_CONFIGS",
+    "SUCCESSOR_COLUMNS",
+    "TABLES",
+    "Claim",
+    "PlannedRun",
+    "Row",
+    "RunConfig",
+    "Table",
+    "budget_overrides",
+    "build_config",
+    "build_plan",
+    "parse_assignment",
+    "resolve_overrides",
+    "to_argv",
+]

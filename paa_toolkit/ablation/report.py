@@ -11,6 +11,7 @@ The assignment figures of the training log (``gt_without_pos``, ``em_iters``, ``
 :data:`DIAGNOSTICS`) are the mean over all of a run's ``train`` records; the JSON also holds the mean
 over the last third of them (``last_third``), the assignment of the nearly trained model.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -40,10 +41,23 @@ EXTRA_METRICS = ("APs", "APm", "APl", "AR100", "recall50_small", "recall50_mediu
 #: the metrics compared seed by seed against a table's reference row
 PAIRED = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 #: column headers and cell formats (default: the key, three decimals)
-HEADERS = {"pos_per_gt": "pos/GT", "gt_without_pos": "GTs w/o pos. (%)", "gt_without_pos_small": "small w/o pos. (%)",
-           "em_iters": "EM iter.", "em_collapsed": "collapsed (%)", "recall50_small": "recall50 small"}
-PERCENT = {"gt_without_pos", "gt_without_pos_small", "gt_without_pos_medium", "gt_without_pos_large",
-           "em_collapsed", "em_not_converged", "gt_without_cand"}
+HEADERS = {
+    "pos_per_gt": "pos/GT",
+    "gt_without_pos": "GTs w/o pos. (%)",
+    "gt_without_pos_small": "small w/o pos. (%)",
+    "em_iters": "EM iter.",
+    "em_collapsed": "collapsed (%)",
+    "recall50_small": "recall50 small",
+}
+PERCENT = {
+    "gt_without_pos",
+    "gt_without_pos_small",
+    "gt_without_pos_medium",
+    "gt_without_pos_large",
+    "em_collapsed",
+    "em_not_converged",
+    "gt_without_cand",
+}
 
 
 # ---- the verdict on a paired difference ------------------------------------------------------------
@@ -62,8 +76,9 @@ def confidence_interval(differences: Sequence[float], level: float = 0.95) -> tu
     return mean - half, mean + half
 
 
-def verdict(differences: Sequence[float], labels: tuple[str, str] = ("holds", "reversed"),
-            margin: float | None = None) -> str:
+def verdict(
+    differences: Sequence[float], labels: tuple[str, str] = ("holds", "reversed"), margin: float | None = None
+) -> str:
     """Whether paired per-seed differences (a − b) resolve a difference: ``labels[0]`` (a > b) or
     ``labels[1]`` (a < b) only when every seed's difference has the same sign AND |mean| > 2 standard
     errors (2 · sample std / √n); else *equivalent* when a ``margin`` is given and the 95 % t-interval
@@ -134,9 +149,15 @@ class RowResult:
 
     def to_dict(self) -> dict[str, Any]:
         keys = (*METRICS, *EXTRA_METRICS, *DIAGNOSTICS)
-        return {"cells": list(self.cells), "config": self.config, "paper": self.paper, "status": self.status,
-                "seeds": self.seeds, "mean": {k: self.mean(k) for k in (*keys, "wall_s")},
-                "std": {k: self.std(k) for k in keys}}
+        return {
+            "cells": list(self.cells),
+            "config": self.config,
+            "paper": self.paper,
+            "status": self.status,
+            "seeds": self.seeds,
+            "mean": {k: self.mean(k) for k in (*keys, "wall_s")},
+            "std": {k: self.std(k) for k in keys},
+        }
 
 
 def paired_differences(row: RowResult, reference: RowResult, key: str) -> list[float | None]:
@@ -148,8 +169,9 @@ def paired_differences(row: RowResult, reference: RowResult, key: str) -> list[f
     return out
 
 
-def comparisons(rows: list[RowResult], reference: str, margin: float | None = EQUIVALENCE_MARGIN
-                ) -> dict[str, dict[str, Any]]:
+def comparisons(
+    rows: list[RowResult], reference: str, margin: float | None = EQUIVALENCE_MARGIN
+) -> dict[str, dict[str, Any]]:
     """Per row (but the reference): per :data:`PAIRED` metric the per-seed differences, their mean and
     sample std, the :func:`verdict` ("higher" / "lower" / "equivalent" within ±``margin`` / "within noise" /
     "unresolved") and, where it is within noise, about how many seeds would resolve it (:func:`seeds_needed`)."""
@@ -163,10 +185,12 @@ def comparisons(rows: list[RowResult], reference: str, margin: float | None = EQ
             diffs = paired_differences(row, ref, key)
             known = [d for d in diffs if d is not None]
             out[row.config][key] = {
-                "per_seed": diffs, "mean": statistics.fmean(known) if known else None,
+                "per_seed": diffs,
+                "mean": statistics.fmean(known) if known else None,
                 "std": statistics.stdev(known) if len(known) > 1 else None,
                 "verdict": verdict(known, ("higher", "lower"), margin) if known else "pending",
-                "seeds_needed": seeds_needed(known, margin) if len(known) > 1 else None}
+                "seeds_needed": seeds_needed(known, margin) if len(known) > 1 else None,
+            }
     return out
 
 
@@ -179,8 +203,12 @@ def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE
     out: dict[str, Any] = {"a": claim.a, "b": claim.b, "kind": claim.kind, "paper": claim.paper, "margin": margin}
     failed_b = bool(b.seeds) and all(s["state"] == "failed" for s in b.seeds)
     if failed_b and a.done():  # FSR (> 0.3): "training failed" is the paper's whole claim
-        return {**out, "per_seed": [], "outcome": "holds" if claim.kind == "higher" else "differs",
-                "note": f"{claim.b} failed to train on every seed"}
+        return {
+            **out,
+            "per_seed": [],
+            "outcome": "holds" if claim.kind == "higher" else "differs",
+            "note": f"{claim.b} failed to train on every seed",
+        }
     diffs = [d for d in paired_differences(a, b, "AP") if d is not None]
     out["per_seed"] = diffs
     if len(diffs) < 2:
@@ -200,9 +228,13 @@ def claims_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
     if not spec.claims:
         return []
     label = {r.config: " ".join(c for c in r.cells if c) or r.config for r in rows}
-    lines = [f"**The paper's claims** (paired by seed on AP; *holds* / *reversed*: every seed the same sign and |mean| "
-             f"> 2 s.e.; *equivalent*: the 95 % interval inside ±{100 * EQUIVALENCE_MARGIN:.1f} points)", "",
-             "| claim | paper (points) | ΔAP mean (points) | 95 % interval | seeds | outcome |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"**The paper's claims** (paired by seed on AP; *holds* / *reversed*: every seed the same sign and |mean| "
+        f"> 2 s.e.; *equivalent*: the 95 % interval inside ±{100 * EQUIVALENCE_MARGIN:.1f} points)",
+        "",
+        "| claim | paper (points) | ΔAP mean (points) | 95 % interval | seeds | outcome |",
+        "|---|---|---|---|---|---|",
+    ]
     for claim in spec.claims:
         j = judge_claim(claim, rows)
         sign = ">" if claim.kind == "higher" else "≈"
@@ -210,19 +242,22 @@ def claims_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
         mean = "–" if "mean" not in j else f"{100 * j['mean']:+.2f}"
         ci = "–" if "ci95" not in j else f"[{100 * j['ci95'][0]:+.2f}, {100 * j['ci95'][1]:+.2f}]"
         outcome = j["outcome"] + (f" (~{j['seeds_needed']} seeds)" if j.get("seeds_needed") else "")
-        lines.append(f"| {label[claim.a]} {sign} {label[claim.b]} | {paper or '–'} | {mean} | {ci} | "
-                     f"{len(j['per_seed'])} | {outcome} |")
+        lines.append(
+            f"| {label[claim.a]} {sign} {label[claim.b]} | {paper or '–'} | {mean} | {ci} | "
+            f"{len(j['per_seed'])} | {outcome} |"
+        )
     return [*lines, ""]
 
 
-def training_means(run_dir: Path, keys: Sequence[str] = DIAGNOSTICS, last_fraction: float = 1.0
-                   ) -> dict[str, float | None]:
+def training_means(
+    run_dir: Path, keys: Sequence[str] = DIAGNOSTICS, last_fraction: float = 1.0
+) -> dict[str, float | None]:
     """Mean of each figure over the run's logged training records (``metrics.jsonl``), or over the last
     ``last_fraction`` of them; None for a figure the run never logged (e.g. EM iterations of ATSS)."""
     if not (run_dir / METRICS_FILE).exists():
         return {k: None for k in keys}
     records = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
-    records = records[len(records) - max(1, round(last_fraction * len(records))):] if records else records
+    records = records[len(records) - max(1, round(last_fraction * len(records))) :] if records else records
     out = {}
     for key in keys:
         values = [r[key] for r in records if r.get(key) is not None and not math.isnan(r[key])]
@@ -268,8 +303,9 @@ def collect(table: str, out: str | Path, budget: str, seeds: int) -> list[RowRes
         base = RUN_CONFIGS[row.config].evaluate_from
         result = RowResult(row.cells, row.config, row.paper)
         for seed in range(seeds):
-            result.seeds.append(seed_result(root / row.config / f"seed{seed}",
-                                             root / base / f"seed{seed}" if base else None))
+            result.seeds.append(
+                seed_result(root / row.config / f"seed{seed}", root / base / f"seed{seed}" if base else None)
+            )
         rows.append(result)
     return rows
 
@@ -309,8 +345,9 @@ def budget_summary(budget: str, extra: dict[str, Any] | None = None) -> str:
     return text + ("; with --set " + ", ".join(f"{k}={v}" for k, v in extra.items()) if extra else "")
 
 
-def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
-                   extra: dict[str, Any] | None = None) -> str:
+def markdown_table(
+    table: str, rows: list[RowResult], budget: str, seeds: int, extra: dict[str, Any] | None = None
+) -> str:
     """The table in the paper's layout, plus our columns: positives per GT, wall time, paper AP (%);
     with a reference row, the paired differences against it and their verdicts."""
     spec: Table = TABLES[table]
@@ -323,14 +360,21 @@ def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
         "wall s",
         *(["paper AP (%)"] if has_paper else []),
     ]
-    lines = [f"## {spec.title}", "",
-             f"Budget `{budget}` ({budget_summary(budget, extra)}); {seeds} seed(s), mean ± std; "
-             "COCO metrics as fractions in [0, 1] (the paper prints percent); pos/GT: mean positives per "
-             "GT box during training; wall s: training + evaluation, per seed.", ""]
+    lines = [
+        f"## {spec.title}",
+        "",
+        f"Budget `{budget}` ({budget_summary(budget, extra)}); {seeds} seed(s), mean ± std; "
+        "COCO metrics as fractions in [0, 1] (the paper prints percent); pos/GT: mean positives per "
+        "GT box during training; wall s: training + evaluation, per seed.",
+        "",
+    ]
     if any(k in LOG_KEYS.values() for k in columns):
-        lines += ["Assignment figures (GTs without a positive, overall and small; mean EM iterations; collapsed "
-                  "fits; pos/GT) are means over the training's logged records (every 20 iterations, each the "
-                  "mean over its batches); '–': the detector has no such figure (FCOS; EM for ATSS).", ""]
+        lines += [
+            "Assignment figures (GTs without a positive, overall and small; mean EM iterations; collapsed "
+            "fits; pos/GT) are means over the training's logged records (every 20 iterations, each the "
+            "mean over its batches); '–': the detector has no such figure (FCOS; EM for ATSS).",
+            "",
+        ]
     by_config = iter(rows)
     for caption, section_rows in spec.sections:
         if caption:
@@ -346,14 +390,28 @@ def markdown_table(table: str, rows: list[RowResult], budget: str, seeds: int,
             else:
                 values = [status] + [""] * (len(shown) - 1)
             wall = r.mean("wall_s")
-            lines.append("| " + " | ".join([*r.cells, *values, "–" if wall is None else f"{wall:.0f}",
-                                             *([format_paper(r.paper)] if has_paper else [])]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        *r.cells,
+                        *values,
+                        "–" if wall is None else f"{wall:.0f}",
+                        *([format_paper(r.paper)] if has_paper else []),
+                    ]
+                )
+                + " |"
+            )
         lines.append("")
     if spec.reference:
         lines += paired_markdown(spec, rows)
     lines += claims_markdown(spec, rows)
-    notes = [f"- `{r.config}`: {s['status']}: {s.get('message', '')}" for r in rows
-             for s in r.seeds if s["state"] == "failed"][:10]
+    notes = [
+        f"- `{r.config}`: {s['status']}: {s.get('message', '')}"
+        for r in rows
+        for s in r.seeds
+        if s["state"] == "failed"
+    ][:10]
     if notes:
         lines += ["Failures:", "", *notes, ""]
     return "\n".join(lines)
@@ -363,12 +421,15 @@ def paired_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
     """The paired differences against ``spec.reference``, one line per row, one column per metric."""
     label = {r.config: " ".join(c for c in r.cells if c) for r in rows}
     compared = comparisons(rows, spec.reference)
-    lines = [f"**Paired differences against {label[spec.reference]}** (row − reference, seed by seed; mean ± "
-             "std of the per-seed differences; verdict: *higher* / *lower* when every seed's difference has the "
-             "same sign and |mean| > 2 · std / √n, else *equivalent* when the 95 % t-interval of the mean lies within "
-             f"±{100 * EQUIVALENCE_MARGIN:.1f} points, else *within noise*; one seed: *unresolved*)", "",
-             "| " + " | ".join(["Method", "ΔAP per seed", *(f"Δ{k}" for k in PAIRED)]) + " |",
-             "|" + "---|" * (len(PAIRED) + 2)]
+    lines = [
+        f"**Paired differences against {label[spec.reference]}** (row − reference, seed by seed; mean ± "
+        "std of the per-seed differences; verdict: *higher* / *lower* when every seed's difference has the "
+        "same sign and |mean| > 2 · std / √n, else *equivalent* when the 95 % t-interval of the mean lies within "
+        f"±{100 * EQUIVALENCE_MARGIN:.1f} points, else *within noise*; one seed: *unresolved*)",
+        "",
+        "| " + " | ".join(["Method", "ΔAP per seed", *(f"Δ{k}" for k in PAIRED)]) + " |",
+        "|" + "---|" * (len(PAIRED) + 2),
+    ]
     for config, result in compared.items():
         seeds = ", ".join("–" if d is None else f"{d:+.3f}" for d in result["AP"]["per_seed"])
         lines.append("| " + " | ".join([label[config], seeds, *(format_difference(result[k]) for k in PAIRED)]) + " |")
@@ -378,13 +439,18 @@ def paired_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
 def bar_chart(table: str, rows: list[RowResult], budget: str, seeds: int) -> Figure:
     """AP per row (mean ± std over seeds); failed rows drawn as an empty bar with their status."""
     labels = [" ".join(("+ voting" if c == "✓" else c) for c in r.cells if c) or r.config for r in rows]
-    return plot_ablation_ap(labels, [r.mean("AP") or 0.0 for r in rows], [r.std("AP") or 0.0 for r in rows],
-                            [None if r.status == "ok" else r.status for r in rows],
-                            f"{TABLES[table].title[:70]}\nbudget {budget}, {seeds} seed(s)")
+    return plot_ablation_ap(
+        labels,
+        [r.mean("AP") or 0.0 for r in rows],
+        [r.std("AP") or 0.0 for r in rows],
+        [None if r.status == "ok" else r.status for r in rows],
+        f"{TABLES[table].title[:70]}\nbudget {budget}, {seeds} seed(s)",
+    )
 
 
-def write_report(table: str, out: str | Path, budget: str, seeds: int,
-                 extra: dict[str, Any] | None = None) -> dict[str, Path]:
+def write_report(
+    table: str, out: str | Path, budget: str, seeds: int, extra: dict[str, Any] | None = None
+) -> dict[str, Path]:
     """Write ``table_<key>.md``, ``.json`` and ``.png`` into ``out/<budget>/``; returns their paths."""
     rows = collect(table, out, budget, seeds)
     root = Path(out) / budget
@@ -396,8 +462,9 @@ def write_report(table: str, out: str | Path, budget: str, seeds: int,
     return paths
 
 
-def table_data(table: str, rows: list[RowResult], budget: str, seeds: int,
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def table_data(
+    table: str, rows: list[RowResult], budget: str, seeds: int, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The machine-readable table: every row's seeds, means and stds, and the paired comparisons."""
     data = {"table": table, "budget": budget, "seeds": seeds, "set": extra or {}, "rows": [r.to_dict() for r in rows]}
     if TABLES[table].reference:
@@ -416,30 +483,56 @@ def machine_description() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                   if ln.startswith("model name"))
+        cpu = next(
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return f"{cpu}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
-def write_results(path: str | Path, table: str, out: str | Path, budget: str, seeds: int,
-                  extra: dict[str, Any] | None = None) -> Path:
+def write_results(
+    path: str | Path, table: str, out: str | Path, budget: str, seeds: int, extra: dict[str, Any] | None = None
+) -> Path:
     """The table's results as one small JSON file to commit: per row and seed the metrics and training
     figures (no run folders), means, stds, paired comparisons, the date and the machine."""
     data = table_data(table, collect(table, out, budget, seeds), budget, seeds, extra)
     for row in data["rows"]:
         row["seeds"] = [{k: v for k, v in s.items() if k != "run_dir"} for s in row["seeds"]]
-    data = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_description(), **data}
+    data = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine_description(),
+        **data,
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return path
 
 
-__all__ = ["DIAGNOSTICS", "EXTRA_METRICS", "METRICS", "PAIRED", "RowResult", "bar_chart", "collect", "comparisons",
-           "format_value", "markdown_table", "paired_differences", "table_data", "training_means", "verdict",
-           "EQUIVALENCE_MARGIN", "claims_markdown", "confidence_interval", "judge_claim", "seeds_needed",
-           "write_report", "write_results"]
+__all__ = [
+    "DIAGNOSTICS",
+    "EXTRA_METRICS",
+    "METRICS",
+    "PAIRED",
+    "RowResult",
+    "bar_chart",
+    "collect",
+    "comparisons",
+    "format_value",
+    "markdown_table",
+    "paired_differences",
+    "table_data",
+    "training_means",
+    "verdict",
+    "EQUIVALENCE_MARGIN",
+    "claims_markdown",
+    "confidence_interval",
+    "judge_claim",
+    "seeds_needed",
+    "write_report",
+    "write_results",
+]

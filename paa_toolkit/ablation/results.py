@@ -10,6 +10,7 @@ committed transcriptions of ``benchmarks/ablations.md`` (rows with ``mean`` / ``
 and, per file, ``measured_on``, ``machine``, ``command``, ``noise_AP``). A difference of AP whose size
 is not above the noise is *unresolved*: one seed cannot decide it.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,9 @@ def _row(data: dict[str, Any]) -> ResultRow:
     given = data.get("mean") or {}  # every figure the file has (e.g. the analysis grid's assignment figures)
     mean = {**given, **{k: given.get(k) for k in (*METRICS, "pos_per_gt", "wall_s")}}
     std = {k: (data.get("std") or {}).get(k) for k in METRICS}
-    return ResultRow(tuple(data.get("cells", ())), data["config"], data.get("paper"), data.get("status", "ok"),
-                     num, mean, std)
+    return ResultRow(
+        tuple(data.get("cells", ())), data["config"], data.get("paper"), data.get("status", "ok"), num, mean, std
+    )
 
 
 def read_table(path: str | Path) -> TableResult:
@@ -93,10 +95,17 @@ def read_table(path: str | Path) -> TableResult:
     data = json.loads(path.read_text(encoding="utf-8"))
     known = {"table", "budget", "seeds", "rows", "measured_on", "machine", "command", "noise_AP"}
     return TableResult(
-        table=str(data["table"]), budget=str(data.get("budget", "?")), seeds=int(data.get("seeds", 1)), source=path,
-        rows=[_row(r) for r in data["rows"]], measured_on=data.get("measured_on") or data.get("date"),
-        machine=data.get("machine"), command=data.get("command"), noise_AP=data.get("noise_AP"),
-        extra={k: v for k, v in data.items() if k not in known})
+        table=str(data["table"]),
+        budget=str(data.get("budget", "?")),
+        seeds=int(data.get("seeds", 1)),
+        source=path,
+        rows=[_row(r) for r in data["rows"]],
+        measured_on=data.get("measured_on") or data.get("date"),
+        machine=data.get("machine"),
+        command=data.get("command"),
+        noise_AP=data.get("noise_AP"),
+        extra={k: v for k, v in data.items() if k not in known},
+    )
 
 
 def _complete(result: TableResult) -> bool:
@@ -179,6 +188,7 @@ def markdown(result: TableResult) -> str:
     Returns:
         A Markdown table: AP / AP50 / AP75 (mean ± std), pos/GT, seeds, status, the paper's AP (%).
     """
+
     def value(row: ResultRow, key: str) -> str:
         mean, std = row.mean.get(key), row.std.get(key)
         if mean is None:
@@ -190,10 +200,32 @@ def markdown(result: TableResult) -> str:
     for r in result.rows:
         pos = r.mean.get("pos_per_gt")
         paper = r.paper if isinstance(r.paper, str) or r.paper is None else f"{r.paper[0]:.1f}"
-        lines.append("| " + " | ".join([r.label, *(value(r, k) for k in METRICS), "–" if pos is None else f"{pos:.1f}",
-                                        str(r.num_seeds), r.status, paper or "–"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.label,
+                    *(value(r, k) for k in METRICS),
+                    "–" if pos is None else f"{pos:.1f}",
+                    str(r.num_seeds),
+                    r.status,
+                    paper or "–",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
-__all__ = ["Comparison", "ONE_SEED_NOISE_AP", "RESOLUTION_AP", "ResultRow", "TableResult", "compare", "load_table", "markdown",
-           "read_table", "row_noise"]
+__all__ = [
+    "Comparison",
+    "ONE_SEED_NOISE_AP",
+    "RESOLUTION_AP",
+    "ResultRow",
+    "TableResult",
+    "compare",
+    "load_table",
+    "markdown",
+    "read_table",
+    "row_noise",
+]

@@ -10,6 +10,7 @@ result (``failed.json``), not the end of the grid. Folder states:
   processes sharing the folder never train the same run; a lock of a dead local process is taken over);
 * anything else — started or not: (re)launched with ``--resume`` (continues from ``last.pth``).
 """
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,7 @@ class Outcome:
     wall_s: float = 0.0
 
 
-def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bool = False,
-            echo=print) -> Outcome:
+def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bool = False, echo=print) -> Outcome:
     """Bring one run to a final state (complete or failed), unless it is done or someone else runs it."""
     state = run_state(run.run_dir)
     if state == "complete" or (state == "failed" and not retry_failed):
@@ -97,13 +97,30 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
             if base_state != "complete":
                 echo(f"[ablate] {run.name}: nothing to re-evaluate yet ({run.base_dir} is {base_state}), skipped")
                 return Outcome(run, "pending")
-            eval_keys = {k: v for k, v in run.overrides.items()
-                         if k.startswith(("model.", "assign.", "test.", "data.", "device"))}
-            cmd = [sys.executable, "-m", "paa_toolkit.evaluate", str(run.base_dir), *to_argv(eval_keys),
-                   "--output", str(run.run_dir / ".eval.json")]
+            eval_keys = {
+                k: v
+                for k, v in run.overrides.items()
+                if k.startswith(("model.", "assign.", "test.", "data.", "device"))
+            }
+            cmd = [
+                sys.executable,
+                "-m",
+                "paa_toolkit.evaluate",
+                str(run.base_dir),
+                *to_argv(eval_keys),
+                "--output",
+                str(run.run_dir / ".eval.json"),
+            ]
         else:
-            cmd = [*(launcher or default_launcher()), *to_argv(run.overrides),
-                   "--name", run.config.name, "--output-dir", str(run.run_dir), "--resume"]
+            cmd = [
+                *(launcher or default_launcher()),
+                *to_argv(run.overrides),
+                "--name",
+                run.config.name,
+                "--output-dir",
+                str(run.run_dir),
+                "--resume",
+            ]
         echo(f"[ablate] {run.name}: {shlex.join(cmd[:3])} … → {run.run_dir}")
         info_path = run.run_dir / ABLATE_INFO
         previous = json.loads(info_path.read_text()).get("wall_s", 0.0) if info_path.exists() else 0.0
@@ -130,5 +147,4 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         lock.unlink(missing_ok=True)
 
 
-__all__ = ["ABLATE_INFO", "FAILED", "LOCK", "Outcome", "acquire_lock", "default_launcher", "execute",
-           "run_state"]
+__all__ = ["ABLATE_INFO", "FAILED", "LOCK", "Outcome", "acquire_lock", "default_launcher", "execute", "run_state"]

@@ -7,6 +7,7 @@ An assigner is called on a whole batch at once::
 and returns, per image and anchor, which ground truth (if any) the anchor is a positive sample of.
 Switching assigner is one argument of :func:`paa_toolkit.assign.build_assigner`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
@@ -25,8 +26,19 @@ IGNORE = -2
 
 
 #: the diagnostics fields with one entry per candidate slot (``[G, N, ...]``); the rest are per GT (``[G, ...]``)
-PER_CANDIDATE = frozenset({"candidate_anchor", "candidate_level", "candidate_valid", "candidate_cost",
-                           "candidate_iou", "candidate_label", "responsibilities", "log_density", "candidate_metric"})
+PER_CANDIDATE = frozenset(
+    {
+        "candidate_anchor",
+        "candidate_level",
+        "candidate_valid",
+        "candidate_cost",
+        "candidate_iou",
+        "candidate_label",
+        "responsibilities",
+        "log_density",
+        "candidate_metric",
+    }
+)
 
 
 @dataclass
@@ -85,8 +97,11 @@ class AssignmentDiagnostics:
     def to(self, device: torch.device | str) -> AssignmentDiagnostics:
         """The same diagnostics on ``device`` (the counted fields are counted again there)."""
         return AssignmentDiagnostics(
-            **{f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None)
-               for f in fields(self) if f.init}
+            **{
+                f.name: (getattr(self, f.name).to(device) if getattr(self, f.name) is not None else None)
+                for f in fields(self)
+                if f.init
+            }
         )
 
 
@@ -117,8 +132,11 @@ class Assignment:
 
     def target_labels(self, targets: PaddedTargets) -> Tensor:
         """Class of each anchor's GT (``-1`` for negatives and ignored anchors), ``[B, A]``."""
-        gathered = targets.labels.gather(1, self.matched_gt.clamp(min=0)) if targets.max_gts else \
-            torch.zeros_like(self.matched_gt)
+        gathered = (
+            targets.labels.gather(1, self.matched_gt.clamp(min=0))
+            if targets.max_gts
+            else torch.zeros_like(self.matched_gt)
+        )
         return torch.where(self.positive, gathered, torch.full_like(gathered, -1))
 
     def target_boxes(self, targets: PaddedTargets) -> Tensor:
@@ -155,8 +173,13 @@ def positives_per_gt(matched_gt: Tensor, gt_valid: Tensor) -> Tensor:
 
 
 def slot_diagnostics(
-    anchors: AnchorGrid, targets: PaddedTargets, matched_gt: Tensor, slot_anchor: Tensor, slot_valid: Tensor,
-    per_slot: dict[str, Tensor] | None = None, per_gt: dict[str, Tensor] | None = None,
+    anchors: AnchorGrid,
+    targets: PaddedTargets,
+    matched_gt: Tensor,
+    slot_anchor: Tensor,
+    slot_valid: Tensor,
+    per_slot: dict[str, Tensor] | None = None,
+    per_gt: dict[str, Tensor] | None = None,
 ) -> AssignmentDiagnostics:
     """:class:`AssignmentDiagnostics` of the real GTs from a rule's candidate slots ``[B, M, N]``.
 
@@ -178,10 +201,15 @@ def slot_diagnostics(
     fields_.update({k: v.reshape(b * m, n)[rows] for k, v in (per_slot or {}).items()})
     fields_.update({k: v.reshape(-1)[rows] for k, v in (per_gt or {}).items()})
     return AssignmentDiagnostics(
-        image_index=image_index, gt_index=gt_index, candidate_anchor=anchor.masked_fill(~valid, -1),
-        candidate_level=anchors.level_of_anchor[anchor].masked_fill(~valid, -1), candidate_valid=valid,
-        candidate_iou=iou, candidate_label=labels,
-        gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]), **fields_,
+        image_index=image_index,
+        gt_index=gt_index,
+        candidate_anchor=anchor.masked_fill(~valid, -1),
+        candidate_level=anchors.level_of_anchor[anchor].masked_fill(~valid, -1),
+        candidate_valid=valid,
+        candidate_iou=iou,
+        candidate_label=labels,
+        gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
+        **fields_,
     )
 
 

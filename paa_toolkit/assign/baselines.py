@@ -4,6 +4,7 @@ Neither looks at the model: they accept and ignore ``cls_logits`` / ``pred_boxes
 use the same :class:`~.base.AssignmentDiagnostics` rows as PAA (candidates = top-K anchors per level),
 so the notebooks can draw all assigners the same way.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,12 @@ from .registry import Rule, register
 
 
 def _diagnostics(
-    ious: Tensor, key: Tensor, anchors: AnchorGrid, targets: PaddedTargets, matched_gt: Tensor, k: int,
+    ious: Tensor,
+    key: Tensor,
+    anchors: AnchorGrid,
+    targets: PaddedTargets,
+    matched_gt: Tensor,
+    k: int,
     iou_threshold: Tensor | None = None,
 ) -> AssignmentDiagnostics:
     """Per GT: the top-``k`` anchors per level by ``key`` ([B, A, M], smaller = closer) and their final labels."""
@@ -36,10 +42,15 @@ def _diagnostics(
     labels = torch.where(assigned == gt_index[:, None], POSITIVE, 0)
     labels = labels.masked_fill(assigned == IGNORE, IGNORED).masked_fill(~valid, 0)
     return AssignmentDiagnostics(
-        image_index=image_index, gt_index=gt_index, candidate_anchor=anchor_idx.masked_fill(~valid, -1),
-        candidate_level=level, candidate_valid=valid,
-        candidate_cost=torch.full_like(cand_iou, float("nan")), candidate_iou=cand_iou,
-        candidate_label=labels, iou_threshold=iou_threshold,
+        image_index=image_index,
+        gt_index=gt_index,
+        candidate_anchor=anchor_idx.masked_fill(~valid, -1),
+        candidate_level=level,
+        candidate_valid=valid,
+        candidate_cost=torch.full_like(cand_iou, float("nan")),
+        candidate_iou=cand_iou,
+        candidate_label=labels,
+        iou_threshold=iou_threshold,
         gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
     )
 
@@ -60,8 +71,13 @@ class MaxIoUAssigner:
     needs_predictions = False
     rule = "max_iou"
 
-    def __init__(self, pos_iou: float = 0.5, neg_iou: float = 0.4, allow_low_quality: bool = True,
-                 topk: int = CandidateSettings.topk):
+    def __init__(
+        self,
+        pos_iou: float = 0.5,
+        neg_iou: float = 0.4,
+        allow_low_quality: bool = True,
+        topk: int = CandidateSettings.topk,
+    ):
         if not 0 <= neg_iou <= pos_iou <= 1:
             raise ValueError(f"need 0 <= neg_iou <= pos_iou <= 1, got neg_iou={neg_iou}, pos_iou={pos_iou}")
         self.pos_iou, self.neg_iou, self.allow_low_quality, self.topk = pos_iou, neg_iou, allow_low_quality, topk
@@ -75,8 +91,14 @@ class MaxIoUAssigner:
         return f"MaxIoUAssigner(pos_iou={self.pos_iou}, neg_iou={self.neg_iou})"
 
     @torch.no_grad()
-    def __call__(self, anchors: AnchorGrid, targets: PaddedTargets, cls_logits=None, pred_boxes=None,
-                 return_diagnostics: bool = False) -> Assignment:
+    def __call__(
+        self,
+        anchors: AnchorGrid,
+        targets: PaddedTargets,
+        cls_logits=None,
+        pred_boxes=None,
+        return_diagnostics: bool = False,
+    ) -> Assignment:
         ious = anchor_gt_iou(anchors, targets)
         matched_gt = match_max_iou(ious, self.neg_iou, self.pos_iou, self.allow_low_quality)
         diagnostics = None
@@ -116,8 +138,14 @@ class ATSSAssigner:
         return f"ATSSAssigner(topk={self.topk})"
 
     @torch.no_grad()
-    def __call__(self, anchors: AnchorGrid, targets: PaddedTargets, cls_logits=None, pred_boxes=None,
-                 return_diagnostics: bool = False) -> Assignment:
+    def __call__(
+        self,
+        anchors: AnchorGrid,
+        targets: PaddedTargets,
+        cls_logits=None,
+        pred_boxes=None,
+        return_diagnostics: bool = False,
+    ) -> Assignment:
         ious = anchor_gt_iou(anchors, targets)  # [B, A, M], -1 on padded GTs
         b, a, m = ious.shape
         centers = anchors.centers.to(targets.boxes.dtype)
@@ -145,17 +173,34 @@ class ATSSAssigner:
         diagnostics = None
         if return_diagnostics:
             rows = targets.valid.reshape(-1)
-            diagnostics = _diagnostics(ious, distance, anchors, targets, matched_gt, self.topk,
-                                       iou_threshold=threshold.reshape(-1)[rows])
+            diagnostics = _diagnostics(
+                ious, distance, anchors, targets, matched_gt, self.topk, iou_threshold=threshold.reshape(-1)[rows]
+            )
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics)
 
 
 _IOU = "IoU of the anchor with the GT"
 register(
-    Rule("atss", "ATSS", "ATSS (Zhang et al. 2020): the K closest anchors per level, positive when IoU >= mean + std "
-         "and centre inside", CandidateSettings, lambda cfg: ATSSAssigner(topk=cfg.topk), uses=("topk",),
-         values="candidate_iou", values_label=_IOU, boundary="iou_threshold"),
-    Rule("max_iou", "max-IoU", "RetinaNet's IoU assignment (Table 1 right): positive IoU >= 0.5, ignored 0.4-0.5",
-         CandidateSettings, lambda cfg: MaxIoUAssigner(topk=cfg.topk), uses=("topk",),
-         values="candidate_iou", values_label=_IOU, boundary="iou_threshold"),
+    Rule(
+        "atss",
+        "ATSS",
+        "ATSS (Zhang et al. 2020): the K closest anchors per level, positive when IoU >= mean + std and centre inside",
+        CandidateSettings,
+        lambda cfg: ATSSAssigner(topk=cfg.topk),
+        uses=("topk",),
+        values="candidate_iou",
+        values_label=_IOU,
+        boundary="iou_threshold",
+    ),
+    Rule(
+        "max_iou",
+        "max-IoU",
+        "RetinaNet's IoU assignment (Table 1 right): positive IoU >= 0.5, ignored 0.4-0.5",
+        CandidateSettings,
+        lambda cfg: MaxIoUAssigner(topk=cfg.topk),
+        uses=("topk",),
+        values="candidate_iou",
+        values_label=_IOU,
+        boundary="iou_threshold",
+    ),
 )

@@ -8,6 +8,7 @@ the foreground one (initialised at the minimum cost, §4.1), as in the reference
 Pictures below read left to right along the sorted costs; ``+`` positive, ``-`` negative, ``o`` ignored,
 ``|`` the boundary; F and B mark the foreground / background sample of highest mixture density.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """One switch for the assignment rule: :func:`build_assigner` asks the registry (:mod:`.registry`)."""
+
 from __future__ import annotations
 
 from dataclasses import replace

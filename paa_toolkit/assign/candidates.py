@@ -2,6 +2,7 @@
 
 All functions take a whole batch: ``B`` images, ``A`` anchors (levels concatenated), ``M`` padded GTs.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,8 +31,15 @@ class CandidateSettings:
 def centres_inside(centres: Tensor, boxes: Tensor, margin: float = INSIDE_MARGIN) -> Tensor:
     """Whether each point ``[..., 2]`` lies inside its box ``[..., 4]`` (xyxy, broadcast), more than
     ``margin`` from every side: ATSS's and TOOD's "anchor centre inside the GT" test (YOLOX: margin 0)."""
-    sides = torch.stack([centres[..., 0] - boxes[..., 0], centres[..., 1] - boxes[..., 1],
-                         boxes[..., 2] - centres[..., 0], boxes[..., 3] - centres[..., 1]], -1)
+    sides = torch.stack(
+        [
+            centres[..., 0] - boxes[..., 0],
+            centres[..., 1] - boxes[..., 1],
+            boxes[..., 2] - centres[..., 0],
+            boxes[..., 3] - centres[..., 1],
+        ],
+        -1,
+    )
     return sides.min(dim=-1).values > margin
 
 
@@ -60,8 +68,12 @@ ENSURE_PASSES = 4
 
 
 def match_max_iou(
-    ious: Tensor, low_threshold: float, high_threshold: float | None = None, allow_low_quality: bool = True,
-    *, low_quality: str = "reference",
+    ious: Tensor,
+    low_threshold: float,
+    high_threshold: float | None = None,
+    allow_low_quality: bool = True,
+    *,
+    low_quality: str = "reference",
 ) -> Tensor:
     """Each anchor to the GT of highest IoU (Procedure 1, line 3: GetAnchors), batched ``[B, A, M] → [B, A]``.
 
@@ -98,8 +110,9 @@ def match_max_iou(
         ``[B, A]`` int64: the matched GT index, -1 (no GT) or -2 (ignored).
     """
     if low_quality not in LOW_QUALITY_POLICIES:
-        raise ValueError(f"unknown low_quality policy {low_quality!r}; "
-                         f"valid choices: {', '.join(LOW_QUALITY_POLICIES)}")
+        raise ValueError(
+            f"unknown low_quality policy {low_quality!r}; valid choices: {', '.join(LOW_QUALITY_POLICIES)}"
+        )
     num_gts = ious.shape[-1]
     if num_gts == 0:
         return torch.full(ious.shape[:2], -1, dtype=torch.int64, device=ious.device)
@@ -164,9 +177,7 @@ class Candidates:
     key: Tensor  # [B, M, N] the value that was ranked (cost for PAA, distance for ATSS)
 
 
-def topk_per_level(
-    key: Tensor, owner: Tensor | None, num_per_level: list[int], num_gts: int, k: int
-) -> Candidates:
+def topk_per_level(key: Tensor, owner: Tensor | None, num_per_level: list[int], num_gts: int, k: int) -> Candidates:
     """For each GT and level, the ``k`` anchors of smallest ``key`` (FindKthLargest, lines 7–9).
 
     Loops over levels only.

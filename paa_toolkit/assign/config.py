@@ -9,6 +9,7 @@ assigners, widgets, traces, ablation grids). Each rule module registers itself (
 a small settings dataclass — the one home of its defaults; :class:`AssignConfig` inherits them all, so
 ``--assign.<field>`` sets any of them and a run's ``config.yaml`` lists them flat.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

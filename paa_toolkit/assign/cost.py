@@ -8,6 +8,7 @@ Eq. (3)  cost = L_cls(f_θ(a, x), g) + λ·L_IoU(f_θ(a, x), g)  (focal loss, GI
 
 :func:`paa_toolkit.model.losses.detection_losses` (Eq. 8) trains with the same focal loss.
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -49,6 +49,7 @@ Degenerate rows, defined here:
 (:func:`log_joint`, :func:`posterior`, :func:`m_step`) for the teaching plots;
 :func:`fit_gmm_sklearn` is the reference.
 """
+
 from __future__ import annotations
 
 import math
@@ -102,6 +103,7 @@ class GMMFit:
 
 # --- the EM equations, one home ---
 # Layout: costs x and mask [G, N]; per-component tensors [2, G, N]; parameters [2, G, 1].
+
 
 def log_joint(sq_dist: Tensor, weights: Tensor, variances: Tensor) -> Tensor:
     """log w_k + log N(a; m_k, var_k), the two terms of Eq. (4), from ``sq_dist = (a - m_k)²`` ``[2, G, N]``."""
@@ -165,23 +167,34 @@ def initial_parameters(x: Tensor, mask: Tensor, init: str, reg_covar: float) -> 
 
 # --- batched fit ---
 
+
 def _check_inputs(
-    values: Tensor, valid: Tensor | None, max_iter: int, tol: float, reg_covar: float, dtype: torch.dtype,
-    init: str, check_every: int,
+    values: Tensor,
+    valid: Tensor | None,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    dtype: torch.dtype,
+    init: str,
+    check_every: int,
 ) -> Tensor:
     if not isinstance(values, Tensor) or values.dim() != 2:
         raise ValueError(f"fit_gmm: values must be a [G, N] tensor, got {getattr(values, 'shape', type(values))}")
     if valid is None:
         valid = torch.ones(values.shape, dtype=torch.bool, device=values.device)
     if not isinstance(valid, Tensor) or valid.shape != values.shape or valid.dtype != torch.bool:
-        raise ValueError(f"fit_gmm: valid must be a bool tensor of shape {tuple(values.shape)}, "
-                         f"got {getattr(valid, 'dtype', type(valid))} {tuple(getattr(valid, 'shape', ()))}")
+        raise ValueError(
+            f"fit_gmm: valid must be a bool tensor of shape {tuple(values.shape)}, "
+            f"got {getattr(valid, 'dtype', type(valid))} {tuple(getattr(valid, 'shape', ()))}"
+        )
     valid = valid.to(values.device)
     if not dtype.is_floating_point:
         raise ValueError(f"fit_gmm: dtype must be a floating point dtype, got {dtype}")
     if max_iter < 0 or tol < 0 or not reg_covar > 0:
-        raise ValueError(f"fit_gmm: need max_iter >= 0, tol >= 0, reg_covar > 0 (keeps variances positive); "
-                         f"got {max_iter}, {tol}, {reg_covar}")
+        raise ValueError(
+            f"fit_gmm: need max_iter >= 0, tol >= 0, reg_covar > 0 (keeps variances positive); "
+            f"got {max_iter}, {tol}, {reg_covar}"
+        )
     if init not in GMM_INITS:
         raise ValueError(f"fit_gmm: unknown init {init!r}; valid choices: {', '.join(GMM_INITS)}")
     if check_every < 1:
@@ -247,7 +260,13 @@ def _intra_op_threads(num: int | None):
 
 
 def _fit(
-    values: Tensor, valid: Tensor, init: str, max_iter: int, tol: float, reg_covar: float, dtype: torch.dtype,
+    values: Tensor,
+    valid: Tensor,
+    init: str,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    dtype: torch.dtype,
     check_every: int,
 ) -> GMMFit:
     """:func:`fit_gmm` after input checks."""
@@ -258,8 +277,13 @@ def _fit(
     has_data = num_valid > 0
     weights, means, variances = initial_parameters(x, valid, init, reg_covar)
     work = {  # the rows still being fitted (all at first); stopped rows move to `out` from time to time
-        "x": x, "mask": mask, "inv_valid": num_valid.clamp(min=1).reciprocal(),
-        "weights": weights, "means": means, "variances": variances, "sq_dist": (x - means).square(),
+        "x": x,
+        "mask": mask,
+        "inv_valid": num_valid.clamp(min=1).reciprocal(),
+        "weights": weights,
+        "means": means,
+        "variances": variances,
+        "sq_dist": (x - means).square(),
         "n_iter": torch.zeros(num_rows, dtype=torch.int64, device=device),
         "active": has_data,  # rows without candidates never run; a row stops only by converging
         "prev_ll": torch.full((num_rows,), -math.inf, dtype=dtype, device=device),
@@ -281,11 +305,14 @@ def _fit(
     resp, log_density = posterior(joint, mask)
     labels = (joint[1] > joint[0]).to(torch.int64)  # argmax, ties -> component 0
     return GMMFit(
-        means=means[..., 0].T.contiguous(), variances=variances[..., 0].T.contiguous(),
-        weights=weights[..., 0].T.contiguous(), responsibilities=resp.permute(1, 2, 0).contiguous(),
+        means=means[..., 0].T.contiguous(),
+        variances=variances[..., 0].T.contiguous(),
+        weights=weights[..., 0].T.contiguous(),
+        responsibilities=resp.permute(1, 2, 0).contiguous(),
         log_density=log_density.masked_fill(~valid, -math.inf),
         labels=labels.masked_fill(~valid, -1),
-        n_iter=out["n_iter"], converged=has_data & ~out["active"],
+        n_iter=out["n_iter"],
+        converged=has_data & ~out["active"],
     )
 
 
@@ -340,6 +367,7 @@ def _compact(work: dict[str, Tensor], out: dict[str, Tensor], rows: Tensor | Non
 
 # --- one set, step by step (teaching plots) ---
 
+
 @torch.no_grad()
 def gmm_history(
     values_1d: Tensor | np.ndarray,
@@ -381,11 +409,17 @@ def gmm_history(
         joint = log_joint(sq_dist, weights, variances)
         resp, log_density = posterior(joint, mask)
         ll = float(log_density.mean())
-        history.append({
-            "iteration": it, "means": means[:, 0, 0], "variances": variances[:, 0, 0], "weights": weights[:, 0, 0],
-            "responsibilities": resp[:, 0].T, "labels": (joint[1, 0] > joint[0, 0]).to(torch.int64),
-            "log_likelihood": ll,
-        })
+        history.append(
+            {
+                "iteration": it,
+                "means": means[:, 0, 0],
+                "variances": variances[:, 0, 0],
+                "weights": weights[:, 0, 0],
+                "responsibilities": resp[:, 0].T,
+                "labels": (joint[1, 0] > joint[0, 0]).to(torch.int64),
+                "log_likelihood": ll,
+            }
+        )
         if stop:
             break
         # Iteration it + 1 as scikit-learn runs it: compare this E-step's likelihood, then M-step anyway.
@@ -397,8 +431,11 @@ def gmm_history(
 
 # --- the reference ---
 
+
 def fit_gmm_sklearn(
-    values_1d: np.ndarray | Tensor, max_iter: int = SKLEARN_MAX_ITER, tol: float = SKLEARN_TOL,
+    values_1d: np.ndarray | Tensor,
+    max_iter: int = SKLEARN_MAX_ITER,
+    tol: float = SKLEARN_TOL,
     reg_covar: float = SKLEARN_REG_COVAR,
     init: str = GMM_INITS[0],
 ) -> GMMFit:
@@ -432,32 +469,46 @@ def fit_gmm_sklearn(
         means_init, precisions_init = [[x.min()], [x.max()]], [[[1.0]], [[1.0]]]
     elif init == "data":
         ranked, half = np.sort(x[:, 0]), x.shape[0] // 2
-        low, high = ranked[:half], ranked[x.shape[0] - half:]
+        low, high = ranked[:half], ranked[x.shape[0] - half :]
         means_init = [[low.mean()], [high.mean()]]
         precisions_init = [[[1.0 / (low.var() + reg_covar)]], [[1.0 / (high.var() + reg_covar)]]]
     else:
         raise ValueError(f"fit_gmm_sklearn: unknown init {init!r}; valid choices: {', '.join(GMM_INITS)}")
     gmm = GaussianMixture(
-        2, covariance_type="full", tol=tol, reg_covar=reg_covar, max_iter=max_iter,
-        weights_init=[0.5, 0.5], means_init=means_init, precisions_init=precisions_init,
+        2,
+        covariance_type="full",
+        tol=tol,
+        reg_covar=reg_covar,
+        max_iter=max_iter,
+        weights_init=[0.5, 0.5],
+        means_init=means_init,
+        precisions_init=precisions_init,
     )
     with warnings.catch_warnings():  # non-convergence is reported in `converged`
         warnings.simplefilter("ignore", ConvergenceWarning)
         gmm.fit(x)
     row = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64)).reshape(1, -1)
     return GMMFit(
-        means=row(gmm.means_), variances=row(gmm.covariances_), weights=row(gmm.weights_),
+        means=row(gmm.means_),
+        variances=row(gmm.covariances_),
+        weights=row(gmm.weights_),
         responsibilities=torch.as_tensor(gmm.predict_proba(x))[None],
         log_density=row(gmm.score_samples(x)),
         labels=torch.as_tensor(gmm.predict(x), dtype=torch.int64)[None],
-        n_iter=torch.tensor([gmm.n_iter_]), converged=torch.tensor([bool(gmm.converged_)]),
+        n_iter=torch.tensor([gmm.n_iter_]),
+        converged=torch.tensor([bool(gmm.converged_)]),
     )
 
 
 # --- realistic inputs for tests, benchmarks and notebooks ---
 
+
 def synthetic_candidate_costs(
-    num_gts: int, num_candidates: int = 45, *, seed: int = 0, device: torch.device | str | None = None,
+    num_gts: int,
+    num_candidates: int = 45,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """PAA-like candidate costs for benchmarks and the course: sorted ascending, padding last (0).
 

@@ -9,6 +9,7 @@ Line 14  positives of this GT     → :func:`scatter_labels` (all GTs' labels wr
 Line 15  ignored anchors (Fig. 3 (b) only) → :func:`scatter_labels` writes ``IGNORE``
 Line 16  the rest are negatives  → :func:`scatter_labels` starts from ``NEGATIVE``
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,9 +94,16 @@ def rows_of_real_gts(candidates: Candidates, targets: PaddedTargets) -> tuple[Te
 
 
 def fit_and_separate(
-    costs: Tensor, valid: Tensor, rule: str, *, fnp_num: int, fsr_thresh: float,
-    gmm_dtype: torch.dtype = torch.float64, gmm_init: str = PAASettings.gmm_init,
-    gmm_tol: float = PAASettings.gmm_tol, gmm_max_iter: int = PAASettings.gmm_max_iter,
+    costs: Tensor,
+    valid: Tensor,
+    rule: str,
+    *,
+    fnp_num: int,
+    fsr_thresh: float,
+    gmm_dtype: torch.dtype = torch.float64,
+    gmm_init: str = PAASettings.gmm_init,
+    gmm_tol: float = PAASettings.gmm_tol,
+    gmm_max_iter: int = PAASettings.gmm_max_iter,
 ) -> tuple[Tensor, GMMFit | None]:
     """Procedure 1, lines 12–13: FitGMM (only the Fig. 3 boundaries need it), then SeparateAnchors.
 
@@ -116,8 +124,9 @@ def fit_and_separate(
     """
     fit = None
     if rule in BOUNDARIES:
-        fit = fit_gmm(costs.masked_fill(~valid, 0.0), valid, init=gmm_init, tol=gmm_tol, max_iter=gmm_max_iter,
-                      dtype=gmm_dtype)
+        fit = fit_gmm(
+            costs.masked_fill(~valid, 0.0), valid, init=gmm_init, tol=gmm_tol, max_iter=gmm_max_iter, dtype=gmm_dtype
+        )
     return separate(rule, costs, valid, fit, fnp_num=fnp_num, fsr_thresh=fsr_thresh), fit
 
 
@@ -194,14 +203,23 @@ class PAAAssigner:
     @property
     def settings(self) -> PAASettings:
         """Everything a replay of this assigner needs besides :attr:`rule` (recorded in every trace)."""
-        return PAASettings(topk=self.topk, score_lambda=self.score_lambda, fnp_num=self.fnp_num,
-                           fsr_thresh=self.fsr_thresh, low_quality=self.low_quality, gmm_init=self.gmm_init,
-                           gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
+        return PAASettings(
+            topk=self.topk,
+            score_lambda=self.score_lambda,
+            fnp_num=self.fnp_num,
+            fsr_thresh=self.fsr_thresh,
+            low_quality=self.low_quality,
+            gmm_init=self.gmm_init,
+            gmm_tol=self.gmm_tol,
+            gmm_max_iter=self.gmm_max_iter,
+        )
 
     def __repr__(self) -> str:
-        return (f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, rule={self.rule!r}, "
-                f"low_quality={self.low_quality!r}, gmm_init={self.gmm_init!r}, gmm_tol={self.gmm_tol}, "
-                f"gmm_max_iter={self.gmm_max_iter})")
+        return (
+            f"PAAAssigner(topk={self.topk}, score_lambda={self.score_lambda}, rule={self.rule!r}, "
+            f"low_quality={self.low_quality!r}, gmm_init={self.gmm_init!r}, gmm_tol={self.gmm_tol}, "
+            f"gmm_max_iter={self.gmm_max_iter})"
+        )
 
     @torch.no_grad()
     def __call__(
@@ -219,8 +237,11 @@ class PAAAssigner:
         owner = match_max_iou(ious, self.iou_threshold, low_quality=self.low_quality)  # line 3
         safe = owner.clamp(min=0)
         gt_labels = targets.labels.gather(1, safe) if targets.max_gts else torch.full_like(owner, -1)
-        gt_boxes = targets.boxes.gather(1, safe[..., None].expand(-1, -1, 4)) if targets.max_gts \
+        gt_boxes = (
+            targets.boxes.gather(1, safe[..., None].expand(-1, -1, 4))
+            if targets.max_gts
             else torch.zeros(b, a, 4, device=owner.device)
+        )
         cost = anchor_cost(cls_logits.detach(), pred_boxes.detach(), gt_labels, gt_boxes, self.score_lambda)
         cost = cost.masked_fill(owner < 0, float("inf"))  # line 6
 
@@ -235,8 +256,16 @@ class PAAAssigner:
         anchor_idx, level, valid, costs = (t.gather(1, order) for t in (anchor_idx, level, valid, costs))
 
         labels, fit = fit_and_separate(  # lines 12–13
-            costs, valid, self.rule, fnp_num=self.fnp_num, fsr_thresh=self.fsr_thresh,
-            gmm_dtype=self.gmm_dtype, gmm_init=self.gmm_init, gmm_tol=self.gmm_tol, gmm_max_iter=self.gmm_max_iter)
+            costs,
+            valid,
+            self.rule,
+            fnp_num=self.fnp_num,
+            fsr_thresh=self.fsr_thresh,
+            gmm_dtype=self.gmm_dtype,
+            gmm_init=self.gmm_init,
+            gmm_tol=self.gmm_tol,
+            gmm_max_iter=self.gmm_max_iter,
+        )
         matched_gt = scatter_labels(torch.Size((b, a)), anchor_idx, image_index, gt_index, labels)  # lines 14–16
 
         diagnostics = None
@@ -244,9 +273,15 @@ class PAAAssigner:
             cand_iou = ious[image_index[:, None], anchor_idx.clamp(min=0), gt_index[:, None]].masked_fill(~valid, 0.0)
             gt_box = targets.boxes[image_index, gt_index]
             diagnostics = AssignmentDiagnostics(
-                image_index=image_index, gt_index=gt_index, candidate_anchor=anchor_idx,
-                candidate_level=level, candidate_valid=valid, candidate_cost=costs,
-                candidate_iou=cand_iou, candidate_label=labels, **gmm_diagnostics(fit),
+                image_index=image_index,
+                gt_index=gt_index,
+                candidate_anchor=anchor_idx,
+                candidate_level=level,
+                candidate_valid=valid,
+                candidate_cost=costs,
+                candidate_iou=cand_iou,
+                candidate_label=labels,
+                **gmm_diagnostics(fit),
                 boundary=boundary_cost(costs, labels),
                 gt_area=(gt_box[:, 2] - gt_box[:, 0]) * (gt_box[:, 3] - gt_box[:, 1]),
             )
@@ -259,31 +294,65 @@ def reseparate(own, cfg, diagnostics: AssignmentDiagnostics, shape: torch.Size) 
     ``own`` are the settings the snapshot was assigned with, ``cfg`` the replay's; None when the recorded
     candidates do not serve ``cfg`` (another K, λ or matcher: other candidates) or hold no training costs.
     """
-    same = (cfg.topk == own.topk and math.isclose(cfg.score_lambda, own.score_lambda)
-            and cfg.low_quality == own.low_quality)
+    same = (
+        cfg.topk == own.topk and math.isclose(cfg.score_lambda, own.score_lambda) and cfg.low_quality == own.low_quality
+    )
     costs, valid = diagnostics.candidate_cost, diagnostics.candidate_valid
     if not (same and bool(valid.any()) and bool(torch.isfinite(costs[valid]).all())):
         return None
-    labels, fit = fit_and_separate(costs, valid, cfg.rule, fnp_num=cfg.fnp_num, fsr_thresh=cfg.fsr_thresh,
-                                   gmm_init=cfg.gmm_init, gmm_tol=cfg.gmm_tol, gmm_max_iter=cfg.gmm_max_iter)
+    labels, fit = fit_and_separate(
+        costs,
+        valid,
+        cfg.rule,
+        fnp_num=cfg.fnp_num,
+        fsr_thresh=cfg.fsr_thresh,
+        gmm_init=cfg.gmm_init,
+        gmm_tol=cfg.gmm_tol,
+        gmm_max_iter=cfg.gmm_max_iter,
+    )
     matched = scatter_labels(shape, diagnostics.candidate_anchor, diagnostics.image_index, diagnostics.gt_index, labels)
-    replaced = dataclasses.replace(diagnostics, candidate_label=labels, boundary=boundary_cost(costs, labels),
-                                   iou_threshold=None, **gmm_diagnostics(fit))
+    replaced = dataclasses.replace(
+        diagnostics,
+        candidate_label=labels,
+        boundary=boundary_cost(costs, labels),
+        iou_threshold=None,
+        **gmm_diagnostics(fit),
+    )
     return Assignment(matched_gt=matched, diagnostics=replaced)
 
 
 _GMM = ("topk", "score_lambda", "low_quality", "gmm_init", "gmm_tol", "gmm_max_iter")
 _RULES = (  # name, title (explorers, figures), description (--help), the settings it reads
     ("a", "PAA (a) posterior", "PAA, Fig. 3 (a): positive = every candidate the GMM (Eq. 4) labels foreground", _GMM),
-    ("b", "PAA (b) peaks + ignore", "PAA, Fig. 3 (b): positive up to the foreground peak, ignored up to the "
-     "background peak", _GMM),
-    ("c", "PAA (c) foreground peak", "PAA, Fig. 3 (c), the paper's: positive up to the foreground peak of the "
-     "GMM (Eq. 4)", _GMM),
+    (
+        "b",
+        "PAA (b) peaks + ignore",
+        "PAA, Fig. 3 (b): positive up to the foreground peak, ignored up to the background peak",
+        _GMM,
+    ),
+    (
+        "c",
+        "PAA (c) foreground peak",
+        "PAA, Fig. 3 (c), the paper's: positive up to the foreground peak of the GMM (Eq. 4)",
+        _GMM,
+    ),
     ("d", "PAA (d) midpoint of means", "PAA, Fig. 3 (d): positive below the midpoint of the two GMM means", _GMM),
-    ("fnp", "FNP (fixed number)", "Table 1 left: PAA's candidates, the fnp_num lowest costs positive (no GMM)",
-     ("topk", "score_lambda", "low_quality", "fnp_num")),
-    ("fsr", "FSR (fixed score)", "Table 1 left: PAA's candidates, positive when the score exp(-cost) > "
-     "fsr_thresh (no GMM)", ("topk", "score_lambda", "low_quality", "fsr_thresh")),
+    (
+        "fnp",
+        "FNP (fixed number)",
+        "Table 1 left: PAA's candidates, the fnp_num lowest costs positive (no GMM)",
+        ("topk", "score_lambda", "low_quality", "fnp_num"),
+    ),
+    (
+        "fsr",
+        "FSR (fixed score)",
+        "Table 1 left: PAA's candidates, positive when the score exp(-cost) > fsr_thresh (no GMM)",
+        ("topk", "score_lambda", "low_quality", "fsr_thresh"),
+    ),
 )
-register(*(Rule(name, title, description, PAASettings, PAAAssigner.from_config, uses=uses, reseparate=reseparate)
-           for name, title, description, uses in _RULES))
+register(
+    *(
+        Rule(name, title, description, PAASettings, PAAAssigner.from_config, uses=uses, reseparate=reseparate)
+        for name, title, description, uses in _RULES
+    )
+)

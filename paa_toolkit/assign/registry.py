@@ -13,6 +13,7 @@ the class (ATSS and max-IoU take PAA's K from :class:`~.candidates.CandidateSett
 Nothing outside the rule modules compares a rule's name: validation, ``build_assigner``, the replay,
 the explorers and the tables ask this table.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -103,5 +104,13 @@ def describe_rules() -> str:
     return "\n".join(f"{rule.name}: {rule.description}" for rule in _TABLE.values())
 
 
-__all__ = ["Rule", "describe_rules", "get_rule", "register", "rule_names", "rules", "settings_classes",
-           "settings_problems"]
+__all__ = [
+    "Rule",
+    "describe_rules",
+    "get_rule",
+    "register",
+    "rule_names",
+    "rules",
+    "settings_classes",
+    "settings_problems",
+]

@@ -8,6 +8,7 @@ The snapshot records the assigner's settings (rule, K, λ, FNP n, FSR t, ...); a
 taken from them, so a run trained with λ = 0.5 replays with λ = 0.5. Used by notebooks and widgets.
 Which rules can be replayed, and how exactly, the registry says (:mod:`.registry`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,13 @@ def replay_assignment(snapshot: AssignmentSnapshot, rule: str | None = None, **c
     targets = PaddedTargets(boxes=snapshot.gt_boxes, labels=snapshot.gt_labels, valid=snapshot.gt_valid)
     boundary = getattr(assigner, "pos_iou", None)
     if not assigner.needs_predictions:
-        return Replay(assigner(anchors, targets, return_diagnostics=True), cfg.rule, True,
-                      f"{entry.title} (exact)", iou_boundary=boundary)
+        return Replay(
+            assigner(anchors, targets, return_diagnostics=True),
+            cfg.rule,
+            True,
+            f"{entry.title} (exact)",
+            iou_boundary=boundary,
+        )
     same_family = entry.reseparate is not None and get_rule(own.rule).reseparate is entry.reseparate
     if same_family:
         again = entry.reseparate(own, cfg, snapshot.diagnostics, snapshot.matched_gt.shape)

@@ -19,6 +19,7 @@ trained with the quality focal loss of :mod:`paa_toolkit.model.losses` (as TAL's
 with PAA changes the assignment and the target, not the head.
 No Python loop over GTs or anchors: everything is ``[B, M, A]`` tensors on the input's device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,10 +50,14 @@ class SimOTASettings:
     simota_soft_target: bool = True  # train the class score towards the IoU (YOLOX); false: hard 0/1, focal
 
     def problems(self) -> list[str]:
-        checks = [(self.simota_center_radius > 0, f"simota_center_radius must be > 0, got {self.simota_center_radius}"),
-                  (self.simota_iou_weight >= 0, f"simota_iou_weight (λ) must be >= 0, got {self.simota_iou_weight}"),
-                  (self.simota_candidate_topk >= 1,
-                   f"simota_candidate_topk (q) must be >= 1, got {self.simota_candidate_topk}")]
+        checks = [
+            (self.simota_center_radius > 0, f"simota_center_radius must be > 0, got {self.simota_center_radius}"),
+            (self.simota_iou_weight >= 0, f"simota_iou_weight (λ) must be >= 0, got {self.simota_iou_weight}"),
+            (
+                self.simota_candidate_topk >= 1,
+                f"simota_candidate_topk (q) must be >= 1, got {self.simota_candidate_topk}",
+            ),
+        ]
         return [message for ok, message in checks if not ok]
 
 
@@ -100,12 +105,16 @@ class SimOTAAssigner:
     needs_predictions = True
     rule = "simota"
 
-    def __init__(self, simota_center_radius: float = SimOTASettings.simota_center_radius,
-                 simota_iou_weight: float = SimOTASettings.simota_iou_weight,
-                 simota_candidate_topk: int = SimOTASettings.simota_candidate_topk,
-                 simota_soft_target: bool = SimOTASettings.simota_soft_target):
-        self.settings = SimOTASettings(simota_center_radius, simota_iou_weight, simota_candidate_topk,
-                                       simota_soft_target)
+    def __init__(
+        self,
+        simota_center_radius: float = SimOTASettings.simota_center_radius,
+        simota_iou_weight: float = SimOTASettings.simota_iou_weight,
+        simota_candidate_topk: int = SimOTASettings.simota_candidate_topk,
+        simota_soft_target: bool = SimOTASettings.simota_soft_target,
+    ):
+        self.settings = SimOTASettings(
+            simota_center_radius, simota_iou_weight, simota_candidate_topk, simota_soft_target
+        )
         if self.settings.problems():
             raise ValueError("; ".join(self.settings.problems()))
 
@@ -115,20 +124,30 @@ class SimOTAAssigner:
 
     def __repr__(self) -> str:
         s = self.settings
-        return (f"SimOTAAssigner(radius={s.simota_center_radius}, λ={s.simota_iou_weight}, "
-                f"q={s.simota_candidate_topk}, soft_target={s.simota_soft_target})")
+        return (
+            f"SimOTAAssigner(radius={s.simota_center_radius}, λ={s.simota_iou_weight}, "
+            f"q={s.simota_candidate_topk}, soft_target={s.simota_soft_target})"
+        )
 
     @torch.no_grad()
-    def __call__(self, anchors: AnchorGrid, targets: PaddedTargets, cls_logits: Tensor | None = None,
-                 pred_boxes: Tensor | None = None, return_diagnostics: bool = False) -> Assignment:
+    def __call__(
+        self,
+        anchors: AnchorGrid,
+        targets: PaddedTargets,
+        cls_logits: Tensor | None = None,
+        pred_boxes: Tensor | None = None,
+        return_diagnostics: bool = False,
+    ) -> Assignment:
         if cls_logits is None or pred_boxes is None:
             raise ValueError("SimOTA scores anchors with the model: cls_logits and pred_boxes are required")
         s = self.settings
         b, a = cls_logits.shape[:2]
         m, q = targets.max_gts, min(s.simota_candidate_topk, a)
         if m == 0:
-            return Assignment(torch.full((b, a), NEGATIVE, dtype=torch.int64, device=cls_logits.device),
-                              cls_target=torch.zeros(b, a, device=cls_logits.device) if s.simota_soft_target else None)
+            return Assignment(
+                torch.full((b, a), NEGATIVE, dtype=torch.int64, device=cls_logits.device),
+                cls_target=torch.zeros(b, a, device=cls_logits.device) if s.simota_soft_target else None,
+            )
         in_box, in_centre = candidate_regions(anchors, targets, s.simota_center_radius)
         candidate = (in_box | in_centre).any(dim=1, keepdim=True) & targets.valid[..., None]  # [B, M, A]
         iou = batched_box_iou(targets.boxes.float(), pred_boxes.float())  # [B, M, A]
@@ -149,15 +168,28 @@ class SimOTAAssigner:
             cls_target = torch.where(matched_gt >= 0, own_iou, torch.zeros_like(own_iou))
         diagnostics = None
         if return_diagnostics:
-            diagnostics = slot_diagnostics(anchors, targets, matched_gt, low_anchor, torch.isfinite(low_cost),
-                                           per_slot={"candidate_cost": low_cost}, per_gt={"dynamic_k": k})
+            diagnostics = slot_diagnostics(
+                anchors,
+                targets,
+                matched_gt,
+                low_anchor,
+                torch.isfinite(low_cost),
+                per_slot={"candidate_cost": low_cost},
+                per_gt={"dynamic_k": k},
+            )
             diagnostics.boundary = boundary_cost(diagnostics.candidate_cost, diagnostics.candidate_label)
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics, cls_target=cls_target)
 
 
-register(Rule(
-    "simota", "SimOTA (YOLOX)", "YOLOX's SimOTA: cost BCE + 3·(−log IoU) (+10⁵ outside box and centre region); "
-    "each GT takes its dynamic k = ⌊Σ of its 10 best IoUs⌋ cheapest anchors; soft target: the IoU", SimOTASettings,
-    SimOTAAssigner.from_config,
-    uses=("simota_center_radius", "simota_iou_weight", "simota_candidate_topk", "simota_soft_target"),
-    values_label="SimOTA cost  L_cls + λ·(−log IoU)  (YOLOX Eq. 1)"))
+register(
+    Rule(
+        "simota",
+        "SimOTA (YOLOX)",
+        "YOLOX's SimOTA: cost BCE + 3·(−log IoU) (+10⁵ outside box and centre region); "
+        "each GT takes its dynamic k = ⌊Σ of its 10 best IoUs⌋ cheapest anchors; soft target: the IoU",
+        SimOTASettings,
+        SimOTAAssigner.from_config,
+        uses=("simota_center_radius", "simota_iou_weight", "simota_candidate_topk", "simota_soft_target"),
+        values_label="SimOTA cost  L_cls + λ·(−log IoU)  (YOLOX Eq. 1)",
+    )
+)

@@ -7,6 +7,7 @@ images): small < 32², medium < 96², large the rest. A figure over an empty set
 the batch, no GMM for FNP / FSR, no ``gt_area``) is NaN, never 0. All figures come back through one
 host transfer.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ from torch import Tensor
 from .base import AssignmentDiagnostics
 
 #: COCO's area ranges: small below the first bound, medium below the second, large the rest.
-COCO_SMALL_AREA, COCO_MEDIUM_AREA = 32 ** 2, 96 ** 2
+COCO_SMALL_AREA, COCO_MEDIUM_AREA = 32**2, 96**2
 SIZES = ("small", "medium", "large")
 #: A fit is collapsed when its means are closer than this fraction of the GT's candidate-cost range.
 COLLAPSE_FRACTION = 0.25
@@ -102,11 +103,15 @@ def summarize_diagnostics(diagnostics: AssignmentDiagnostics) -> dict[str, float
 
 #: the training log's names (``metrics.jsonl``) of the :func:`summarize_diagnostics` figures
 LOG_KEYS = {
-    "no_candidate_frac": "gt_without_cand", "no_positive_frac": "gt_without_pos",
+    "no_candidate_frac": "gt_without_cand",
+    "no_positive_frac": "gt_without_pos",
     **{f"no_positive_frac_{s}": f"gt_without_pos_{s}" for s in SIZES},
     **{f"positives_per_gt_{s}": f"pos_per_gt_{s}" for s in SIZES},
-    "em_iterations_mean": "em_iters", "em_not_converged_frac": "em_not_converged", "collapsed_frac": "em_collapsed",
-    "dynamic_k_mean": "dynamic_k", "best_metric_mean": "tal_metric",
+    "em_iterations_mean": "em_iters",
+    "em_not_converged_frac": "em_not_converged",
+    "collapsed_frac": "em_collapsed",
+    "dynamic_k_mean": "dynamic_k",
+    "best_metric_mean": "tal_metric",
 }
 
 

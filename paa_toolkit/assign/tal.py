@@ -18,6 +18,7 @@ follows the order stated in the paper and YOLOv8 (inside first, then top-m). A G
 anchor centre has no candidate and no positive: that is TAL's starvation of tiny objects.
 No Python loop over GTs or anchors: everything is ``[B, M, A]`` tensors on the input's device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,14 +45,17 @@ class TALSettings:
     tal_soft_target: bool = True  # train the class score towards t normalised (TOOD §3.2); false: hard 0/1, focal
 
     def problems(self) -> list[str]:
-        checks = [(self.tal_topk >= 1, f"tal_topk (m) must be >= 1, got {self.tal_topk}"),
-                  (self.tal_alpha >= 0, f"tal_alpha (α) must be >= 0, got {self.tal_alpha}"),
-                  (self.tal_beta >= 0, f"tal_beta (β) must be >= 0, got {self.tal_beta}")]
+        checks = [
+            (self.tal_topk >= 1, f"tal_topk (m) must be >= 1, got {self.tal_topk}"),
+            (self.tal_alpha >= 0, f"tal_alpha (α) must be >= 0, got {self.tal_alpha}"),
+            (self.tal_beta >= 0, f"tal_beta (β) must be >= 0, got {self.tal_beta}"),
+        ]
         return [message for ok, message in checks if not ok]
 
 
-def alignment_metric(cls_logits: Tensor, pred_boxes: Tensor, targets: PaddedTargets, alpha: float,
-                     beta: float) -> tuple[Tensor, Tensor]:
+def alignment_metric(
+    cls_logits: Tensor, pred_boxes: Tensor, targets: PaddedTargets, alpha: float, beta: float
+) -> tuple[Tensor, Tensor]:
     """TOOD §3.2: t = s^α · u^β of every (GT, anchor) pair and the IoU u, both ``[B, M, A]``.
 
     ``s`` is the sigmoid of the GT class's logit (``cls_logits [B, A, C]``), ``u`` the IoU of the
@@ -88,8 +92,13 @@ class TALAssigner:
     needs_predictions = True
     rule = "tal"
 
-    def __init__(self, tal_topk: int = TALSettings.tal_topk, tal_alpha: float = TALSettings.tal_alpha,
-                 tal_beta: float = TALSettings.tal_beta, tal_soft_target: bool = TALSettings.tal_soft_target):
+    def __init__(
+        self,
+        tal_topk: int = TALSettings.tal_topk,
+        tal_alpha: float = TALSettings.tal_alpha,
+        tal_beta: float = TALSettings.tal_beta,
+        tal_soft_target: bool = TALSettings.tal_soft_target,
+    ):
         self.settings = TALSettings(tal_topk, tal_alpha, tal_beta, tal_soft_target)
         if self.settings.problems():
             raise ValueError("; ".join(self.settings.problems()))
@@ -103,16 +112,23 @@ class TALAssigner:
         return f"TALAssigner(m={s.tal_topk}, α={s.tal_alpha}, β={s.tal_beta}, soft_target={s.tal_soft_target})"
 
     @torch.no_grad()
-    def __call__(self, anchors: AnchorGrid, targets: PaddedTargets, cls_logits: Tensor | None = None,
-                 pred_boxes: Tensor | None = None, return_diagnostics: bool = False) -> Assignment:
+    def __call__(
+        self,
+        anchors: AnchorGrid,
+        targets: PaddedTargets,
+        cls_logits: Tensor | None = None,
+        pred_boxes: Tensor | None = None,
+        return_diagnostics: bool = False,
+    ) -> Assignment:
         if cls_logits is None or pred_boxes is None:
             raise ValueError("TAL scores anchors with the model: cls_logits and pred_boxes are required")
         b, a = cls_logits.shape[:2]
         m, k = targets.max_gts, min(self.settings.tal_topk, a)
         if m == 0:
-            return Assignment(torch.full((b, a), NEGATIVE, dtype=torch.int64, device=cls_logits.device),
-                              cls_target=torch.zeros(b, a, device=cls_logits.device)
-                              if self.settings.tal_soft_target else None)
+            return Assignment(
+                torch.full((b, a), NEGATIVE, dtype=torch.int64, device=cls_logits.device),
+                cls_target=torch.zeros(b, a, device=cls_logits.device) if self.settings.tal_soft_target else None,
+            )
         metric, iou = alignment_metric(cls_logits, pred_boxes, targets, self.settings.tal_alpha, self.settings.tal_beta)
         centres = anchors.centers.to(targets.boxes.dtype)
         inside = centres_inside(centres[None, None], targets.boxes[:, :, None, :]) & targets.valid[..., None]
@@ -124,16 +140,25 @@ class TALAssigner:
         cls_target = normalised_metric(metric, iou, matched_gt) if self.settings.tal_soft_target else None
         diagnostics = None
         if return_diagnostics:
-            diagnostics = slot_diagnostics(anchors, targets, matched_gt, top_anchor, top_t >= 0,
-                                           per_slot={"candidate_metric": top_t.clamp(min=0)})
+            diagnostics = slot_diagnostics(
+                anchors, targets, matched_gt, top_anchor, top_t >= 0, per_slot={"candidate_metric": top_t.clamp(min=0)}
+            )
             positive_t = diagnostics.candidate_metric.masked_fill(diagnostics.candidate_label != 1, float("inf"))
             boundary = positive_t.amin(dim=1)
             diagnostics.boundary = boundary.masked_fill(torch.isinf(boundary), float("nan"))
         return Assignment(matched_gt=matched_gt, diagnostics=diagnostics, cls_target=cls_target)
 
 
-register(Rule(
-    "tal", "TAL (TOOD)", "TOOD's task-aligned assignment: each GT's top-m centre-inside anchors by t = s^a * u^b "
-    "(tal_topk, tal_alpha, tal_beta), soft target t normalised", TALSettings, TALAssigner.from_config,
-    uses=("tal_topk", "tal_alpha", "tal_beta", "tal_soft_target"), values="candidate_metric",
-    values_label="alignment metric t = s^α·u^β (TOOD §3.2)"))
+register(
+    Rule(
+        "tal",
+        "TAL (TOOD)",
+        "TOOD's task-aligned assignment: each GT's top-m centre-inside anchors by t = s^a * u^b "
+        "(tal_topk, tal_alpha, tal_beta), soft target t normalised",
+        TALSettings,
+        TALAssigner.from_config,
+        uses=("tal_topk", "tal_alpha", "tal_beta", "tal_soft_target"),
+        values="candidate_metric",
+        values_label="alignment metric t = s^α·u^β (TOOD §3.2)",
+    )
+)

@@ -8,6 +8,7 @@ strings (the nested :class:`~.base.AssignmentDiagnostics` and :class:`~.config.A
 too) that ``torch.load(weights_only=True)`` reads without unpickling any object;
 :meth:`AssignmentSnapshot.from_state` rebuilds the dataclasses.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -50,8 +51,12 @@ class AssignmentSnapshot:
 
     @property
     def anchor_grid(self) -> AnchorGrid:
-        return AnchorGrid(boxes=self.anchors, num_per_level=list(self.num_per_level), strides=list(self.strides),
-                          scale=self.anchor_scale)
+        return AnchorGrid(
+            boxes=self.anchors,
+            num_per_level=list(self.num_per_level),
+            strides=list(self.strides),
+            scale=self.anchor_scale,
+        )
 
     def to(self, device: torch.device | str) -> AssignmentSnapshot:
         moved: dict[str, Any] = {}
@@ -65,7 +70,8 @@ class AssignmentSnapshot:
         return AssignmentSnapshot(**moved)
 
     def to_state(self) -> dict[str, Any]:
-        """The snapshot as plain values (tensors, lists, tuples, numbers, strings, None), nested dataclasses as dicts."""
+        """The snapshot as plain values (tensors, lists, tuples, numbers, strings, None), nested dataclasses as
+        dicts."""
         state = {f.name: getattr(self, f.name) for f in fields(self)}
         state["diagnostics"] = {f.name: getattr(self.diagnostics, f.name) for f in fields(self.diagnostics) if f.init}
         state["settings"] = asdict(self.settings)
@@ -75,8 +81,9 @@ class AssignmentSnapshot:
     def from_state(cls, state: Mapping[str, Any]) -> AssignmentSnapshot:
         """The snapshot :meth:`to_state` returned; ``ValueError`` naming what is missing or unknown."""
         values = _init_values(cls, state, "snapshot")
-        values["diagnostics"] = AssignmentDiagnostics(**_init_values(AssignmentDiagnostics, values["diagnostics"],
-                                                                     "snapshot.diagnostics"))
+        values["diagnostics"] = AssignmentDiagnostics(
+            **_init_values(AssignmentDiagnostics, values["diagnostics"], "snapshot.diagnostics")
+        )
         values["settings"] = AssignConfig(**_init_values(AssignConfig, values.get("settings", {}), "snapshot.settings"))
         return cls(**values)
 
@@ -90,9 +97,14 @@ def _init_values(cls: type, state: Any, what: str) -> dict[str, Any]:
     required = {f.name for f in fields(cls) if f.init and f.default is MISSING and f.default_factory is MISSING}
     missing, unknown = sorted(required - set(state)), sorted(set(state) - names)
     if missing or unknown:
-        raise ValueError(f"{what}: " + "; ".join(
-            part for part in (missing and f"missing field(s) {missing}", unknown and f"unknown field(s) {unknown}")
-            if part))
+        raise ValueError(
+            f"{what}: "
+            + "; ".join(
+                part
+                for part in (missing and f"missing field(s) {missing}", unknown and f"unknown field(s) {unknown}")
+                if part
+            )
+        )
     return dict(state)
 
 

@@ -15,6 +15,7 @@ through the detector, post-processing with other settings), :mod:`.fit_statistic
 bimodality the notebooks show), :mod:`.grading` (exercises and claims), :mod:`.make_course`
 (``python -m paa_toolkit.course``).
 """
+
 from __future__ import annotations
 
 from .fit_statistics import (
@@ -46,9 +47,34 @@ from .run_cache import (
 )
 
 __all__ = [
-    "BIMODAL_D", "BIMODAL_MIN_COUNT", "CHECK_SOLUTIONS_ENV", "ExerciseError", "FitComparison", "HeadView",
-    "MIN_CANDIDATES_TO_JUDGE", "TracedGTs", "VISIBLE_SHIFT", "ashman_d", "bic_gain", "briefly_trained_run", "check",
-    "compare_fits", "config_digest", "course_config", "course_run_dir", "detections_from_view", "expect", "fit_row",
-    "gt_fits", "head_outputs", "is_complete", "load_run", "main", "post_processing", "repository_root",
-    "run_datasets", "scale_boxes", "traced_gts",
+    "BIMODAL_D",
+    "BIMODAL_MIN_COUNT",
+    "CHECK_SOLUTIONS_ENV",
+    "ExerciseError",
+    "FitComparison",
+    "HeadView",
+    "MIN_CANDIDATES_TO_JUDGE",
+    "TracedGTs",
+    "VISIBLE_SHIFT",
+    "ashman_d",
+    "bic_gain",
+    "briefly_trained_run",
+    "check",
+    "compare_fits",
+    "config_digest",
+    "course_config",
+    "course_run_dir",
+    "detections_from_view",
+    "expect",
+    "fit_row",
+    "gt_fits",
+    "head_outputs",
+    "is_complete",
+    "load_run",
+    "main",
+    "post_processing",
+    "repository_root",
+    "run_datasets",
+    "scale_boxes",
+    "traced_gts",
 ]

@@ -1,5 +1,6 @@
 """The statistics the notebooks show about the EM of Procedure 1, line 12: every GT's candidate costs fitted
 as training did and to convergence, Ashman's D, the BIC, "clearly bimodal" by a stated criterion."""
+
 from __future__ import annotations
 
 import math
@@ -111,10 +112,19 @@ def compare_fits(costs: Tensor, valid: Tensor, settings: AssignConfig | None = N
     sorted_x, order = x.masked_fill(~valid, math.inf).sort(1)  # the rules read sorted rows
     sorted_valid = valid.gather(1, order)
     sorted_x = sorted_x.masked_fill(~sorted_valid, 0.0)
-    labels = [fit_and_separate(sorted_x, sorted_valid, rule, fnp_num=settings.fnp_num,
-                               fsr_thresh=settings.fsr_thresh, gmm_init=settings.gmm_init, gmm_tol=tol,
-                               gmm_max_iter=it)[0]
-              for tol, it in ((settings.gmm_tol, settings.gmm_max_iter), (CONVERGED_TOL, CONVERGED_MAX_ITER))]
+    labels = [
+        fit_and_separate(
+            sorted_x,
+            sorted_valid,
+            rule,
+            fnp_num=settings.fnp_num,
+            fsr_thresh=settings.fsr_thresh,
+            gmm_init=settings.gmm_init,
+            gmm_tol=tol,
+            gmm_max_iter=it,
+        )[0]
+        for tol, it in ((settings.gmm_tol, settings.gmm_max_iter), (CONVERGED_TOL, CONVERGED_MAX_ITER))
+    ]
     positives_differ = ((labels[0] != labels[1]) & sorted_valid).any(1)
     return FitComparison(trained, converged, d, delta_bic, bimodal, differs, positives_differ, valid.sum(1))
 
@@ -146,10 +156,15 @@ class TracedGTs:
         j = self.judged
         f = self.fits
         frac = lambda flag: float(flag[j].double().mean()) if j.any() else math.nan
-        return {"gts": int(len(j)), "judged": int(j.sum()), "bimodal": frac(f.bimodal), "differs": frac(f.differs),
-                "positives_differ": frac(f.positives_differ),
-                "em_iterations": float(f.trained.n_iter[j].double().median()) if j.any() else math.nan,
-                "converged_iterations": float(f.converged.n_iter[j].double().median()) if j.any() else math.nan}
+        return {
+            "gts": int(len(j)),
+            "judged": int(j.sum()),
+            "bimodal": frac(f.bimodal),
+            "differs": frac(f.differs),
+            "positives_differ": frac(f.positives_differ),
+            "em_iterations": float(f.trained.n_iter[j].double().median()) if j.any() else math.nan,
+            "converged_iterations": float(f.converged.n_iter[j].double().median()) if j.any() else math.nan,
+        }
 
 
 def traced_gts(snapshot: Any) -> TracedGTs:
@@ -185,13 +200,28 @@ def gt_fits(costs: Tensor, settings: AssignConfig | None = None, rule: str | Non
     row = costs.double().sort().values[None]
     ok = torch.ones_like(row, dtype=torch.bool)
     out = {}
-    for name, tol, max_iter in (("trained", settings.gmm_tol, settings.gmm_max_iter),
-                                ("converged", CONVERGED_TOL, CONVERGED_MAX_ITER)):
-        labels, fit = fit_and_separate(row, ok, rule, fnp_num=settings.fnp_num, fsr_thresh=settings.fsr_thresh,
-                                       gmm_init=settings.gmm_init, gmm_tol=tol, gmm_max_iter=max_iter)
-        out[name] = {"fit": fit, "labels": labels[0], "boundary": float(boundary_cost(row, labels)[0]),
-                     "n_iter": int(fit.n_iter[0]), "positives": int((labels == 1).sum()),
-                     "ignored": int((labels == -1).sum())}
+    for name, tol, max_iter in (
+        ("trained", settings.gmm_tol, settings.gmm_max_iter),
+        ("converged", CONVERGED_TOL, CONVERGED_MAX_ITER),
+    ):
+        labels, fit = fit_and_separate(
+            row,
+            ok,
+            rule,
+            fnp_num=settings.fnp_num,
+            fsr_thresh=settings.fsr_thresh,
+            gmm_init=settings.gmm_init,
+            gmm_tol=tol,
+            gmm_max_iter=max_iter,
+        )
+        out[name] = {
+            "fit": fit,
+            "labels": labels[0],
+            "boundary": float(boundary_cost(row, labels)[0]),
+            "n_iter": int(fit.n_iter[0]),
+            "positives": int((labels == 1).sum()),
+            "ignored": int((labels == -1).sum()),
+        }
     return out
 
 
@@ -208,5 +238,17 @@ def fit_row(fit: GMMFit, row: int) -> dict[str, Tensor]:
     return {k: getattr(fit, k)[row] for k in ("means", "variances", "weights", "labels", "n_iter")}
 
 
-__all__ = ["BIMODAL_D", "BIMODAL_MIN_COUNT", "MIN_CANDIDATES_TO_JUDGE", "VISIBLE_SHIFT", "FitComparison", "TracedGTs",
-           "ashman_d", "bic_gain", "compare_fits", "fit_row", "gt_fits", "traced_gts"]
+__all__ = [
+    "BIMODAL_D",
+    "BIMODAL_MIN_COUNT",
+    "MIN_CANDIDATES_TO_JUDGE",
+    "VISIBLE_SHIFT",
+    "FitComparison",
+    "TracedGTs",
+    "ashman_d",
+    "bic_gain",
+    "compare_fits",
+    "fit_row",
+    "gt_fits",
+    "traced_gts",
+]

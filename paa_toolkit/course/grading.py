@@ -1,5 +1,6 @@
 """Exercise grading and the notebooks' claims: :func:`check` grades a student's answer, :func:`expect`
 asserts what the text says about a figure (in the student setting)."""
+
 from __future__ import annotations
 
 import math
@@ -38,16 +39,23 @@ def _same(answer: Any, expected: Any, rel_tol: float, abs_tol: float) -> bool:
     if isinstance(expected, (set, frozenset)):
         return isinstance(answer, (set, frozenset, list, tuple)) and set(answer) == set(expected)
     if isinstance(expected, (list, tuple)):
-        return (isinstance(answer, (list, tuple)) and len(answer) == len(expected)
-                and all(_same(a, b, rel_tol, abs_tol) for a, b in zip(answer, expected)))
+        return (
+            isinstance(answer, (list, tuple))
+            and len(answer) == len(expected)
+            and all(_same(a, b, rel_tol, abs_tol) for a, b in zip(answer, expected))
+        )
     if isinstance(expected, Mapping):
-        return (isinstance(answer, Mapping) and set(answer) == set(expected)
-                and all(_same(answer[k], expected[k], rel_tol, abs_tol) for k in expected))
+        return (
+            isinstance(answer, Mapping)
+            and set(answer) == set(expected)
+            and all(_same(answer[k], expected[k], rel_tol, abs_tol) for k in expected)
+        )
     return answer == expected
 
 
-def check(exercise: str, answer: Any, expected: Any, *, hint: str, why: str = "", rel_tol: float = 1e-3,
-          abs_tol: float = 1e-6) -> None:
+def check(
+    exercise: str, answer: Any, expected: Any, *, hint: str, why: str = "", rel_tol: float = 1e-3, abs_tol: float = 1e-6
+) -> None:
     """Grade a student's ``answer`` of ``exercise`` against ``expected`` (a value, or a predicate).
 
     * not answered yet (``answer`` is ``...`` or None): prints the hint — Run All goes on; under

@@ -1,6 +1,7 @@
 """What the notebooks look at inside the course detector: one image through the network
 (:func:`head_outputs`), post-processing alone with changed test-time settings (:func:`post_processing`,
 :func:`detections_from_view`)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -91,9 +92,11 @@ def head_outputs(model: nn.Module, image: Tensor) -> HeadView:
     std = torch.tensor(model.transform.image_std, device=device)[:, None, None]
     picture = ((batch.tensors[0, :, :h, :w] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
     return HeadView(
-        image=picture.cpu(), scale=(h / image.shape[-2], w / image.shape[-1]),
+        image=picture.cpu(),
+        scale=(h / image.shape[-2], w / image.shape[-1]),
         anchors=AnchorGrid(anchors.boxes.cpu(), list(anchors.num_per_level), list(anchors.strides), anchors.scale),
-        cls_logits=out.cls_logits[0].cpu(), pred_boxes=pred_boxes[0].cpu(),
+        cls_logits=out.cls_logits[0].cpu(),
+        pred_boxes=pred_boxes[0].cpu(),
         aux_logits=None if out.aux_logits is None else out.aux_logits[0].cpu(),
         feature_sizes=[tuple(s) for s in out.feature_sizes],
     )
@@ -114,10 +117,15 @@ def detections_from_view(model: nn.Module, view: HeadView) -> dict[str, Tensor]:
     Returns:
         ``{"boxes": [D, 4], "scores": [D], "labels": [D], "ious": [D]}`` in original-image pixels.
     """
-    det = model.postprocess(SimpleNamespace(cls_logits=view.cls_logits[None], aux_logits=None if view.aux_logits is None
-                                            else view.aux_logits[None]),
-                            view.anchors, view.pred_boxes[None], [tuple(view.image.shape[-2:])],
-                            model.inference.score_voting)[0]
+    det = model.postprocess(
+        SimpleNamespace(
+            cls_logits=view.cls_logits[None], aux_logits=None if view.aux_logits is None else view.aux_logits[None]
+        ),
+        view.anchors,
+        view.pred_boxes[None],
+        [tuple(view.image.shape[-2:])],
+        model.inference.score_voting,
+    )[0]
     sy, sx = view.scale
     return {**det, "boxes": det["boxes"] / det["boxes"].new_tensor([sx, sy, sx, sy])}
 

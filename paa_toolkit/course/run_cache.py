@@ -6,6 +6,7 @@ with ``final_metrics.json``, a loadable checkpoint and traces of this version is
 reused; an interrupted one is resumed (``resume="auto"``), a finished but unusable one trained again
 (``overwrite``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,7 +72,10 @@ def is_complete(run_dir: str | Path) -> bool:
 
 
 def briefly_trained_run(
-    fast: bool, *, cache_dir: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+    fast: bool,
+    *,
+    cache_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
     progress: bool = False,
 ) -> Path:
     """The run folder of the notebooks' briefly trained PAA detector; trains it the first time only.
@@ -143,5 +147,13 @@ def repository_root(start: str | Path | None = None) -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-__all__ = ["briefly_trained_run", "config_digest", "course_config", "course_run_dir", "is_complete", "load_run",
-           "repository_root", "run_datasets"]
+__all__ = [
+    "briefly_trained_run",
+    "config_digest",
+    "course_config",
+    "course_run_dir",
+    "is_complete",
+    "load_run",
+    "repository_root",
+    "run_datasets",
+]

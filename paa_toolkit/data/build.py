@@ -3,6 +3,7 @@ synthetic set, or any COCO-format folder.
 
     train_ds, val_ds = build_datasets(DataConfig())   # CocoDetection pair sharing one label mapping
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,8 +37,13 @@ class DataConfig:
 def dataset_paths(data: DataConfig) -> tuple[Path, Path, Path, Path]:
     """``(train image dir, train annotations, val image dir, val annotations)`` of the configured dataset."""
     if data.dataset == "synthetic":
-        root = make_synthetic_coco(data.root, seed=data.synthetic_seed, num_train=data.synthetic_num_train,
-                                   num_val=data.synthetic_num_val, image_size=data.synthetic_image_size)
+        root = make_synthetic_coco(
+            data.root,
+            seed=data.synthetic_seed,
+            num_train=data.synthetic_num_train,
+            num_val=data.synthetic_num_val,
+            image_size=data.synthetic_image_size,
+        )
         return root / "images", root / "train.json", root / "images", root / "val.json"
     root = Path(data.root) if data.root else None
     train_dir = Path(data.image_dir) if data.image_dir else root / "train2017"
@@ -50,10 +56,12 @@ def dataset_paths(data: DataConfig) -> tuple[Path, Path, Path, Path]:
 def build_datasets(data: DataConfig) -> tuple[CocoDetection, CocoDetection]:
     """Training set (random flips) and validation set sharing its label mapping."""
     train_dir, train_ann, val_dir, val_ann = dataset_paths(data)
-    train_ds = CocoDetection(train_dir, train_ann, train=True, flip_prob=data.flip_prob,
-                             on_bad_annotation=data.on_bad_annotation)
-    val_ds = CocoDetection(val_dir, val_ann, train=False, category_ids=train_ds.category_ids,
-                           on_bad_annotation=data.on_bad_annotation)
+    train_ds = CocoDetection(
+        train_dir, train_ann, train=True, flip_prob=data.flip_prob, on_bad_annotation=data.on_bad_annotation
+    )
+    val_ds = CocoDetection(
+        val_dir, val_ann, train=False, category_ids=train_ds.category_ids, on_bad_annotation=data.on_bad_annotation
+    )
     return train_ds, val_ds
 
 

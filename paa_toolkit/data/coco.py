@@ -17,6 +17,7 @@ Questionable boxes are skipped and counted in :attr:`CocoDetection.skipped` (or 
 ``on_bad_annotation="error"``). Pixels are read by :mod:`.images` (any bit depth and mode, EXIF
 orientation applied, transparency composited). ``docs/robustness.md`` tabulates every case.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,8 +56,9 @@ def load_coco_json(ann_file: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 JSON text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a JSON object with keys {list(REQUIRED_KEYS)}, "
-                         f"got a {type(data).__name__}")
+        raise ValueError(
+            f"{path}: top level must be a JSON object with keys {list(REQUIRED_KEYS)}, got a {type(data).__name__}"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path}: missing top-level key(s) {missing}; COCO format needs {list(REQUIRED_KEYS)}")
@@ -69,7 +71,7 @@ def load_coco_json(ann_file: str | Path) -> dict[str, Any]:
 def _short(value: Any, limit: int = 60) -> str:
     """``value`` for an error message: ints as they are, anything else as a repr cut to ``limit``."""
     text = str(value) if _is_int(value) else repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _item(path: Path, key: str, index: int, entry: Any) -> str:
@@ -79,11 +81,12 @@ def _item(path: Path, key: str, index: int, entry: Any) -> str:
 
 
 ENTRY_NOUN = {"categories": "category", "images": "image", "annotations": "annotation"}
-INT64 = range(-2**63, 2**63)  # ids go through int64 tensors (labels → category ids, image ids)
+INT64 = range(-(2**63), 2**63)  # ids go through int64 tensors (labels → category ids, image ids)
 
 
-def _check_entry(path: Path, key: str, index: int, entry: Any, fields: Sequence[str], int_fields: Sequence[str],
-                 seen_ids: Container) -> str:
+def _check_entry(
+    path: Path, key: str, index: int, entry: Any, fields: Sequence[str], int_fields: Sequence[str], seen_ids: Container
+) -> str:
     """An entry of ``key`` is an object with ``fields``, 64-bit integer ``int_fields`` and an ``id`` not
     in ``seen_ids``; returns how errors name it (:func:`_item`)."""
     where = _item(path, key, index, entry)
@@ -124,13 +127,18 @@ def _check_segmentation(where: str, seg: Any, width: int, height: int) -> tuple[
     """
     if isinstance(seg, list):
         if not all(isinstance(p, list) and len(p) % 2 == 0 and all(_is_number(v) for v in p) for p in seg):
-            raise ValueError(f"{where}: 'segmentation' polygons must be lists of an even number of finite "
-                             f"coordinates [x1, y1, x2, y2, ...], got {_short(seg)}")
+            raise ValueError(
+                f"{where}: 'segmentation' polygons must be lists of an even number of finite "
+                f"coordinates [x1, y1, x2, y2, ...], got {_short(seg)}"
+            )
         for poly in seg:
-            if not (all(-width <= x <= 2 * width for x in poly[0::2])
-                    and all(-height <= y <= 2 * height for y in poly[1::2])):
-                raise ValueError(f"{where}: 'segmentation' polygon {_short(poly)} lies far outside its "
-                                 f"{width}x{height} image")
+            if not (
+                all(-width <= x <= 2 * width for x in poly[0::2])
+                and all(-height <= y <= 2 * height for y in poly[1::2])
+            ):
+                raise ValueError(
+                    f"{where}: 'segmentation' polygon {_short(poly)} lies far outside its {width}x{height} image"
+                )
         polygons = [p for p in seg if len(p) >= 6]
         return (polygons or None), len(seg) - len(polygons)
     if isinstance(seg, dict) and set(seg) >= {"counts", "size"}:
@@ -138,16 +146,22 @@ def _check_segmentation(where: str, seg: Any, width: int, height: int) -> tuple[
         if not (
             isinstance(size, list) and len(size) == 2 and all(_is_int(v) for v in size) and size == [height, width]
         ):
-            raise ValueError(f"{where}: RLE 'segmentation' size must be [height, width] of its image, "
-                             f"[{height}, {width}], got {_short(size)}")
+            raise ValueError(
+                f"{where}: RLE 'segmentation' size must be [height, width] of its image, "
+                f"[{height}, {width}], got {_short(size)}"
+            )
         runs = _rle_runs(counts) if isinstance(counts, str) else counts
         if not (isinstance(runs, list) and all(_is_int(r) and r >= 0 for r in runs) and sum(runs) == height * width):
-            raise ValueError(f"{where}: RLE 'segmentation' counts must be run lengths (a list of non-negative "
-                             f"integers, or the compressed string) adding up to {height}x{width} pixels, "
-                             f"got {_short(counts)}")
+            raise ValueError(
+                f"{where}: RLE 'segmentation' counts must be run lengths (a list of non-negative "
+                f"integers, or the compressed string) adding up to {height}x{width} pixels, "
+                f"got {_short(counts)}"
+            )
         return {"counts": counts, "size": size}, 0
-    raise ValueError(f"{where}: 'segmentation' must be a list of polygons or an RLE object "
-                     f"{{'counts': ..., 'size': [height, width]}}, got {_short(seg)}")
+    raise ValueError(
+        f"{where}: 'segmentation' must be a list of polygons or an RLE object "
+        f"{{'counts': ..., 'size': [height, width]}}, got {_short(seg)}"
+    )
 
 
 def _rle_runs(text: str) -> list[int] | None:
@@ -252,8 +266,11 @@ class CocoDetection(torch.utils.data.Dataset):
         self._targets = self._group_by_image(annotations)
 
         self.coco = COCO()
-        self.coco.dataset = {"images": [images[i] for i in self.image_ids], "annotations": annotations,
-                             "categories": [categories[c] for c in self.category_ids]}
+        self.coco.dataset = {
+            "images": [images[i] for i in self.image_ids],
+            "annotations": annotations,
+            "categories": [categories[c] for c in self.category_ids],
+        }
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
             self.coco.createIndex()
         if self.skipped:
@@ -261,8 +278,9 @@ class CocoDetection(torch.utils.data.Dataset):
         if self.clipped:
             log.warning("%s: clipped %d box(es) partly outside their image", self.ann_file, self.clipped)
         if self.dropped_polygons:
-            log.warning("%s: left out %d segmentation polygon(s) of fewer than 3 points", self.ann_file,
-                        self.dropped_polygons)
+            log.warning(
+                "%s: left out %d segmentation polygon(s) of fewer than 3 points", self.ann_file, self.dropped_polygons
+            )
 
     # ---- validation (construction time, once) -------------------------------------------------
     def _check_categories(self, entries: list) -> dict[int, dict]:
@@ -271,8 +289,11 @@ class CocoDetection(torch.utils.data.Dataset):
             where = _check_entry(self.ann_file, "categories", i, c, ("id", "name"), ("id",), categories)
             if not isinstance(c["name"], str):
                 raise ValueError(f"{where}: 'name' must be a string, got {_short(c['name'])}")
-            categories[c["id"]] = {"id": c["id"], "name": c["name"], **(
-                {"supercategory": c["supercategory"]} if isinstance(c.get("supercategory"), str) else {})}
+            categories[c["id"]] = {
+                "id": c["id"],
+                "name": c["name"],
+                **({"supercategory": c["supercategory"]} if isinstance(c.get("supercategory"), str) else {}),
+            }
         if not categories:
             raise ValueError(f"{self.ann_file}: 'categories' is empty; a detector needs at least one class")
         return categories
@@ -283,8 +304,9 @@ class CocoDetection(torch.utils.data.Dataset):
         chosen = list(category_ids)
         unknown = [c for c in chosen if c not in categories]
         if unknown:
-            raise ValueError(f"category_ids {unknown} are not among the categories of {self.ann_file} "
-                             f"(ids {sorted(categories)})")
+            raise ValueError(
+                f"category_ids {unknown} are not among the categories of {self.ann_file} (ids {sorted(categories)})"
+            )
         if len(set(chosen)) != len(chosen) or not chosen:
             raise ValueError(f"category_ids must be a non-empty list without repeats, got {chosen}")
         return chosen
@@ -300,8 +322,10 @@ class CocoDetection(torch.utils.data.Dataset):
             where = _check_entry(self.ann_file, "images", i, im, ("id", "file_name"), ("id",), images)
             given = {k: im[k] for k in ("width", "height") if k in im}
             if not all(_is_int(v) and v > 0 for v in given.values()):
-                raise ValueError(f"{where}: width/height must be positive integers, "
-                                 f"got {_short(im.get('width'))}/{_short(im.get('height'))}")
+                raise ValueError(
+                    f"{where}: width/height must be positive integers, "
+                    f"got {_short(im.get('width'))}/{_short(im.get('height'))}"
+                )
             path = self._image_path(where, im["file_name"])
             try:
                 header = image_header(path)
@@ -313,14 +337,19 @@ class CocoDetection(torch.utils.data.Dataset):
                 continue
             size = {"width": header.width, "height": header.height}
             if any(size[k] != v for k, v in given.items()):
-                raise self._size_error(path, im["id"], (header.width, header.height),
-                                       (given.get("width", header.width), given.get("height", header.height)),
-                                       header.orientation)
+                raise self._size_error(
+                    path,
+                    im["id"],
+                    (header.width, header.height),
+                    (given.get("width", header.width), given.get("height", header.height)),
+                    header.orientation,
+                )
             images[im["id"]] = {"id": im["id"], "file_name": im["file_name"], **size}
             paths[im["id"]] = path
         if missing:
-            raise ImageNotFoundError(f"{len(missing)} image file(s) listed in {self.ann_file} not found, "
-                                     f"e.g. {', '.join(missing[:3])}")
+            raise ImageNotFoundError(
+                f"{len(missing)} image file(s) listed in {self.ann_file} not found, e.g. {', '.join(missing[:3])}"
+            )
         if unreadable:
             raise _first_of(unreadable)
         return images, paths
@@ -332,8 +361,10 @@ class CocoDetection(torch.utils.data.Dataset):
         the file it reaches exists, so an error does not tell whether an outside file exists.
         """
         if not isinstance(file_name, str) or not file_name.strip() or "\0" in file_name:
-            raise ValueError(f"{where}: 'file_name' must be a non-empty string (a path relative to "
-                             f"{self.image_dir}), got {_short(file_name)}")
+            raise ValueError(
+                f"{where}: 'file_name' must be a non-empty string (a path relative to "
+                f"{self.image_dir}), got {_short(file_name)}"
+            )
         name = PurePath(file_name)
         if name.is_absolute():
             if self.allow_absolute_paths:
@@ -345,22 +376,29 @@ class CocoDetection(torch.utils.data.Dataset):
             why = "a symbolic link leads out of it"
         else:
             return self.image_dir / name
-        raise ValueError(f"{where}: file_name {_short(file_name, 300)} is outside the image folder {self.image_dir}: "
-                         f"{why}; file names must be relative paths inside it")
+        raise ValueError(
+            f"{where}: file_name {_short(file_name, 300)} is outside the image folder {self.image_dir}: "
+            f"{why}; file names must be relative paths inside it"
+        )
 
     def _read_error(self, path: Path, image_id: int, reason: str, cls: type = ImageReadError) -> ImageReadError:
         error = cls(f"cannot read image {shown(path)} (image_id={image_id}): {reason} (listed in {self.ann_file})")
         error.reason = reason
         return error
 
-    def _size_error(self, path: Path, image_id: int, actual: tuple[int, int], said: tuple[int, int],
-                    orientation: int) -> ValueError:
+    def _size_error(
+        self, path: Path, image_id: int, actual: tuple[int, int], said: tuple[int, int], orientation: int
+    ) -> ValueError:
         hint = ""
         if orientation in (5, 6, 7, 8) and said == actual[::-1]:
-            hint = (f"; its EXIF Orientation ({orientation}) turns it by 90 degrees, and sizes and boxes must "
-                    f"refer to the image as displayed")
-        return ValueError(f"{shown(path)}: image is {actual[0]}x{actual[1]} but {self.ann_file} says width={said[0]}, "
-                          f"height={said[1]} (image_id={image_id}){hint}")
+            hint = (
+                f"; its EXIF Orientation ({orientation}) turns it by 90 degrees, and sizes and boxes must "
+                f"refer to the image as displayed"
+            )
+        return ValueError(
+            f"{shown(path)}: image is {actual[0]}x{actual[1]} but {self.ann_file} says width={said[0]}, "
+            f"height={said[1]} (image_id={image_id}){hint}"
+        )
 
     def _clean_annotations(self, entries: list, categories: dict, images: dict, policy: str) -> list[dict]:
         """Check fields; convert xywh → xyxy; clip boxes partly outside; skip (or raise on) bad boxes."""
@@ -368,23 +406,37 @@ class CocoDetection(torch.utils.data.Dataset):
         selected = set(self.category_ids)
         seen_ids: set = set()
         for i, a in enumerate(entries):
-            where = _check_entry(self.ann_file, "annotations", i, a, ("id", "image_id", "category_id", "bbox"),
-                                 ("id", "image_id", "category_id"), seen_ids)
+            where = _check_entry(
+                self.ann_file,
+                "annotations",
+                i,
+                a,
+                ("id", "image_id", "category_id", "bbox"),
+                ("id", "image_id", "category_id"),
+                seen_ids,
+            )
             seen_ids.add(a["id"])
             if a["image_id"] not in images:
                 raise ValueError(f"{where}: image_id {a['image_id']!r} is not in 'images'")
             if a["category_id"] not in categories:
-                raise ValueError(f"{where}: category_id {a['category_id']!r} is not in 'categories' "
-                                 f"(ids {sorted(categories)})")
+                raise ValueError(
+                    f"{where}: category_id {a['category_id']!r} is not in 'categories' (ids {sorted(categories)})"
+                )
             box = a["bbox"]
             if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-                raise ValueError(f"{where}: 'bbox' must be [x, y, width, height] of 4 finite numbers, "
-                                 f"got {_short(box)}")
+                raise ValueError(
+                    f"{where}: 'bbox' must be [x, y, width, height] of 4 finite numbers, got {_short(box)}"
+                )
             iscrowd = a.get("iscrowd", 0)
             if not (isinstance(iscrowd, int) and iscrowd in (0, 1)):  # bool is an int
                 raise ValueError(f"{where}: 'iscrowd' must be 0, 1, true or false, got {_short(iscrowd)}")
-            clean = {"id": a["id"], "image_id": a["image_id"], "category_id": a["category_id"],
-                     "bbox": [float(v) for v in box], "iscrowd": int(iscrowd)}
+            clean = {
+                "id": a["id"],
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "bbox": [float(v) for v in box],
+                "iscrowd": int(iscrowd),
+            }
             if "area" in a:
                 if not (_is_number(a["area"]) and a["area"] >= 0):
                     raise ValueError(f"{where}: 'area' must be a finite number >= 0, got {_short(a['area'])}")
@@ -415,8 +467,9 @@ class CocoDetection(torch.utils.data.Dataset):
             if bad.any() and policy == "error":
                 ids = [kept[j]["id"] for j in np.flatnonzero(bad)[:5]]
                 what = "width or height <= 0" if reason == "degenerate_box" else "wholly outside its image"
-                raise ValueError(f"{self.ann_file}: {int(bad.sum())} annotation(s) with bbox {what}, "
-                                 f"e.g. annotation id(s) {ids}")
+                raise ValueError(
+                    f"{self.ann_file}: {int(bad.sum())} annotation(s) with bbox {what}, e.g. annotation id(s) {ids}"
+                )
             if bad.any():
                 self.skipped[reason] = self.skipped.get(reason, 0) + int(bad.sum())
         self.clipped = int(was_clipped.sum())
@@ -424,8 +477,13 @@ class CocoDetection(torch.utils.data.Dataset):
         for j in np.flatnonzero(~(degenerate | outside)):
             a, (x1, y1, x2, y2) = kept[j], clipped[j].tolist()
             area = (x2 - x1) * (y2 - y1)
-            out.append({**a, "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "area": min(a.get("area", area), area) if was_clipped[j] else a.get("area", area)})
+            out.append(
+                {
+                    **a,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": min(a.get("area", area), area) if was_clipped[j] else a.get("area", area),
+                }
+            )
         return out
 
     def _group_by_image(self, annotations: list[dict]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -440,8 +498,14 @@ class CocoDetection(torch.utils.data.Dataset):
             else:
                 boxes.append((x, y, x + w, y + h))
                 labels.append(label_of[a["category_id"]])
-        return {i: (np.asarray(b, np.float32).reshape(-1, 4), np.asarray(lab, np.int64),
-                    np.asarray(c, np.float32).reshape(-1, 4)) for i, (b, lab, c) in per_image.items()}
+        return {
+            i: (
+                np.asarray(b, np.float32).reshape(-1, 4),
+                np.asarray(lab, np.int64),
+                np.asarray(c, np.float32).reshape(-1, 4),
+            )
+            for i, (b, lab, c) in per_image.items()
+        }
 
     # ---- access ------------------------------------------------------------------------------
     @property
@@ -456,8 +520,13 @@ class CocoDetection(torch.utils.data.Dataset):
         ``skipped`` (:attr:`skipped`); and ``boxes``: the rest, what a training learns from."""
         kept = self.coco.dataset["annotations"]
         crowd, skipped = sum(a["iscrowd"] for a in kept), sum(self.skipped.values())
-        return {"images": len(self), "annotations": len(kept) + skipped, "crowd": crowd, "skipped": skipped,
-                "boxes": len(kept) - crowd}
+        return {
+            "images": len(self),
+            "annotations": len(kept) + skipped,
+            "crowd": crowd,
+            "skipped": skipped,
+            "boxes": len(kept) - crowd,
+        }
 
     def _read(self, index: int) -> np.ndarray:
         """The pixels of image ``index`` as float32 ``[H, W, 3]``, checked against the annotated size."""
@@ -507,8 +576,10 @@ class CocoDetection(torch.utils.data.Dataset):
         return image, {"boxes": boxes, "labels": labels, "image_id": image_id, "crowd_boxes": crowd}
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.ann_file}, images={len(self)}, classes={self.category_names}, "
-                f"train={self.train}, skipped={self.skipped}, clipped={self.clipped})")
+        return (
+            f"{type(self).__name__}({self.ann_file}, images={len(self)}, classes={self.category_names}, "
+            f"train={self.train}, skipped={self.skipped}, clipped={self.clipped})"
+        )
 
 
 def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[dict]]:
@@ -518,7 +589,9 @@ def collate(batch: Sequence[tuple[Tensor, dict]]) -> tuple[list[Tensor], list[di
 
 
 def detections_to_coco_results(
-    detections: Sequence[dict[str, Tensor]], image_ids: Sequence[int], category_ids: Sequence[int],
+    detections: Sequence[dict[str, Tensor]],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
 ) -> list[dict]:
     """torchvision-style outputs (xyxy ``boxes``, ``scores``, contiguous ``labels``) → COCO result dicts."""
     if len(detections) != len(image_ids):
@@ -530,13 +603,18 @@ def detections_to_coco_results(
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         scores = det["scores"].detach().float().cpu().tolist()
         labels = cats[det["labels"].detach().cpu().long()].tolist()
-        results += [{"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
-                    for b, s, c in zip(xywh, scores, labels)]
+        results += [
+            {"image_id": int(image_id), "category_id": c, "bbox": b, "score": s}
+            for b, s, c in zip(xywh, scores, labels)
+        ]
     return results
 
 
 def detections_from_coco_results(
-    results: Sequence[dict], image_ids: Sequence[int], category_ids: Sequence[int], source: str = "results",
+    results: Sequence[dict],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
+    source: str = "results",
 ) -> list[dict[str, Tensor]]:
     """COCO result dicts → one torchvision-style ``{"boxes" (xyxy), "scores", "labels"}`` per image of
     ``image_ids`` (empty where there is none): the inverse of :func:`detections_to_coco_results`. A
@@ -550,17 +628,26 @@ def detections_from_coco_results(
         if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
             raise ValueError(f"{source}[{k}]: a detection needs image_id, category_id, bbox, score; got {r!r}")
         if r["image_id"] not in position or r["category_id"] not in label:
-            raise ValueError(f"{source}[{k}]: image_id {r['image_id']} or category_id {r['category_id']} is not in "
-                             f"the annotations")
+            raise ValueError(
+                f"{source}[{k}]: image_id {r['image_id']} or category_id {r['category_id']} is not in the annotations"
+            )
         x, y, w, h = r["bbox"]
         rows[position[r["image_id"]]].append(([x, y, x + w, y + h], float(r["score"]), label[r["category_id"]]))
-    return [{"boxes": torch.tensor([b for b, _, _ in row], dtype=torch.float32).reshape(-1, 4),
-             "scores": torch.tensor([s for _, s, _ in row], dtype=torch.float32),
-             "labels": torch.tensor([c for _, _, c in row], dtype=torch.int64)} for row in rows]
+    return [
+        {
+            "boxes": torch.tensor([b for b, _, _ in row], dtype=torch.float32).reshape(-1, 4),
+            "scores": torch.tensor([s for _, s, _ in row], dtype=torch.float32),
+            "labels": torch.tensor([c for _, _, c in row], dtype=torch.int64),
+        }
+        for row in rows
+    ]
 
 
 def coco_from_detections(
-    coco_gt: COCO, detections: Sequence[dict[str, Tensor]], image_ids: Sequence[int], category_ids: Sequence[int],
+    coco_gt: COCO,
+    detections: Sequence[dict[str, Tensor]],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
 ) -> COCO:
     """The detections as a ``COCO`` results object for ``COCOeval(coco_gt, coco_dt, "bbox")``.
 
@@ -571,12 +658,21 @@ def coco_from_detections(
         with contextlib.redirect_stdout(io.StringIO()):
             return coco_gt.loadRes(results)
     coco_dt = COCO()
-    coco_dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [],
-                       "categories": list(coco_gt.dataset["categories"])}
+    coco_dt.dataset = {
+        "images": list(coco_gt.dataset["images"]),
+        "annotations": [],
+        "categories": list(coco_gt.dataset["categories"]),
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt.createIndex()
     return coco_dt
 
 
-__all__ = ["CocoDetection", "collate", "coco_from_detections", "detections_from_coco_results",
-           "detections_to_coco_results", "load_coco_json"]
+__all__ = [
+    "CocoDetection",
+    "collate",
+    "coco_from_detections",
+    "detections_from_coco_results",
+    "detections_to_coco_results",
+    "load_coco_json",
+]

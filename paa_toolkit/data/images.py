@@ -25,6 +25,7 @@ see the same pixels. The rules (``docs/robustness.md`` has them as a table):
 Every failure is an :class:`ImageReadError` (a ``ValueError`` and an ``OSError``) whose one-line
 message names the file; Pillow's own exceptions, of whatever type, never escape.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -42,9 +43,15 @@ MAX_ASPECT_RATIO = 32
 WHITE = (255, 255, 255)
 ORIENTATION = 0x0112  # the EXIF tag
 #: EXIF orientation → the transpose that displays the image (as ``PIL.ImageOps.exif_transpose``)
-DISPLAY_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                     4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                     6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+DISPLAY_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 CONVERTIBLE = ("1", "L", "P", "RGB", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
@@ -100,11 +107,15 @@ def _open(path: Path) -> Image.Image:
     if width < 1 or height < 1:
         reason = f"image has no pixels ({width}x{height})"
     elif limit is not None and width * height > limit:
-        reason = (f"{width}x{height} = {width * height:,} pixels is above the limit of {limit:,} "
-                  f"(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs; raise it for trusted images)")
+        reason = (
+            f"{width}x{height} = {width * height:,} pixels is above the limit of {limit:,} "
+            f"(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs; raise it for trusted images)"
+        )
     elif max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        reason = (f"{width}x{height} has an aspect ratio above {MAX_ASPECT_RATIO}:1 "
-                  f"(paa_toolkit.data.images.MAX_ASPECT_RATIO); crop or pad it")
+        reason = (
+            f"{width}x{height} has an aspect ratio above {MAX_ASPECT_RATIO}:1 "
+            f"(paa_toolkit.data.images.MAX_ASPECT_RATIO); crop or pad it"
+        )
     elif im.mode not in SUPPORTED_MODES:
         reason = f"unsupported image mode {im.mode!r} (supported: {', '.join(SUPPORTED_MODES)})"
     if reason:
@@ -144,10 +155,12 @@ def image_header(path: str | Path) -> ImageHeader:
 
     Checks what the header tells: a known format, a supported mode, the size limits.
     """
+
     def header(im: Image.Image) -> ImageHeader:
         width, height = im.size
         orientation = _orientation(im)
         return ImageHeader(*((height, width) if orientation in (5, 6, 7, 8) else (width, height)), orientation)
+
     return _guarded(Path(path), header)
 
 
@@ -161,6 +174,7 @@ def read_rgb(path: str | Path, background: tuple[int, int, int] = WHITE) -> np.n
         if method is not None:
             im = im.transpose(method)
         return to_rgb(im, background, path)
+
     return _guarded(path, decode)
 
 
@@ -175,8 +189,11 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE, path: str 
     if mode in SIXTEEN_BIT_GREY:
         grey = np.asarray(im).astype(np.int64)
         if grey.size and (grey.min() < 0 or grey.max() > 65535):
-            raise _error(Path(path), f"mode {mode} values {grey.min()}..{grey.max()} are outside 0..65535; "
-                                     f"only 16-bit integer images are supported")
+            raise _error(
+                Path(path),
+                f"mode {mode} values {grey.min()}..{grey.max()} are outside 0..65535; "
+                f"only 16-bit integer images are supported",
+            )
         alpha = (grey != key).astype(np.float32) if isinstance(key, int) else None
         rgb = np.repeat((grey.astype(np.float32) / np.float32(65535))[..., None], 3, axis=2)
     elif mode == "F":
@@ -201,5 +218,15 @@ def to_rgb(im: Image.Image, background: tuple[int, int, int] = WHITE, path: str 
     return (rgb * alpha[..., None] + fill * (1 - alpha[..., None])).astype(np.float32)
 
 
-__all__ = ["ImageNotFoundError", "ImageReadError", "MAX_ASPECT_RATIO", "WHITE", "ImageHeader", "check_background",
-           "image_header", "read_image", "read_rgb", "to_rgb"]
+__all__ = [
+    "ImageNotFoundError",
+    "ImageReadError",
+    "MAX_ASPECT_RATIO",
+    "WHITE",
+    "ImageHeader",
+    "check_background",
+    "image_header",
+    "read_image",
+    "read_rgb",
+    "to_rgb",
+]

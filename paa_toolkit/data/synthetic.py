@@ -31,6 +31,7 @@ Default size 256 px square: the model pads to stride 128, so any size in 129–2
 256; the default 800 train + 100 val images generate in a few seconds and a small detector
 trained from scratch on a CPU learns them. Everything is deterministic from the seed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,12 +64,18 @@ CATEGORIES: tuple[dict, ...] = (
     {"id": 27, "name": "arc", "supercategory": "shape"},
 )
 DIGITS = {"zero": 0, "four": 4, "seven": 7}
-COLOURS = {"zero": (235, 45, 45), "four": (40, 205, 70), "seven": (60, 110, 255),
-           "bar": (250, 215, 30), "ell": (230, 60, 230), "arc": (40, 220, 225)}
+COLOURS = {
+    "zero": (235, 45, 45),
+    "four": (40, 205, 70),
+    "seven": (60, 110, 255),
+    "bar": (250, 215, 30),
+    "ell": (230, 60, 230),
+    "arc": (40, 220, 225),
+}
 OUTLINE = (15, 15, 15)
-EMPTY_EVERY, EMPTY_AT = 25, 5   # image i has no objects when i % 25 == 5
-CROWD_EVERY, CROWD_AT = 16, 2   # image i has a crowd cluster when i % 16 == 2
-MARKER = ".complete"            # written last: its presence means the folder is whole
+EMPTY_EVERY, EMPTY_AT = 25, 5  # image i has no objects when i % 25 == 5
+CROWD_EVERY, CROWD_AT = 16, 2  # image i has a crowd cluster when i % 16 == 2
+MARKER = ".complete"  # written last: its presence means the folder is whole
 
 
 # ---- pixel sources (shipped with scikit-learn) --------------------------------------------------
@@ -76,6 +83,7 @@ MARKER = ".complete"            # written last: its presence means the folder is
 def _digit_pixels() -> dict[str, np.ndarray]:
     """Class name → ``[n, 8, 8]`` handwritten digits in 0..16 (scikit-learn's copy of UCI digits)."""
     from sklearn.datasets import load_digits
+
     digits = load_digits()
     return {name: digits.images[digits.target == d] for name, d in DIGITS.items()}
 
@@ -83,13 +91,14 @@ def _digit_pixels() -> dict[str, np.ndarray]:
 @lru_cache(maxsize=1)
 def _photos() -> tuple[np.ndarray, ...]:
     from sklearn.datasets import load_sample_images
+
     return tuple(load_sample_images().images)  # china.jpg, flower.jpg: 427×640×3 uint8
 
 
 # ---- object masks: alpha [h, w] in [0, 1] -------------------------------------------------------
 def _digit_mask(pixels: np.ndarray, w: int, h: int) -> np.ndarray:
     ys, xs = np.nonzero(pixels > 2)
-    crop = pixels[ys.min():ys.max() + 1, xs.min():xs.max() + 1] * (255 / 16)
+    crop = pixels[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] * (255 / 16)
     up = np.asarray(Image.fromarray(crop.astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32) / 255
     return np.clip((up - 0.45) / 0.2, 0, 1)
 
@@ -107,7 +116,7 @@ def ell_mask(w: int, h: int, thickness: int, mirror: bool = False) -> np.ndarray
     """An "L" (vertical stroke + foot) filling a ``w × h`` box; its box centre is off the stroke."""
     a = np.zeros((h, w), np.float32)
     a[:, :thickness] = 1
-    a[h - thickness:, :] = 1
+    a[h - thickness :, :] = 1
     return a[:, ::-1] if mirror else a
 
 
@@ -120,6 +129,7 @@ def arc_mask(w: int, h: int, thickness: int, start: float, extent: float) -> np.
 
 def _object_mask(rng: np.random.Generator, name: str, side: float) -> np.ndarray:
     """A random instance of class ``name`` whose longer side is about ``side`` px."""
+
     def box(aspect: float) -> tuple[int, int]:  # aspect = w / h
         w, h = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
         return max(2, round(w)), max(2, round(h))
@@ -138,8 +148,9 @@ def _object_mask(rng: np.random.Generator, name: str, side: float) -> np.ndarray
         return ell_mask(w, h, max(2, round(min(w, h) * rng.uniform(0.18, 0.3))), rng.random() < 0.5)
     if name == "arc":
         w, h = box(rng.uniform(0.75, 1.33))
-        return arc_mask(w, h, max(2, round(min(w, h) * rng.uniform(0.1, 0.2))),
-                        rng.uniform(0, 360), rng.uniform(180, 270))
+        return arc_mask(
+            w, h, max(2, round(min(w, h) * rng.uniform(0.1, 0.2))), rng.uniform(0, 360), rng.uniform(180, 270)
+        )
     raise ValueError(f"unknown synthetic class {name!r}")
 
 
@@ -157,14 +168,14 @@ def _paste(canvas: np.ndarray, alpha: np.ndarray, x: int, y: int, colour) -> Non
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + alpha.shape[1], size), min(y + alpha.shape[0], size)
     if x1 <= x0 or y1 <= y0:
         return
-    a = alpha[y0 - y:y1 - y, x0 - x:x1 - x, None]
+    a = alpha[y0 - y : y1 - y, x0 - x : x1 - x, None]
     canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - a) + a * np.asarray(colour, np.float32)
 
 
 def _visible(mask: np.ndarray, x: int, y: int, size: int) -> list[int] | None:
     """Tight xyxy box of ``mask`` placed at ``(x, y)``, within the canvas (None if none is visible)."""
     x0, y0 = max(x, 0), max(y, 0)
-    crop = mask[y0 - y:min(y + mask.shape[0], size) - y, x0 - x:min(x + mask.shape[1], size) - x]
+    crop = mask[y0 - y : min(y + mask.shape[0], size) - y, x0 - x : min(x + mask.shape[1], size) - x]
     ys, xs = np.nonzero(crop)
     if len(xs) == 0:
         return None
@@ -187,7 +198,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     photo = _photos()[rng.integers(2)]
     crop = int(rng.integers(min(160, photo.shape[0]), photo.shape[0] + 1))
     y, x = rng.integers(photo.shape[0] - crop + 1), rng.integers(photo.shape[1] - crop + 1)
-    im = Image.fromarray(photo[y:y + crop, x:x + crop]).resize((size, size), Image.BILINEAR)
+    im = Image.fromarray(photo[y : y + crop, x : x + crop]).resize((size, size), Image.BILINEAR)
     bg = np.asarray(im, np.float32)
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
@@ -250,21 +261,31 @@ def _place(rng: np.random.Generator, mask: np.ndarray, anns: list[dict], size: i
         box = _visible(mask, tx - bx, ty - by, size)
         if box is None or min(box[2] - box[0], box[3] - box[1]) < 2:
             continue
-        if all((_overlap(box, a["box"]) == 0) if a["iscrowd"] else
-               (_overlap(box, a["box"]) <= 0.5 * min(_area(box), _area(a["box"]))) for a in anns):
+        if all(
+            (_overlap(box, a["box"]) == 0)
+            if a["iscrowd"]
+            else (_overlap(box, a["box"]) <= 0.5 * min(_area(box), _area(a["box"])))
+            for a in anns
+        ):
             return tx - bx, ty - by, box
     return None
 
 
-def _render_image(rng: np.random.Generator, size: int, *, objects: int, crowd: bool,
-                  min_side: float) -> tuple[np.ndarray, list[dict]]:
+def _render_image(
+    rng: np.random.Generator, size: int, *, objects: int, crowd: bool, min_side: float
+) -> tuple[np.ndarray, list[dict]]:
     """One image (uint8 ``[size, size, 3]``) and its annotations (class ``name``, xyxy ``box``, ...)."""
     names = [c["name"] for c in CATEGORIES]
     canvas = _background(rng, size)
     for _ in range(int(rng.integers(1, 5)) + (2 if objects == 0 else 0)):  # clutter, under the objects
         d = _distractor(rng, size)
-        _paste(canvas, d, int(rng.integers(-d.shape[1] // 3, size)), int(rng.integers(-d.shape[0] // 3, size)),
-               tuple(float(c) for c in rng.integers(0, 256, 3)))
+        _paste(
+            canvas,
+            d,
+            int(rng.integers(-d.shape[1] // 3, size)),
+            int(rng.integers(-d.shape[0] // 3, size)),
+            tuple(float(c) for c in rng.integers(0, 256, 3)),
+        )
     anns: list[dict] = []
     if crowd:
         name = names[rng.integers(len(names))]
@@ -291,21 +312,35 @@ def default_cache_dir() -> Path:
 
 
 def _params(seed, num_train, num_val, image_size, max_objects, min_object_size) -> dict:
-    for name, value, low in (("seed", seed, 0), ("num_train", num_train, 1), ("num_val", num_val, 1),
-                             ("image_size", image_size, 64), ("max_objects", max_objects, 1),
-                             ("min_object_size", min_object_size, 4)):
+    for name, value, low in (
+        ("seed", seed, 0),
+        ("num_train", num_train, 1),
+        ("num_val", num_val, 1),
+        ("image_size", image_size, 64),
+        ("max_objects", max_objects, 1),
+        ("min_object_size", min_object_size, 4),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if min_object_size > image_size // 4:
         raise ValueError(f"min_object_size={min_object_size} must be at most image_size / 4 = {image_size // 4}")
-    return {"version": SYNTHETIC_VERSION, "seed": seed, "num_train": num_train, "num_val": num_val,
-            "image_size": image_size, "max_objects": max_objects, "min_object_size": min_object_size}
+    return {
+        "version": SYNTHETIC_VERSION,
+        "seed": seed,
+        "num_train": num_train,
+        "num_val": num_val,
+        "image_size": image_size,
+        "max_objects": max_objects,
+        "min_object_size": min_object_size,
+    }
 
 
 def _folder_name(params: dict) -> str:
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-    return (f"synthetic-v{params['version']}-seed{params['seed']}-n{params['num_train']}-{params['num_val']}"
-            f"-{params['image_size']}px-{digest}")
+    return (
+        f"synthetic-v{params['version']}-seed{params['seed']}-n{params['num_train']}-{params['num_val']}"
+        f"-{params['image_size']}px-{digest}"
+    )
 
 
 def _is_complete(root: Path, params: dict) -> bool:
@@ -323,18 +358,31 @@ def _write_split(folder: Path, split: int, params: dict, first_image_id: int) ->
     for i in range(n):
         rng = np.random.default_rng([params["seed"], split, i])  # one stream per image
         objects = 0 if i % EMPTY_EVERY == EMPTY_AT else int(rng.integers(1, params["max_objects"] + 1))
-        pixels, anns = _render_image(rng, size, objects=objects, crowd=i % CROWD_EVERY == CROWD_AT,
-                                     min_side=params["min_object_size"])
+        pixels, anns = _render_image(
+            rng, size, objects=objects, crowd=i % CROWD_EVERY == CROWD_AT, min_side=params["min_object_size"]
+        )
         image_id, file_name = first_image_id + i, f"{prefix}_{i:06d}.jpg"
         Image.fromarray(pixels).save(folder / "images" / file_name, quality=92, subsampling=0)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
         for a in anns:
             x1, y1, x2, y2 = a["box"]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id,
-                                "category_id": category_of[a["name"]], "bbox": [x1, y1, x2 - x1, y2 - y1],
-                                "area": a["area"], "iscrowd": a["iscrowd"]})
-    return {"info": {"description": f"paa-toolkit synthetic dataset ({prefix})", **params},
-            "licenses": [], "images": images, "annotations": annotations, "categories": list(CATEGORIES)}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_of[a["name"]],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": a["area"],
+                    "iscrowd": a["iscrowd"],
+                }
+            )
+    return {
+        "info": {"description": f"paa-toolkit synthetic dataset ({prefix})", **params},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": list(CATEGORIES),
+    }
 
 
 def _remove_stale_partials(root: Path) -> None:
@@ -348,8 +396,14 @@ def _remove_stale_partials(root: Path) -> None:
 
 
 def make_synthetic_coco(
-    root: str | Path | None = None, *, seed: int = 0, num_train: int = 800, num_val: int = 100,
-    image_size: int = 256, max_objects: int = 8, min_object_size: int = 8,
+    root: str | Path | None = None,
+    *,
+    seed: int = 0,
+    num_train: int = 800,
+    num_val: int = 100,
+    image_size: int = 256,
+    max_objects: int = 8,
+    min_object_size: int = 8,
 ) -> Path:
     """Write the synthetic dataset and return its folder: ``images/*.jpg``, ``train.json``, ``val.json``.
 
@@ -366,8 +420,9 @@ def make_synthetic_coco(
         return root
     ours = {"images", "train.json", "val.json", MARKER}
     if root.exists() and (not root.is_dir() or any(p.name not in ours for p in root.iterdir())):
-        raise FileExistsError(f"{root} exists and holds files that are not a synthetic dataset; "
-                              f"choose an empty or new folder")
+        raise FileExistsError(
+            f"{root} exists and holds files that are not a synthetic dataset; choose an empty or new folder"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(root)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -411,6 +466,7 @@ def default_dataset(
         set's class mapping.
     """
     from .coco import CocoDetection
+
     root = make_synthetic_coco(root, seed=seed, **kwargs)
     train = CocoDetection(root / "images", root / "train.json", train=True, flip_prob=flip_prob)
     val = CocoDetection(root / "images", root / "val.json", category_ids=train.category_ids)

@@ -12,6 +12,7 @@ prefix: it loads in one process), the optimiser, scheduler and GradScaler, every
 position, the config and the label mapping. :func:`restore_training_state` puts it back;
 :func:`build_from_checkpoint` builds the trained model for evaluation or detection.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -138,9 +139,20 @@ def resolve_checkpoint(path: str | Path, map_location: str | torch.device = "cpu
 
 
 #: what :func:`training_state` writes, with the type each entry must have
-TRAINING_ENTRIES = {"format_version": int, "iteration": int, "config": dict, "model": dict, "optimizer": dict,
-                    "scheduler": dict, "scaler": dict, "rng": dict, "sampler": dict, "num_classes": int,
-                    "category_ids": list, "category_names": list}
+TRAINING_ENTRIES = {
+    "format_version": int,
+    "iteration": int,
+    "config": dict,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "rng": dict,
+    "sampler": dict,
+    "num_classes": int,
+    "category_ids": list,
+    "category_names": list,
+}
 
 
 def check_training_state(path: Path, state: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
@@ -148,8 +160,9 @@ def check_training_state(path: Path, state: dict[str, Any]) -> tuple[Path, dict[
     (a digest-valid file of other contents: saved by hand, or by another program)."""
     missing = [key for key, kind in TRAINING_ENTRIES.items() if not isinstance(state.get(key), kind)]
     if missing:
-        raise CheckpointError(f"checkpoint {path} is not a training checkpoint of paa_toolkit: "
-                              f"missing or malformed entries {missing}")
+        raise CheckpointError(
+            f"checkpoint {path} is not a training checkpoint of paa_toolkit: missing or malformed entries {missing}"
+        )
     return path, state
 
 
@@ -159,16 +172,30 @@ def default_model_builder(cfg: TrainConfig, num_classes: int) -> nn.Module:
     return build_model(cfg.model, num_classes, cfg.assign, cfg.test)
 
 
-def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-                   iteration: int, cfg: TrainConfig, sampler: DeterministicBatchSampler,
-                   train_ds: CocoDetection) -> dict[str, Any]:
+def training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    iteration: int,
+    cfg: TrainConfig,
+    sampler: DeterministicBatchSampler,
+    train_ds: CocoDetection,
+) -> dict[str, Any]:
     """Everything an exact resume at ``iteration`` needs (see the module docstring)."""
     return {
-        "format_version": 1, "iteration": iteration, "config": cfg.to_dict(),
-        "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
-        "sampler": sampler.state(iteration), "num_classes": train_ds.num_classes,
-        "category_ids": list(train_ds.category_ids), "category_names": list(train_ds.category_names),
+        "format_version": 1,
+        "iteration": iteration,
+        "config": cfg.to_dict(),
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng_state(),
+        "sampler": sampler.state(iteration),
+        "num_classes": train_ds.num_classes,
+        "category_ids": list(train_ds.category_ids),
+        "category_names": list(train_ds.category_names),
     }
 
 
@@ -183,8 +210,10 @@ def find_resume_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
             _set_aside_failed_last(cfg.run_dir, found[0])
             return found
         if any((cfg.run_dir / name).exists() for name in (LAST, PREVIOUS)):
-            raise CheckpointError(f"--resume: no checkpoint of {cfg.run_dir} loads (see the warnings above); "
-                                  "to start that run afresh, use --overwrite instead")
+            raise CheckpointError(
+                f"--resume: no checkpoint of {cfg.run_dir} loads (see the warnings above); "
+                "to start that run afresh, use --overwrite instead"
+            )
         log.info("no checkpoint in %s yet: starting from scratch", cfg.run_dir)
         return None
     return resolve_checkpoint(cfg.resume)
@@ -196,8 +225,12 @@ def _set_aside_failed_last(run_dir: Path, resumed: Path) -> None:
     last = run_dir / LAST
     if resumed.name == PREVIOUS and last.exists():
         os.replace(last, run_dir / CORRUPT)
-        log.warning("moved %s, which failed verification, to %s; %s stays the fallback checkpoint",
-                    last, run_dir / CORRUPT, resumed)
+        log.warning(
+            "moved %s, which failed verification, to %s; %s stays the fallback checkpoint",
+            last,
+            run_dir / CORRUPT,
+            resumed,
+        )
 
 
 def _warn_if_model_differs(cfg: TrainConfig, state: dict, path: Path) -> None:
@@ -207,8 +240,9 @@ def _warn_if_model_differs(cfg: TrainConfig, state: dict, path: Path) -> None:
         log.warning("resuming from %s with different model settings: %s", path, ", ".join(differ))
 
 
-def restore_training_state(path: Path, state: dict, cfg: TrainConfig, model: nn.Module, optimizer, scheduler,
-                           scaler) -> int:
+def restore_training_state(
+    path: Path, state: dict, cfg: TrainConfig, model: nn.Module, optimizer, scheduler, scaler
+) -> int:
     """Load a checkpoint into the freshly built objects (and the RNGs); returns its iteration."""
     _warn_if_model_differs(cfg, state, path)
     try:
@@ -223,8 +257,12 @@ def restore_training_state(path: Path, state: dict, cfg: TrainConfig, model: nn.
     return int(state["iteration"])
 
 
-def build_from_checkpoint(state: dict[str, Any], cfg: TrainConfig | None = None,
-                          device: torch.device | str = "cpu", build_model: ModelBuilder | None = None) -> nn.Module:
+def build_from_checkpoint(
+    state: dict[str, Any],
+    cfg: TrainConfig | None = None,
+    device: torch.device | str = "cpu",
+    build_model: ModelBuilder | None = None,
+) -> nn.Module:
     """The trained model of a checkpoint (eval mode); ``cfg`` overrides the saved config (post-processing...)."""
     cfg = cfg or TrainConfig.from_dict(state["config"])
     # the checkpoint holds every weight: nothing to load or pre-train first
@@ -237,7 +275,23 @@ def build_from_checkpoint(state: dict[str, Any], cfg: TrainConfig | None = None,
     return model.to(device).eval()
 
 
-__all__ = ["CORRUPT", "CheckpointError", "FINAL_METRICS", "LAST", "PREVIOUS", "TRAINING_ENTRIES", "ModelBuilder",
-           "build_from_checkpoint", "check_training_state", "default_model_builder", "find_resumable",
-           "find_resume_checkpoint", "load_checkpoint", "resolve_checkpoint", "restore_training_state",
-           "save_checkpoint", "state_digest", "training_state"]
+__all__ = [
+    "CORRUPT",
+    "CheckpointError",
+    "FINAL_METRICS",
+    "LAST",
+    "PREVIOUS",
+    "TRAINING_ENTRIES",
+    "ModelBuilder",
+    "build_from_checkpoint",
+    "check_training_state",
+    "default_model_builder",
+    "find_resumable",
+    "find_resume_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "restore_training_state",
+    "save_checkpoint",
+    "state_digest",
+    "training_state",
+]

@@ -11,6 +11,7 @@ and raises :class:`ConfigError` naming the field, the value and the valid choice
 The defaults are the paper's settings (§4, Appendix A.1) scaled down so that ``python -m
 paa_toolkit.train`` finishes on a 2-core CPU; the ``DEMO_*`` constants below are what was scaled.
 """
+
 from __future__ import annotations
 
 import functools
@@ -91,7 +92,9 @@ class SolverConfig:
     weight_decay: float = 1e-4  # SGD weight decay
     warmup_iters: int = DEMO_WARMUP_ITERS  # linear warm-up length (paper: 500)
     warmup_factor: float = 1.0 / 3  # lr factor at the first warm-up iteration
-    step_fractions: list[float] = field(default_factory=lambda: list(PAPER_STEP_FRACTIONS))  # lr × gamma here (fractions)
+    step_fractions: list[float] = field(
+        default_factory=lambda: list(PAPER_STEP_FRACTIONS)
+    )  # lr × gamma here (fractions)
     gamma: float = 0.1  # lr factor at each step
     clip_grad_norm: float = 0.0  # clip the gradient norm to this; 0: off
     max_iters: int = DEMO_MAX_ITERS  # training iterations (paper: 90k–180k)
@@ -155,14 +158,27 @@ class TrainConfig:
         return cfg
 
 
-SECTIONS = {"model": ModelConfig, "assign": AssignConfig, "test": InferenceConfig, "data": DataConfig,
-            "solver": SolverConfig}
+SECTIONS = {
+    "model": ModelConfig,
+    "assign": AssignConfig,
+    "test": InferenceConfig,
+    "data": DataConfig,
+    "solver": SolverConfig,
+}
 #: the fields whose value is one of a few names: checked by :func:`validate`, listed by ``--help``
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.arch": ARCHS, "model.backbone": BACKBONES, "model.backbone_norm": NORMS, "model.aux": AUX_CHOICES,
-    "model.pyramid": tuple(PYRAMIDS), "model.backbone_pretrain": PRETRAIN_CHOICES, "solver.bf16": BF16_CHOICES,
-    "assign.rule": RULES, "assign.low_quality": LOW_QUALITY_POLICIES, "assign.gmm_init": GMM_INITS,
-    "data.dataset": DATASETS, "data.on_bad_annotation": BAD_ANNOTATION_POLICIES,
+    "model.arch": ARCHS,
+    "model.backbone": BACKBONES,
+    "model.backbone_norm": NORMS,
+    "model.aux": AUX_CHOICES,
+    "model.pyramid": tuple(PYRAMIDS),
+    "model.backbone_pretrain": PRETRAIN_CHOICES,
+    "solver.bf16": BF16_CHOICES,
+    "assign.rule": RULES,
+    "assign.low_quality": LOW_QUALITY_POLICIES,
+    "assign.gmm_init": GMM_INITS,
+    "data.dataset": DATASETS,
+    "data.on_bad_annotation": BAD_ANNOTATION_POLICIES,
 }
 
 
@@ -179,8 +195,11 @@ def field_docs(cls: type) -> dict[str, str]:
         lines, _ = inspect.getsourcelines(cls)
     except (OSError, TypeError):
         return docs
-    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
-                for tok in tokenize.generate_tokens(io.StringIO("".join(lines)).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("# ").strip()
+        for tok in tokenize.generate_tokens(io.StringIO("".join(lines)).readline)
+        if tok.type == tokenize.COMMENT
+    }
     names = {f.name for f in fields(cls)}
     for number, line in enumerate(lines, start=1):
         match = re.match(r"    (\w+)\s*:", line)
@@ -193,6 +212,7 @@ def get_field(cfg: TrainConfig, dotted: str) -> Any:
     """The value of one field by its dotted name (``get_field(cfg, "solver.lr")``)."""
     section, _, name = dotted.rpartition(".")
     return getattr(getattr(cfg, section) if section else cfg, name)
+
 
 # ---- typed values -------------------------------------------------------------------------------
 def _hints(cls: type) -> dict[str, Any]:
@@ -296,8 +316,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
-                          f"{str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {str(e).splitlines()[0]}"
+        ) from None
     return data or {}
 
 
@@ -317,21 +338,30 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     m, a, t, d, s = cfg.model, cfg.assign, cfg.test, cfg.data, cfg.solver
     for dotted, choices in CHOICES.items():
         _choice(dotted, get_field(cfg, dotted), choices)
-    _check(m.backbone_weights is None or Path(m.backbone_weights).is_file(),
-           f"model.backbone_weights: file not found: {m.backbone_weights}")
-    _check(m.backbone_pretrain == "none" or (m.backbone_weights is None and m.backbone_norm == "gn"),
-           f"model.backbone_pretrain {m.backbone_pretrain!r} gives GroupNorm weights: it needs model.backbone_norm "
-           f"gn (got {m.backbone_norm}) and no model.backbone_weights (got {m.backbone_weights})")
+    _check(
+        m.backbone_weights is None or Path(m.backbone_weights).is_file(),
+        f"model.backbone_weights: file not found: {m.backbone_weights}",
+    )
+    _check(
+        m.backbone_pretrain == "none" or (m.backbone_weights is None and m.backbone_norm == "gn"),
+        f"model.backbone_pretrain {m.backbone_pretrain!r} gives GroupNorm weights: it needs model.backbone_norm "
+        f"gn (got {m.backbone_norm}) and no model.backbone_weights (got {m.backbone_weights})",
+    )
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
-    _check(m.arch != "fcos" or m.width % 32 == 0, f"model.width must be a multiple of 32 for arch fcos "
-           f"(torchvision's FCOS head uses GroupNorm(32)), got {m.width}")
+    _check(
+        m.arch != "fcos" or m.width % 32 == 0,
+        f"model.width must be a multiple of 32 for arch fcos "
+        f"(torchvision's FCOS head uses GroupNorm(32)), got {m.width}",
+    )
     _check(m.num_convs >= 0, f"model.num_convs must be >= 0, got {m.num_convs}")
     _check(m.anchor_scale > 0, f"model.anchor_scale must be > 0, got {m.anchor_scale}")
     _check(m.box_loss_weight >= 0, f"model.box_loss_weight (λ1) must be >= 0, got {m.box_loss_weight}")
     _check(m.aux_loss_weight >= 0, f"model.aux_loss_weight (λ2) must be >= 0, got {m.aux_loss_weight}")
     sizes = [m.min_size] if isinstance(m.min_size, int) else m.min_size
-    _check(len(sizes) in (1, 2) and all(v >= 32 for v in sizes) and sizes == sorted(sizes),
-           f"model.min_size must be an int >= 32 or a range [lo, hi] with 32 <= lo <= hi, got {m.min_size}")
+    _check(
+        len(sizes) in (1, 2) and all(v >= 32 for v in sizes) and sizes == sorted(sizes),
+        f"model.min_size must be an int >= 32 or a range [lo, hi] with 32 <= lo <= hi, got {m.min_size}",
+    )
     _check(m.max_size >= max(sizes), f"model.max_size ({m.max_size}) must be >= model.min_size ({m.min_size})")
     _check(m.size_divisible >= 1, f"model.size_divisible must be >= 1, got {m.size_divisible}")
 
@@ -347,8 +377,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(all(v >= 32 for v in t.tta_scales), f"test.tta_scales must be sizes >= 32, got {t.tta_scales}")
 
     if d.dataset == "coco":
-        _check(d.root is not None or (d.image_dir and d.train_ann and d.val_ann),
-               "data.dataset 'coco' needs data.root (or data.image_dir, data.train_ann and data.val_ann)")
+        _check(
+            d.root is not None or (d.image_dir and d.train_ann and d.val_ann),
+            "data.dataset 'coco' needs data.root (or data.image_dir, data.train_ann and data.val_ann)",
+        )
         for name in ("root", "image_dir"):
             value = getattr(d, name)
             _check(value is None or Path(value).is_dir(), f"data.{name}: folder not found: {value}")
@@ -356,8 +388,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             value = getattr(d, name)
             _check(value is None or Path(value).is_file(), f"data.{name}: file not found: {value}")
     else:
-        _check(d.synthetic_num_train >= 1 and d.synthetic_num_val >= 1,
-               f"data.synthetic_num_train/num_val must be >= 1, got {d.synthetic_num_train}/{d.synthetic_num_val}")
+        _check(
+            d.synthetic_num_train >= 1 and d.synthetic_num_val >= 1,
+            f"data.synthetic_num_train/num_val must be >= 1, got {d.synthetic_num_train}/{d.synthetic_num_val}",
+        )
         _check(d.synthetic_image_size >= 32, f"data.synthetic_image_size must be >= 32, got {d.synthetic_image_size}")
     _check(0 <= d.flip_prob <= 1, f"data.flip_prob must be in [0, 1], got {d.flip_prob}")
     _check(d.num_workers >= 0, f"data.num_workers must be >= 0, got {d.num_workers}")
@@ -369,16 +403,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check(s.weight_decay >= 0, f"solver.weight_decay must be >= 0, got {s.weight_decay}")
     _check(s.warmup_iters >= 0, f"solver.warmup_iters must be >= 0, got {s.warmup_iters}")
     _check(0 < s.warmup_factor <= 1, f"solver.warmup_factor must be in (0, 1], got {s.warmup_factor}")
-    _check(all(0 < f < 1 for f in s.step_fractions) and s.step_fractions == sorted(s.step_fractions),
-           f"solver.step_fractions must be increasing fractions of the run in (0, 1), got {s.step_fractions}")
+    _check(
+        all(0 < f < 1 for f in s.step_fractions) and s.step_fractions == sorted(s.step_fractions),
+        f"solver.step_fractions must be increasing fractions of the run in (0, 1), got {s.step_fractions}",
+    )
     _check(0 < s.gamma <= 1, f"solver.gamma must be in (0, 1], got {s.gamma}")
     _check(s.clip_grad_norm >= 0, f"solver.clip_grad_norm must be >= 0 (0: off), got {s.clip_grad_norm}")
     _check(s.max_iters >= 1, f"solver.max_iters must be >= 1, got {s.max_iters}")
 
     _check(bool(cfg.name) and "/" not in cfg.name, f"name must be a non-empty folder name, got {cfg.name!r}")
     _check(device_name_problem(cfg.device) is None, f"device: {device_name_problem(cfg.device)}")
-    _check(not (cfg.overwrite and cfg.resume), "resume and overwrite exclude each other: --resume continues the "
-           "run in the output folder, --overwrite deletes it and starts afresh")
+    _check(
+        not (cfg.overwrite and cfg.resume),
+        "resume and overwrite exclude each other: --resume continues the "
+        "run in the output folder, --overwrite deletes it and starts afresh",
+    )
     for name in ("log_every", "checkpoint_every", "eval_every", "trace_every", "trace_images"):
         _check(getattr(cfg, name) >= 0, f"{name} must be >= 0, got {getattr(cfg, name)}")
     _check(cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}")
@@ -389,6 +428,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 __all__ = [
-    "CHOICES", "SECTIONS", "ConfigError", "DataConfig", "ModelConfig", "SolverConfig", "TrainConfig", "apply_dict",
-    "coerce", "field_docs", "get_field", "load_config_file", "set_field", "validate",
+    "CHOICES",
+    "SECTIONS",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "SolverConfig",
+    "TrainConfig",
+    "apply_dict",
+    "coerce",
+    "field_docs",
+    "get_field",
+    "load_config_file",
+    "set_field",
+    "validate",
 ]

@@ -21,6 +21,7 @@ Works with any torchvision-style detector; a :class:`~paa_toolkit.model.detector
 assignment statistics (positives per GT, Fig. 4b) are logged through its assignment hook, and a
 model's ``inspect_assignment`` (the trace) is used when it has one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -87,8 +88,11 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
     """
     validate(cfg)
     device = resolve_device(cfg.device)
-    with distributed.process_group_from_env(device), StopOnSignal(device) as stop, \
-            claimed_run_folder(cfg.run_dir, resume=cfg.resume is not None, overwrite=cfg.overwrite):
+    with (
+        distributed.process_group_from_env(device),
+        StopOnSignal(device) as stop,
+        claimed_run_folder(cfg.run_dir, resume=cfg.resume is not None, overwrite=cfg.overwrite),
+    ):
         run = _set_up(cfg, device, build_model or default_model_builder)
         run.progress = progress and is_writer()
         window = LogWindow()
@@ -96,8 +100,9 @@ def train(cfg: TrainConfig, *, build_model: ModelBuilder | None = None, progress
             unwrap(run.model).register_assignment_hook(window.add, diagnostics=True)
         solver = cfg.solver
         run.model.train()
-        bar = tqdm(total=solver.max_iters, initial=run.start, desc="train", dynamic_ncols=True,
-                   disable=not run.progress)
+        bar = tqdm(
+            total=solver.max_iters, initial=run.start, desc="train", dynamic_ncols=True, disable=not run.progress
+        )
         stop.arm()  # from here, Ctrl-C / SIGTERM end the iteration, save it and stop
         for iteration, (images, targets) in zip(range(run.start, solver.max_iters), run.loader):
             run.trace(iteration)
@@ -195,13 +200,19 @@ class TrainingRun:
         # total and terms averaged over processes (= the loss of the global batch), in one all-reduce;
         # a non-finite value anywhere makes every process stop at the same iteration
         mean_loss, *mean_terms = distributed.mean_over_processes(
-            torch.stack([loss.detach(), *(v.detach() for v in losses.values())])).unbind()
+            torch.stack([loss.detach(), *(v.detach() for v in losses.values())])
+        ).unbind()
         if not torch.isfinite(mean_loss):
             terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-            where = f" (this process, rank {distributed.rank()}: {terms})" if distributed.world_size() > 1 else f" ({terms})"
+            where = (
+                f" (this process, rank {distributed.rank()}: {terms})"
+                if distributed.world_size() > 1
+                else f" ({terms})"
+            )
             raise NonFiniteLossError(
                 f"non-finite loss at iteration {iteration}{where}; training stopped. Last good checkpoint: "
-                f"{self.last_good or 'none yet'}. Try a lower --lr or --solver.clip_grad_norm 10")
+                f"{self.last_good or 'none yet'}. Try a lower --lr or --solver.clip_grad_norm 10"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.solver.clip_grad_norm > 0:
@@ -210,17 +221,23 @@ class TrainingRun:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {"loss": mean_loss, **{k if k.startswith("loss") else f"loss_{k}": v for k, v in zip(losses, mean_terms)}}
+        return {
+            "loss": mean_loss,
+            **{k if k.startswith("loss") else f"loss_{k}": v for k, v in zip(losses, mean_terms)},
+        }
 
     def save_checkpoint(self, done: int) -> None:
         """``last.pth`` after ``done`` iterations (rank 0 writes it); never with non-finite weights."""
         if not bool(torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()):
-            raise NonFiniteLossError(f"weights became non-finite at iteration {done - 1}; training stopped "
-                                     f"without saving. Last good checkpoint: {self.last_good or 'none yet'}")
+            raise NonFiniteLossError(
+                f"weights became non-finite at iteration {done - 1}; training stopped "
+                f"without saving. Last good checkpoint: {self.last_good or 'none yet'}"
+            )
         if is_writer():
             self.metrics.sync()  # the records up to `done` reach the disk before its checkpoint does
-            state = training_state(self.model, self.optimizer, self.scheduler, self.scaler, done, self.cfg,
-                                   self.sampler, self.train_ds)
+            state = training_state(
+                self.model, self.optimizer, self.scheduler, self.scaler, done, self.cfg, self.sampler, self.train_ds
+            )
             self.last_good = save_checkpoint(state, self.cfg.run_dir)
         else:
             self.last_good = self.cfg.run_dir / LAST
@@ -236,16 +253,18 @@ class TrainingRun:
         """At the trace iterations, rank 0 saves the assignment of the trace images (0 = before any step)."""
         if is_writer() and iteration in self.trace_iters:
             with rng_untouched(self.device):
-                record = write_trace(self.model, self.trace_ds, self.trace_indices, iteration, self.cfg.run_dir,
-                                     self.device)
+                record = write_trace(
+                    self.model, self.trace_ds, self.trace_indices, iteration, self.cfg.run_dir, self.device
+                )
             if record:
                 self.record(record)
 
     def evaluate(self, iteration: int) -> dict[str, float]:
         """COCO metrics on the val split; every process predicts its shard."""
         with rng_untouched(self.device):
-            result = evaluate_coco(unwrap(self.model), self.val_ds, self.cfg.eval_batch_size, self.device,
-                                   progress=self.progress)
+            result = evaluate_coco(
+                unwrap(self.model), self.val_ds, self.cfg.eval_batch_size, self.device, progress=self.progress
+            )
         self.record({"kind": "eval", "iteration": iteration, **result})
         return result
 
@@ -256,8 +275,9 @@ class TrainingRun:
         result = TrainResult(run_dir=self.cfg.run_dir, iteration=final_iter, checkpoint=self.last_good)
         result.metrics = self.evaluate(final_iter)
         if is_writer():
-            atomic_write_text(self.cfg.run_dir / FINAL_METRICS,
-                              json.dumps({"iteration": final_iter, **result.metrics}, indent=1))
+            atomic_write_text(
+                self.cfg.run_dir / FINAL_METRICS, json.dumps({"iteration": final_iter, **result.metrics}, indent=1)
+            )
         distributed.barrier()  # nobody leaves the process group while rank 0 still writes
         return result
 
@@ -282,26 +302,59 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     start, resumed = 0, distributed.from_rank_zero(lambda: find_resume_checkpoint(cfg))  # rank 0 reads, all restore
     if resumed is not None:
         start = restore_training_state(*resumed, cfg, model, optimizer, scheduler, scaler)
-    log.info("training %s/%s on %d images (%d classes), batch %d%s, lr %.4g (solver.lr %g × batch %d / "
-             "solver.reference_batch_size %d), iterations %d..%d on %s → %s",
-             cfg.model.arch, cfg.assign.rule, len(train_ds), train_ds.num_classes, batch_size,
-             f" x {world} processes" if world > 1 else "", solver.scaled_lr(batch_size * world), solver.lr,
-             batch_size * world, solver.reference_batch_size, start, solver.max_iters, device, cfg.run_dir)
+    log.info(
+        "training %s/%s on %d images (%d classes), batch %d%s, lr %.4g (solver.lr %g × batch %d / "
+        "solver.reference_batch_size %d), iterations %d..%d on %s → %s",
+        cfg.model.arch,
+        cfg.assign.rule,
+        len(train_ds),
+        train_ds.num_classes,
+        batch_size,
+        f" x {world} processes" if world > 1 else "",
+        solver.scaled_lr(batch_size * world),
+        solver.lr,
+        batch_size * world,
+        solver.reference_batch_size,
+        start,
+        solver.max_iters,
+        device,
+        cfg.run_dir,
+    )
     metrics = _open_run_folder(cfg, resume_from=start if resumed else None) if is_writer() else None
     model = _wrap(model, cfg, device)
 
-    sampler = DeterministicBatchSampler(len(train_ds), batch_size, cfg.seed, start, solver.max_iters,
-                                        distributed.rank(), world)
+    sampler = DeterministicBatchSampler(
+        len(train_ds), batch_size, cfg.seed, start, solver.max_iters, distributed.rank(), world
+    )
     # its own generator: creating the loader's iterator must not draw from the (restored) global RNG
-    loader = DataLoader(SeededSamples(train_ds), batch_sampler=sampler, collate_fn=collate,
-                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
-                        generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(
+        SeededSamples(train_ds),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     trace_ds = copy.copy(train_ds)
     trace_ds.train = False  # the trace images are never flipped
     return TrainingRun(
-        cfg, device, model, optimizer, scheduler, scaler, train_ds, val_ds, sampler, loader,
-        start, last_good=resumed[0] if resumed else None, metrics=metrics, trace_ds=trace_ds,
-        trace_indices=trace_image_indices(trace_ds, cfg.trace_images), trace_iters=set(cfg.trace_schedule()))
+        cfg,
+        device,
+        model,
+        optimizer,
+        scheduler,
+        scaler,
+        train_ds,
+        val_ds,
+        sampler,
+        loader,
+        start,
+        last_good=resumed[0] if resumed else None,
+        metrics=metrics,
+        trace_ds=trace_ds,
+        trace_indices=trace_image_indices(trace_ds, cfg.trace_images),
+        trace_iters=set(cfg.trace_schedule()),
+    )
 
 
 def _check_boxes(train_ds: CocoDetection) -> None:
@@ -313,7 +366,8 @@ def _check_boxes(train_ds: CocoDetection) -> None:
         raise ValueError(
             f"{train_ds.ann_file}: no box to train on: {counts['images']} images, {counts['annotations']} annotations "
             f"({counts['crowd']} iscrowd, {counts['skipped']} skipped{skipped}), 0 usable boxes. Training needs "
-            "annotations with iscrowd 0 and a box of positive size inside their image")
+            "annotations with iscrowd 0 and a box of positive size inside their image"
+        )
 
 
 def _open_run_folder(cfg: TrainConfig, resume_from: int | None) -> MetricsLog:
@@ -328,8 +382,11 @@ def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module
     compiled (state-dict keys unchanged); DDP in a process group."""
     dtype = apply_speed_levers(model, cfg.solver.bf16, cfg.solver.channels_last, device)
     if dtype != "float32":
-        log.info("the backbone trains in %s (solver.bf16 %s); head, assignment, losses and evaluation in float32",
-                 dtype, cfg.solver.bf16)
+        log.info(
+            "the backbone trains in %s (solver.bf16 %s); head, assignment, losses and evaluation in float32",
+            dtype,
+            cfg.solver.bf16,
+        )
     if cfg.solver.compile:
         backbone = getattr(model, "backbone", None)
         if backbone is None:
@@ -343,8 +400,9 @@ def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module
 
 def _to_device(images: list[Tensor], targets: list[dict], device: torch.device):
     images = [img.to(device, non_blocking=True) for img in images]
-    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
-               for t in targets]
+    targets = [
+        {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets
+    ]
     return images, targets
 
 

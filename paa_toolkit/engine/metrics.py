@@ -19,6 +19,7 @@ Under ``torch.distributed`` (training with torchrun) every process predicts its 
 images (every ``world_size``-th image), the detections are gathered on rank 0, which runs COCOeval,
 and the metrics are broadcast back, so every process returns the same dictionary.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,12 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset, batch_size: int = 4, device: torch.device | str | None = None,
-    num_workers: int = 0, progress: bool = False,
+    model: nn.Module,
+    dataset,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
 ) -> tuple[list[int], list[dict[str, Tensor]], list[dict[str, Any]]]:
     """Run ``model`` (eval mode) over ``dataset`` in order → (image ids, detections on CPU, targets)."""
     device = torch.device(device) if device is not None else _model_device(model)
@@ -63,8 +68,10 @@ def predict(
     try:
         for images, batch_targets in tqdm(loader, desc="eval", leave=False, disable=not progress):
             outputs = model([img.to(device) for img in images])
-            detections += [{k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu()
-                            for k, v in out.items()} for out in outputs]
+            detections += [
+                {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in out.items()}
+                for out in outputs
+            ]
             image_ids += [int(t["image_id"]) for t in batch_targets]
             targets += batch_targets
     finally:
@@ -72,8 +79,9 @@ def predict(
     return image_ids, detections, targets
 
 
-def coco_box_ap(coco_gt, detections: list[dict[str, Tensor]], image_ids: list[int],
-                category_ids: list[int]) -> dict[str, float]:
+def coco_box_ap(
+    coco_gt, detections: list[dict[str, Tensor]], image_ids: list[int], category_ids: list[int]
+) -> dict[str, float]:
     """``COCOeval(…, "bbox")`` on these images → ``{"AP": …, "AP50": …, …}`` (its printout suppressed)."""
     coco_dt = coco_from_detections(coco_gt, detections, image_ids, category_ids)
     evaluator = COCOeval(coco_gt, coco_dt, "bbox")
@@ -85,8 +93,14 @@ def coco_box_ap(coco_gt, detections: list[dict[str, Tensor]], image_ids: list[in
     return {name: float(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
 
 
-def bootstrap_coco_ap(coco_gt, detections: list[dict[str, Tensor]], image_ids: list[int], category_ids: list[int],
-                      replicates: int = 200, seed: int = 0) -> dict[str, Any]:
+def bootstrap_coco_ap(
+    coco_gt,
+    detections: list[dict[str, Tensor]],
+    image_ids: list[int],
+    category_ids: list[int],
+    replicates: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The evaluation noise of COCO AP: AP over ``replicates`` bootstrap resamples of the validation images.
 
     ``COCOeval.evaluate`` matches detections to ground truths once per (class, area range, image); each
@@ -118,8 +132,13 @@ def bootstrap_coco_ap(coco_gt, detections: list[dict[str, Tensor]], image_ids: l
         values.append(float(evaluator.stats[0]))
     ordered = sorted(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"AP": full_ap, "std": std, "ci95": [ordered[int(0.025 * len(ordered))], ordered[int(0.975 * len(ordered)) - 1]],
-            "replicates": replicates, "images": num_images}
+    return {
+        "AP": full_ap,
+        "std": std,
+        "ci95": [ordered[int(0.025 * len(ordered))], ordered[int(0.975 * len(ordered)) - 1]],
+        "replicates": replicates,
+        "images": num_images,
+    }
 
 
 def iou_prediction_error(detections: list[dict[str, Tensor]], targets: list[dict[str, Any]]) -> dict[str, float]:
@@ -154,12 +173,15 @@ def iou_prediction_error(detections: list[dict[str, Tensor]], targets: list[dict
         return {"iou_error": math.nan, "iou_error_tp": math.nan}
     errors_all, true_all = torch.cat(errors), torch.cat(true_ious)
     tp = true_all >= TP_IOU
-    return {"iou_error": float(errors_all.mean()),
-            "iou_error_tp": float(errors_all[tp].mean()) if tp.any() else math.nan}
+    return {
+        "iou_error": float(errors_all.mean()),
+        "iou_error_tp": float(errors_all[tp].mean()) if tp.any() else math.nan,
+    }
 
 
-def recall_by_size(detections: list[dict[str, Tensor]], targets: list[dict[str, Any]],
-                   iou_threshold: float = TP_IOU) -> dict[str, float]:
+def recall_by_size(
+    detections: list[dict[str, Tensor]], targets: list[dict[str, Any]], iou_threshold: float = TP_IOU
+) -> dict[str, float]:
     """Recall of the ground truths at IoU ≥ ``iou_threshold``, by COCO size: ``recall50_small`` …
     ``recall50_all`` (NaN where there is no GT of that size). A GT is recalled when any detection of
     its class (whatever its score) overlaps it that much; one matrix of IoUs per image."""
@@ -178,15 +200,21 @@ def recall_by_size(detections: list[dict[str, Tensor]], targets: list[dict[str, 
     if not found:
         return {f"{key}_{name}": math.nan for name in (*SIZES, "all")}
     hits, size = torch.cat(found).double(), torch.cat(sizes)
-    out = {f"{key}_{name}": float(hits[size == i].mean()) if (size == i).any() else math.nan
-           for i, name in enumerate(SIZES)}
+    out = {
+        f"{key}_{name}": float(hits[size == i].mean()) if (size == i).any() else math.nan
+        for i, name in enumerate(SIZES)
+    }
     out[f"{key}_all"] = float(hits.mean())
     return out
 
 
 def evaluate_coco(
-    model: nn.Module, dataset, batch_size: int = 4, device: torch.device | str | None = None,
-    num_workers: int = 0, progress: bool = False,
+    model: nn.Module,
+    dataset,
+    batch_size: int = 4,
+    device: torch.device | str | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
 ) -> dict[str, float]:
     """COCO box metrics of ``model`` on ``dataset`` (a ``CocoDetection``), plus the IoU-prediction error.
 
@@ -202,8 +230,9 @@ def evaluate_coco(
     return metrics_from_predictions(dataset, image_ids, detections, targets)
 
 
-def metrics_from_predictions(dataset: CocoDetection, image_ids: list[int], detections: list[dict[str, Tensor]],
-                             targets: list[dict[str, Any]]) -> dict[str, float]:
+def metrics_from_predictions(
+    dataset: CocoDetection, image_ids: list[int], detections: list[dict[str, Tensor]], targets: list[dict[str, Any]]
+) -> dict[str, float]:
     """The metrics of :func:`evaluate_coco` from detections already made (e.g. by :func:`predict`).
 
     Args:
@@ -225,13 +254,15 @@ def metrics_from_predictions(dataset: CocoDetection, image_ids: list[int], detec
     return metrics
 
 
-def _evaluate_sharded(model: nn.Module, dataset, batch_size: int, device, num_workers: int,
-                      progress: bool) -> dict[str, float]:
+def _evaluate_sharded(
+    model: nn.Module, dataset, batch_size: int, device, num_workers: int, progress: bool
+) -> dict[str, float]:
     """Each process predicts images ``rank, rank + world, …``; rank 0 scores all; all get the metrics."""
     rank, world = distributed.rank(), distributed.world_size()
     positions = list(range(rank, len(dataset), world))
-    ids, dets, targets = predict(model, Subset(dataset, positions), batch_size, device, num_workers,
-                                 progress and rank == 0)
+    ids, dets, targets = predict(
+        model, Subset(dataset, positions), batch_size, device, num_workers, progress and rank == 0
+    )
     targets = [{"boxes": t["boxes"], "labels": t["labels"], "image_id": t["image_id"]} for t in targets]
     shards = distributed.all_gather_object(list(zip(positions, ids, dets, targets)))
 
@@ -269,5 +300,14 @@ def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -
     return "\n".join(lines)
 
 
-__all__ = ["COCO_STAT_NAMES", "bootstrap_coco_ap", "coco_box_ap", "evaluate_coco", "format_metrics", "iou_prediction_error",
-           "metrics_from_predictions", "predict", "recall_by_size"]
+__all__ = [
+    "COCO_STAT_NAMES",
+    "bootstrap_coco_ap",
+    "coco_box_ap",
+    "evaluate_coco",
+    "format_metrics",
+    "iou_prediction_error",
+    "metrics_from_predictions",
+    "predict",
+    "recall_by_size",
+]

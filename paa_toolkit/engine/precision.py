@@ -8,6 +8,7 @@ so the head, the assignment (Procedure 1) and the losses (Eq. 8) see the same dt
 run, for PAA and the torchvision baselines alike. Evaluation and traces run without gradients and stay
 float32: the AP of a bf16-trained model is measured exactly as that of a float32 one.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,6 +49,7 @@ def uses_cpu_bf16(setting: str, device: torch.device) -> bool:
 def bf16_backbone(forward: Callable) -> Callable:
     """``forward`` (a backbone's, returning a dict of feature maps) under bf16 autocast while gradients are
     on (training), its outputs cast back to float32; unchanged without gradients (evaluation, traces)."""
+
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):
         if not torch.is_grad_enabled():
@@ -55,6 +57,7 @@ def bf16_backbone(forward: Callable) -> Callable:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             features = forward(*args, **kwargs)
         return type(features)((name, f.float()) for name, f in features.items())
+
     return wrapped
 
 
@@ -66,8 +69,9 @@ def apply_speed_levers(model: torch.nn.Module, bf16: str, channels_last: bool, d
     backbone = getattr(model, "backbone", None)
     if not uses_cpu_bf16(bf16, device):
         if bf16 == "auto" and device.type == "cpu":
-            log.info("solver.bf16 auto: this CPU has no native bf16 (%s); training in float32",
-                     "/".join(NATIVE_BF16_FLAGS))
+            log.info(
+                "solver.bf16 auto: this CPU has no native bf16 (%s); training in float32", "/".join(NATIVE_BF16_FLAGS)
+            )
         return "float32"
     if backbone is None:
         log.warning("solver.bf16: the model has no .backbone; training in float32")
@@ -76,5 +80,11 @@ def apply_speed_levers(model: torch.nn.Module, bf16: str, channels_last: bool, d
     return "bfloat16"
 
 
-__all__ = ["BF16_CHOICES", "NATIVE_BF16_FLAGS", "apply_speed_levers", "bf16_backbone", "cpu_has_native_bf16",
-           "uses_cpu_bf16"]
+__all__ = [
+    "BF16_CHOICES",
+    "NATIVE_BF16_FLAGS",
+    "apply_speed_levers",
+    "bf16_backbone",
+    "cpu_has_native_bf16",
+    "uses_cpu_bf16",
+]

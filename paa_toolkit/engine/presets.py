@@ -5,6 +5,7 @@ runs, the ablation budgets — the dataclasses' defaults with the settings each 
     cfg = course(fast=True)      # the notebooks' briefly trained detector (fast: the CI setting)
     cfg = budget("small")        # an ablation budget: python -m paa_toolkit.ablate --budget small
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,7 +38,11 @@ def course(fast: bool) -> TrainConfig:
         data=DataConfig(synthetic_num_train=32, synthetic_num_val=8, synthetic_image_size=128, batch_size=2),
         model=ModelConfig(width=32, num_convs=1, min_size=128, max_size=128),
         solver=SolverConfig(max_iters=16, warmup_iters=2, lr=0.08),
-        log_every=4, checkpoint_every=0, eval_batch_size=8, trace_images=4, trace_iters=[0, 4, 8, 12, 16],
+        log_every=4,
+        checkpoint_every=0,
+        eval_batch_size=8,
+        trace_images=4,
+        trace_iters=[0, 4, 8, 12, 16],
     )
 
 
@@ -48,11 +53,16 @@ def small_budget() -> TrainConfig:
     return TrainConfig(
         # the model pads to stride 128: 128 px is the cheapest size
         data=DataConfig(synthetic_image_size=128, synthetic_num_train=400, synthetic_num_val=100, batch_size=4),
-        model=ModelConfig(min_size=128, max_size=128, width=32,  # paper: width 256
-                          backbone="resnet18"),  # paper: ResNet-50 (ImageNet weights; none here)
+        model=ModelConfig(
+            min_size=128,
+            max_size=128,
+            width=32,  # paper: width 256
+            backbone="resnet18",
+        ),  # paper: ResNet-50 (ImageNet weights; none here)
         solver=SolverConfig(max_iters=240, warmup_iters=20),  # paper: 135k, 500
         checkpoint_every=80,  # resumable mid-run
-        log_every=20, trace_iters=[],
+        log_every=20,
+        trace_iters=[],
     )
 
 
@@ -63,7 +73,9 @@ def medium_budget() -> TrainConfig:
         data=DataConfig(batch_size=4),
         model=ModelConfig(width=64, backbone="resnet18"),
         solver=SolverConfig(max_iters=400, warmup_iters=40),
-        checkpoint_every=100, log_every=20, trace_iters=[],
+        checkpoint_every=100,
+        log_every=20,
+        trace_iters=[],
     )
 
 
@@ -78,10 +90,14 @@ def bench_budget() -> TrainConfig:
     """
     return TrainConfig(
         data=DataConfig(synthetic_image_size=128, synthetic_num_train=800, synthetic_num_val=500, batch_size=4),
-        model=ModelConfig(min_size=128, max_size=128, width=32, backbone="resnet18", pyramid="p2-p6",
-                          size_divisible=64),  # P6's stride
+        model=ModelConfig(
+            min_size=128, max_size=128, width=32, backbone="resnet18", pyramid="p2-p6", size_divisible=64
+        ),  # P6's stride
         solver=SolverConfig(max_iters=2400, warmup_iters=100, bf16="auto"),
-        checkpoint_every=400, log_every=40, eval_every=300, trace_iters=[],
+        checkpoint_every=400,
+        log_every=40,
+        eval_every=300,
+        trace_iters=[],
     )
 
 
@@ -103,7 +119,10 @@ def paper_budget() -> TrainConfig:
         data=DataConfig(dataset="coco", batch_size=2, num_workers=4),  # batch per process; × 8 GPUs = 16
         model=ModelConfig(backbone="resnet50", backbone_norm="frozen_bn", width=256, min_size=800, max_size=1333),
         solver=SolverConfig(max_iters=135_000, warmup_iters=500, amp=True),
-        device="cuda", checkpoint_every=5000, eval_batch_size=8, trace_iters=[],
+        device="cuda",
+        checkpoint_every=5000,
+        eval_batch_size=8,
+        trace_iters=[],
     )
 
 
@@ -114,12 +133,18 @@ def tiny_budget() -> TrainConfig:
         # torchvision's FCOS head uses GroupNorm(32): width must be a multiple of 32
         model=ModelConfig(min_size=64, max_size=64, width=32, num_convs=1),
         solver=SolverConfig(max_iters=3, warmup_iters=1),
-        checkpoint_every=0, log_every=1, eval_batch_size=4, trace_iters=[],
+        checkpoint_every=0,
+        log_every=1,
+        eval_batch_size=4,
+        trace_iters=[],
     )
 
 
 BUDGETS: dict[str, Callable[[], TrainConfig]] = {
-    "small": small_budget, "medium": medium_budget, "bench": bench_budget, "bench-2x": bench_2x_budget,
+    "small": small_budget,
+    "medium": medium_budget,
+    "bench": bench_budget,
+    "bench-2x": bench_2x_budget,
     "paper": paper_budget,
     "tiny": tiny_budget,
 }
@@ -132,4 +157,15 @@ def budget(name: str) -> TrainConfig:
     return BUDGETS[name]()
 
 
-__all__ = ["BUDGETS", "bench_2x_budget", "bench_budget", "budget", "course", "demo", "medium_budget", "paper_budget", "small_budget", "tiny_budget"]
+__all__ = [
+    "BUDGETS",
+    "bench_2x_budget",
+    "bench_budget",
+    "budget",
+    "course",
+    "demo",
+    "medium_budget",
+    "paper_budget",
+    "small_budget",
+    "tiny_budget",
+]

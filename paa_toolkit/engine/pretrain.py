@@ -14,6 +14,7 @@ from the same ImageNet file. The file is a torchvision state dict (GroupNorm, ``
 ImageNet weights (the ATSS / PAA setting). ``<cache>/pretrained/<backbone>-<digest>.pth`` holds it, with
 a JSON of its settings and held-out accuracy beside it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,7 +38,6 @@ from .run_files import atomic_save, atomic_write_text
 from .run_folder import RunFolderError, acquire_lock
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -87,24 +87,28 @@ def _load_images(files: list[Path]) -> torch.Tensor:
 def _mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float:
     """Mean over classes of the average precision of ranking the images by score (sklearn)."""
     from sklearn.metrics import average_precision_score
+
     return float(average_precision_score(targets.numpy(), scores.numpy(), average="macro"))
 
 
 def train_classifier(settings: PretrainSettings, progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
     """Train the ResNet (GroupNorm, from scratch) on the presence task; returns it and its held-out figures."""
-    root = make_synthetic_coco(seed=settings.data_seed, num_train=settings.num_train, num_val=settings.num_val,
-                               image_size=settings.image_size)
+    root = make_synthetic_coco(
+        seed=settings.data_seed, num_train=settings.num_train, num_val=settings.num_val, image_size=settings.image_size
+    )
     train_files, train_targets = presence_dataset(root, "train", 6)
     val_files, val_targets = presence_dataset(root, "val", 6)
     train_images, val_images = _load_images(train_files), _load_images(val_files)
     generator = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    model = getattr(models, settings.backbone)(weights=None, norm_layer=norm_layer_for("gn"),
-                                               num_classes=train_targets.shape[1])
+    model = getattr(models, settings.backbone)(
+        weights=None, norm_layer=norm_layer_for("gn"), num_classes=train_targets.shape[1]
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
     warmup = 100
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / warmup) * 0.5 * (
-        1 + np.cos(np.pi * it / settings.iterations)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: min(1.0, (it + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * it / settings.iterations))
+    )
     model.train()
     for _ in tqdm(range(settings.iterations), desc="pretrain", disable=not progress, dynamic_ncols=True):
         index = torch.randint(len(train_images), (settings.batch_size,), generator=generator)
@@ -121,12 +125,14 @@ def train_classifier(settings: PretrainSettings, progress: bool = True) -> tuple
     with torch.no_grad():
         scores = torch.cat([model(chunk).sigmoid() for chunk in val_images.split(100)])
     accuracy = float(((scores > 0.5) == val_targets.bool()).float().mean())
-    return model, {"val_mAP": _mean_average_precision(scores, val_targets), "val_label_accuracy": accuracy,
-                   "train_loss_last": float(loss.detach())}
+    return model, {
+        "val_mAP": _mean_average_precision(scores, val_targets),
+        "val_label_accuracy": accuracy,
+        "train_loss_last": float(loss.detach()),
+    }
 
 
-def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None,
-                        progress: bool = True) -> Path:
+def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """The cached pre-trained weights of ``backbone`` (a torchvision state dict); trained once when missing.
 
     A lock keeps two processes (an ablation grid's parallel jobs) from training it twice; the file is
@@ -152,10 +158,19 @@ def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None
         start = time.perf_counter()
         model, figures = train_classifier(settings, progress)
         atomic_save(model.state_dict(), path)
-        atomic_write_text(path.with_suffix(".json"), json.dumps(
-            {"settings": asdict(settings), **figures, "seconds": round(time.perf_counter() - start, 1)}, indent=1))
-        log.info("pre-trained %s: held-out mAP %.3f, label accuracy %.3f (%.0f s)", backbone, figures["val_mAP"],
-                 figures["val_label_accuracy"], time.perf_counter() - start)
+        atomic_write_text(
+            path.with_suffix(".json"),
+            json.dumps(
+                {"settings": asdict(settings), **figures, "seconds": round(time.perf_counter() - start, 1)}, indent=1
+            ),
+        )
+        log.info(
+            "pre-trained %s: held-out mAP %.3f, label accuracy %.3f (%.0f s)",
+            backbone,
+            figures["val_mAP"],
+            figures["val_label_accuracy"],
+            time.perf_counter() - start,
+        )
     finally:
         lock.release()
     return path
@@ -170,5 +185,11 @@ def with_pretrained_weights(cfg):
     return replace(cfg, model=replace(cfg.model, backbone_weights=str(path)))
 
 
-__all__ = ["PretrainSettings", "presence_dataset", "pretrained_backbone", "pretrained_path",
-           "train_classifier", "with_pretrained_weights"]
+__all__ = [
+    "PretrainSettings",
+    "presence_dataset",
+    "pretrained_backbone",
+    "pretrained_path",
+    "train_classifier",
+    "with_pretrained_weights",
+]

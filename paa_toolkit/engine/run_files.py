@@ -17,6 +17,7 @@ off by a kill is skipped with a warning. :func:`load_trace` is the one reader of
 A trace file holds only tensors, lists, numbers and strings (:meth:`AssignmentSnapshot.to_state`), so
 it is read with ``torch.load(weights_only=True)``: opening a crafted file never runs its code.
 """
+
 from __future__ import annotations
 
 import json
@@ -181,8 +182,9 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
         else:
-            log.warning("%s: line %d is not a complete JSON record (cut off when a run was killed?); skipped",
-                        path, number)
+            log.warning(
+                "%s: line %d is not a complete JSON record (cut off when a run was killed?); skipped", path, number
+            )
     return records
 
 
@@ -200,8 +202,9 @@ def trace_image_indices(dataset: CocoDetection, count: int) -> list[int]:
     return chosen
 
 
-def write_trace(model: nn.Module, dataset: CocoDetection, indices: list[int], iteration: int,
-                run_dir: Path, device: torch.device) -> dict[str, Any] | None:
+def write_trace(
+    model: nn.Module, dataset: CocoDetection, indices: list[int], iteration: int, run_dir: Path, device: torch.device
+) -> dict[str, Any] | None:
     """Save ``model.inspect_assignment`` on the trace images as ``trace/iter_{iteration:06d}.pt``;
     returns the ``trace`` record for the metrics log (None when the model cannot be inspected)."""
     model = unwrap(model)
@@ -211,8 +214,13 @@ def write_trace(model: nn.Module, dataset: CocoDetection, indices: list[int], it
     images = [img.to(device) for img, _ in samples]
     targets = [{k: v.to(device) for k, v in t.items() if isinstance(v, Tensor)} for _, t in samples]
     snapshot = model.inspect_assignment(images, targets)
-    path = save_trace(run_dir / TRACE_DIR / f"iter_{iteration:06d}.pt", snapshot, iteration,
-                      [dataset.image_ids[i] for i in indices], indices)
+    path = save_trace(
+        run_dir / TRACE_DIR / f"iter_{iteration:06d}.pt",
+        snapshot,
+        iteration,
+        [dataset.image_ids[i] for i in indices],
+        indices,
+    )
     record = {"kind": "trace", "iteration": iteration, "file": str(path.relative_to(run_dir))}
     per_gt = positives_per_gt(snapshot.matched_gt, snapshot.gt_valid)
     if per_gt.numel():
@@ -220,17 +228,29 @@ def write_trace(model: nn.Module, dataset: CocoDetection, indices: list[int], it
     return record
 
 
-def save_trace(path: str | Path, snapshot: AssignmentSnapshot, iteration: int, image_ids: list[int] | None = None,
-               dataset_indices: list[int] | None = None) -> Path:
+def save_trace(
+    path: str | Path,
+    snapshot: AssignmentSnapshot,
+    iteration: int,
+    image_ids: list[int] | None = None,
+    dataset_indices: list[int] | None = None,
+) -> Path:
     """One trace file, atomically: the snapshot as plain values (format :data:`TRACE_VERSION`), the
     iteration, which images (COCO ids, dataset indices) and their positives per GT (Fig. 4b)."""
     if not isinstance(snapshot, AssignmentSnapshot):
         raise TypeError(f"a trace holds an AssignmentSnapshot, got {type(snapshot).__name__}")
-    return atomic_save({
-        "format": TRACE_FORMAT, "format_version": TRACE_VERSION, "iteration": int(iteration),
-        "image_ids": list(image_ids or []), "dataset_indices": list(dataset_indices or []),
-        "positives_per_gt": positives_per_gt(snapshot.matched_gt, snapshot.gt_valid), "snapshot": snapshot.to_state(),
-    }, path)
+    return atomic_save(
+        {
+            "format": TRACE_FORMAT,
+            "format_version": TRACE_VERSION,
+            "iteration": int(iteration),
+            "image_ids": list(image_ids or []),
+            "dataset_indices": list(dataset_indices or []),
+            "positives_per_gt": positives_per_gt(snapshot.matched_gt, snapshot.gt_valid),
+            "snapshot": snapshot.to_state(),
+        },
+        path,
+    )
 
 
 #: how torch names a global it refuses to unpickle: ``Unsupported global: GLOBAL argparse.Namespace was not an
@@ -295,18 +315,22 @@ def load_trace(path: str | Path) -> dict[str, Any]:
             raise TraceFileError(f"{path}: not a readable trace file (torn or not a trace): {load_error(e)}") from None
         raise TraceFileError(
             f"{path}: {load_error(e)}: a trace of an older paa_toolkit (before trace format {TRACE_VERSION}) or not "
-            "ours. Re-create the traces by training again (--overwrite)") from None
+            "ours. Re-create the traces by training again (--overwrite)"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != TRACE_FORMAT:
         raise TraceFileError(f"{path}: not a paa_toolkit trace file (no format {TRACE_FORMAT!r} entry)")
     if data.get("format_version") != TRACE_VERSION:
-        raise TraceFileError(f"{path}: trace format {data.get('format_version')!r}; this paa_toolkit reads "
-                             f"format {TRACE_VERSION} (re-create the traces with the installed version)")
+        raise TraceFileError(
+            f"{path}: trace format {data.get('format_version')!r}; this paa_toolkit reads "
+            f"format {TRACE_VERSION} (re-create the traces with the installed version)"
+        )
     try:
         snapshot = AssignmentSnapshot.from_state(data["snapshot"])
     except (KeyError, TypeError, ValueError) as e:
         raise TraceFileError(f"{path}: {e}") from None
     return {key: value for key, value in data.items() if key not in ("format", "format_version")} | {
-        "snapshot": snapshot}
+        "snapshot": snapshot
+    }
 
 
 __all__ = [

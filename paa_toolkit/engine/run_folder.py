@@ -15,6 +15,7 @@
 * **No stale temporary files.** The temporaries of writes a kill interrupted
   (``.last.pth.1a2b3c4d.tmp``, ``trace/.iter_000100.pt.….tmp``) are removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -126,9 +127,11 @@ def _locked_message(lock: Path, holder: dict[str, Any]) -> str:
     if not holder:
         return f"{lock.parent} is being claimed by another process right now (lock file {lock})"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"])) if "since" in holder else "?"
-    return (f"{lock.parent} is in use by another training: PID {holder.get('pid')} on {holder.get('host')}, "
-            f"since {since}. Wait for it to end, or train into another --output-dir; if that process no "
-            f"longer runs, delete {lock}")
+    return (
+        f"{lock.parent} is in use by another training: PID {holder.get('pid')} on {holder.get('host')}, "
+        f"since {since}. Wait for it to end, or train into another --output-dir; if that process no "
+        f"longer runs, delete {lock}"
+    )
 
 
 # ---- the run in the folder -------------------------------------------------------------------------
@@ -200,10 +203,12 @@ def claim_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool) -> R
         elif files and not resume:
             raise RunFolderError(
                 f"{run_dir} already holds {_describe(run_dir, files)}: continue it with --resume, or replace it "
-                "with --overwrite (deletes its checkpoints, metrics, traces and plots)")
+                "with --overwrite (deletes its checkpoints, metrics, traces and plots)"
+            )
         elif files and not any(p.name in (LAST, PREVIOUS) for p in files):
-            log.warning("--resume: %s holds %s; starting from scratch and deleting them", run_dir,
-                        _describe(run_dir, files))
+            log.warning(
+                "--resume: %s holds %s; starting from scratch and deleting them", run_dir, _describe(run_dir, files)
+            )
             _delete(files, run_dir)
     except BaseException:
         lock.release()
@@ -222,5 +227,14 @@ def claimed_run_folder(run_dir: str | Path, *, resume: bool, overwrite: bool) ->
             lock.release()
 
 
-__all__ = ["LOCK_FILE", "RUN_FILES", "RunFolderError", "RunLock", "acquire_lock", "claim_run_folder",
-           "claimed_run_folder", "existing_run_files", "remove_stale_temporaries"]
+__all__ = [
+    "LOCK_FILE",
+    "RUN_FILES",
+    "RunFolderError",
+    "RunLock",
+    "acquire_lock",
+    "claim_run_folder",
+    "claimed_run_folder",
+    "existing_run_files",
+    "remove_stale_temporaries",
+]

@@ -6,6 +6,7 @@ checkpoints hold every global RNG (:func:`rng_state`): a run resumed at iteratio
 weights as an uninterrupted one (CPU, fixed seed). Evaluation and tracing run inside
 :func:`rng_untouched`, so they never shift the training RNG.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,9 @@ class DeterministicBatchSampler(Sampler):
     augmentation — is known without replaying the run: resuming mid-epoch is exact.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, end: int,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, num_samples: int, batch_size: int, seed: int, start: int, end: int, rank: int = 0, world_size: int = 1
+    ):
         if num_samples < 1:
             raise ValueError("the training set is empty")
         self.n, self.batch_size, self.seed = num_samples, batch_size, seed
@@ -96,8 +98,11 @@ class SeededSamples(Dataset):
 def rng_state() -> dict[str, Any]:
     """Python's, NumPy's, torch's (and CUDA's, once used) global RNG states, as plain values and tensors."""
     np_state = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -124,5 +129,11 @@ def rng_untouched(device: torch.device):
     np.random.set_state(np_state)
 
 
-__all__ = ["DeterministicBatchSampler", "SeededSamples", "rng_state", "rng_untouched", "seed_everything",
-           "set_rng_state"]
+__all__ = [
+    "DeterministicBatchSampler",
+    "SeededSamples",
+    "rng_state",
+    "rng_untouched",
+    "seed_everything",
+    "set_rng_state",
+]

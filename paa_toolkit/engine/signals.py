@@ -16,6 +16,7 @@ written atomically). Under torchrun the processes agree (one all-reduce per iter
 them stop after the same iteration. Outside the main thread, signals are left alone; leaving the
 ``with`` block puts the previous handlers back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,10 @@ class StopOnSignal:
         if self.signum is not None:
             raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped at once")
         self.signum = signum
-        log.warning("%s: stopping after this iteration, with a checkpoint (send it again to stop at once)",
-                    signal.Signals(signum).name)
+        log.warning(
+            "%s: stopping after this iteration, with a checkpoint (send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
 
     def requested(self) -> bool:
         """True once a signal arrived (in any process of the group)."""

@@ -6,6 +6,7 @@
 SGD, momentum 0.9, weight decay 1e-4 (none on norms and biases); linear warm-up, then ÷10 at 90k/135k
 and 120k/135k of the run; the lr scaled linearly to the actual batch (Goyal et al. [9]).
 """
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@
 
 The ONNX export (:mod:`paa_toolkit.model.onnx_export`) is imported on its own: it is only needed to export.
 """
+
 from __future__ import annotations
 
 from .backbone import BACKBONES, NORMS, ResNetFPN, build_backbone
@@ -24,7 +25,22 @@ from .postprocess import (
 )
 
 __all__ = [
-    "AUX_CHOICES", "BACKBONES", "HeadOutputs", "InferenceConfig", "LossWeights", "NORMS", "PAADetector", "PAAHead",
-    "ResNetFPN", "VOTING_SIGMA", "build_backbone", "build_model", "clip_boxes", "detection_losses", "merge_tta",
-    "postprocess_detections", "unified_scores", "vote_boxes",
+    "AUX_CHOICES",
+    "BACKBONES",
+    "HeadOutputs",
+    "InferenceConfig",
+    "LossWeights",
+    "NORMS",
+    "PAADetector",
+    "PAAHead",
+    "ResNetFPN",
+    "VOTING_SIGMA",
+    "build_backbone",
+    "build_model",
+    "clip_boxes",
+    "detection_losses",
+    "merge_tta",
+    "postprocess_detections",
+    "unified_scores",
+    "vote_boxes",
 ]

@@ -8,6 +8,7 @@ weights come from a local state-dict file), the pyramid is torchvision's ``Backb
 (``FeaturePyramidNetwork`` on C3–C5 + ``LastLevelP6P7`` with P6 computed from P5, as FCOS / ATSS).
 ``dcn=True`` swaps the 3×3 convs of res3–res5 for :class:`DeformConvBlock` (Table 3's "-DCN" rows).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -38,22 +39,41 @@ class DeformConvBlock(DeformConv2d):
     the block equals a plain convolution (with ``modulated``, one scaled by sigmoid(0) = 0.5).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, dilation: int = 1, groups: int = 1, bias: bool = True,
-                 modulated: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+        modulated: bool = False,
+    ):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.modulated = modulated
         kh, kw = self.kernel_size
-        self.offset = nn.Conv2d(in_channels, (3 if modulated else 2) * kh * kw, kernel_size,
-                                stride, padding, dilation, bias=True)
+        self.offset = nn.Conv2d(
+            in_channels, (3 if modulated else 2) * kh * kw, kernel_size, stride, padding, dilation, bias=True
+        )
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, modulated: bool = False) -> DeformConvBlock:
         """Same geometry as ``conv`` (stride, padding, dilation, groups), weights copied."""
-        block = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0],
-                    conv.dilation[0], conv.groups, conv.bias is not None, modulated)
+        block = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size[0],
+            conv.stride[0],
+            conv.padding[0],
+            conv.dilation[0],
+            conv.groups,
+            conv.bias is not None,
+            modulated,
+        )
         with torch.no_grad():
             block.weight.copy_(conv.weight)
             if conv.bias is not None:
@@ -64,7 +84,7 @@ class DeformConvBlock(DeformConv2d):
         out = self.offset(x)
         kk = self.kernel_size[0] * self.kernel_size[1]
         if self.modulated:
-            return super().forward(x, out[:, : 2 * kk], out[:, 2 * kk:].sigmoid())
+            return super().forward(x, out[:, : 2 * kk], out[:, 2 * kk :].sigmoid())
         return super().forward(x, out)
 
 
@@ -89,7 +109,7 @@ class ResNetFPN(BackboneWithFPN):
 
     @property
     def strides(self) -> list[int]:
-        return [2 ** level for level in self.levels]
+        return [2**level for level in self.levels]
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
         feats = super().forward(x)
@@ -119,17 +139,21 @@ def replace_with_dcn(resnet: nn.Module, stages: tuple[str, ...] = ("layer2", "la
     """Swap every 3×3 conv inside ``stages`` (res3–res5) for a :class:`DeformConvBlock`; returns the count."""
     count = 0
     for stage in stages:
-        targets = [(parent, name, child) for parent in getattr(resnet, stage).modules()
-                   for name, child in parent.named_children()
-                   if type(child) is nn.Conv2d and child.kernel_size == (3, 3)]
+        targets = [
+            (parent, name, child)
+            for parent in getattr(resnet, stage).modules()
+            for name, child in parent.named_children()
+            if type(child) is nn.Conv2d and child.kernel_size == (3, 3)
+        ]
         for parent, name, child in targets:
             setattr(parent, name, DeformConvBlock.from_conv(child))
             count += 1
     return count
 
 
-def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str = "frozen_bn",
-                          arch: str | None = None) -> None:
+def load_imagenet_weights(
+    resnet: nn.Module, weights_path: str | Path, norm: str = "frozen_bn", arch: str | None = None
+) -> None:
     """Load a torchvision ImageNet state dict from a local file into ``resnet`` (no download).
 
     BatchNorm weights (ImageNet) initialise ``frozen_bn`` / ``bn`` ResNets; GroupNorm weights (the
@@ -141,8 +165,10 @@ def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str
     """
     path, arch = Path(weights_path), arch or type(resnet).__name__
     if not path.is_file():
-        raise FileNotFoundError(f"backbone weights_path {str(path)!r} does not exist (ImageNet weights load "
-                                "from a local torchvision state-dict file; nothing is downloaded)")
+        raise FileNotFoundError(
+            f"backbone weights_path {str(path)!r} does not exist (ImageNet weights load "
+            "from a local torchvision state-dict file; nothing is downloaded)"
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -151,11 +177,15 @@ def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str
         raise ValueError(f"{str(path)!r} does not hold a state dict (got {type(state).__name__})")
     batch_norm = any(str(k).endswith("running_mean") for k in state)
     if norm == "gn" and batch_norm:
-        raise ValueError(f"ImageNet weights {str(path)!r} were trained with BatchNorm and cannot initialise a "
-                         "GroupNorm ResNet; use norm='frozen_bn' (paper) or 'bn' with pretrained weights")
+        raise ValueError(
+            f"ImageNet weights {str(path)!r} were trained with BatchNorm and cannot initialise a "
+            "GroupNorm ResNet; use norm='frozen_bn' (paper) or 'bn' with pretrained weights"
+        )
     if norm != "gn" and not batch_norm:
-        raise ValueError(f"backbone weights {str(path)!r} were trained with GroupNorm (no BatchNorm statistics); "
-                         "use norm='gn' with them")
+        raise ValueError(
+            f"backbone weights {str(path)!r} were trained with GroupNorm (no BatchNorm statistics); "
+            "use norm='gn' with them"
+        )
     state = {k: v for k, v in state.items() if not str(k).startswith("fc.")}  # the classifier: any class count
     try:
         result = resnet.load_state_dict(state, strict=False)
@@ -164,9 +194,11 @@ def load_imagenet_weights(resnet: nn.Module, weights_path: str | Path, norm: str
     missing = [k for k in result.missing_keys if ".offset." not in k and not k.startswith("fc.")]
     unexpected = [k for k in result.unexpected_keys if not k.startswith("fc.")]
     if missing or unexpected:
-        raise ValueError(f"backbone weights {str(path)!r} do not match {arch}: "
-                         f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
-                         f"{unexpected[:5]} (is it the state dict of the same torchvision architecture?)")
+        raise ValueError(
+            f"backbone weights {str(path)!r} do not match {arch}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys "
+            f"{unexpected[:5]} (is it the state dict of the same torchvision architecture?)"
+        )
 
 
 def build_backbone(
@@ -225,8 +257,9 @@ def build_backbone(
     body_channels = {"layer1": c5 // 8, "layer2": c5 // 4, "layer3": c5 // 2, "layer4": c5}
     fpn = ResNetFPN(
         resnet,
-        return_layers={stage: f"c{i + 2}" for i, stage in enumerate(["layer1", "layer2", "layer3", "layer4"])
-                       if stage in stages},
+        return_layers={
+            stage: f"c{i + 2}" for i, stage in enumerate(["layer1", "layer2", "layer3", "layer4"]) if stage in stages
+        },
         in_channels_list=[body_channels[stage] for stage in stages],
         out_channels=out_channels,
         extra_blocks=extra,
@@ -235,5 +268,16 @@ def build_backbone(
     return fpn
 
 
-__all__ = ["BACKBONES", "NORMS", "PYRAMIDS", "STRIDES", "LastLevelP6", "DeformConvBlock", "ResNetFPN", "build_backbone", "group_count",
-           "load_imagenet_weights", "replace_with_dcn"]
+__all__ = [
+    "BACKBONES",
+    "NORMS",
+    "PYRAMIDS",
+    "STRIDES",
+    "LastLevelP6",
+    "DeformConvBlock",
+    "ResNetFPN",
+    "build_backbone",
+    "group_count",
+    "load_imagenet_weights",
+    "replace_with_dcn",
+]

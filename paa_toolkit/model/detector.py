@@ -10,6 +10,7 @@ normalisation and padding (to a multiple of 32, as the reference code's SIZE_DIV
 torchvision's FCOS) happen inside, with torchvision's GeneralizedRCNNTransform,
 and detections come back in the original image coordinates — exactly as torchvision's FCOS.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -81,8 +82,11 @@ class PAADetector(nn.Module):
         self.strides = list(backbone.strides)
         self.loss_weights = loss_weights
         self.transform = GeneralizedRCNNTransform(
-            (min_size,) if isinstance(min_size, int) else tuple(min_size), max_size,
-            image_mean or IMAGENET_MEAN, image_std or IMAGENET_STD, size_divisible=size_divisible,
+            (min_size,) if isinstance(min_size, int) else tuple(min_size),
+            max_size,
+            image_mean or IMAGENET_MEAN,
+            image_std or IMAGENET_STD,
+            size_divisible=size_divisible,
         )
         self.inference = inference if inference is not None else InferenceConfig()
         self._assignment_hooks: list[AssignmentHook] = []
@@ -101,8 +105,9 @@ class PAADetector(nn.Module):
         t = self.transform
         if size == t.min_size[-1]:
             return t
-        return GeneralizedRCNNTransform((size,), t.max_size, t.image_mean, t.image_std,
-                                        size_divisible=t.size_divisible).train(False)
+        return GeneralizedRCNNTransform(
+            (size,), t.max_size, t.image_mean, t.image_std, size_divisible=t.size_divisible
+        ).train(False)
 
     def register_assignment_hook(self, hook: AssignmentHook, diagnostics: bool = False) -> Callable[[], None]:
         """Call ``hook(stats)`` after every training forward with the batch's assignment statistics
@@ -129,7 +134,8 @@ class PAADetector(nn.Module):
             if len(self._anchor_cache) > 32:
                 self._anchor_cache.clear()
             self._anchor_cache[key] = make_anchor_grid(
-                feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype)
+                feature_sizes, self.strides, self.anchor_scale, device=like.device, dtype=like.dtype
+            )
         return self._anchor_cache[key]
 
     def run_network(self, images_tensor: Tensor):
@@ -142,14 +148,16 @@ class PAADetector(nn.Module):
 
     def assign(self, anchors: AnchorGrid, targets: PaddedTargets, out, pred_boxes: Tensor, diagnostics=False):
         """Procedure 1 on detached predictions (ATSS / max-IoU ignore them)."""
-        return self.assigner(anchors, targets, out.cls_logits.detach(), pred_boxes.detach(),
-                             return_diagnostics=diagnostics)
+        return self.assigner(
+            anchors, targets, out.cls_logits.detach(), pred_boxes.detach(), return_diagnostics=diagnostics
+        )
 
     def postprocess(self, out, anchors: AnchorGrid, pred_boxes: Tensor, image_sizes, score_voting: bool):
         """§3.2–3.3 with the current :attr:`inference` settings (resized-image coordinates)."""
         kwargs = {**self.inference.postprocess_kwargs(self.aux), "score_voting": score_voting}
-        return postprocess_detections(out.cls_logits, pred_boxes, out.aux_logits, anchors.num_per_level,
-                                      image_sizes, **kwargs)
+        return postprocess_detections(
+            out.cls_logits, pred_boxes, out.aux_logits, anchors.num_per_level, image_sizes, **kwargs
+        )
 
     def _report(self, assignment: Assignment, targets: PaddedTargets) -> None:
         if self._assignment_hooks or self._diagnostic_hooks:
@@ -177,8 +185,9 @@ class PAADetector(nn.Module):
         if self.training:
             padded = pad_targets(targets, device=pred_boxes.device)
             assignment = self.assign(anchors, padded, out, pred_boxes, diagnostics=bool(self._diagnostic_hooks))
-            losses = detection_losses(out.cls_logits, pred_boxes, out.aux_logits, anchors, padded, assignment,
-                                      self.aux, self.loss_weights)
+            losses = detection_losses(
+                out.cls_logits, pred_boxes, out.aux_logits, anchors, padded, assignment, self.aux, self.loss_weights
+            )
             self._report(assignment, padded)
             return losses
         detections = self.postprocess(out, anchors, pred_boxes, batch.image_sizes, self.inference.score_voting)
@@ -192,7 +201,7 @@ class PAADetector(nn.Module):
         per_variant = []
         for scale in cfg.tta_scales:
             transform = self.eval_transform(scale)
-            for flip in ((False, True) if cfg.tta_flip else (False,)):
+            for flip in (False, True) if cfg.tta_flip else (False,):
                 batch, _ = transform([img.flip(-1) if flip else img for img in images])
                 out, anchors, pred_boxes = self.run_network(batch.tensors)
                 dets = self.postprocess(out, anchors, pred_boxes, batch.image_sizes, score_voting=False)
@@ -201,10 +210,16 @@ class PAADetector(nn.Module):
                     for det, (_, w) in zip(dets, original_sizes):
                         det["boxes"] = hflip_boxes(det["boxes"], w)
                 per_variant.append(dets)
-        return [merge_tta([variant[i] for variant in per_variant], nms_thresh=cfg.nms_thresh,
-                          detections_per_img=cfg.detections_per_img, score_voting=cfg.score_voting,
-                          voting_sigma=cfg.voting_sigma)
-                for i in range(len(images))]
+        return [
+            merge_tta(
+                [variant[i] for variant in per_variant],
+                nms_thresh=cfg.nms_thresh,
+                detections_per_img=cfg.detections_per_img,
+                score_voting=cfg.score_voting,
+                voting_sigma=cfg.voting_sigma,
+            )
+            for i in range(len(images))
+        ]
 
     @torch.no_grad()
     def inspect_assignment(self, images: list[Tensor], targets: list[dict[str, Tensor]]) -> AssignmentSnapshot:
@@ -222,8 +237,10 @@ class PAADetector(nn.Module):
             self.train(was_training)
         mean = torch.tensor(self.transform.image_mean, device=batch.tensors.device)[:, None, None]
         std = torch.tensor(self.transform.image_std, device=batch.tensors.device)[:, None, None]
-        pictures = [((batch.tensors[i, :, :h, :w] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
-                    for i, (h, w) in enumerate(batch.image_sizes)]
+        pictures = [
+            ((batch.tensors[i, :, :h, :w] * std + mean).clamp(0, 1) * 255).to(torch.uint8)
+            for i, (h, w) in enumerate(batch.image_sizes)
+        ]
         scales = [(h / img.shape[-2], w / img.shape[-1]) for (h, w), img in zip(batch.image_sizes, images)]
         return AssignmentSnapshot(
             diagnostics=assignment.diagnostics,
@@ -253,8 +270,9 @@ def check_targets(targets: list[dict[str, Tensor]], num_classes: int) -> None:
         boxes, labels = t["boxes"], t["labels"]
         for name, value in (("boxes", boxes), ("labels", labels)):
             if not isinstance(value, Tensor):
-                raise ValueError(f"target {i}: {name!r} must be a torch.Tensor, got {type(value).__name__} "
-                                 f"(use torch.as_tensor)")
+                raise ValueError(
+                    f"target {i}: {name!r} must be a torch.Tensor, got {type(value).__name__} (use torch.as_tensor)"
+                )
         if boxes.dim() != 2 or boxes.shape[-1] != 4:
             raise ValueError(f"target {i}: 'boxes' must be [N, 4] xyxy, got shape {tuple(boxes.shape)}")
         if labels.shape[0] != boxes.shape[0]:
@@ -287,21 +305,46 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
         ``scores [D]``, ``labels [D]`` (and ``ious [D]`` with the IoU head).
     """
     inference = inference if inference is not None else InferenceConfig()
-    backbone = build_backbone(cfg.backbone, weights_path=cfg.backbone_weights, norm=cfg.backbone_norm,
-                              dcn=cfg.dcn, out_channels=cfg.width, pyramid=cfg.pyramid)
+    backbone = build_backbone(
+        cfg.backbone,
+        weights_path=cfg.backbone_weights,
+        norm=cfg.backbone_norm,
+        dcn=cfg.dcn,
+        out_channels=cfg.width,
+        pyramid=cfg.pyramid,
+    )
     min_size = cfg.min_size if isinstance(cfg.min_size, int) else tuple(range(cfg.min_size[0], cfg.min_size[1] + 1, 32))
     common = dict(min_size=min_size, max_size=cfg.max_size, size_divisible=cfg.size_divisible)
     if cfg.arch == "paa":
-        head = PAAHead(backbone.out_channels, num_classes, width=cfg.width, num_convs=cfg.num_convs, aux=cfg.aux,
-                       dcn_last=cfg.dcn, num_levels=len(backbone.strides))
-        return PAADetector(backbone, num_classes, head, build_assigner(assign), anchor_scale=cfg.anchor_scale,
-                           aux=cfg.aux, loss_weights=LossWeights(cfg.box_loss_weight, cfg.aux_loss_weight),
-                           inference=replace(inference), **common)
+        head = PAAHead(
+            backbone.out_channels,
+            num_classes,
+            width=cfg.width,
+            num_convs=cfg.num_convs,
+            aux=cfg.aux,
+            dcn_last=cfg.dcn,
+            num_levels=len(backbone.strides),
+        )
+        return PAADetector(
+            backbone,
+            num_classes,
+            head,
+            build_assigner(assign),
+            anchor_scale=cfg.anchor_scale,
+            aux=cfg.aux,
+            loss_weights=LossWeights(cfg.box_loss_weight, cfg.aux_loss_weight),
+            inference=replace(inference),
+            **common,
+        )
     from torchvision.models.detection import FCOS, RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
 
-    common.update(score_thresh=inference.score_thresh, nms_thresh=inference.nms_thresh,
-                  detections_per_img=inference.detections_per_img, topk_candidates=inference.topk_per_level)
+    common.update(
+        score_thresh=inference.score_thresh,
+        nms_thresh=inference.nms_thresh,
+        detections_per_img=inference.detections_per_img,
+        topk_candidates=inference.topk_per_level,
+    )
     if cfg.arch == "fcos":  # one point per location, its "anchor" one stride wide (torchvision's default for P3–P7)
         points = AnchorGenerator(tuple((s,) for s in backbone.strides), ((1.0,),) * len(backbone.strides))
         return FCOS(backbone, num_classes, anchor_generator=points, **common)

@@ -8,6 +8,7 @@ Table 1 right; or none) on the box tower.
 Outputs are flattened and concatenated level by level, each level row-major (h then w) — the
 order of :func:`paa_toolkit.structures.make_anchor_grid`, so anchor ``a`` of the grid is row ``a``.
 """
+
 from __future__ import annotations
 
 import math
@@ -80,8 +81,18 @@ class PAAHead(nn.Module):
         num_levels: number of pyramid levels (one :class:`Scale` each).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, *, width: int = 256, num_convs: int = 4,
-                 aux: str = "iou", prior_prob: float = 0.01, dcn_last: bool = False, num_levels: int = 5):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        width: int = 256,
+        num_convs: int = 4,
+        aux: str = "iou",
+        prior_prob: float = 0.01,
+        dcn_last: bool = False,
+        num_levels: int = 5,
+    ):
         super().__init__()
         if aux not in AUX_CHOICES:
             raise ValueError(f"unknown aux head {aux!r}; valid choices: {', '.join(AUX_CHOICES)}")

@@ -6,6 +6,7 @@ positive, resp. negative, 0 otherwise), which turns Eq. (7) into the per-anchor 
 the IoU-prediction term: L = L_cls + λ1·L_IoU + λ2·L_IoUP. The anchor cost of Eq. (1)–(3) that ranks
 anchors lives in :mod:`paa_toolkit.assign.cost`; the same focal loss is used here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

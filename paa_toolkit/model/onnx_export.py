@@ -24,6 +24,7 @@ What differs from eager PyTorch (``tests/test_export.py`` bounds it on several i
 * Test-time augmentation (``inference.tta_scales``) is not exported: :class:`ExportableDetector`
   refuses a model that has it.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -54,8 +55,9 @@ class ExportableDetector(nn.Module):
         if not isinstance(detector, PAADetector):
             raise ValueError(f"only the PAA detector exports (model.arch 'paa'), got {type(detector).__name__}")
         if detector.inference.tta_scales:
-            raise ValueError("test-time augmentation (test.tta_scales) is not exported; "
-                             "export with --test.tta_scales []")
+            raise ValueError(
+                "test-time augmentation (test.tta_scales) is not exported; export with --test.tta_scales []"
+            )
         self.detector = detector
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -65,8 +67,14 @@ class ExportableDetector(nn.Module):
         batch = transform.batch_images([resized], size_divisible=transform.size_divisible)  # padded [1, 3, H', W']
         out, anchors, pred_boxes = det.run_network(batch)
         sizes = torch._shape_as_tensor(resized)[1:][None]  # [1, 2]: the resized image before padding
-        _, result = batched_detections(out.cls_logits, pred_boxes, out.aux_logits, anchors.num_per_level, sizes,
-                                       **det.inference.postprocess_kwargs(det.aux))
+        _, result = batched_detections(
+            out.cls_logits,
+            pred_boxes,
+            out.aux_logits,
+            anchors.num_per_level,
+            sizes,
+            **det.inference.postprocess_kwargs(det.aux),
+        )
         # back to the input image's pixels (GeneralizedRCNNTransform.postprocess)
         ratio = torch._shape_as_tensor(image)[1:].float() / sizes[0].float()  # (h, w)
         boxes = result["boxes"] * torch.stack([ratio[1], ratio[0], ratio[1], ratio[0]])
@@ -81,12 +89,12 @@ class ExportableDetector(nn.Module):
         # 1-d float64 throughout: the exporter computes 0-dim operands in float32
         scale = (hw.new_tensor([min_size, max_size]) / hw.sort().values).amin(0, keepdim=True)
         size = (hw * scale).floor().long()
-        return nn.functional.interpolate(image[None], size=(size[0], size[1]), mode="bilinear",
-                                         align_corners=False)[0]
+        return nn.functional.interpolate(image[None], size=(size[0], size[1]), mode="bilinear", align_corners=False)[0]
 
 
-def export_onnx(model: PAADetector, path: str | Path, example: Tensor | None = None,
-                metadata: dict[str, str] | None = None) -> Path:
+def export_onnx(
+    model: PAADetector, path: str | Path, example: Tensor | None = None, metadata: dict[str, str] | None = None
+) -> Path:
     """Trace ``model`` (eval mode) into an ONNX file with dynamic image height and width, ``metadata``
     stored as the model's metadata properties; the file is checked by ``onnx.checker``.
     ``example``: the image traced (default: random, at the test size)."""
@@ -103,10 +111,21 @@ def export_onnx(model: PAADetector, path: str | Path, example: Tensor | None = N
         # constant here by construction (settings, strides, shape checks); tests/test_export.py checks
         # the graph on other sizes instead
         warnings.simplefilter("ignore")
-        torch.onnx.export(wrapper, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
-                          dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "detections"},
-                                        "scores": {0: "detections"}, "labels": {0: "detections"}})
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES,
+            dynamic_axes={
+                "image": {1: "height", 2: "width"},
+                "boxes": {0: "detections"},
+                "scores": {0: "detections"},
+                "labels": {0: "detections"},
+            },
+        )
     proto = onnx.load(str(path))
     for key, value in (metadata or {}).items():
         proto.metadata_props.add(key=key, value=value)
@@ -143,9 +162,21 @@ def detection_difference(expected: dict[str, Tensor], actual: dict[str, Tensor])
         j = int(distance.argmin())
         free[j] = False
         box_diff, score_diff = max(box_diff, float(distance[j])), max(score_diff, float((scores[j] - score).abs()))
-    return {"expected": float(len(expected["boxes"])), "actual": float(len(boxes)), "unpaired": float(unpaired),
-            "max_box_diff": box_diff, "max_score_diff": score_diff}
+    return {
+        "expected": float(len(expected["boxes"])),
+        "actual": float(len(boxes)),
+        "unpaired": float(unpaired),
+        "max_box_diff": box_diff,
+        "max_score_diff": score_diff,
+    }
 
 
-__all__ = ["ExportableDetector", "INPUT_NAMES", "OPSET", "OUTPUT_NAMES", "detection_difference", "export_onnx",
-           "onnx_session"]
+__all__ = [
+    "ExportableDetector",
+    "INPUT_NAMES",
+    "OPSET",
+    "OUTPUT_NAMES",
+    "detection_difference",
+    "export_onnx",
+    "onnx_session",
+]

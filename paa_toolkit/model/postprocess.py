@@ -7,6 +7,7 @@ The whole batch is processed at once: per-level top-k on ``[B, A_l·C]``, one ``
 groups ``image × class``, and voting on padded ``[B, D, V]`` IoU matrices (V: the most candidates above the
 score threshold in one image of the batch).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,9 +39,15 @@ class InferenceConfig:
 
     def postprocess_kwargs(self, aux: str) -> dict:
         """The keyword arguments of :func:`postprocess_detections` for a model with auxiliary head ``aux``."""
-        return dict(score_thresh=self.score_thresh, topk_per_level=self.topk_per_level, nms_thresh=self.nms_thresh,
-                    detections_per_img=self.detections_per_img, score_voting=self.score_voting,
-                    voting_sigma=self.voting_sigma, aux=aux if self.unified_score else "none")
+        return dict(
+            score_thresh=self.score_thresh,
+            topk_per_level=self.topk_per_level,
+            nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img,
+            score_voting=self.score_voting,
+            voting_sigma=self.voting_sigma,
+            aux=aux if self.unified_score else "none",
+        )
 
 
 #: σ_t of Eq. (9) (see :class:`InferenceConfig`).
@@ -67,8 +74,9 @@ def unified_scores(cls_probs: Tensor, aux_logits: Tensor | None, aux: str = "iou
     if aux_logits is None:
         raise ValueError(f"aux={aux!r} needs aux_logits [B, A], got None (use aux='none' without an aux head)")
     if aux_logits.shape != cls_probs.shape[:-1]:
-        raise ValueError(f"aux_logits shape {tuple(aux_logits.shape)} does not match cls [B, A] = "
-                         f"{tuple(cls_probs.shape[:-1])}")
+        raise ValueError(
+            f"aux_logits shape {tuple(aux_logits.shape)} does not match cls [B, A] = {tuple(cls_probs.shape[:-1])}"
+        )
     return (cls_probs * aux_logits.sigmoid()[..., None]).sqrt()
 
 
@@ -111,22 +119,24 @@ def vote_boxes(
             f"boxes must be [..., 4] xyxy, got det {tuple(det_boxes.shape)}, cand {tuple(cand_boxes.shape)}"
         )
     if det_scores.shape != det_boxes.shape[:-1] or det_labels.shape != det_boxes.shape[:-1]:
-        raise ValueError(f"det_scores {tuple(det_scores.shape)} / det_labels {tuple(det_labels.shape)} must be "
-                         f"{tuple(det_boxes.shape[:-1])}")
+        raise ValueError(
+            f"det_scores {tuple(det_scores.shape)} / det_labels {tuple(det_labels.shape)} must be "
+            f"{tuple(det_boxes.shape[:-1])}"
+        )
     if cand_scores.shape != cand_boxes.shape[:-1] or cand_labels.shape != cand_boxes.shape[:-1]:
-        raise ValueError(f"cand_scores {tuple(cand_scores.shape)} / cand_labels {tuple(cand_labels.shape)} must be "
-                         f"{tuple(cand_boxes.shape[:-1])}")
+        raise ValueError(
+            f"cand_scores {tuple(cand_scores.shape)} / cand_labels {tuple(cand_labels.shape)} must be "
+            f"{tuple(cand_boxes.shape[:-1])}"
+        )
     dtype = torch.promote_types(det_boxes.dtype, torch.float32)
     det, cand = det_boxes.to(dtype), cand_boxes.to(dtype)
     iou = batched_box_iou(det, cand)  # [..., D, N]
-    p = torch.exp(-(1 - iou) ** 2 / sigma)  # Eq. (9)
+    p = torch.exp(-((1 - iou) ** 2) / sigma)  # Eq. (9)
     voters = (det_labels[..., :, None] == cand_labels[..., None, :]) & (iou > 0)
     weight = p * cand_scores.to(dtype)[..., None, :] * voters
     total = weight.sum(-1, keepdim=True)
     voted = (weight @ cand) / total.clamp(min=torch.finfo(dtype).tiny)  # Eq. (10)
     return torch.where(total > 0, voted, det).to(det_boxes.dtype)
-
-
 
 
 def clip_boxes(boxes: Tensor, image_sizes: list[tuple[int, int]] | Tensor) -> Tensor:
@@ -192,8 +202,9 @@ def postprocess_detections(
         One dict per image, sorted by score: ``boxes [D, 4]``, ``scores [D]`` (unified), ``labels [D]``
         (int64), and ``ious [D]`` (the predicted IoU, Table 2 right) when ``aux == "iou"``.
     """
-    image_index, result = batched_detections(cls_logits, pred_boxes, aux_logits, num_anchors_per_level, image_sizes,
-                                             **settings)
+    image_index, result = batched_detections(
+        cls_logits, pred_boxes, aux_logits, num_anchors_per_level, image_sizes, **settings
+    )
     per_image = count_per_image(image_index, cls_logits.shape[0]).tolist()
     split = {key: value.split(per_image) for key, value in result.items()}
     return [{key: split[key][i] for key in result} for i in range(cls_logits.shape[0])]
@@ -223,21 +234,28 @@ def batched_detections(
     """
     tracing = torch.jit.is_tracing()
     if cls_logits.dim() != 3 or pred_boxes.dim() != 3 or pred_boxes.shape[-1] != 4:
-        raise ValueError(f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
-                         f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}")
+        raise ValueError(
+            f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
+            f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}"
+        )
     b, a, c = cls_logits.shape
     if not tracing:  # checks of traced sizes would be frozen into the trace
         if pred_boxes.shape[:2] != cls_logits.shape[:2]:
-            raise ValueError(f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
-                             f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}")
+            raise ValueError(
+                f"expected cls_logits [B, A, C] and pred_boxes [B, A, 4], got "
+                f"{tuple(cls_logits.shape)} and {tuple(pred_boxes.shape)}"
+            )
         if sum(num_anchors_per_level) != a:
-            raise ValueError(f"num_anchors_per_level {list(num_anchors_per_level)} sums to "
-                             f"{sum(num_anchors_per_level)}, but there are {a} anchors")
+            raise ValueError(
+                f"num_anchors_per_level {list(num_anchors_per_level)} sums to "
+                f"{sum(num_anchors_per_level)}, but there are {a} anchors"
+            )
         if len(image_sizes) != b:
             raise ValueError(f"{len(image_sizes)} image_sizes for a batch of {b}")
     if detections_per_img < 1 or topk_per_level < 1:
-        raise ValueError(f"detections_per_img and topk_per_level must be >= 1, got "
-                         f"{detections_per_img} and {topk_per_level}")
+        raise ValueError(
+            f"detections_per_img and topk_per_level must be >= 1, got {detections_per_img} and {topk_per_level}"
+        )
     probs = cls_logits.sigmoid()
     scores = unified_scores(probs, aux_logits, aux)
 
@@ -245,8 +263,8 @@ def batched_detections(
     top_scores, top_index = [], []
     start = 0
     for n in num_anchors_per_level:
-        level_scores = scores[:, start:start + n].reshape(b, -1)
-        level_probs = probs[:, start:start + n].reshape(b, -1)
+        level_scores = scores[:, start : start + n].reshape(b, -1)
+        level_probs = probs[:, start : start + n].reshape(b, -1)
         level_scores = level_scores.masked_fill(level_probs <= score_thresh, -1.0)
         values, index = level_scores.topk(_topk_min(level_scores, topk_per_level, 1), dim=1)
         top_scores.append(values)
@@ -260,8 +278,9 @@ def batched_detections(
     # Step 3: one class-aware NMS for the whole batch (group = image × class).
     img, k = valid.nonzero(as_tuple=True)
     # float64: batched_nms may offset boxes by group × max coordinate, too coarse in float32
-    keep = batched_nms(cand_boxes[img, k].double(), cand_scores[img, k].double(), img * c + cand_labels[img, k],
-                       nms_thresh)
+    keep = batched_nms(
+        cand_boxes[img, k].double(), cand_scores[img, k].double(), img * c + cand_labels[img, k], nms_thresh
+    )
     # image by image, score-sorted within: a sort on unique keys (= a stable sort of img[keep]); positions
     # from the data, not arange(len(keep)): the ONNX exporter would freeze NMS's output size at the traced one
     position = (keep >= 0).long().cumsum(0) - 1
@@ -281,8 +300,15 @@ def batched_detections(
         det_scores[img_kept, rank] = cand_scores[img_kept, k_kept]
         det_labels[img_kept, rank] = cand_labels[img_kept, k_kept]
         voters = valid_first(valid)  # the IoU matrix is [B, D, V] with V the most valid candidates of an image
-        voted = vote_boxes(det_boxes, det_scores, det_labels, cand_boxes.gather(1, voters[..., None].expand(-1, -1, 4)),
-                      cand_scores.gather(1, voters).clamp(min=0), cand_labels.gather(1, voters), voting_sigma)
+        voted = vote_boxes(
+            det_boxes,
+            det_scores,
+            det_labels,
+            cand_boxes.gather(1, voters[..., None].expand(-1, -1, 4)),
+            cand_scores.gather(1, voters).clamp(min=0),
+            cand_labels.gather(1, voters),
+            voting_sigma,
+        )
         boxes = voted[img_kept, rank]
     result = {"boxes": boxes, "scores": cand_scores[img_kept, k_kept], "labels": cand_labels[img_kept, k_kept]}
     if aux == "iou":
@@ -345,5 +371,14 @@ def merge_tta(
     return merged
 
 
-__all__ = ["VOTING_SIGMA", "batched_detections", "clip_boxes", "count_per_image", "hflip_boxes", "merge_tta",
-           "postprocess_detections", "vote_boxes", "unified_scores"]
+__all__ = [
+    "VOTING_SIGMA",
+    "batched_detections",
+    "clip_boxes",
+    "count_per_image",
+    "hflip_boxes",
+    "merge_tta",
+    "postprocess_detections",
+    "vote_boxes",
+    "unified_scores",
+]

@@ -2,6 +2,7 @@
 
 Every plotting function returns a ``matplotlib.figure.Figure`` and never calls ``show``.
 """
+
 from __future__ import annotations
 
 from .ablation import plot_ablation_ap
@@ -28,10 +29,34 @@ from .successors import plot_rule_comparison
 from .training import plot_ap, plot_losses, plot_positives_by_iteration, plot_positives_per_gt, save_training_plots
 
 __all__ = [
-    "LABEL_COLORS", "LABEL_NAMES", "component_densities", "draw_detections", "iou_error_by_bin", "plot_ablation_ap",
-    "plot_ap", "plot_assignment", "plot_boundaries", "plot_cost_histogram", "plot_cost_panels",
-    "plot_detections", "plot_diagnostics_by_config", "plot_em_iterations", "plot_em_steps", "plot_gmm_comparison",
-    "plot_gmm_settings", "plot_iou_prediction", "plot_learning_curves", "plot_losses", "plot_positives_by_iteration",
-    "plot_positives_per_gt", "plot_rule_comparison", "plot_run_diagnostics", "plot_snapshot", "plot_starvation_by_size", "plot_voting", "save_training_plots", "separation_results",
+    "LABEL_COLORS",
+    "LABEL_NAMES",
+    "component_densities",
+    "draw_detections",
+    "iou_error_by_bin",
+    "plot_ablation_ap",
+    "plot_ap",
+    "plot_assignment",
+    "plot_boundaries",
+    "plot_cost_histogram",
+    "plot_cost_panels",
+    "plot_detections",
+    "plot_diagnostics_by_config",
+    "plot_em_iterations",
+    "plot_em_steps",
+    "plot_gmm_comparison",
+    "plot_gmm_settings",
+    "plot_iou_prediction",
+    "plot_learning_curves",
+    "plot_losses",
+    "plot_positives_by_iteration",
+    "plot_positives_per_gt",
+    "plot_rule_comparison",
+    "plot_run_diagnostics",
+    "plot_snapshot",
+    "plot_starvation_by_size",
+    "plot_voting",
+    "save_training_plots",
+    "separation_results",
     "snapshot_anchor_view",
 ]

@@ -5,6 +5,7 @@
 Rows are drawn top to bottom in the table's order; a row with a note (a failed training, "0 positives")
 shows it in red next to its bar.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,8 +13,9 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 
-def plot_ablation_ap(labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
-                     notes: Sequence[str | None], title: str = "") -> Figure:
+def plot_ablation_ap(
+    labels: Sequence[str], means: Sequence[float], stds: Sequence[float], notes: Sequence[str | None], title: str = ""
+) -> Figure:
     """One horizontal bar per row: COCO AP (a fraction) with its seed-to-seed std as the error bar.
 
     Args:

@@ -11,6 +11,7 @@ The curves read the training log's figures (``metrics.jsonl``, keys of
 :data:`paa_toolkit.assign.stats.LOG_KEYS`): each point is one logging interval, the mean over its batches.
 Figures are ``matplotlib.figure.Figure`` objects; nothing is shown.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -54,8 +55,14 @@ def plot_run_diagnostics(records: Sequence[dict[str, Any]], figsize=(12.0, 3.6))
         for ax, key, scale in ((without, "gt_without_pos", 100.0), (positives, "pos_per_gt", 1.0)):
             x, y = _series(records, key + tail)
             if x.size:
-                ax.plot(x, scale * y, color=SIZE_COLORS[suffix], lw=2.0 if not suffix else 1.2, label=name,
-                        gid=f"{key}:{name}")
+                ax.plot(
+                    x,
+                    scale * y,
+                    color=SIZE_COLORS[suffix],
+                    lw=2.0 if not suffix else 1.2,
+                    label=name,
+                    gid=f"{key}:{name}",
+                )
     x, y = _series(records, "em_iters")
     if x.size:
         em.plot(x, y, color="tab:purple", label="mean EM iterations", gid="em_iters")
@@ -69,17 +76,24 @@ def plot_run_diagnostics(records: Sequence[dict[str, Any]], figsize=(12.0, 3.6))
     without.set(xlabel="iteration", ylabel="%", title="GTs without a positive")
     positives.set(xlabel="iteration", ylabel="positives per GT", title="Positive anchors per GT")
     em.set(xlabel="iteration", ylabel="EM iterations", title="FitGMM (line 12)")
-    for ax, message in ((without, "no assignment figures logged"), (positives, "no positives logged"),
-                        (em, "no GMM fit (ATSS, FNP, FSR, FCOS)")):
+    for ax, message in (
+        (without, "no assignment figures logged"),
+        (positives, "no positives logged"),
+        (em, "no GMM fit (ATSS, FNP, FSR, FCOS)"),
+    ):
         _note_if_empty(ax, message)
     return fig
 
 
 #: panel titles of the training log's figures
-TITLES = {"pos_per_gt": "Positive anchors per GT", "gt_without_pos": "GTs without a positive (%)",
-          "gt_without_pos_small": "Small GTs without a positive (%)", "em_iters": "Mean EM iterations",
-          **{f"pos_per_gt_{s}": f"Positives per {s} GT" for s in SIZES},
-          **{f"gt_without_pos_{s}": f"{s.capitalize()} GTs without a positive (%)" for s in SIZES}}
+TITLES = {
+    "pos_per_gt": "Positive anchors per GT",
+    "gt_without_pos": "GTs without a positive (%)",
+    "gt_without_pos_small": "Small GTs without a positive (%)",
+    "em_iters": "Mean EM iterations",
+    **{f"pos_per_gt_{s}": f"Positives per {s} GT" for s in SIZES},
+    **{f"gt_without_pos_{s}": f"{s.capitalize()} GTs without a positive (%)" for s in SIZES},
+}
 
 
 def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: str, kind: str = "train") -> None:
@@ -94,8 +108,14 @@ def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: 
         if not common:
             continue
         values = np.array([[dict(zip(x.tolist(), y.tolist()))[i] for i in common] for x, y in series]) * scale
-        (line,) = ax.plot(common, values.mean(0), ls=LINE_STYLES[index % len(LINE_STYLES)], lw=1.6,
-                          label=f"{name} ({len(series)} seed{'s' if len(series) > 1 else ''})", gid=f"{key}:{name}")
+        (line,) = ax.plot(
+            common,
+            values.mean(0),
+            ls=LINE_STYLES[index % len(LINE_STYLES)],
+            lw=1.6,
+            label=f"{name} ({len(series)} seed{'s' if len(series) > 1 else ''})",
+            gid=f"{key}:{name}",
+        )
         if len(series) > 1:
             ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
     ax.set(xlabel="iteration", title=TITLES.get(key, key))
@@ -119,8 +139,11 @@ def plot_diagnostics_by_config(
     return fig
 
 
-def plot_learning_curves(runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
-                         keys: Sequence[str] = ("AP", "AP50", "APs"), figsize_per_panel=(4.6, 3.6)) -> Figure:
+def plot_learning_curves(
+    runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
+    keys: Sequence[str] = ("AP", "AP50", "APs"),
+    figsize_per_panel=(4.6, 3.6),
+) -> Figure:
     """COCO metrics (in points) of each config against training iterations, from the ``eval`` records of each
     seed's ``metrics.jsonl`` (``eval_every``): mean over seeds as a line, the seeds' min–max as a band —
     whether a recipe has reached its plateau (issue 19)."""
@@ -131,8 +154,9 @@ def plot_learning_curves(runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
     return fig
 
 
-def plot_starvation_by_size(runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]],
-                            figsize_per_panel=(4.2, 3.2)) -> Figure:
+def plot_starvation_by_size(
+    runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], figsize_per_panel=(4.2, 3.2)
+) -> Figure:
     """Every rule over training, by COCO size (columns small, medium, large): positives per GT (top row,
     Fig. 4 (b) by size) and the share of GTs without a positive (bottom row, %) — which GTs a rule
     starves, e.g. TAL's tiny objects. ``runs[name]`` = the metrics records of each seed (gid ``"<key>:<name>"``)."""
@@ -155,8 +179,13 @@ def plot_em_iterations(counts: Mapping[str, Any], figsize=(6.4, 3.6), max_iter: 
     for name, values in arrays.items():
         if not values.size:
             continue
-        _, _, patches = ax.hist(values, bins=edges, histtype="step", lw=1.8,
-                                label=f"{name}: median {np.median(values):.0f}, n = {values.size} GTs")
+        _, _, patches = ax.hist(
+            values,
+            bins=edges,
+            histtype="step",
+            lw=1.8,
+            label=f"{name}: median {np.median(values):.0f}, n = {values.size} GTs",
+        )
         for patch in patches:
             patch.set_gid(f"hist:{name}")
     ax.set(xlabel="EM iterations of the GT's fit", ylabel="GTs", title="FitGMM: EM iterations per GT")
@@ -168,8 +197,12 @@ def plot_em_iterations(counts: Mapping[str, Any], figsize=(6.4, 3.6), max_iter: 
     return fig
 
 
-def plot_gmm_settings(costs: Any, results: Mapping[str, tuple[Any, Any, float | None]],
-                      figsize_per_panel=(5.2, 3.4), title: str | None = None) -> Figure:
+def plot_gmm_settings(
+    costs: Any,
+    results: Mapping[str, tuple[Any, Any, float | None]],
+    figsize_per_panel=(5.2, 3.4),
+    title: str | None = None,
+) -> Figure:
     """One GT's candidate costs under several GMM settings side by side: ``results[name] = (fit, labels,
     boundary)`` — the fit of that setting (one row), the labels of Fig. 3 (c) and its boundary cost."""
     fig = Figure(figsize=(figsize_per_panel[0] * len(results), figsize_per_panel[1] + 0.9), layout="constrained")
@@ -195,6 +228,14 @@ def save_assignment_plot(run_dir: str | Path, dpi: int = 100) -> Path | None:
     return path
 
 
-__all__ = ["ASSIGNMENT_PLOT", "TITLES", "plot_diagnostics_by_config", "plot_em_iterations", "plot_gmm_settings",
-           "plot_learning_curves",
-           "plot_run_diagnostics", "plot_starvation_by_size", "save_assignment_plot"]
+__all__ = [
+    "ASSIGNMENT_PLOT",
+    "TITLES",
+    "plot_diagnostics_by_config",
+    "plot_em_iterations",
+    "plot_gmm_settings",
+    "plot_learning_curves",
+    "plot_run_diagnostics",
+    "plot_starvation_by_size",
+    "save_assignment_plot",
+]

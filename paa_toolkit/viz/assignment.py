@@ -8,6 +8,7 @@ Every artist that carries content has a ``gid`` (``"anchors:positive"``, ``"cent
 :func:`find_artists` / :func:`count_marks`. Figures are ``matplotlib.figure.Figure`` objects made
 without pyplot: nothing is shown, nothing depends on the backend.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -177,8 +178,16 @@ def plot_assignment(
             ax.add_collection(box_collection(boxes[keep], color, f"anchors:{name}", linewidths=0.8, alpha=0.5))
         if pred is not None and value in pred_for:
             ax.add_collection(box_collection(pred[keep], color, f"pred:{name}", linewidths=1.2, linestyles="--"))
-        dots = ax.scatter(centers[keep, 0], centers[keep, 1], s=30, c=color, edgecolors="white", linewidths=0.5,
-                          zorder=3, label=f"{name} ({int(keep.sum())})")
+        dots = ax.scatter(
+            centers[keep, 0],
+            centers[keep, 1],
+            s=30,
+            c=color,
+            edgecolors="white",
+            linewidths=0.5,
+            zorder=3,
+            label=f"{name} ({int(keep.sum())})",
+        )
         dots.set_gid(f"centers:{name}")
     ax.add_collection(box_collection(gt, GT_COLOR, "gt", linewidths=2.0, zorder=4))
     if zoom:
@@ -198,7 +207,10 @@ def plot_assignment(
 
 
 def snapshot_anchor_view(
-    snapshot: Any, image_index: int, gt_index: int | None = None, assignment: Any = None,
+    snapshot: Any,
+    image_index: int,
+    gt_index: int | None = None,
+    assignment: Any = None,
 ) -> dict[str, Any]:
     """What :func:`plot_snapshot` draws, as arrays: the candidates of one GT (or of every GT of the image).
 
@@ -231,9 +243,13 @@ def snapshot_anchor_view(
     labels = torch.cat([labels, torch.ones_like(extra)])
     gts = [gt_index] if gt_index is not None else valid_gts
     return {
-        "anchor": anchor, "boxes": snapshot.anchors[anchor], "labels": labels,
-        "pred_boxes": snapshot.pred_boxes[image_index][anchor], "gt_boxes": snapshot.gt_boxes[image_index][gts],
-        "num_positive": int(is_pos.sum()), "rows": rows,
+        "anchor": anchor,
+        "boxes": snapshot.anchors[anchor],
+        "labels": labels,
+        "pred_boxes": snapshot.pred_boxes[image_index][anchor],
+        "gt_boxes": snapshot.gt_boxes[image_index][gts],
+        "num_positive": int(is_pos.sum()),
+        "rows": rows,
     }
 
 
@@ -272,12 +288,23 @@ def plot_snapshot(
     images = getattr(snapshot, "images", None)
     return plot_assignment(
         images[image_index] if images is not None and len(images) > image_index else None,
-        view["gt_boxes"], view["boxes"], view["labels"], view["pred_boxes"] if show_pred else None,
-        ax=ax, title=title, zoom=zoom, figsize=figsize,
+        view["gt_boxes"],
+        view["boxes"],
+        view["labels"],
+        view["pred_boxes"] if show_pred else None,
+        ax=ax,
+        title=title,
+        zoom=zoom,
+        figsize=figsize,
     )
 
 
 __all__ = [
-    "LABEL_COLORS", "LABEL_NAMES", "count_marks", "find_artists", "plot_assignment", "plot_snapshot",
+    "LABEL_COLORS",
+    "LABEL_NAMES",
+    "count_marks",
+    "find_artists",
+    "plot_assignment",
+    "plot_snapshot",
     "snapshot_anchor_view",
 ]

@@ -8,6 +8,7 @@
 Artists carry gids (``"iou:pairs"``, ``"iou:bin_error"``, ``"boxes:before"``, ``"boxes:after"``,
 ``"boxes:candidates"``, ``"boxes:detections"``) for :func:`~.assignment.find_artists`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -23,8 +24,18 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from .assignment import GT_COLOR, as_boxes, as_numpy, box_collection, new_axes, show_image
 
 #: a qualitative palette (tab10), one colour per class
-CLASS_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-                "#17becf"]
+CLASS_COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
 def iou_error_by_bin(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, np.ndarray | float]:
@@ -48,7 +59,12 @@ def iou_error_by_bin(pred_iou: Any, true_iou: Any, bins: int = 10) -> dict[str, 
 
 
 def plot_iou_prediction(
-    pred_iou: Any, true_iou: Any, *, bins: int = 10, max_points: int = 5000, seed: int = 0,
+    pred_iou: Any,
+    true_iou: Any,
+    *,
+    bins: int = 10,
+    max_points: int = 5000,
+    seed: int = 0,
     figsize: tuple[float, float] = (9.0, 3.8),
 ) -> Figure:
     """Table 2 right: predicted vs true IoU of the detections (left), mean |error| per true-IoU bin (right).
@@ -79,8 +95,9 @@ def plot_iou_prediction(
     left.plot([0, 1], [0, 1], color="black", lw=1, ls="--", gid="iou:diagonal")
     left.set(xlim=(0, 1), ylim=(0, 1), xlabel="true IoU with the GT", ylabel="predicted IoU", aspect="equal")
     edges = stats["edges"]
-    bars = right.bar((edges[:-1] + edges[1:]) / 2, np.nan_to_num(stats["bin_error"]), width=np.diff(edges) * 0.9,
-                     color="tab:orange")
+    bars = right.bar(
+        (edges[:-1] + edges[1:]) / 2, np.nan_to_num(stats["bin_error"]), width=np.diff(edges) * 0.9, color="tab:orange"
+    )
     for bar in bars:
         bar.set_gid("iou:bin_error")
     right.axhline(stats["mean_error"], color="black", lw=1, gid="iou:mean_error")
@@ -145,8 +162,15 @@ def plot_voting(
     ax.add_collection(box_collection(b1, "tab:green", "boxes:after", linewidths=1.8))
     if scores is not None:
         for box, score in zip(b1, scores):
-            ax.text(box[0], box[1], f"{score:.2f}", fontsize="x-small", color="white",
-                    bbox=dict(facecolor="tab:green", alpha=0.7, pad=1, lw=0), va="bottom")
+            ax.text(
+                box[0],
+                box[1],
+                f"{score:.2f}",
+                fontsize="x-small",
+                color="white",
+                bbox=dict(facecolor="tab:green", alpha=0.7, pad=1, lw=0),
+                va="bottom",
+            )
     shift = float(np.abs(b1 - b0).mean()) if len(b0) else 0.0
     ax.set_title(title or f"score voting: {len(b0)} boxes, mean shift {shift:.2f} px")
     ax.plot([], [], color="tab:red", ls="--", label="after NMS")
@@ -163,8 +187,10 @@ def _kept_detections(detections: Mapping[str, Any], score_thresh: float, class_n
     scores = np.ones(len(boxes)) if scores is None else scores
     labels = as_numpy(detections.get("labels", np.zeros(len(boxes))), "detections['labels']", np.int64).reshape(-1)
     keep = scores >= score_thresh
-    captions = [f"{class_names[label] if class_names is not None and 0 <= label < len(class_names) else label} "
-                f"{score:.2f}" for score, label in zip(scores[keep], labels[keep])]
+    captions = [
+        f"{class_names[label] if class_names is not None and 0 <= label < len(class_names) else label} {score:.2f}"
+        for score, label in zip(scores[keep], labels[keep])
+    ]
     return boxes[keep], labels[keep], captions
 
 
@@ -183,14 +209,26 @@ def plot_detections(
     show_image(ax, image, [boxes])
     ax.add_collection(box_collection(boxes, "tab:green", "boxes:detections", linewidths=1.5))
     for box, caption in zip(boxes, captions):
-        ax.text(box[0], box[1], caption, fontsize="x-small", color="white", va="bottom",
-                bbox=dict(facecolor="tab:green", alpha=0.7, pad=1, lw=0))
+        ax.text(
+            box[0],
+            box[1],
+            caption,
+            fontsize="x-small",
+            color="white",
+            va="bottom",
+            bbox=dict(facecolor="tab:green", alpha=0.7, pad=1, lw=0),
+        )
     ax.set_title(f"{len(boxes)} detections (score ≥ {score_thresh:g})")
     return fig
 
 
-def draw_detections(image: torch.Tensor, detections: Mapping[str, Any], class_names: Sequence[str] | None = None,
-                    score_thresh: float = 0.3, font_size: int | None = None) -> torch.Tensor:
+def draw_detections(
+    image: torch.Tensor,
+    detections: Mapping[str, Any],
+    class_names: Sequence[str] | None = None,
+    score_thresh: float = 0.3,
+    font_size: int | None = None,
+) -> torch.Tensor:
     """``image`` (uint8 ``[3, H, W]``) with the detections scoring at least ``score_thresh`` drawn into
     its pixels, one colour per class, each labelled "class score" in a filled tag above its box (inside
     it at the top edge), black or white text, whichever reads better on the colour (what ``python -m
@@ -218,9 +256,15 @@ def draw_detections(image: torch.Tensor, detections: Mapping[str, Any], class_na
 
 def _text_color(hex_color: str) -> str:
     """Black on light colours, white on dark ones (relative luminance of sRGB, WCAG)."""
-    r, g, b = (int(hex_color[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    r, g, b = (int(hex_color[i : i + 2], 16) / 255 for i in (1, 3, 5))
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
 
 
-__all__ = ["CLASS_COLORS", "draw_detections", "iou_error_by_bin", "plot_detections", "plot_iou_prediction",
-           "plot_voting"]
+__all__ = [
+    "CLASS_COLORS",
+    "draw_detections",
+    "iou_error_by_bin",
+    "plot_detections",
+    "plot_iou_prediction",
+    "plot_voting",
+]

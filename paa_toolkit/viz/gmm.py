@@ -8,6 +8,7 @@ Histograms are in counts and the Gaussians are scaled to counts (``density × n 
 the curves sit on the bars. Artists carry gids (``"hist"``, ``"rug:positive"``, ``"gmm:foreground"``,
 ``"gmm:background"``, ``"gmm:mixture"``, ``"boundary"``) for :func:`~.assignment.find_artists`.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,12 @@ from .assignment import LABEL_COLORS, LABEL_NAMES, as_numpy, new_axes
 COST_LABEL = "anchor cost  −log S  (Eq. 3)"
 #: Titles of the separation rules (Fig. 3 and Table 1 left).
 SEPARATION_TITLES = {
-    "a": "(a) posterior", "b": "(b) peaks + ignore", "c": "(c) foreground peak", "d": "(d) midpoint of means",
-    "fnp": "FNP({n})", "fsr": "FSR(>{t:g})",
+    "a": "(a) posterior",
+    "b": "(b) peaks + ignore",
+    "c": "(c) foreground peak",
+    "d": "(d) midpoint of means",
+    "fnp": "FNP({n})",
+    "fsr": "FSR(>{t:g})",
 }
 COMPONENT_COLORS = ("tab:green", "tab:blue")  # foreground (component 0), background (component 1)
 #: Legend names when candidates are coloured by GMM component (label 1 = component 0 = foreground).
@@ -61,8 +66,10 @@ def component_densities(x: np.ndarray, means: np.ndarray, variances: np.ndarray,
 def _costs_1d(costs: Any) -> np.ndarray:
     x = as_numpy(costs, "costs").reshape(-1)
     if x.size == 0 or not np.isfinite(x).all():
-        raise ValueError(f"costs: need a non-empty set of finite values, got {x.size} values "
-                         f"({int((~np.isfinite(x)).sum())} non-finite)")
+        raise ValueError(
+            f"costs: need a non-empty set of finite values, got {x.size} values "
+            f"({int((~np.isfinite(x)).sum())} non-finite)"
+        )
     return x
 
 
@@ -118,17 +125,23 @@ def plot_cost_histogram(
     data = [x if g is None else x[lab == g] for g in groups]
     colors = ["0.55" if g is None else LABEL_COLORS[g] for g in groups]
     label_names = {**LABEL_NAMES, **(label_names or {})}
-    names = ["candidates" if g is None else f"{label_names[g]} ({int((lab == g).sum())})" if (lab == g).any()
-             else "_nolegend_" for g in groups]
-    _, _, containers = ax.hist(data, bins=edges, stacked=True, color=colors, label=names, alpha=0.75,
-                               edgecolor="white")
-    for container in (containers if len(groups) > 1 else [containers]):
+    names = [
+        "candidates"
+        if g is None
+        else f"{label_names[g]} ({int((lab == g).sum())})"
+        if (lab == g).any()
+        else "_nolegend_"
+        for g in groups
+    ]
+    _, _, containers = ax.hist(data, bins=edges, stacked=True, color=colors, label=names, alpha=0.75, edgecolor="white")
+    for container in containers if len(groups) > 1 else [containers]:
         for patch in container:
             patch.set_gid("hist")
 
     for g, values in zip(groups, data):  # rug: one tick per candidate, below the bars
-        rug = ax.scatter(values, np.zeros_like(values), marker="|", s=120, c=LABEL_COLORS.get(g, "0.3"),
-                         clip_on=False, zorder=3)
+        rug = ax.scatter(
+            values, np.zeros_like(values), marker="|", s=120, c=LABEL_COLORS.get(g, "0.3"), clip_on=False, zorder=3
+        )
         rug.set_gid("rug" if g is None else f"rug:{LABEL_NAMES[g]}")
 
     if fit is not None:
@@ -140,17 +153,23 @@ def plot_cost_histogram(
         scale = x.size * (edges[1] - edges[0])  # density → counts per bin (uniform bins)
         dens = component_densities(grid, means, variances, weights) * scale
         for k, (name, color) in enumerate(zip(("foreground", "background"), COMPONENT_COLORS)):
-            line, = ax.plot(grid, dens[k], color=color, lw=1.5, ls="--",
-                            label=f"{name}: m={means[k]:.2f}, σ={math.sqrt(variances[k]):.2f}, w={weights[k]:.2f}")
+            (line,) = ax.plot(
+                grid,
+                dens[k],
+                color=color,
+                lw=1.5,
+                ls="--",
+                label=f"{name}: m={means[k]:.2f}, σ={math.sqrt(variances[k]):.2f}, w={weights[k]:.2f}",
+            )
             line.set_gid(f"gmm:{name}")
-        line, = ax.plot(grid, dens.sum(0), color="black", lw=1.8, label="mixture P(a), Eq. (4)")
+        (line,) = ax.plot(grid, dens.sum(0), color="black", lw=1.8, label="mixture P(a), Eq. (4)")
         line.set_gid("gmm:mixture")
     if converged is not None:
         means, variances, weights = mixture_params(converged)
         grid = np.linspace(edges[0], edges[-1], 400)
         dens = component_densities(grid, means, variances, weights).sum(0) * x.size * (edges[1] - edges[0])
         text = ", ".join(f"m={m:.2f} σ={math.sqrt(v):.2f}" for m, v in zip(means, variances))
-        line, = ax.plot(grid, dens, color="0.35", lw=1.6, ls=":", label=f"run to convergence: {text}")
+        (line,) = ax.plot(grid, dens, color="0.35", lw=1.6, ls=":", label=f"run to convergence: {text}")
         line.set_gid("gmm:converged")
     if boundary is not None and math.isfinite(boundary):
         line = ax.axvline(boundary, color="tab:red", lw=1.5, label=f"boundary {boundary:.2f}")
@@ -165,7 +184,11 @@ def plot_cost_histogram(
 
 
 def separation_results(
-    costs: Any, rules: Sequence[str] = BOUNDARIES, *, fnp_num: int = 10, fsr_thresh: float = 0.2,
+    costs: Any,
+    rules: Sequence[str] = BOUNDARIES,
+    *,
+    fnp_num: int = 10,
+    fsr_thresh: float = 0.2,
     fit_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[np.ndarray, GMMFit, dict[str, tuple[np.ndarray, float]]]:
     """One GT's costs sorted, its GMM fit (``fit_gmm(**fit_kwargs)``) and, per rule, (labels, boundary)
@@ -211,8 +234,7 @@ def plot_boundaries(
     Returns:
         The figure.
     """
-    x, fit, results = separation_results(costs_1d, rules, fnp_num=fnp_num, fsr_thresh=fsr_thresh,
-                                         fit_kwargs=fit_kwargs)
+    x, fit, results = separation_results(costs_1d, rules, fnp_num=fnp_num, fsr_thresh=fsr_thresh, fit_kwargs=fit_kwargs)
     fig = Figure(figsize=(figsize_per_panel[0] * len(rules), figsize_per_panel[1]), layout="constrained")
     axes = fig.subplots(1, len(rules), sharey=True, squeeze=False)[0]
     for ax, rule in zip(axes, rules):
@@ -226,14 +248,23 @@ def plot_boundaries(
             after = np.nonzero((labels == 0) & (np.arange(len(x)) > np.nonzero(labels == -1)[0].max()))[0]
             if after.size:
                 ax.axvline(float(x[after[0]]), color="tab:red", lw=1.2, ls="--", gid="boundary:negatives")
-    axes[0].text(0.98, 0.95, _params_text(fit), transform=axes[0].transAxes, ha="right", va="top",
-                 fontsize="x-small", bbox=dict(facecolor="white", alpha=0.7, lw=0))
+    axes[0].text(
+        0.98,
+        0.95,
+        _params_text(fit),
+        transform=axes[0].transAxes,
+        ha="right",
+        va="top",
+        fontsize="x-small",
+        bbox=dict(facecolor="white", alpha=0.7, lw=0),
+    )
     handles = [Patch(color=LABEL_COLORS[v], alpha=0.75, label=LABEL_NAMES[v]) for v in (1, -1, 0)] + [
         Line2D([], [], color=COMPONENT_COLORS[0], ls="--", label="foreground Gaussian"),
         Line2D([], [], color=COMPONENT_COLORS[1], ls="--", label="background Gaussian"),
         Line2D([], [], color="black", label="mixture P(a), Eq. (4)"),
         Line2D([], [], color="tab:red", label="boundary: last positive; (d) midpoint of the means"),
-        Line2D([], [], color="tab:red", ls="--", label="(b): first negative after the ignored")]
+        Line2D([], [], color="tab:red", ls="--", label="(b): first negative after the ignored"),
+    ]
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     return fig
 
@@ -271,8 +302,15 @@ def plot_em_steps(
         title = f"iteration {entry['iteration']}: LL {entry['log_likelihood']:.3f}"
         if x is not None:
             labels = 1 - as_numpy(entry["labels"], "labels", np.int64)  # component 0 → 1 (foreground)
-            plot_cost_histogram(x, entry, labels if labels.shape == x.shape else None, ax=ax, title=title,
-                                label_names=COMPONENT_NAMES, legend=False)
+            plot_cost_histogram(
+                x,
+                entry,
+                labels if labels.shape == x.shape else None,
+                ax=ax,
+                title=title,
+                label_names=COMPONENT_NAMES,
+                legend=False,
+            )
         else:
             means, variances, weights = mixture_params(entry)
             sd = np.sqrt(variances)
@@ -283,7 +321,7 @@ def plot_em_steps(
             ax.plot(grid, dens.sum(0), color="black", gid="gmm:mixture")
             ax.set_title(title)
         ax.title.set_fontsize("small")
-    for ax in axes[len(history):]:
+    for ax in axes[len(history) :]:
         fig.delaxes(ax)
     return fig
 
@@ -313,26 +351,40 @@ def plot_cost_panels(
     axes = fig.subplots(1, len(panels), sharex=True, sharey=True, squeeze=False)[0]
     for ax, (title, (fit, labels, boundary)) in zip(axes, panels.items()):
         plot_cost_histogram(x, fit, labels, boundary, ax=ax, title=title, legend=False)
-        ax.text(0.98, 0.95, _params_text(fit), transform=ax.transAxes, ha="right", va="top", fontsize="x-small",
-                bbox=dict(facecolor="white", alpha=0.7, lw=0))
+        ax.text(
+            0.98,
+            0.95,
+            _params_text(fit),
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize="x-small",
+            bbox=dict(facecolor="white", alpha=0.7, lw=0),
+        )
         ax.title.set_fontsize("small")
     handles = [Patch(color=LABEL_COLORS[v], alpha=0.75, label=LABEL_NAMES[v]) for v in (1, -1, 0)] + [
         Line2D([], [], color=COMPONENT_COLORS[0], ls="--", label="foreground Gaussian"),
         Line2D([], [], color=COMPONENT_COLORS[1], ls="--", label="background Gaussian"),
         Line2D([], [], color="black", label="mixture P(a), Eq. (4)"),
-        Line2D([], [], color="tab:red", label="boundary (last positive)")]
+        Line2D([], [], color="tab:red", label="boundary (last positive)"),
+    ]
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     return fig
 
 
 def _params_text(fit: GMMFit | Mapping[str, Any]) -> str:
     means, variances, weights = mixture_params(fit)
-    return "\n".join(f"{name}: m={means[k]:.2f}, σ={math.sqrt(variances[k]):.2f}, w={weights[k]:.2f}"
-                     for k, name in enumerate(("fg", "bg")))
+    return "\n".join(
+        f"{name}: m={means[k]:.2f}, σ={math.sqrt(variances[k]):.2f}, w={weights[k]:.2f}"
+        for k, name in enumerate(("fg", "bg"))
+    )
 
 
 def plot_gmm_comparison(
-    costs: Any, fits: Mapping[str, GMMFit | Mapping[str, Any]], *, figsize_per_panel: tuple[float, float] = (4.4, 3.2),
+    costs: Any,
+    fits: Mapping[str, GMMFit | Mapping[str, Any]],
+    *,
+    figsize_per_panel: tuple[float, float] = (4.4, 3.2),
 ) -> Figure:
     """The same costs under several fits side by side (e.g. ``{"ours, step 3": ..., "scikit-learn": ...}``).
 
@@ -353,12 +405,28 @@ def plot_gmm_comparison(
     for ax, (name, fit) in zip(axes, fits.items()):
         comp = as_numpy(fit.labels if isinstance(fit, GMMFit) else fit["labels"], "labels", np.int64).reshape(-1)
         plot_cost_histogram(x, fit, 1 - comp, ax=ax, title=name, label_names=COMPONENT_NAMES, legend=False)
-        ax.text(0.98, 0.95, _params_text(fit), transform=ax.transAxes, ha="right", va="top", fontsize="x-small",
-                bbox=dict(facecolor="white", alpha=0.7, lw=0))
+        ax.text(
+            0.98,
+            0.95,
+            _params_text(fit),
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize="x-small",
+            bbox=dict(facecolor="white", alpha=0.7, lw=0),
+        )
     return fig
 
 
 __all__ = [
-    "COST_LABEL", "SEPARATION_TITLES", "component_densities", "mixture_params", "plot_boundaries",
-    "plot_cost_histogram", "plot_cost_panels", "plot_em_steps", "plot_gmm_comparison", "separation_results",
+    "COST_LABEL",
+    "SEPARATION_TITLES",
+    "component_densities",
+    "mixture_params",
+    "plot_boundaries",
+    "plot_cost_histogram",
+    "plot_cost_panels",
+    "plot_em_steps",
+    "plot_gmm_comparison",
+    "separation_results",
 ]

@@ -7,6 +7,7 @@
 
 Figures are made with ``matplotlib.figure.Figure`` directly (no pyplot state, no window).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -63,8 +64,14 @@ def plot_ap(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> Figure:
         ax.set_xlim(0, max(max(line.get_xdata()) for line in ax.lines) * 1.05 + 1)
         ax.set_ylim(bottom=0)
     if len({r["iteration"] for r in records if r.get("kind") == "eval"}) == 1:
-        ax.text(0.02, 0.04, "one evaluation, at the end (--eval_every N draws a curve)", transform=ax.transAxes,
-                color="grey", fontsize="small")
+        ax.text(
+            0.02,
+            0.04,
+            "one evaluation, at the end (--eval_every N draws a curve)",
+            transform=ax.transAxes,
+            color="grey",
+            fontsize="small",
+        )
     _finish(ax, "no evaluation records", xlabel="iteration", ylabel="%", title="COCO AP on the validation split")
     return fig
 
@@ -86,13 +93,20 @@ def plot_positives_per_gt(records: list[dict[str, Any]], figsize=(6.4, 4.0)) -> 
         ax.plot(tx, ty, "o", label="trace images")
     if ax.lines:
         ax.set_ylim(bottom=0)
-    _finish(ax, "the model reports no positives per GT", xlabel="iteration", ylabel="positives per GT",
-            title="Positive anchors per ground truth (Fig. 4b)")
+    _finish(
+        ax,
+        "the model reports no positives per GT",
+        xlabel="iteration",
+        ylabel="positives per GT",
+        title="Positive anchors per ground truth (Fig. 4b)",
+    )
     return fig
 
 
 def plot_positives_by_iteration(
-    counts: Mapping[str, Mapping[int, Any]], figsize: tuple[float, float] = (6.4, 4.0), title: str | None = None,
+    counts: Mapping[str, Mapping[int, Any]],
+    figsize: tuple[float, float] = (6.4, 4.0),
+    title: str | None = None,
 ) -> Figure:
     """Fig. 4 (b) per GT: the positives of every GT of the trace images over training, per rule.
 
@@ -124,8 +138,14 @@ def plot_positives_by_iteration(
         band.set_gid(f"range:{rule}")
     if ax.lines:
         ax.set_ylim(bottom=0)
-    _finish(ax, "no positives recorded", legend_size="small", xlabel="iteration", ylabel="positives per GT",
-            title=title or "Positives per GT on the trace images (Fig. 4b)")
+    _finish(
+        ax,
+        "no positives recorded",
+        legend_size="small",
+        xlabel="iteration",
+        ylabel="positives per GT",
+        title=title or "Positives per GT on the trace images (Fig. 4b)",
+    )
     return fig
 
 

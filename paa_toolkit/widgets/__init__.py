@@ -5,6 +5,7 @@ they need ``ipywidgets``).
 What they compute lives in :mod:`.compute` (no ipywidgets needed, exported here too), the figures in
 :mod:`paa_toolkit.viz`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,16 @@ from .compute import (
     two_cluster_costs,
 )
 
-_EXPLORERS = ("AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
-              "gmm_explorer", "rule_comparison_explorer", "voting_explorer")
+_EXPLORERS = (
+    "AssignmentExplorer",
+    "GMMExplorer",
+    "RuleComparisonExplorer",
+    "VotingExplorer",
+    "assignment_explorer",
+    "gmm_explorer",
+    "rule_comparison_explorer",
+    "voting_explorer",
+)
 
 
 def __getattr__(name: str) -> Any:  # import ipywidgets only when an explorer is asked for
@@ -35,8 +44,22 @@ def __getattr__(name: str) -> Any:  # import ipywidgets only when an explorer is
 
 
 __all__ = [
-    "AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
-    "gmm_explorer", "rule_comparison_explorer", "voting_explorer", "TraceSource", "compare_rules", "gt_candidates",
-    "load_snapshot", "nms_then_vote", "open_source", "random_snapshot", "replay_rules", "snapshot_from_model",
+    "AssignmentExplorer",
+    "GMMExplorer",
+    "RuleComparisonExplorer",
+    "VotingExplorer",
+    "assignment_explorer",
+    "gmm_explorer",
+    "rule_comparison_explorer",
+    "voting_explorer",
+    "TraceSource",
+    "compare_rules",
+    "gt_candidates",
+    "load_snapshot",
+    "nms_then_vote",
+    "open_source",
+    "random_snapshot",
+    "replay_rules",
+    "snapshot_from_model",
     "two_cluster_costs",
 ]

@@ -12,6 +12,7 @@
   random-init snapshot for demos and tests.
 * :func:`nms_then_vote`: NMS then score voting (§3.3) for the voting explorer.
 """
+
 from __future__ import annotations
 
 import re
@@ -123,15 +124,18 @@ def open_source(source: Any, *, indices: Sequence[int] | None = None, count: int
         return TraceSource({i: (lambda s=s: s) for i, s in enumerate(source)})
     if hasattr(source, "diagnostics") and hasattr(source, "matched_gt"):
         return TraceSource({0: lambda: source})
-    raise ValueError(f"unsupported source {type(source).__name__}: give a trace folder, a trace file, "
-                     "snapshot(s) or (model, dataset)")
+    raise ValueError(
+        f"unsupported source {type(source).__name__}: give a trace folder, a trace file, "
+        "snapshot(s) or (model, dataset)"
+    )
 
 
 def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int) -> dict[str, Any]:
     """One GT's valid candidates as the histogram draws them.
 
     ``values`` are what the rule ranks candidates by (its registered ``values`` field,
-    :mod:`~paa_toolkit.assign.registry`), ``boundary`` where its positives end in those units, ``xlabel`` the axis label (None: the cost of Eq. 3).
+    :mod:`~paa_toolkit.assign.registry`), ``boundary`` where its positives end in those units, ``xlabel`` the
+    axis label (None: the cost of Eq. 3).
     PAA rules: ``values`` are the costs of Eq. (3), ``fit`` the GMM row, ``boundary`` the last positive's
     cost, ``em_iterations`` its EM iterations and ``converged`` the same EM run to convergence (tol
     1e-6; its ``n_iter`` too), ``converged_differs`` whether a mean moved by > 10 % of the cost range.
@@ -154,23 +158,32 @@ def gt_candidates(snapshot: Any, replay: Replay, image_index: int, gt_index: int
         if costs.shape[1] >= 2:
             init = getattr(getattr(snapshot, "settings", None), "gmm_init", "paper")
             full = fit_gmm(costs, init=init, tol=CONVERGED_TOL, max_iter=CONVERGED_MAX_ITER)
-            converged = {"means": full.means[0], "variances": full.variances[0], "weights": full.weights[0],
-                         "n_iter": int(full.n_iter[0])}
+            converged = {
+                "means": full.means[0],
+                "variances": full.variances[0],
+                "weights": full.weights[0],
+                "n_iter": int(full.n_iter[0]),
+            }
             spread = float(costs.max() - costs.min()) or 1.0
             differs = float((full.means[0] - diag.gmm_means[row].double()).abs().max()) > 0.1 * spread
     boundary = getattr(diag, rule.boundary)
     return {
-        "values": cand[rule.values], "labels": cand["candidate_label"], "fit": fit,
-        "boundary": float(boundary[row]) if boundary is not None else None, "xlabel": rule.values_label,
+        "values": cand[rule.values],
+        "labels": cand["candidate_label"],
+        "fit": fit,
+        "boundary": float(boundary[row]) if boundary is not None else None,
+        "xlabel": rule.values_label,
         "num_positive": int((assignment.matched_gt[image_index] == gt_index).sum()),
         "num_candidates": int(cand["candidate_valid"].sum()),
         "em_iterations": int(diag.em_iterations[row]) if diag.em_iterations is not None and fit is not None else None,
-        "converged": converged, "converged_differs": differs,
+        "converged": converged,
+        "converged_differs": differs,
     }
 
 
-def compare_rules(snapshot: Any, image_index: int, gt_index: int, rules: Sequence[str],
-                  **settings: Any) -> dict[str, dict[str, Any]]:
+def compare_rules(
+    snapshot: Any, image_index: int, gt_index: int, rules: Sequence[str], **settings: Any
+) -> dict[str, dict[str, Any]]:
     """One GT of a snapshot put through several rules: for each rule name, :func:`gt_candidates` of its
     replay plus ``assignment`` (the replay's), ``title`` (the registry's), ``note`` and ``exact``.
     ``settings`` change the snapshot's recorded AssignConfig for every rule (``tal_topk=10``)."""
@@ -178,8 +191,13 @@ def compare_rules(snapshot: Any, image_index: int, gt_index: int, rules: Sequenc
     for name in rules:
         replay = replay_assignment(snapshot, name, **settings)
         view = gt_candidates(snapshot, replay, image_index, gt_index)
-        views[name] = {**view, "assignment": replay.assignment, "title": get_rule(name).title, "note": replay.note,
-                       "exact": replay.exact}
+        views[name] = {
+            **view,
+            "assignment": replay.assignment,
+            "title": get_rule(name).title,
+            "note": replay.note,
+            "exact": replay.exact,
+        }
     return views
 
 
@@ -207,8 +225,12 @@ class RuleReplays:
         out = []
         for it in self.iterations:
             count = self.positives[rule][it].double()
-            row: dict[str, Any] = {"kind": "train", "iteration": it, "pos_per_gt": _mean(count),
-                                   "gt_without_pos": _mean((count == 0).double())}
+            row: dict[str, Any] = {
+                "kind": "train",
+                "iteration": it,
+                "pos_per_gt": _mean(count),
+                "gt_without_pos": _mean((count == 0).double()),
+            }
             for index, name in enumerate(SIZES):
                 mine = self.size == index
                 row[f"pos_per_gt_{name}"] = _mean(count[mine])
@@ -225,8 +247,9 @@ def _mean(values: Tensor) -> float:
     return float(values.mean()) if values.numel() else float("nan")
 
 
-def replay_rules(source: Any, rules: Sequence[str], iterations: Sequence[int] | None = None,
-                 **settings: Any) -> RuleReplays:
+def replay_rules(
+    source: Any, rules: Sequence[str], iterations: Sequence[int] | None = None, **settings: Any
+) -> RuleReplays:
     """Each traced iteration of ``source`` (:func:`open_source`: a run folder, trace folder, snapshots)
     assigned again by every rule of ``rules`` (:func:`~paa_toolkit.assign.replay.replay_assignment`; the
     snapshot's own rule and settings reproduce the training assignment). ``settings`` change the recorded
@@ -254,14 +277,26 @@ def replay_rules(source: Any, rules: Sequence[str], iterations: Sequence[int] | 
     inside = centres_inside(centres[None], boxes[:, None, :]).sum(dim=1)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return RuleReplays(
-        iterations=its, image=torch.arange(b)[:, None].expand(b, m)[valid], gt=torch.arange(m)[None].expand(b, m)[valid],
-        area=area, size=size_class(area), centres_inside=inside, positives=positives, dynamic_k=dynamic)
+        iterations=its,
+        image=torch.arange(b)[:, None].expand(b, m)[valid],
+        gt=torch.arange(m)[None].expand(b, m)[valid],
+        area=area,
+        size=size_class(area),
+        centres_inside=inside,
+        positives=positives,
+        dynamic_k=dynamic,
+    )
 
 
 # ---- toy data ------------------------------------------------------------------------------------------
 def two_cluster_costs(
-    fg_mean: float = 1.0, fg_std: float = 0.3, fg_count: int = 8,
-    bg_mean: float = 4.0, bg_std: float = 0.8, bg_count: int = 37, seed: int = 0,
+    fg_mean: float = 1.0,
+    fg_std: float = 0.3,
+    fg_count: int = 8,
+    bg_mean: float = 4.0,
+    bg_std: float = 0.8,
+    bg_count: int = 37,
+    seed: int = 0,
 ) -> Tensor:
     """Toy candidate costs: draws from a foreground and a background Gaussian, sorted.
 
@@ -278,26 +313,31 @@ def two_cluster_costs(
         ``[fg_count + bg_count]`` float64 costs, ascending.
     """
     if fg_count < 0 or bg_count < 0 or fg_count + bg_count < 2 or fg_std < 0 or bg_std < 0:
-        raise ValueError(f"need counts >= 0 adding up to >= 2 and stds >= 0, got counts ({fg_count}, {bg_count}), "
-                         f"stds ({fg_std}, {bg_std})")
+        raise ValueError(
+            f"need counts >= 0 adding up to >= 2 and stds >= 0, got counts ({fg_count}, {bg_count}), "
+            f"stds ({fg_std}, {bg_std})"
+        )
     g = torch.Generator().manual_seed(int(seed))
     fg = fg_mean + fg_std * torch.randn(int(fg_count), generator=g, dtype=torch.float64)
     bg = bg_mean + bg_std * torch.randn(int(bg_count), generator=g, dtype=torch.float64)
     return torch.cat([fg, bg]).sort().values
 
 
-def random_snapshot(seed: int = 0, *, topk: int = 4, num_classes: int = 3, score_lambda: float = 1.0,
-                    with_logits: bool = False) -> AssignmentSnapshot:
+def random_snapshot(
+    seed: int = 0, *, topk: int = 4, num_classes: int = 3, score_lambda: float = 1.0, with_logits: bool = False
+) -> AssignmentSnapshot:
     """A tiny random-init :class:`~paa_toolkit.assign.trace.AssignmentSnapshot`: 2 images of 64×64, 3 GTs,
     anchors of 3 levels (strides 8, 16, 32; scale 4), random logits and box deltas, assigned by PAA (c)
     with K = ``topk`` and λ = ``score_lambda``; ``with_logits`` keeps ``cls_logits [B, A, C]`` (as the
     trainer's traces do), otherwise replays with another K / λ are approximate. For demos and tests.
     """
     anchors = make_anchor_grid([(8, 8), (4, 4), (2, 2)], [8, 16, 32], scale=4.0)
-    targets = pad_targets([
-        {"boxes": torch.tensor([[8.0, 8.0, 40.0, 36.0], [30.0, 20.0, 60.0, 60.0]]), "labels": torch.tensor([0, 2])},
-        {"boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0]]), "labels": torch.tensor([1])},
-    ])
+    targets = pad_targets(
+        [
+            {"boxes": torch.tensor([[8.0, 8.0, 40.0, 36.0], [30.0, 20.0, 60.0, 60.0]]), "labels": torch.tensor([0, 2])},
+            {"boxes": torch.tensor([[10.0, 10.0, 50.0, 50.0]]), "labels": torch.tensor([1])},
+        ]
+    )
     g = torch.Generator().manual_seed(seed)
     num_anchors = anchors.boxes.shape[0]
     cls_logits = torch.randn(2, num_anchors, num_classes, generator=g) - 1.0
@@ -305,13 +345,22 @@ def random_snapshot(seed: int = 0, *, topk: int = 4, num_classes: int = 3, score
     assigner = PAAAssigner(topk=topk, score_lambda=score_lambda)
     assignment = assigner(anchors, targets, cls_logits, pred_boxes, return_diagnostics=True)
     return AssignmentSnapshot(
-        diagnostics=assignment.diagnostics, anchors=anchors.boxes, num_per_level=list(anchors.num_per_level),
-        strides=list(anchors.strides), matched_gt=assignment.matched_gt, pred_boxes=pred_boxes,
-        cls_scores=cls_logits.sigmoid().max(-1).values, cls_logits=cls_logits if with_logits else None,
-        gt_boxes=targets.boxes, gt_labels=targets.labels,
-        gt_valid=targets.valid, image_sizes=[(64, 64)] * 2, scales=[(1.0, 1.0)] * 2,
+        diagnostics=assignment.diagnostics,
+        anchors=anchors.boxes,
+        num_per_level=list(anchors.num_per_level),
+        strides=list(anchors.strides),
+        matched_gt=assignment.matched_gt,
+        pred_boxes=pred_boxes,
+        cls_scores=cls_logits.sigmoid().max(-1).values,
+        cls_logits=cls_logits if with_logits else None,
+        gt_boxes=targets.boxes,
+        gt_labels=targets.labels,
+        gt_valid=targets.valid,
+        image_sizes=[(64, 64)] * 2,
+        scales=[(1.0, 1.0)] * 2,
         images=[(96 + 48 * torch.rand(3, 64, 64, generator=g)).to(torch.uint8) for _ in range(2)],  # muted noise
-        settings=config_of(assigner), anchor_scale=anchors.scale,
+        settings=config_of(assigner),
+        anchor_scale=anchors.scale,
     )
 
 
@@ -359,15 +408,28 @@ def nms_then_vote(
         keep = batched_nms(cand["boxes"], cand["scores"], cand["labels"], float(nms_thresh))
         before = {k: v[keep] for k, v in cand.items()}
     voting_fn = voting_fn or default_voting_fn()
-    boxes = voting_fn(before["boxes"], before["scores"], before["labels"], cand["boxes"], cand["scores"],
-                      cand["labels"], sigma)
+    boxes = voting_fn(
+        before["boxes"], before["scores"], before["labels"], cand["boxes"], cand["scores"], cand["labels"], sigma
+    )
     if tuple(boxes.shape) != tuple(before["boxes"].shape):
-        raise ValueError(f"voting_fn returned boxes of shape {tuple(boxes.shape)} "
-                         f"for {len(before['boxes'])} detections")
+        raise ValueError(
+            f"voting_fn returned boxes of shape {tuple(boxes.shape)} for {len(before['boxes'])} detections"
+        )
     return before, {**before, "boxes": boxes}
 
 
 __all__ = [
-    "Replay", "RuleReplays", "TraceSource", "compare_rules", "gt_candidates", "load_snapshot", "nms_then_vote",
-    "open_source", "random_snapshot", "replay_assignment", "replay_rules", "snapshot_from_model", "two_cluster_costs",
+    "Replay",
+    "RuleReplays",
+    "TraceSource",
+    "compare_rules",
+    "gt_candidates",
+    "load_snapshot",
+    "nms_then_vote",
+    "open_source",
+    "random_snapshot",
+    "replay_assignment",
+    "replay_rules",
+    "snapshot_from_model",
+    "two_cluster_costs",
 ]

@@ -11,6 +11,7 @@ attributes (``explorer.rule.value = "fnp"``), whose ``label`` (an ``ipywidgets.L
 (the last ``matplotlib`` figures stay in ``explorer.figures`` for tests). ``with explorer.hold():``
 changes several controls with one redraw.
 """
+
 from __future__ import annotations
 
 import io
@@ -95,11 +96,21 @@ class AssignmentExplorer(Explorer):
     """Choose trace iteration, image, GT, rule (Fig. 3 (a)–(d), FNP, FSR, ATSS, max-IoU), K and λ: the
     GT's cost histogram with its GMM (Fig. 1 / 3; where training's EM stopped early, the fit run to
     convergence dotted beside it and both iteration counts in the status), the image with its anchors
-    (Fig. 4a) and the positive count update together. See :func:`paa_toolkit.assign.replay.replay_assignment` for what is exact and what approximated."""
+    (Fig. 4a) and the positive count update together. See :func:`paa_toolkit.assign.replay.replay_assignment` for
+    what is exact and what approximated."""
 
-    def __init__(self, source: Any, *, rule: str | None = None, fnp_num: int | None = None,
-                 fsr_thresh: float | None = None, image: int | None = None, gt: int | None = None,
-                 dpi: int = 80, **source_kwargs):
+    def __init__(
+        self,
+        source: Any,
+        *,
+        rule: str | None = None,
+        fnp_num: int | None = None,
+        fsr_thresh: float | None = None,
+        image: int | None = None,
+        gt: int | None = None,
+        dpi: int = 80,
+        **source_kwargs,
+    ):
         super().__init__(dpi=dpi)
         self.source = compute.open_source(source, **source_kwargs)
         iterations = self.source.iterations
@@ -109,18 +120,28 @@ class AssignmentExplorer(Explorer):
         rule = own.rule if rule is None else rule
         fnp_num = own.fnp_num if fnp_num is None else fnp_num
         fsr_thresh = own.fsr_thresh if fsr_thresh is None else fsr_thresh
-        self.iteration = W.SelectionSlider(options=iterations, value=iterations[-1], description="iteration",
-                                           disabled=len(iterations) == 1, style=_WIDE)
+        self.iteration = W.SelectionSlider(
+            options=iterations,
+            value=iterations[-1],
+            description="iteration",
+            disabled=len(iterations) == 1,
+            style=_WIDE,
+        )
         self.image = W.Dropdown(description="image", style=_WIDE)
         self.gt = W.Dropdown(description="GT", style=_WIDE)
         self.rule = W.Dropdown(options=RULE_OPTIONS, value=rule, description="rule", style=_WIDE)
         self.topk = W.IntSlider(value=k, min=1, max=max(25, k), description="K", style=_WIDE)
         self.score_lambda = W.FloatSlider(value=lam, min=0.0, max=3.0, step=0.1, description="λ", style=_WIDE)
         self.fnp_num = W.IntSlider(value=fnp_num, min=1, max=40, description="FNP n", style=_WIDE)
-        self.fsr_thresh = W.FloatSlider(value=fsr_thresh, min=0.01, max=0.99, step=0.01, description="FSR t",
-                                        style=_WIDE)
-        for control, setting in ((self.topk, "topk"), (self.score_lambda, "score_lambda"),
-                                 (self.fnp_num, "fnp_num"), (self.fsr_thresh, "fsr_thresh")):
+        self.fsr_thresh = W.FloatSlider(
+            value=fsr_thresh, min=0.01, max=0.99, step=0.01, description="FSR t", style=_WIDE
+        )
+        for control, setting in (
+            (self.topk, "topk"),
+            (self.score_lambda, "score_lambda"),
+            (self.fnp_num, "fnp_num"),
+            (self.fsr_thresh, "fsr_thresh"),
+        ):
             control.setting = setting  # the AssignConfig field it sets
         self.histogram = W.Image(format="png")
         self.overlay = W.Image(format="png")
@@ -140,8 +161,9 @@ class AssignmentExplorer(Explorer):
             self._set_gts()
         if gt is not None:
             self.gt.value = gt
-        self._observe(self.iteration, self.image, self.gt, self.rule, self.topk, self.score_lambda,
-                      self.fnp_num, self.fsr_thresh)
+        self._observe(
+            self.iteration, self.image, self.gt, self.rule, self.topk, self.score_lambda, self.fnp_num, self.fsr_thresh
+        )
         self.update()
 
     # keep the image / GT choices in step with the snapshot
@@ -171,14 +193,25 @@ class AssignmentExplorer(Explorer):
             self._dirty = True
 
     def _replay(self) -> compute.Replay:
-        key = (self.iteration.value, self.rule.value, self.topk.value, round(self.score_lambda.value, 6),
-               self.fnp_num.value, round(self.fsr_thresh.value, 6))
+        key = (
+            self.iteration.value,
+            self.rule.value,
+            self.topk.value,
+            round(self.score_lambda.value, 6),
+            self.fnp_num.value,
+            round(self.fsr_thresh.value, 6),
+        )
         if key not in self._replays:
             if len(self._replays) > 16:
                 self._replays.clear()
             self._replays[key] = compute.replay_assignment(
-                self.snapshot, self.rule.value, topk=self.topk.value, score_lambda=self.score_lambda.value,
-                fnp_num=self.fnp_num.value, fsr_thresh=self.fsr_thresh.value)
+                self.snapshot,
+                self.rule.value,
+                topk=self.topk.value,
+                score_lambda=self.score_lambda.value,
+                fnp_num=self.fnp_num.value,
+                fsr_thresh=self.fsr_thresh.value,
+            )
         return self._replays[key]
 
     def _update(self) -> None:
@@ -196,8 +229,9 @@ class AssignmentExplorer(Explorer):
         self.label.value = f"positives: {v['num_positive']}"
         em = ""
         if v["em_iterations"] is not None and v["converged"] is not None:
-            em = (f", EM {v['em_iterations']} iterations (run to convergence: {v['converged']['n_iter']}"
-                  + (", drawn dotted)" if v["converged_differs"] else ", same fit)"))
+            em = f", EM {v['em_iterations']} iterations (run to convergence: {v['converged']['n_iter']}" + (
+                ", drawn dotted)" if v["converged_differs"] else ", same fit)"
+            )
         self.status.value = f"| iteration {self.iteration.value}, {self.replay.note}{em}"
         title = f"GT {g}: {v['num_candidates']} candidates, {v['num_positive']} positives"
         if v["num_candidates"] == 0:  # GetAnchors left it no anchor (line 3): nothing to histogram
@@ -206,8 +240,13 @@ class AssignmentExplorer(Explorer):
             return
         kwargs = {"xlabel": v["xlabel"]} if v["xlabel"] else {}
         converged = v["converged"] if v["converged_differs"] else None
-        self._show("histogram", plot_cost_histogram(v["values"], v["fit"], v["labels"], v["boundary"],
-                                                    title=title, converged=converged, **kwargs), self.histogram)
+        self._show(
+            "histogram",
+            plot_cost_histogram(
+                v["values"], v["fit"], v["labels"], v["boundary"], title=title, converged=converged, **kwargs
+            ),
+            self.histogram,
+        )
         self._show("overlay", plot_snapshot(self.snapshot, i, g, assignment=self.replay.assignment), self.overlay)
 
 
@@ -219,11 +258,16 @@ class RuleComparisonExplorer(AssignmentExplorer):
 
     def __init__(self, source: Any, *, rules: tuple[str, ...] = ("c", "atss", "tal", "simota"), **kwargs):
         super().__init__(source, **kwargs)
-        self.rules = W.SelectMultiple(options=RULE_OPTIONS, value=tuple(rules), description="rules", rows=5,
-                                      style=_WIDE)
+        self.rules = W.SelectMultiple(
+            options=RULE_OPTIONS, value=tuple(rules), description="rules", rows=5, style=_WIDE
+        )
         self.comparison = W.Image(format="png")
-        self.children = [W.HBox([self.iteration, self.image, self.gt]), W.HBox([self.rules, self.topk,
-                         self.score_lambda]), W.HBox([self.label, self.status]), self.comparison]
+        self.children = [
+            W.HBox([self.iteration, self.image, self.gt]),
+            W.HBox([self.rules, self.topk, self.score_lambda]),
+            W.HBox([self.label, self.status]),
+            self.comparison,
+        ]
         self._observe(self.rules)
         self.update()
 
@@ -235,12 +279,14 @@ class RuleComparisonExplorer(AssignmentExplorer):
             self.label.value = ""
             self.status.value = f"image {i} has no GT"
             return
-        self.views = compute.compare_rules(self.snapshot, i, g, self.rules.value, topk=self.topk.value,
-                                           score_lambda=self.score_lambda.value)
+        self.views = compute.compare_rules(
+            self.snapshot, i, g, self.rules.value, topk=self.topk.value, score_lambda=self.score_lambda.value
+        )
         self.label.value = " | ".join(f"{name}: {v['num_positive']}" for name, v in self.views.items())
         approximate = [name for name, v in self.views.items() if not v["exact"]]
         self.status.value = f"| iteration {self.iteration.value}" + (
-            f"; approximated (no cls_logits in the trace): {', '.join(approximate)}" if approximate else "")
+            f"; approximated (no cls_logits in the trace): {', '.join(approximate)}" if approximate else ""
+        )
         self._show("comparison", plot_rule_comparison(self.snapshot, i, g, self.views), self.comparison)
 
 
@@ -272,8 +318,19 @@ class GMMExplorer(Explorer):
     σ = 1 start a narrow cost range can stop after ~3 iterations with both means mid-range. ``init``
     picks the start (``"paper"``, §4.1, or ``"data"``); ``status`` gives the iteration counts."""
 
-    def __init__(self, *, fg_mean=1.0, fg_std=0.3, fg_count=8, bg_mean=4.0, bg_std=0.8, bg_count=37, seed=0,
-                 init: str = GMM_INITS[0], dpi: int = 80):
+    def __init__(
+        self,
+        *,
+        fg_mean=1.0,
+        fg_std=0.3,
+        fg_count=8,
+        bg_mean=4.0,
+        bg_std=0.8,
+        bg_count=37,
+        seed=0,
+        init: str = GMM_INITS[0],
+        dpi: int = 80,
+    ):
         super().__init__(dpi=dpi)
         self.fg_mean = W.FloatSlider(value=fg_mean, min=0.0, max=8.0, step=0.1, description="fg mean", style=_WIDE)
         self.fg_std = W.FloatSlider(value=fg_std, min=0.05, max=2.0, step=0.05, description="fg spread", style=_WIDE)
@@ -304,8 +361,9 @@ class GMMExplorer(Explorer):
             W.HBox([self.label, self.status]),
             self.plot,
         ]
-        self._observe(self.fg_mean, self.fg_std, self.fg_count, self.bg_mean, self.bg_std, self.bg_count, self.seed,
-                      self.init)
+        self._observe(
+            self.fg_mean, self.fg_std, self.fg_count, self.bg_mean, self.bg_std, self.bg_count, self.seed, self.init
+        )
         self.update()
 
     def go_to(self, step: int) -> None:
@@ -314,9 +372,15 @@ class GMMExplorer(Explorer):
         self._draw()
 
     def _update(self) -> None:  # new data: fit again, back to the initialisation
-        self.costs = compute.two_cluster_costs(self.fg_mean.value, self.fg_std.value, self.fg_count.value,
-                                               self.bg_mean.value, self.bg_std.value, self.bg_count.value,
-                                               self.seed.value)
+        self.costs = compute.two_cluster_costs(
+            self.fg_mean.value,
+            self.fg_std.value,
+            self.fg_count.value,
+            self.bg_mean.value,
+            self.bg_std.value,
+            self.bg_count.value,
+            self.seed.value,
+        )
         init = self.init.value
         self.history = gmm_history(self.costs, init=init)
         self.sklearn_fit = fit_gmm_sklearn(self.costs, init=init)
@@ -333,17 +397,21 @@ class GMMExplorer(Explorer):
     def _draw(self) -> None:
         entry, last = self.history[self.step], len(self.history) - 1
         n_conv = int(self.converged_fit.n_iter[0])
-        fits = {f"ours: iteration {self.step} of {last}": entry,
-                f"scikit-learn (tol 1e-3): {int(self.sklearn_fit.n_iter[0])} iterations": self.sklearn_fit}
+        fits = {
+            f"ours: iteration {self.step} of {last}": entry,
+            f"scikit-learn (tol 1e-3): {int(self.sklearn_fit.n_iter[0])} iterations": self.sklearn_fit,
+        }
         if self.converged_differs:
             fits[f"run to convergence (tol 1e-6): {n_conv} iterations"] = self.converged_fit
         self._show("comparison", plot_gmm_comparison(self.costs, fits), self.plot)
         self.label.value = f"iteration: {self.step} / {last}"
         ours, ref = entry["means"].tolist(), self.sklearn_fit.means[0].tolist()
         conv = self.converged_fit.means[0].tolist()
-        self.status.value = (f"| means ours ({ours[0]:.3f}, {ours[1]:.3f}), scikit-learn ({ref[0]:.3f}, {ref[1]:.3f})"
-                             f"; EM stopped after {last} iterations (tol 1e-3), converged after {n_conv} "
-                             f"({conv[0]:.3f}, {conv[1]:.3f}); mean log-likelihood {entry['log_likelihood']:.4f}")
+        self.status.value = (
+            f"| means ours ({ours[0]:.3f}, {ours[1]:.3f}), scikit-learn ({ref[0]:.3f}, {ref[1]:.3f})"
+            f"; EM stopped after {last} iterations (tol 1e-3), converged after {n_conv} "
+            f"({conv[0]:.3f}, {conv[1]:.3f}); mean log-likelihood {entry['log_likelihood']:.4f}"
+        )
 
 
 def gmm_explorer(**kwargs) -> GMMExplorer:
@@ -363,18 +431,27 @@ def gmm_explorer(**kwargs) -> GMMExplorer:
 class VotingExplorer(Explorer):
     """σ_t of Eq. (9) (log slider) and the NMS IoU threshold → detections before / after score voting."""
 
-    def __init__(self, detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None, *,
-                 sigma: float = VOTING_SIGMA, nms_thresh: float = InferenceConfig.nms_thresh,
-                 voting_fn: Callable[..., Any] | None = None,
-                 dpi: int = 80):
+    def __init__(
+        self,
+        detections: Mapping[str, Any] | None,
+        candidates: Mapping[str, Any],
+        image: Any = None,
+        *,
+        sigma: float = VOTING_SIGMA,
+        nms_thresh: float = InferenceConfig.nms_thresh,
+        voting_fn: Callable[..., Any] | None = None,
+        dpi: int = 80,
+    ):
         super().__init__(dpi=dpi)
         self.detections, self.candidates, self.image = detections, candidates, image
         self.voting_fn = voting_fn
         self.initial_nms_thresh = nms_thresh
-        self.sigma = W.FloatLogSlider(value=sigma, base=10, min=-4, max=0, step=0.05, description="σ_t",
-                                      readout_format=".4f", style=_WIDE)
-        self.nms_thresh = W.FloatSlider(value=nms_thresh, min=0.05, max=0.95, step=0.05,
-                                        description="NMS IoU", style=_WIDE)
+        self.sigma = W.FloatLogSlider(
+            value=sigma, base=10, min=-4, max=0, step=0.05, description="σ_t", readout_format=".4f", style=_WIDE
+        )
+        self.nms_thresh = W.FloatSlider(
+            value=nms_thresh, min=0.05, max=0.95, step=0.05, description="NMS IoU", style=_WIDE
+        )
         self.plot = W.Image(format="png")
         self.before: dict | None = None
         self.after: dict | None = None
@@ -386,8 +463,9 @@ class VotingExplorer(Explorer):
         # The given detections are NMS at the initial threshold; other thresholds re-run NMS on the candidates.
         same = abs(self.nms_thresh.value - self.initial_nms_thresh) < 1e-6  # the browser rounds slider values
         given = self.detections if same else None
-        self.before, self.after = compute.nms_then_vote(self.candidates, self.sigma.value, self.nms_thresh.value,
-                                                        given, self.voting_fn)
+        self.before, self.after = compute.nms_then_vote(
+            self.candidates, self.sigma.value, self.nms_thresh.value, given, self.voting_fn
+        )
         shift = (self.after["boxes"] - self.before["boxes"]).abs().mean().item() if len(self.before["boxes"]) else 0.0
         fig = plot_voting(self.image, self.before, self.after, candidates=self.candidates)
         self._show("voting", fig, self.plot)
@@ -395,8 +473,9 @@ class VotingExplorer(Explorer):
         self.status.value = f"| mean shift {shift:.2f} px"
 
 
-def voting_explorer(detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None,
-                    **kwargs) -> VotingExplorer:
+def voting_explorer(
+    detections: Mapping[str, Any] | None, candidates: Mapping[str, Any], image: Any = None, **kwargs
+) -> VotingExplorer:
     """Score voting (§3.3) live: one call in a notebook.
 
     Args:
@@ -413,6 +492,13 @@ def voting_explorer(detections: Mapping[str, Any] | None, candidates: Mapping[st
 
 
 __all__ = [
-    "AssignmentExplorer", "GMMExplorer", "RuleComparisonExplorer", "VotingExplorer", "assignment_explorer",
-    "figure_png", "gmm_explorer", "rule_comparison_explorer", "voting_explorer",
+    "AssignmentExplorer",
+    "GMMExplorer",
+    "RuleComparisonExplorer",
+    "VotingExplorer",
+    "assignment_explorer",
+    "figure_png",
+    "gmm_explorer",
+    "rule_comparison_explorer",
+    "voting_explorer",
 ]
