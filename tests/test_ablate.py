@@ -299,8 +299,11 @@ def test_tiny_grid_end_to_end_writes_one_row_per_config_with_numbers_in_0_1(tmp_
     args = ["--table", "1R", "--budget", "tiny", "--only", "paa_noaux", "paa_ioupred", "--out", str(out)]
     assert ablate.main(args) == 0
     md = (out / "tiny" / "table_1R.md").read_text()
-    rows = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| Method")]
+    lines = md.splitlines()
+    start = lines.index(next(ln for ln in lines if ln.startswith("| Method"))) + 2  # the table, then paired / claims
+    rows = lines[start : lines.index("", start)]
     assert len(rows) == len(TABLES["1R"].rows)
+    assert "**The paper's claims**" in md and "| PAA IoU pred. > PAA Center pred. | +1.0 |" in md
     finished = [r for r in rows if r.startswith(("| PAA |  |  |", "| PAA | IoU pred. |  |"))]
     assert len(finished) == 2 and all("pending" in r for r in rows if r not in finished)
     for row in finished:
