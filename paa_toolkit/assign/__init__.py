@@ -28,11 +28,11 @@ from .gmm import (
     synthetic_candidate_costs,
 )
 from .paa import PAAAssigner, fit_and_separate, scatter_labels
-from .registry import Rule, describe_rules, get_rule, rule_names, rules, settings_problems
+from .registry import Rule, describe_rules, get_rule, register, rule_names, rules, settings_problems
 from .replay import Replay, replay_assignment
-from .simota import SimOTAAssigner, candidate_regions, dynamic_k
+from .simota import SimOTAAssigner, candidate_regions, dynamic_k, simota_cost
 from .stats import SIZES, summarize_diagnostics
-from .tal import TALAssigner, normalised_metric
+from .tal import TALAssigner, alignment_metric, normalised_metric
 from .trace import AssignmentSnapshot
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "SIZES",
     "SimOTAAssigner",
     "TALAssigner",
+    "alignment_metric",
     "anchor_cost",
     "anchor_gt_iou",
     "boundary_cost",
@@ -77,14 +78,16 @@ __all__ = [
     "get_rule",
     "gmm_history",
     "match_max_iou",
-    "positives_per_gt",
-    "replay_assignment",
     "normalised_metric",
+    "positives_per_gt",
+    "register",
+    "replay_assignment",
     "rule_names",
     "rules",
     "scatter_labels",
     "separate",
     "settings_problems",
+    "simota_cost",
     "summarize_diagnostics",
     "synthetic_candidate_costs",
     "topk_per_level",

@@ -13,7 +13,7 @@ from __future__ import annotations
 from .backbone import BACKBONES, NORMS, ResNetFPN, build_backbone
 from .detector import PAADetector, build_model
 from .head import AUX_CHOICES, HeadOutputs, PAAHead
-from .losses import LossWeights, detection_losses
+from .losses import LossWeights, detection_losses, quality_focal_loss
 from .postprocess import (
     VOTING_SIGMA,
     InferenceConfig,
@@ -41,6 +41,7 @@ __all__ = [
     "detection_losses",
     "merge_tta",
     "postprocess_detections",
+    "quality_focal_loss",
     "unified_scores",
     "vote_boxes",
 ]
