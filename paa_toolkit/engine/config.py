@@ -92,9 +92,7 @@ class SolverConfig:
     weight_decay: float = 1e-4  # SGD weight decay
     warmup_iters: int = DEMO_WARMUP_ITERS  # linear warm-up length (paper: 500)
     warmup_factor: float = 1.0 / 3  # lr factor at the first warm-up iteration
-    step_fractions: list[float] = field(
-        default_factory=lambda: list(PAPER_STEP_FRACTIONS)
-    )  # lr × gamma here (fractions)
+    step_fractions: list[float] = field(default_factory=lambda: list(PAPER_STEP_FRACTIONS))  # lr × gamma here
     gamma: float = 0.1  # lr factor at each step
     clip_grad_norm: float = 0.0  # clip the gradient norm to this; 0: off
     max_iters: int = DEMO_MAX_ITERS  # training iterations (paper: 90k–180k)
