@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         print(paths["md"].read_text())
         print(f"[ablate] wrote {paths['md']}, {paths['json'].name}, {paths['png'].name}")
         if args.results:
-            print(f"[ablate] wrote {write_results(args.results, table, args.out, args.budget, args.seeds, extra)}")
+            command = shlex.join(["python", "-m", "paa_toolkit.ablate", *(sys.argv[1:] if argv is None else argv)])
+            written = write_results(args.results, table, args.out, args.budget, args.seeds, extra, command)
+            print(f"[ablate] wrote {written}")
     return 0
 
 

@@ -495,16 +495,23 @@ def machine_description() -> str:
 
 
 def write_results(
-    path: str | Path, table: str, out: str | Path, budget: str, seeds: int, extra: dict[str, Any] | None = None
+    path: str | Path,
+    table: str,
+    out: str | Path,
+    budget: str,
+    seeds: int,
+    extra: dict[str, Any] | None = None,
+    command: str | None = None,
 ) -> Path:
     """The table's results as one small JSON file to commit: per row and seed the metrics and training
-    figures (no run folders), means, stds, paired comparisons, the date and the machine."""
+    figures (no run folders), means, stds, paired comparisons, the date, the machine and the ``command``."""
     data = table_data(table, collect(table, out, budget, seeds), budget, seeds, extra)
     for row in data["rows"]:
         row["seeds"] = [{k: v for k, v in s.items() if k != "run_dir"} for s in row["seeds"]]
     data = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_description(),
+        **({"command": command} if command else {}),
         **data,
     }
     path = Path(path)
