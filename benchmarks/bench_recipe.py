@@ -46,6 +46,8 @@ from paa_toolkit.engine.checkpoint import build_from_checkpoint, default_model_b
 from paa_toolkit.engine.config import TrainConfig
 from paa_toolkit.engine.metrics import bootstrap_coco_ap, predict
 from paa_toolkit.engine.precision import apply_speed_levers, cpu_has_native_bf16
+from paa_toolkit.engine.run_files import read_metrics
+from paa_toolkit.viz.analysis import plot_learning_curves
 
 LEVERS = {
     "float32": {},
@@ -153,30 +155,26 @@ def candidates() -> dict:
     return out
 
 
-def _curve(run: Path) -> list[tuple[int, float]]:
-    from paa_toolkit.engine.run_files import read_metrics
-
-    return [(r["iteration"], r["AP"]) for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "eval"]
+def _curve(records: list[dict]) -> list[tuple[int, float]]:
+    return [(r["iteration"], r["AP"]) for r in records if r.get("kind") == "eval"]
 
 
 def curves(runs: Path, configs: list[str], out: Path) -> dict:
-    from paa_toolkit.engine.run_files import read_metrics
-    from paa_toolkit.viz.analysis import plot_learning_curves
-
     summary, drawn = {}, {}
     for config in configs:
         seeds = sorted((runs / "bench" / config).glob("seed*/final_metrics.json"))
         entry = {"seeds": {}}
         for final in seeds:
             run, name = final.parent, final.parent.name
-            curve = _curve(run)
+            records = read_metrics(run / "metrics.jsonl")
+            curve = _curve(records)
             long = runs / "bench-2x" / config / name / "final_metrics.json"
             entry["seeds"][name] = {
                 "curve": curve,
                 "AP_N": json.loads(final.read_text())["AP"],
                 "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None,
             }
-            drawn.setdefault(config, []).append(read_metrics(run / "metrics.jsonl"))
+            drawn.setdefault(config, []).append(records)
         finals = [s["AP_N"] for s in entry["seeds"].values()]
         pairs = [s["AP_2N"] - s["AP_N"] for s in entry["seeds"].values() if s["AP_2N"] is not None]
         gains = [

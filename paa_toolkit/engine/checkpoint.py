@@ -265,8 +265,7 @@ def build_from_checkpoint(
 ) -> nn.Module:
     """The trained model of a checkpoint (eval mode); ``cfg`` overrides the saved config (post-processing...)."""
     cfg = cfg or TrainConfig.from_dict(state["config"])
-    # the checkpoint holds every weight: nothing to load or pre-train first
-    cfg = replace(cfg, model=replace(cfg.model, backbone_weights=None, backbone_pretrain="none"))
+    cfg = replace(cfg, model=replace(cfg.model, backbone_weights=None))  # the checkpoint holds every weight
     model = (build_model or default_model_builder)(cfg, state["num_classes"])
     try:
         model.load_state_dict(state["model"])

@@ -290,8 +290,8 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
     _check_boxes(train_ds)
     for dataset in (train_ds, val_ds):  # every rank: a bad image stops all of them before the first step
         dataset.check_images()
-    weights = distributed.rank_zero_first(lambda: with_pretrained_weights(cfg))  # model.backbone_pretrain
-    model = build_model(weights, train_ds.num_classes).to(device)
+    model_cfg = distributed.rank_zero_first(lambda: with_pretrained_weights(cfg))  # model.backbone_pretrain
+    model = build_model(model_cfg, train_ds.num_classes).to(device)
     solver, batch_size, world = cfg.solver, cfg.data.batch_size, distributed.world_size()
     optimizer = build_optimizer(model, solver, batch_size * world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(solver))

@@ -274,8 +274,8 @@ def pickled_global(error: BaseException) -> str | None:
 
 
 def load_error(error: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` failed, in one line and without torch's advice to load the file
-    with ``weights_only=False``."""
+    """Why ``torch.load(weights_only=True)`` failed, in one line and without torch's advice to retry with the
+    unsafe full unpickler."""
     name = pickled_global(error)
     if name is not None:
         return f"holds pickled Python objects ({name}), which are not loaded because unpickling can run code"
