@@ -21,11 +21,12 @@ from paa_toolkit.engine.checkpoint import (
 from planted_code import PlantedCommand  # tests/planted_code.py
 
 
-def test_torn_last_checkpoint_is_never_resumed_from(tmp_path):
-    save_checkpoint({"iteration": 1, "w": torch.ones(100)}, tmp_path)
-    save_checkpoint({"iteration": 2, "w": torch.full((100,), 2.0)}, tmp_path)
+@pytest.mark.parametrize("kept", [0.001, 0.0125, 0.5, 0.9999])  # 0.0125: torch raises "OSError: Invalid argument"
+def test_torn_last_checkpoint_is_never_resumed_from(tmp_path, kept):
+    save_checkpoint({"iteration": 1, "w": torch.ones(100_000)}, tmp_path)
+    save_checkpoint({"iteration": 2, "w": torch.full((100_000,), 2.0)}, tmp_path)
     data = (tmp_path / LAST).read_bytes()
-    (tmp_path / LAST).write_bytes(data[: len(data) // 2])  # killed mid-write (without the atomic rename)
+    (tmp_path / LAST).write_bytes(data[: round(len(data) * kept)])  # killed mid-write (without the atomic rename)
     path, state = find_resumable(tmp_path)
     assert path.name == PREVIOUS and state["iteration"] == 1
 

@@ -12,6 +12,8 @@ from torch import nn
 from paa_toolkit.model.backbone import DeformConvBlock, build_backbone
 from paa_toolkit.model.head import PAAHead
 
+from planted_code import PlantedCommand  # tests/planted_code.py
+
 STRIDES = [8, 16, 32, 64, 128]
 
 
@@ -52,6 +54,27 @@ def test_backbone_missing_weights_path_raises_clearly(tmp_path):
     missing = tmp_path / "nope.pth"
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         build_backbone("resnet18", weights_path=missing)
+
+
+def test_backbone_weights_with_planted_code_are_refused_in_one_line_and_never_run(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": PlantedCommand(marker)}, path)
+    with pytest.raises(ValueError) as caught:
+        build_backbone("resnet18", weights_path=path, norm="frozen_bn")
+    message = str(caught.value)
+    assert "evil.pth" in message and "pickled Python objects (posix.system)" in message
+    assert "weights_only" not in message and "\n" not in message  # no advice to unpickle, one line
+    assert not marker.exists()
+
+
+def test_backbone_weights_torn_or_foreign_name_the_file(tmp_path):
+    torn, foreign = tmp_path / "torn.pth", tmp_path / "notes.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), torn)
+    torn.write_bytes(torn.read_bytes()[:5000])
+    foreign.write_text("not weights")
+    for path in (torn, foreign):
+        with pytest.raises(ValueError, match=f"backbone weights '.*{path.name}' is not a readable torch file"):
+            build_backbone("resnet18", weights_path=path, norm="frozen_bn")
 
 
 def test_backbone_weights_of_another_architecture_raise(resnet18_file):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
 import secrets
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from ..assign.base import positives_per_gt
 from ..assign.trace import AssignmentSnapshot
 from ..data.coco import CocoDetection
 from ..distributed import unwrap
+from ..safe_load import load_error, pickled_global
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -253,37 +253,6 @@ def save_trace(
     )
 
 
-#: how torch names a global it refuses to unpickle: ``Unsupported global: GLOBAL argparse.Namespace was not an
-#: allowed global …``, or for a module it blocks, ``Trying to load unsupported GLOBAL posix.system whose module …``
-PICKLED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Trying to load unsupported GLOBAL) (\S+)")
-
-
-def _unwrapped(error: BaseException) -> BaseException:
-    """The error a failed weights-only load raised inside torch: torch re-raises it as "Weights only load
-    failed. … Re-running `torch.load` with `weights_only` set to `False` will likely succeed …", advice
-    that would run any code the file holds."""
-    if isinstance(error, pickle.UnpicklingError) and error.__context__ is not None:
-        return error.__context__
-    return error
-
-
-def pickled_global(error: BaseException) -> str | None:
-    """The pickled global (``posix.system``) for which ``torch.load(weights_only=True)`` refused a file, if any."""
-    found = PICKLED_GLOBAL.search(str(_unwrapped(error)))
-    return found[1] if found else None
-
-
-def load_error(error: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` failed, in one line and without torch's advice to retry with the
-    unsafe full unpickler."""
-    name = pickled_global(error)
-    if name is not None:
-        return f"holds pickled Python objects ({name}), which are not loaded because unpickling can run code"
-    error = _unwrapped(error)
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__  # a pickle that stops early: a bare EOFError
-
-
 class TraceFileError(ValueError):
     """A file that is not a trace this version reads: foreign, old (pickled objects), newer, torn."""
 
@@ -346,9 +315,7 @@ __all__ = [
     "atomic_save",
     "atomic_write",
     "atomic_write_text",
-    "load_error",
     "load_trace",
-    "pickled_global",
     "read_metrics",
     "save_trace",
     "trace_image_indices",

@@ -21,6 +21,8 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
+from ..safe_load import load_tensors
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d")
 NORMS = ("frozen_bn", "bn", "gn")
 STRIDES = [8, 16, 32, 64, 128]
@@ -169,7 +171,7 @@ def load_imagenet_weights(
             f"backbone weights_path {str(path)!r} does not exist (ImageNet weights load "
             "from a local torchvision state-dict file; nothing is downloaded)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "backbone weights")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

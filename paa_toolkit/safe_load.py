@@ -1,0 +1,74 @@
+"""Reading torch files without running their code: ``torch.load(weights_only=True)`` and one-line errors.
+
+A checkpoint, a trace or a backbone state dict is read with ``weights_only=True``: a file that holds pickled
+Python objects is refused, never unpickled. When torch refuses or fails, :func:`load_error` says why in one
+line, without torch's advice to retry with the full unpickler (advice that would run any code the file holds).
+Below ``model/`` and ``engine/``, so that both read files the same way.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: how torch names a global it refuses to unpickle: ``Unsupported global: GLOBAL argparse.Namespace was not an
+#: allowed global …``, or for a module it blocks, ``Trying to load unsupported GLOBAL posix.system whose module …``
+PICKLED_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|Trying to load unsupported GLOBAL) (\S+)")
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The error a failed weights-only load raised inside torch: torch re-raises it as "Weights only load
+    failed. … Re-running `torch.load` with `weights_only` set to `False` will likely succeed …", advice
+    that would run any code the file holds."""
+    if isinstance(error, pickle.UnpicklingError) and error.__context__ is not None:
+        return error.__context__
+    return error
+
+
+def pickled_global(error: BaseException) -> str | None:
+    """The pickled global (``posix.system``) for which ``torch.load(weights_only=True)`` refused a file, if any."""
+    found = PICKLED_GLOBAL.search(str(_unwrapped(error)))
+    return found[1] if found else None
+
+
+def load_error(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in one line and without torch's advice to retry with the
+    unsafe full unpickler."""
+    name = pickled_global(error)
+    if name is not None:
+        return f"holds pickled Python objects ({name}), which are not loaded because unpickling can run code"
+    error = _unwrapped(error)
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__  # a pickle that stops early: a bare EOFError
+
+
+def load_tensors(path: str | Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors that name the file.
+
+    Args:
+        path: the file to read.
+        what: what the file should be, for the messages ("backbone weights").
+
+    Returns:
+        What the file holds: tensors in dicts / lists / tuples and plain values, never an unpickled object.
+
+    Raises:
+        OSError: the file cannot be read (``cannot read PATH: reason``).
+        ValueError: it is not a torch file of tensors (torn, foreign, or holding pickled objects).
+    """
+    try:
+        with open(path, "rb"):  # can it be read at all (missing, a folder, no permission)?
+            pass
+    except OSError as e:
+        raise OSError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickled objects, a torn zip archive (torch: "OSError: Invalid argument"), not torch
+        raise ValueError(f"{what} {str(path)!r} is not a readable torch file: {load_error(e)}") from None
+
+
+__all__ = ["PICKLED_GLOBAL", "load_error", "load_tensors", "pickled_global"]
