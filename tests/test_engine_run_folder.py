@@ -113,14 +113,16 @@ def test_resume_with_only_corrupt_checkpoints_is_an_error_not_a_fresh_start(synt
         find_resume_checkpoint(tiny_config(synthetic_root, tmp_path, resume="auto"))
 
 
+@pytest.mark.parametrize("resume", ["auto", "the run folder"])  # --resume, or --resume RUN --output-dir RUN
 def test_resume_moves_a_planted_last_checkpoint_aside_so_that_the_fallback_survives_the_next_checkpoints(
-    synthetic_root, finished_run, caplog
+    synthetic_root, finished_run, caplog, resume
 ):
     marker = finished_run / "command_ran"
     torch.save({"x": PlantedCommand(marker)}, finished_run / LAST)  # a planted pickle in place of iteration 4
     planted = (finished_run / LAST).read_bytes()
+    resume = "auto" if resume == "auto" else str(finished_run)
     with caplog.at_level(logging.WARNING):
-        path, state = find_resume_checkpoint(tiny_config(synthetic_root, finished_run, resume="auto"))
+        path, state = find_resume_checkpoint(tiny_config(synthetic_root, finished_run, resume=resume))
     assert (path.name, state["iteration"]) == (PREVIOUS, 2) and not marker.exists()
     assert f"moved {finished_run / LAST}, which failed verification, to {finished_run / CORRUPT}" in caplog.text
     assert (finished_run / CORRUPT).read_bytes() == planted and not (finished_run / LAST).exists()

@@ -220,7 +220,10 @@ def find_resume_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
             )
         log.info("no checkpoint in %s yet: starting from scratch", cfg.run_dir)
         return None
-    return resolve_checkpoint(cfg.resume)
+    found = resolve_checkpoint(cfg.resume)
+    if Path(cfg.resume).is_dir() and Path(cfg.resume).resolve() == Path(cfg.run_dir).resolve():
+        _set_aside_failed_last(cfg.run_dir, found[0])  # --resume RUN --output-dir RUN: the same folder as "auto"
+    return found
 
 
 def _set_aside_failed_last(run_dir: Path, resumed: Path) -> None:
