@@ -4,12 +4,19 @@
     python benchmarks/bench_recipe.py bootstrap RUN_DIR [RUN_DIR ...]       # AP ± bootstrap s.e. over val images
     python benchmarks/bench_recipe.py candidates                            # what the anchors offer each GT
     python benchmarks/bench_recipe.py curves RUNS --configs paa_ioupred atss_ioupred fcos --out benchmarks/results
+    python benchmarks/bench_recipe.py schedule RUN_DIR [RUN_DIR ...] --out benchmarks/results   # lr × length scan
 
 ``curves`` reads a grid's run folders (``RUNS/bench/<config>/seed<k>/metrics.jsonl`` and, when present,
 ``RUNS/bench-2x/...``), draws AP / AP50 / APs against iterations (``bench_curves.png``: mean over seeds, band
 min–max) and writes ``bench_curves.json``: per config and seed the curve, the final AP at N and at 2N, and the
 convergence figures — mean AP(2N) − AP(N) over the seeds that have both (converged: ≤ 0.5 points) and the
 gain over the last 600 iterations of the N run — with the seed mean and sample std of AP(N).
+
+``schedule`` compares finished runs of one config that differ in their schedule (``solver.lr``, ``max_iters``,
+read from each run's ``config.yaml``): AP against iterations for each (``bench_schedule.png``) and, per run, the
+lr, the batch, the length, the curve and the final AP (``bench_schedule.json``); the figure's x axis is the number
+of training images seen, so that batch 16 lines up with batch 4 — the lr scan and the length scan
+(N, 2N, 4N) behind the recipe's schedule.
 
 ``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
 of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
@@ -37,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from paa_toolkit.ablation.report import machine_description
 from paa_toolkit.data.build import build_datasets
@@ -203,6 +211,36 @@ def curves(runs: Path, configs: list[str], out: Path) -> dict:
     return result
 
 
+def schedule(runs: list[Path], out: Path) -> dict:
+    rows, drawn = [], {}
+    for run in runs:
+        solver = yaml.safe_load((run / "config.yaml").read_text())["solver"]
+        records = read_metrics(run / "metrics.jsonl")
+        final = json.loads((run / "final_metrics.json").read_text())
+        batch = yaml.safe_load((run / "config.yaml").read_text())["data"]["batch_size"]
+        label = f"solver.lr {solver['lr']:g}, batch {batch}, {solver['max_iters']} iterations"
+        ran = run / "ablate.json"  # the runner's record: wall time
+        rows.append(
+            {"run": str(run), "lr": solver["lr"], "batch_size": batch, "max_iters": solver["max_iters"]}
+            | {"AP": final["AP"], "APs": final["APs"], "APm": final["APm"], "curve": _curve(records)}
+            | {"wall_s": json.loads(ran.read_text())["wall_s"] if ran.is_file() else None}
+        )
+        drawn[label] = [[{**r, "iteration": r["iteration"] * batch} for r in records]]  # x: images seen
+    out.mkdir(parents=True, exist_ok=True)
+    fig = plot_learning_curves(drawn)
+    for ax in fig.axes:
+        ax.set_xlabel("training images seen (iterations × batch)")
+    fig.savefig(out / "bench_schedule.png", dpi=110)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_description(),
+        "command": f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))}",
+        "runs": rows,
+    }
+    (out / "bench_schedule.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -218,6 +256,9 @@ def main() -> None:
     c.add_argument("runs", type=Path)
     c.add_argument("--configs", nargs="+", default=["paa_ioupred", "atss_ioupred", "fcos"])
     c.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    r = sub.add_parser("schedule")
+    r.add_argument("runs", nargs="+", type=Path)
+    r.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     if args.what == "speed":
         torch.set_num_threads(args.threads)
@@ -225,6 +266,10 @@ def main() -> None:
     elif args.what == "curves":
         for config, entry in curves(args.runs, args.configs, args.out)["configs"].items():
             print(config, {k: v for k, v in entry.items() if k != "seeds"})
+    elif args.what == "schedule":
+        for row in schedule(args.runs, args.out)["runs"]:
+            setting = f"solver.lr {row['lr']:g}, batch {row['batch_size']}, {row['max_iters']} iterations"
+            print(f"{setting}: AP {row['AP']:.4f}")
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:
