@@ -167,7 +167,7 @@ def _curve(records: list[dict]) -> list[tuple[int, float]]:
     return [(r["iteration"], r["AP"]) for r in records if r.get("kind") == "eval"]
 
 
-def curves(runs: Path, configs: list[str], out: Path) -> dict:
+def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves") -> dict:
     summary, drawn = {}, {}
     for config in configs:
         seeds = sorted((runs / "bench" / config).glob("seed*/final_metrics.json"))
@@ -199,25 +199,26 @@ def curves(runs: Path, configs: list[str], out: Path) -> dict:
             gain_last_600_iters_points=100 * statistics.fmean(gains) if gains else None,
         )
         summary[config] = entry
-    out.mkdir(parents=True, exist_ok=True)
-    plot_learning_curves(drawn).savefig(out / "bench_curves.png", dpi=110)
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine_description(),
-        "command": f"python benchmarks/bench_recipe.py curves {runs} --configs {' '.join(configs)}",
-        "configs": summary,
-    }
-    (out / "bench_curves.json").write_text(json.dumps(result, indent=1) + "\n")
+    command = f"python benchmarks/bench_recipe.py curves {runs} --configs {' '.join(configs)} --stem {stem}"
+    return _write(out / stem, plot_learning_curves(drawn), command, configs=summary)
+
+
+def _write(stem: Path, fig, command: str, **body) -> dict:
+    """``<stem>.png`` (the figure) and ``<stem>.json`` (date, machine, command and ``body``)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(), "command": command, **body}
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
 def schedule(runs: list[Path], out: Path) -> dict:
     rows, drawn = [], {}
     for run in runs:
-        solver = yaml.safe_load((run / "config.yaml").read_text())["solver"]
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        solver, batch = config["solver"], config["data"]["batch_size"]
         records = read_metrics(run / "metrics.jsonl")
         final = json.loads((run / "final_metrics.json").read_text())
-        batch = yaml.safe_load((run / "config.yaml").read_text())["data"]["batch_size"]
         label = f"solver.lr {solver['lr']:g}, batch {batch}, {solver['max_iters']} iterations"
         ran = run / "ablate.json"  # the runner's record: wall time
         rows.append(
@@ -226,19 +227,11 @@ def schedule(runs: list[Path], out: Path) -> dict:
             | {"wall_s": json.loads(ran.read_text())["wall_s"] if ran.is_file() else None}
         )
         drawn[label] = [[{**r, "iteration": r["iteration"] * batch} for r in records]]  # x: images seen
-    out.mkdir(parents=True, exist_ok=True)
     fig = plot_learning_curves(drawn)
     for ax in fig.axes:
         ax.set_xlabel("training images seen (iterations × batch)")
-    fig.savefig(out / "bench_schedule.png", dpi=110)
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": machine_description(),
-        "command": f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))}",
-        "runs": rows,
-    }
-    (out / "bench_schedule.json").write_text(json.dumps(result, indent=1) + "\n")
-    return result
+    command = f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))}"
+    return _write(out / "bench_schedule", fig, command, runs=rows)
 
 
 def main() -> None:
@@ -256,6 +249,7 @@ def main() -> None:
     c.add_argument("runs", type=Path)
     c.add_argument("--configs", nargs="+", default=["paa_ioupred", "atss_ioupred", "fcos"])
     c.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    c.add_argument("--stem", default="bench_curves", help="file names of the figure and JSON (default bench_curves)")
     r = sub.add_parser("schedule")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -264,7 +258,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print(json.dumps(speed(args.steps, args.rounds), indent=1))
     elif args.what == "curves":
-        for config, entry in curves(args.runs, args.configs, args.out)["configs"].items():
+        for config, entry in curves(args.runs, args.configs, args.out, args.stem)["configs"].items():
             print(config, {k: v for k, v in entry.items() if k != "seeds"})
     elif args.what == "schedule":
         for row in schedule(args.runs, args.out)["runs"]:
