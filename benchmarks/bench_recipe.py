@@ -206,9 +206,9 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
 def _write(stem: Path, fig, command: str, **body) -> dict:
     """``<stem>.png`` (the figure) and ``<stem>.json`` (date, machine, command and ``body``)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    fig.savefig(stem.parent / f"{stem.name}.png", dpi=110)  # not with_suffix: a stem may hold a dot (lr0.04)
     result = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(), "command": command, **body}
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    (stem.parent / f"{stem.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
