@@ -8,6 +8,7 @@ Below ``model/`` and ``engine/``, so that both read files the same way.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
 from pathlib import Path
@@ -61,14 +62,23 @@ def load_tensors(path: str | Path, what: str) -> Any:
         ValueError: it is not a torch file of tensors (torn, foreign, or holding pickled objects).
     """
     try:
-        with open(path, "rb"):  # can it be read at all (missing, a folder, no permission)?
-            pass
-    except OSError as e:
-        raise OSError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
-    try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled objects, a torn zip archive (torch: "OSError: Invalid argument"), not torch
+    except OSError as e:
+        if is_os_fault(e):
+            raise OSError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
+        raise ValueError(f"{what} {str(path)!r} is not a readable torch file: {load_error(e)}") from None
+    except Exception as e:  # pickled objects, a torn zip archive, not a torch file ...
         raise ValueError(f"{what} {str(path)!r} is not a readable torch file: {load_error(e)}") from None
 
 
-__all__ = ["PICKLED_GLOBAL", "load_error", "load_tensors", "pickled_global"]
+#: errors of the system, not of the file's bytes: reading again elsewhere (or later) may succeed
+OS_FAULTS = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.EISDIR, errno.ENXIO, errno.EBUSY})
+
+
+def is_os_fault(error: OSError) -> bool:
+    """Whether ``torch.load``'s OSError comes from the system (permission, I/O) rather than from the file:
+    a zip archive torn at some offsets makes torch raise ``OSError: [Errno 22] Invalid argument``."""
+    return error.errno in OS_FAULTS
+
+
+__all__ = ["OS_FAULTS", "PICKLED_GLOBAL", "is_os_fault", "load_error", "load_tensors", "pickled_global"]
