@@ -47,38 +47,44 @@ def load_error(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__  # a pickle that stops early: a bare EOFError
 
 
-def load_tensors(path: str | Path, what: str) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with one-line errors that name the file.
+class UnreadableTorchFile(ValueError):
+    """Torch could not read a file's bytes: torn, foreign, or holding pickled objects. The message is
+    :func:`load_error`'s one line; ``pickled`` names the refused global (``posix.system``), if that was why."""
 
-    Args:
-        path: the file to read.
-        what: what the file should be, for the messages ("backbone weights").
-
-    Returns:
-        What the file holds: tensors in dicts / lists / tuples and plain values, never an unpickled object.
-
-    Raises:
-        OSError: the file cannot be read (``cannot read PATH: reason``).
-        ValueError: it is not a torch file of tensors (torn, foreign, or holding pickled objects).
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as e:
-        if is_os_fault(e):
-            raise OSError(f"cannot read {what} {str(path)!r}: {e.strerror or e}") from None
-        raise ValueError(f"{what} {str(path)!r} is not a readable torch file: {load_error(e)}") from None
-    except Exception as e:  # pickled objects, a torn zip archive, not a torch file ...
-        raise ValueError(f"{what} {str(path)!r} is not a readable torch file: {load_error(e)}") from None
+    def __init__(self, reason: str, pickled: str | None):
+        super().__init__(reason)
+        self.pickled = pickled
 
 
 #: errors of the system, not of the file's bytes: reading again elsewhere (or later) may succeed
 OS_FAULTS = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.EISDIR, errno.ENXIO, errno.EBUSY})
 
 
-def is_os_fault(error: OSError) -> bool:
-    """Whether ``torch.load``'s OSError comes from the system (permission, I/O) rather than from the file:
-    a zip archive torn at some offsets makes torch raise ``OSError: [Errno 22] Invalid argument``."""
-    return error.errno in OS_FAULTS
+def load_tensors(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, its failures sorted into the system's and the file's.
+
+    The one reader of checkpoints, traces and backbone weights; each caller words its own message.
+
+    Args:
+        path: the file to read.
+        map_location: where the tensors go.
+
+    Returns:
+        What the file holds: tensors in dicts / lists / tuples and plain values, never an unpickled object.
+
+    Raises:
+        OSError: the system's fault (errno in :data:`OS_FAULTS`: permission, I/O, ...), torch's error unchanged.
+        UnreadableTorchFile: the file's fault — torn (some cuts make torch raise ``OSError: [Errno 22] Invalid
+            argument``), not a torch file, or holding pickled objects.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:
+        if e.errno in OS_FAULTS:
+            raise
+        raise UnreadableTorchFile(load_error(e), pickled_global(e)) from None
+    except Exception as e:  # pickled objects, a torn zip archive, not a torch file ...
+        raise UnreadableTorchFile(load_error(e), pickled_global(e)) from None
 
 
-__all__ = ["OS_FAULTS", "PICKLED_GLOBAL", "is_os_fault", "load_error", "load_tensors", "pickled_global"]
+__all__ = ["OS_FAULTS", "PICKLED_GLOBAL", "UnreadableTorchFile", "load_error", "load_tensors", "pickled_global"]

@@ -29,7 +29,7 @@ from torch import nn
 from ..data.coco import CocoDetection
 from ..distributed import unwrap
 from ..model.detector import build_model
-from ..safe_load import is_os_fault, load_error
+from ..safe_load import UnreadableTorchFile, load_tensors
 from .config import TrainConfig
 from .run_files import atomic_save
 from .sampling import DeterministicBatchSampler, rng_state, set_rng_state
@@ -101,13 +101,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as e:
-        if is_os_fault(e):  # not a fault of the file (permission denied, I/O error): no fallback to another one
-            raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): {load_error(e)}") from None
-    except Exception as e:  # torn zip, pickled objects, not a torch file ...
-        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): {load_error(e)}") from None
+        state = load_tensors(path, map_location)
+    except OSError as e:  # not a fault of the file (permission denied, I/O error): no fallback to another one
+        raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except UnreadableTorchFile as e:  # torn zip, pickled objects, not a torch file ...
+        raise CheckpointError(f"checkpoint {path} is unreadable (torn or not a checkpoint): {e}") from None
     if not isinstance(state, dict) or DIGEST_KEY not in state:
         raise CheckpointError(f"checkpoint {path} has no '{DIGEST_KEY}' entry: not written by paa_toolkit")
     expected = state.pop(DIGEST_KEY)

@@ -36,7 +36,7 @@ from ..assign.base import positives_per_gt
 from ..assign.trace import AssignmentSnapshot
 from ..data.coco import CocoDetection
 from ..distributed import unwrap
-from ..safe_load import load_error, pickled_global
+from ..safe_load import UnreadableTorchFile, load_tensors
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -276,14 +276,14 @@ def load_trace(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"trace file not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = load_tensors(path)
     except OSError as e:
         raise OSError(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception as e:  # pickled objects, torn zip archive, not a torch file ...
-        if pickled_global(e) is None:
-            raise TraceFileError(f"{path}: not a readable trace file (torn or not a trace): {load_error(e)}") from None
+    except UnreadableTorchFile as e:  # pickled objects, torn zip archive, not a torch file ...
+        if e.pickled is None:
+            raise TraceFileError(f"{path}: not a readable trace file (torn or not a trace): {e}") from None
         raise TraceFileError(
-            f"{path}: {load_error(e)}: a trace of an older paa_toolkit (before trace format {TRACE_VERSION}) or not "
+            f"{path}: {e}: a trace of an older paa_toolkit (before trace format {TRACE_VERSION}) or not "
             "ours. Re-create the traces by training again (--overwrite)"
         ) from None
     if not isinstance(data, dict) or data.get("format") != TRACE_FORMAT:

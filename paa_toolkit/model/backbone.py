@@ -21,7 +21,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import DeformConv2d, FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
-from ..safe_load import load_tensors
+from ..safe_load import UnreadableTorchFile, load_tensors
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext101_32x8d", "resnext101_64x4d")
 NORMS = ("frozen_bn", "bn", "gn")
@@ -171,7 +171,12 @@ def load_imagenet_weights(
             f"backbone weights_path {str(path)!r} does not exist (ImageNet weights load "
             "from a local torchvision state-dict file; nothing is downloaded)"
         )
-    state = load_tensors(path, "backbone weights")
+    try:
+        state = load_tensors(path)
+    except OSError as e:
+        raise OSError(f"cannot read backbone weights {str(path)!r}: {e.strerror or e}") from None
+    except UnreadableTorchFile as e:
+        raise ValueError(f"backbone weights {str(path)!r} is not a readable torch file: {e}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
