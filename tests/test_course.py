@@ -49,7 +49,7 @@ def tiny_model(tiny_run):
     return model, val
 
 
-def test_fast_setting_is_small_and_full_setting_is_the_demo_run():
+def test_fast_setting_is_small_and_full_setting_is_the_demo_run_with_a_native_bf16_backbone():
     fast, full = course.course_config(True), course.course_config(False)
     validate(fast), validate(full)
     assert fast.data.synthetic_num_train <= 64 and fast.data.synthetic_image_size <= 160
@@ -61,6 +61,7 @@ def test_fast_setting_is_small_and_full_setting_is_the_demo_run():
         demo.model.min_size,
     )
     assert full.trace_images > 0 and 0 in full.trace_schedule()
+    assert (demo.solver.bf16, full.solver.bf16) == ("off", "auto")  # the course's speed lever, not the demo's
 
 
 def test_run_folder_is_keyed_by_the_settings_not_by_where_it_is_written(tmp_path):
