@@ -167,16 +167,16 @@ def _curve(records: list[dict]) -> list[tuple[int, float]]:
     return [(r["iteration"], r["AP"]) for r in records if r.get("kind") == "eval"]
 
 
-def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves") -> dict:
+def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves", budget: str = "bench") -> dict:
     summary, drawn = {}, {}
     for config in configs:
-        seeds = sorted((runs / "bench" / config).glob("seed*/final_metrics.json"))
+        seeds = sorted((runs / budget / config).glob("seed*/final_metrics.json"))
         entry = {"seeds": {}}
         for final in seeds:
             run, name = final.parent, final.parent.name
             records = read_metrics(run / "metrics.jsonl")
             curve = _curve(records)
-            long = runs / "bench-2x" / config / name / "final_metrics.json"
+            long = runs / f"{budget}-2x" / config / name / "final_metrics.json"
             entry["seeds"][name] = {
                 "curve": curve,
                 "AP_N": json.loads(final.read_text())["AP"],
@@ -200,6 +200,7 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
         )
         summary[config] = entry
     command = f"python benchmarks/bench_recipe.py curves {runs} --configs {' '.join(configs)} --stem {stem}"
+    command += f" --budget {budget}"
     return _write(out / stem, plot_learning_curves(drawn), command, configs=summary)
 
 
@@ -250,6 +251,7 @@ def main() -> None:
     c.add_argument("--configs", nargs="+", default=["paa_ioupred", "atss_ioupred", "fcos"])
     c.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     c.add_argument("--stem", default="bench_curves", help="file names of the figure and JSON (default bench_curves)")
+    c.add_argument("--budget", default="bench", help="RUNS/<budget>/ and its check RUNS/<budget>-2x/ (default bench)")
     r = sub.add_parser("schedule")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -258,7 +260,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print(json.dumps(speed(args.steps, args.rounds), indent=1))
     elif args.what == "curves":
-        for config, entry in curves(args.runs, args.configs, args.out, args.stem)["configs"].items():
+        for config, entry in curves(args.runs, args.configs, args.out, args.stem, args.budget)["configs"].items():
             print(config, {k: v for k, v in entry.items() if k != "seeds"})
     elif args.what == "schedule":
         for row in schedule(args.runs, args.out)["runs"]:

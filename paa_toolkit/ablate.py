@@ -39,11 +39,14 @@ Budgets (``--budget``):
 * ``medium`` — the default run's data and model (256 px, 800 / 100 images, width 64) for 400
   iterations, two threads per training: 3.2 min each on 2 idle cores (Table 1 right, 1 seed, in 25
   min), AP 0.08–0.24 where ``small`` has barely started (benchmarks/ablations.md).
-* ``bench`` — the converged miniature (issue 19): 128 px images (800 train / 500 val), a P2–P6 pyramid so that
+* ``bench`` — the quiet miniature (issue 19): 128 px images (800 train / 500 val), a P2–P6 pyramid so that
   the paper's anchors (8 × stride) meet the objects (8–64 px), width 32, 2,400 iterations (warm-up 100, the
   paper's decays at 2/3 and 8/9), bf16 backbone where the CPU has it natively, AP evaluated every 300
-  iterations (the learning curve). ``bench-2x`` trains the same recipe twice as long: the convergence check.
-  Measurements: benchmarks/README.md, "The bench recipe".
+  iterations (the learning curve); from random weights, not converged. ``bench-2x`` trains the same recipe
+  twice as long: the convergence check. Measurements: benchmarks/README.md, "The bench recipe".
+* ``bench-pretrained`` (and its check ``bench-pretrained-2x``) — ``bench`` from a ResNet body pre-trained once on
+  detection of another generator seed's images (``model.backbone_pretrain detection``, cached; the miniature
+  of the paper's ImageNet start).
 * ``paper`` — §4 / Appendix A.1 on COCO: ResNet-50 (frozen BN; pass ImageNet weights with
   ``--set model.backbone_weights=FILE``), width 256, 800 px, 135k iterations, batch 2 per process
   (× 8 GPUs = 16, with the torchrun launcher), AMP, CUDA.

@@ -31,6 +31,21 @@ def test_a_budget_as_dotted_overrides_rebuilds_the_preset():
 
 def test_an_unknown_budget_names_the_choices():
     with pytest.raises(
-        ConfigError, match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, paper, tiny"
+        ConfigError,
+        match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, bench-pretrained, "
+        "bench-pretrained-2x, paper, tiny",
     ):
         presets.budget("huge")
+
+
+def test_the_pretrained_bench_is_the_bench_from_a_detection_pretrained_backbone_and_its_check_twice_as_long():
+    bench, pretrained, longer = (
+        presets.budget("bench"),
+        presets.budget("bench-pretrained"),
+        presets.budget("bench-pretrained-2x"),
+    )
+    assert pretrained.model.backbone_pretrain == "detection" and bench.model.backbone_pretrain == "none"
+    pretrained.model.backbone_pretrain = "none"
+    assert pretrained == bench  # nothing else changes
+    assert (longer.solver.max_iters, longer.eval_every) == (2 * bench.solver.max_iters, 2 * bench.eval_every)
+    assert longer.solver.step_fractions == bench.solver.step_fractions  # the lr steps at the same fractions

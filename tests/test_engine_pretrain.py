@@ -65,3 +65,64 @@ def test_pre_trained_groupnorm_weights_need_a_groupnorm_backbone_and_no_other_we
     cfg.model.backbone_pretrain, cfg.model.backbone_norm = "synthetic", "frozen_bn"
     with pytest.raises(ConfigError, match="model.backbone_pretrain 'synthetic' gives GroupNorm weights"):
         validate(cfg)
+
+
+# ---- the detection pre-training (issue 19) ----------------------------------------------------------------------
+def test_the_detection_pre_training_is_the_bench_paa_run_on_another_generator_seed_from_random_weights():
+    settings = pretrain.DetectionPretrainSettings()
+    cfg = pretrain.detection_pretrain_config(settings)
+    validate(cfg)
+    bench = pretrain.presets.bench_budget()
+    assert (cfg.data.synthetic_seed, bench.data.synthetic_seed) == (1000, 0)  # none of its images is a bench image
+    assert (cfg.model.arch, cfg.assign.rule, cfg.model.aux) == ("paa", "c", "iou")  # the paper's defaults
+    assert (cfg.model.pyramid, cfg.model.min_size, cfg.model.width) == (bench.model.pyramid, 128, bench.model.width)
+    assert cfg.model.backbone_pretrain == "none" and cfg.model.backbone_weights is None  # no recursion
+    assert (cfg.solver.max_iters, cfg.solver.lr) == (2 * bench.solver.max_iters, 4 * bench.solver.lr)
+    other = pretrain.DetectionPretrainSettings(data_seed=1001)
+    assert pretrain.detection_pretrained_path(other) != pretrain.detection_pretrained_path(settings)
+
+
+def test_detection_pre_training_trains_once_and_keeps_the_resnet_body_under_torchvision_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAA_TOOLKIT_CACHE", str(tmp_path))  # the synthetic images of the run go there too
+    tiny = pretrain.presets.budget("tiny")
+
+    def tiny_run(settings):  # the pre-training's shape at smoke-test size: a real run, in seconds
+        cfg = pretrain.presets.budget("tiny")
+        cfg.data.synthetic_seed, cfg.seed = settings.data_seed, settings.seed
+        return cfg
+
+    monkeypatch.setattr(pretrain, "detection_pretrain_config", tiny_run)
+    path = pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path)
+    body = torch.load(path, weights_only=True)
+    net = torchvision.models.resnet18(weights=None, norm_layer=lambda c: nn.GroupNorm(32, c))
+    missing, unexpected = net.load_state_dict(body, strict=False)
+    assert not unexpected and set(missing) == {"fc.weight", "fc.bias"}  # every body tensor, under its own name
+    run = path.with_name(f"{path.stem}-run")
+    detector = torch.load(run / "last.pth", weights_only=True)["model"]
+    assert torch.equal(body["layer4.1.conv2.weight"], detector["backbone.body.layer4.1.conv2.weight"])
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["settings"]["data_seed"] == 1000 and 0 <= record["val_metrics"]["AP"] <= 1
+    assert json.loads((run / "final_metrics.json").read_text())["iteration"] == tiny.solver.max_iters
+
+    def no_second_training(*args, **kwargs):
+        raise AssertionError("trained twice")
+
+    monkeypatch.setattr(pretrain.subprocess, "run", no_second_training)
+    assert pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path) == path
+    assert not list(tmp_path.glob("pretrained/*.lock"))
+
+
+def test_a_failed_detection_pre_training_names_its_run_and_leaves_no_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 1})())
+    with pytest.raises(RuntimeError, match=r"detection pre-training failed \(exit 1\); its run: .*-run"):
+        pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path)
+    assert not list(tmp_path.glob("pretrained/*.pth"))
+
+
+def test_backbone_pretrain_detection_resolves_to_the_cached_body(tmp_path, monkeypatch):
+    weights = tmp_path / "body.pth"
+    monkeypatch.setattr(pretrain, "detection_pretrained_backbone", lambda backbone: weights)
+    cfg = TrainConfig()
+    cfg.model.backbone_pretrain = "detection"
+    validate(cfg)
+    assert with_pretrained_weights(cfg).model.backbone_weights == str(weights)

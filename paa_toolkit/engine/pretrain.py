@@ -13,6 +13,12 @@ from the same ImageNet file. The file is a torchvision state dict (GroupNorm, ``
 :func:`~paa_toolkit.model.backbone.load_imagenet_weights` loads; stem and res2 are then frozen, as with
 ImageNet weights (the ATSS / PAA setting). ``<cache>/pretrained/<backbone>-<digest>.pth`` holds it, with
 a JSON of its settings and held-out accuracy beside it.
+
+``backbone_pretrain = "detection"`` (issue 19) pre-trains on detection instead: the bench detector (PAA with the
+paper's defaults, :func:`~.presets.bench_budget`) trained once on synthetic images of another generator seed, at
+4 × the lr for twice the bench schedule, its ResNet body kept (FPN and head are dropped and start from scratch,
+as after ImageNet). The training is an ordinary run (``python -m paa_toolkit.train``, resumable) in
+``<cache>/pretrained/<backbone>-detection-<digest>-run/``; the file beside it is its body's state dict.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 from torch import nn
 from torchvision import models
@@ -34,6 +44,10 @@ from tqdm import tqdm
 from ..data.synthetic import default_cache_dir, make_synthetic_coco
 from ..model.backbone import norm_layer_for
 from ..model.detector import IMAGENET_MEAN, IMAGENET_STD
+from ..safe_load import load_tensors
+from . import presets
+from .checkpoint import FINAL_METRICS
+from .config import TrainConfig
 from .run_files import atomic_save, atomic_write_text
 from .run_folder import RunFolderError, acquire_lock
 
@@ -132,14 +146,9 @@ def train_classifier(settings: PretrainSettings, progress: bool = True) -> tuple
     }
 
 
-def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """The cached pre-trained weights of ``backbone`` (a torchvision state dict); trained once when missing.
-
-    A lock keeps two processes (an ablation grid's parallel jobs) from training it twice; the file is
-    written atomically, so a file that exists is whole.
-    """
-    settings = PretrainSettings(backbone=backbone)
-    path = pretrained_path(settings, cache_dir)
+def _cached(path: Path, produce: Callable[[Path], None]) -> Path:
+    """``path``, produced once by ``produce(path)`` when missing. A lock keeps two processes (an ablation grid's
+    parallel jobs) from producing it twice; ``produce`` writes atomically, so a file that exists is whole."""
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,13 +156,24 @@ def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None
         try:
             lock = acquire_lock(path.parent, name=f".{path.stem}.lock")
             break
-        except RunFolderError:  # another process is training it: wait for its file
+        except RunFolderError:  # another process is producing it: wait for its file
             if path.is_file():
                 return path
             time.sleep(5)
     try:
-        if path.is_file():  # another process finished it before we took the lock
-            return path
+        if not path.is_file():  # another process may have finished it before we took the lock
+            produce(path)
+    finally:
+        lock.release()
+    return path
+
+
+def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """The cached weights of ``backbone`` pre-trained on the presence task (a torchvision state dict); trained
+    once when missing."""
+    settings = PretrainSettings(backbone=backbone)
+
+    def produce(path: Path) -> None:
         log.info("pre-training %s on the embedded data's presence task (once; cached in %s)", backbone, path)
         start = time.perf_counter()
         model, figures = train_classifier(settings, progress)
@@ -171,9 +191,90 @@ def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None
             figures["val_label_accuracy"],
             time.perf_counter() - start,
         )
-    finally:
-        lock.release()
-    return path
+
+    return _cached(pretrained_path(settings, cache_dir), produce)
+
+
+# ---- pre-training on detection (issue 19) --------------------------------------------------------------
+@dataclass(frozen=True)
+class DetectionPretrainSettings:
+    """The detection pre-training: fixed, so that one cached file serves every run that asks for it."""
+
+    backbone: str = "resnet18"
+    data_seed: int = 1000  # the synthetic generator's seed: none of its images is in the detection splits
+    seed: int = 0
+    iterations: int = 4800  # twice the bench schedule
+    lr: float = 0.04  # 4 × the bench lr: the schedule scan's fastest (benchmarks/README.md §8)
+
+
+def detection_pretrain_config(settings: DetectionPretrainSettings) -> TrainConfig:
+    """The pre-training run: the bench recipe (PAA, Fig. 3 (c), K = 9, IoU prediction) on another generator
+    seed's images, from random weights."""
+    cfg = presets.bench_budget()
+    cfg.name = f"pretrain-{settings.backbone}-detection"
+    cfg.seed = settings.seed
+    cfg.data.synthetic_seed = settings.data_seed
+    cfg.model.backbone, cfg.model.backbone_pretrain, cfg.model.backbone_weights = settings.backbone, "none", None
+    cfg.solver.max_iters, cfg.solver.lr = settings.iterations, settings.lr
+    cfg.eval_every, cfg.checkpoint_every = settings.iterations // 4, 800
+    cfg.test.score_voting = False  # its AP is that of the tables' reference row (weights do not depend on it)
+    return cfg
+
+
+def detection_pretrained_path(settings: DetectionPretrainSettings, cache_dir: str | Path | None = None) -> Path:
+    """``<cache>/pretrained/<backbone>-detection-<digest>.pth``, the digest that of the whole pre-training run."""
+    cfg = detection_pretrain_config(settings).to_dict()
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "pretrained" / f"{settings.backbone}-detection-{digest}.pth"
+
+
+def body_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The ResNet body of a detector checkpoint under torchvision's names (what ``backbone_weights`` loads)."""
+    state = load_tensors(checkpoint)["model"]
+    prefix = "backbone.body."
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def detection_pretrained_backbone(
+    backbone: str = "resnet18",
+    cache_dir: str | Path | None = None,
+    launcher: list[str] | None = None,
+) -> Path:
+    """The cached ResNet body of the detection pre-training (a torchvision state dict); trained once when
+    missing, as a ``python -m paa_toolkit.train`` run that resumes if it was stopped."""
+    settings = DetectionPretrainSettings(backbone=backbone)
+
+    def produce(path: Path) -> None:
+        run_dir = path.with_name(f"{path.stem}-run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_file = run_dir.parent / f"{path.stem}-config.yaml"
+        atomic_write_text(config_file, yaml.safe_dump(detection_pretrain_config(settings).to_dict(), sort_keys=False))
+        command = [*(launcher or [sys.executable, "-m", "paa_toolkit.train"]), "--config", str(config_file)]
+        command += ["--output-dir", str(run_dir), "--resume"]
+        log.info("pre-training %s on detection (once; cached in %s): %s", backbone, path, " ".join(command))
+        start = time.perf_counter()
+        done = subprocess.run(command, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the detection pre-training failed (exit {done.returncode}); its run: {run_dir}")
+        metrics = json.loads((run_dir / FINAL_METRICS).read_text(encoding="utf-8"))
+        atomic_save(body_state_dict(run_dir / "last.pth"), path)
+        figures = {k: metrics.get(k) for k in ("AP", "AP50", "AP75", "APs", "APm")}
+        atomic_write_text(
+            path.with_suffix(".json"),
+            json.dumps(
+                {
+                    "settings": asdict(settings),
+                    "run": str(run_dir),
+                    "val_metrics": figures,
+                    "seconds": round(time.perf_counter() - start, 1),
+                },
+                indent=1,
+            ),
+        )
+        log.info("pre-trained %s on detection: AP %.3f on its own val split", backbone, figures["AP"] or 0.0)
+
+    return _cached(detection_pretrained_path(settings, cache_dir), produce)
 
 
 def with_pretrained_weights(cfg):
@@ -181,12 +282,20 @@ def with_pretrained_weights(cfg):
     (trained first when missing); ``cfg`` itself when it asks for no pre-training."""
     if cfg.model.backbone_pretrain == "none":
         return cfg
-    path = pretrained_backbone(cfg.model.backbone)
+    if cfg.model.backbone_pretrain == "detection":
+        path = detection_pretrained_backbone(cfg.model.backbone)
+    else:
+        path = pretrained_backbone(cfg.model.backbone)
     return replace(cfg, model=replace(cfg.model, backbone_weights=str(path)))
 
 
 __all__ = [
+    "DetectionPretrainSettings",
     "PretrainSettings",
+    "body_state_dict",
+    "detection_pretrain_config",
+    "detection_pretrained_backbone",
+    "detection_pretrained_path",
     "presence_dataset",
     "pretrained_backbone",
     "pretrained_path",
