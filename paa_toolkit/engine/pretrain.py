@@ -54,6 +54,11 @@ from .run_folder import RunFolderError, acquire_lock
 log = logging.getLogger(__name__)
 
 
+def _digest(settings: dict) -> str:
+    """A short digest of a pre-training's settings: the cache file's name changes with any of them."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
 @dataclass(frozen=True)
 class PretrainSettings:
     """The pre-training task: fixed, so that one cached file serves every run that asks for it."""
@@ -70,7 +75,7 @@ class PretrainSettings:
     weight_decay: float = 1e-4
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        return _digest(asdict(self))
 
 
 def pretrained_path(settings: PretrainSettings, cache_dir: str | Path | None = None) -> Path:
@@ -223,8 +228,7 @@ def detection_pretrain_config(settings: DetectionPretrainSettings) -> TrainConfi
 
 def detection_pretrained_path(settings: DetectionPretrainSettings, cache_dir: str | Path | None = None) -> Path:
     """``<cache>/pretrained/<backbone>-detection-<digest>.pth``, the digest that of the whole pre-training run."""
-    cfg = detection_pretrain_config(settings).to_dict()
-    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
+    digest = _digest(detection_pretrain_config(settings).to_dict())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "pretrained" / f"{settings.backbone}-detection-{digest}.pth"
 
@@ -236,11 +240,7 @@ def body_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def detection_pretrained_backbone(
-    backbone: str = "resnet18",
-    cache_dir: str | Path | None = None,
-    launcher: list[str] | None = None,
-) -> Path:
+def detection_pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None) -> Path:
     """The cached ResNet body of the detection pre-training (a torchvision state dict); trained once when
     missing, as a ``python -m paa_toolkit.train`` run that resumes if it was stopped."""
     settings = DetectionPretrainSettings(backbone=backbone)
@@ -250,7 +250,7 @@ def detection_pretrained_backbone(
         run_dir.mkdir(parents=True, exist_ok=True)
         config_file = run_dir.parent / f"{path.stem}-config.yaml"
         atomic_write_text(config_file, yaml.safe_dump(detection_pretrain_config(settings).to_dict(), sort_keys=False))
-        command = [*(launcher or [sys.executable, "-m", "paa_toolkit.train"]), "--config", str(config_file)]
+        command = [sys.executable, "-m", "paa_toolkit.train", "--config", str(config_file)]
         command += ["--output-dir", str(run_dir), "--resume"]
         log.info("pre-training %s on detection (once; cached in %s): %s", backbone, path, " ".join(command))
         start = time.perf_counter()
