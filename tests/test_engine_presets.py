@@ -33,7 +33,7 @@ def test_an_unknown_budget_names_the_choices():
     with pytest.raises(
         ConfigError,
         match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, bench-pretrained, "
-        "bench-pretrained-2x, paper, tiny",
+        "bench-pretrained-2x, bench-pretrained-atss, paper, tiny",
     ):
         presets.budget("huge")
 

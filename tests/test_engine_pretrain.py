@@ -119,10 +119,30 @@ def test_a_failed_detection_pre_training_names_its_run_and_leaves_no_weights(tmp
     assert not list(tmp_path.glob("pretrained/*.pth"))
 
 
-def test_backbone_pretrain_detection_resolves_to_the_cached_body(tmp_path, monkeypatch):
-    weights = tmp_path / "body.pth"
-    monkeypatch.setattr(pretrain, "detection_pretrained_backbone", lambda backbone: weights)
+@pytest.mark.parametrize("choice", ["detection", "detection-atss"])
+def test_backbone_pretrain_detection_resolves_to_the_cached_body_of_its_own_pre_training(tmp_path, monkeypatch, choice):
+    monkeypatch.setattr(
+        pretrain, "detection_pretrained_backbone", lambda backbone, choice: tmp_path / f"{backbone}-{choice}.pth"
+    )
     cfg = TrainConfig()
-    cfg.model.backbone_pretrain = "detection"
+    cfg.model.backbone_pretrain = choice
     validate(cfg)
-    assert with_pretrained_weights(cfg).model.backbone_weights == str(weights)
+    assert with_pretrained_weights(cfg).model.backbone_weights == str(tmp_path / f"resnet18-{choice}.pth")
+
+
+def test_the_atss_pre_training_differs_from_paas_only_in_the_assigner_and_keeps_paas_cache_name():
+    paa, atss = (pretrain.DetectionPretrainSettings.for_choice(c, "resnet18") for c in ("detection", "detection-atss"))
+    assert paa == pretrain.DetectionPretrainSettings()  # PAA's cached body keeps its file name
+    a, b = (pretrain.detection_pretrain_config(s).to_dict() for s in (paa, atss))
+    assert {k for k in a if a[k] != b[k]} == {"assign", "name"}
+    assert {k for k in a["assign"] if a["assign"][k] != b["assign"][k]} == {"rule"}
+    assert (a["assign"]["rule"], b["assign"]["rule"]) == ("c", "atss")
+    paa_path, atss_path = (pretrain.detection_pretrained_path(s) for s in (paa, atss))
+    assert paa_path.name.startswith("resnet18-detection-") and atss_path.name.startswith("resnet18-detection-atss-")
+    assert pretrain.presets.budget("bench-pretrained-atss").model.backbone_pretrain == "detection-atss"
+
+
+def test_a_failed_atss_pre_training_says_which_pre_training_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 1})())
+    with pytest.raises(RuntimeError, match=r"the detection-atss pre-training failed \(exit 1\)"):
+        pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path, choice="detection-atss")

@@ -51,8 +51,9 @@ DEMO_LR = 0.01  # paper: 0.01 for a batch of 16
 # ---- valid choices (validated up front, listed in error messages) ----------------------------
 ARCHS = ("paa", "fcos", "retinanet")
 #: model.backbone_pretrain: random init, or the toolkit's pre-training on the embedded data (engine.pretrain):
-#: its presence task (synthetic) or detection on another generator seed (detection)
-PRETRAIN_CHOICES = ("none", "synthetic", "detection")
+#: its presence task (synthetic) or detection on another generator seed, by PAA (detection) or by ATSS
+#: (detection-atss: the check that a PAA-trained body does not favour PAA)
+PRETRAIN_CHOICES = ("none", "synthetic", "detection", "detection-atss")
 #: Appendix A.1: lr ÷10 at 90k and 120k of 135k iterations — kept as fractions of the run.
 PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
 
@@ -68,7 +69,7 @@ class ModelConfig:
     arch: str = "paa"  # detector: PAA, or torchvision's FCOS / RetinaNet on the same backbone
     backbone: str = "resnet18"  # torchvision ResNet / ResNeXt body of the FPN (paper: resnet50 and up)
     backbone_weights: str | None = None  # local torchvision ImageNet state dict; none: random init (no downloads)
-    backbone_pretrain: str = "none"  # none; synthetic / detection: pre-trained once on the embedded data (cached)
+    backbone_pretrain: str = "none"  # none; synthetic / detection / detection-atss: pre-trained once (cached)
     backbone_norm: str = "gn"  # ResNet normalisation: frozen_bn with ImageNet weights (paper), gn or bn from scratch
     dcn: bool = False  # deformable convs in res3–res5 and the last tower conv (Table 3 "-DCN")
     pyramid: str = "p3-p7"  # FPN levels: p3-p7 (paper, strides 8–128) or p2-p6 (strides 4–64, for small objects)

@@ -137,6 +137,14 @@ def bench_pretrained_budget() -> TrainConfig:
     return cfg
 
 
+def bench_pretrained_atss_budget() -> TrainConfig:
+    """:func:`bench_pretrained_budget` from the body that ATSS pre-trained (``detection-atss``): the check that
+    the PAA-pre-trained body does not favour PAA in the PAA-against-ATSS comparison."""
+    cfg = bench_budget()
+    cfg.model.backbone_pretrain = "detection-atss"
+    return cfg
+
+
 def bench_pretrained_2x_budget() -> TrainConfig:
     """:func:`bench_pretrained_budget` twice as long: its convergence check."""
     return _twice_as_long(bench_pretrained_budget())
@@ -179,6 +187,7 @@ BUDGETS: dict[str, Callable[[], TrainConfig]] = {
     "bench-2x": bench_2x_budget,
     "bench-pretrained": bench_pretrained_budget,
     "bench-pretrained-2x": bench_pretrained_2x_budget,
+    "bench-pretrained-atss": bench_pretrained_atss_budget,
     "paper": paper_budget,
     "tiny": tiny_budget,
 }
@@ -196,6 +205,7 @@ __all__ = [
     "bench_2x_budget",
     "bench_budget",
     "bench_pretrained_2x_budget",
+    "bench_pretrained_atss_budget",
     "bench_pretrained_budget",
     "budget",
     "course",

@@ -19,6 +19,8 @@ paper's defaults, :func:`~.presets.bench_budget`) trained once on synthetic imag
 4 × the lr for twice the bench schedule, its ResNet body kept (FPN and head are dropped and start from scratch,
 as after ImageNet). The training is an ordinary run (``python -m paa_toolkit.train``, resumable) in
 ``<cache>/pretrained/<backbone>-detection-<digest>-run/``; the file beside it is its body's state dict.
+``"detection-atss"`` is the same pre-training with ATSS assigning (``<backbone>-detection-atss-<digest>``): a body
+pre-trained by PAA might favour PAA, and comparing PAA with ATSS on both bodies is the check.
 """
 
 from __future__ import annotations
@@ -210,13 +212,26 @@ class DetectionPretrainSettings:
     seed: int = 0
     iterations: int = 4800  # twice the bench schedule
     lr: float = 0.04  # 4 × the bench lr: the schedule scan's fastest (benchmarks/README.md §8)
+    rule: str = "c"  # the pre-training's ``assign.rule``: c (PAA, Fig. 3 (c): the bench's), or atss (the bias check)
+
+    @property
+    def label(self) -> str:
+        """Its ``model.backbone_pretrain`` choice: ``detection`` (PAA) or ``detection-<rule>``."""
+        return "detection" if self.rule == "c" else f"detection-{self.rule}"
+
+    @classmethod
+    def for_choice(cls, choice: str, backbone: str) -> DetectionPretrainSettings:
+        """The settings of a ``model.backbone_pretrain`` choice (``detection`` or ``detection-<rule>``)."""
+        _, _, rule = choice.partition("-")
+        return cls(backbone=backbone, rule=rule or "c")
 
 
 def detection_pretrain_config(settings: DetectionPretrainSettings) -> TrainConfig:
-    """The pre-training run: the bench recipe (PAA, Fig. 3 (c), K = 9, IoU prediction) on another generator
-    seed's images, from random weights."""
+    """The pre-training run: the bench recipe (PAA, Fig. 3 (c), K = 9, IoU prediction; or ATSS with the same head)
+    on another generator seed's images, from random weights."""
     cfg = presets.bench_budget()
-    cfg.name = f"pretrain-{settings.backbone}-detection"
+    cfg.name = f"pretrain-{settings.backbone}-{settings.label}"
+    cfg.assign.rule = settings.rule
     cfg.seed = settings.seed
     cfg.data.synthetic_seed = settings.data_seed
     cfg.model.backbone, cfg.model.backbone_pretrain, cfg.model.backbone_weights = settings.backbone, "none", None
@@ -230,7 +245,7 @@ def detection_pretrained_path(settings: DetectionPretrainSettings, cache_dir: st
     """``<cache>/pretrained/<backbone>-detection-<digest>.pth``, the digest that of the whole pre-training run."""
     digest = _digest(detection_pretrain_config(settings).to_dict())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "pretrained" / f"{settings.backbone}-detection-{digest}.pth"
+    return root / "pretrained" / f"{settings.backbone}-{settings.label}-{digest}.pth"
 
 
 def body_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
@@ -240,10 +255,13 @@ def body_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def detection_pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None = None) -> Path:
-    """The cached ResNet body of the detection pre-training (a torchvision state dict); trained once when
-    missing, as a ``python -m paa_toolkit.train`` run that resumes if it was stopped."""
-    settings = DetectionPretrainSettings(backbone=backbone)
+def detection_pretrained_backbone(
+    backbone: str = "resnet18", cache_dir: str | Path | None = None, choice: str = "detection"
+) -> Path:
+    """The cached ResNet body of the detection pre-training ``choice`` (``detection``: by PAA;
+    ``detection-atss``: by ATSS), a torchvision state dict; trained once when missing, as a
+    ``python -m paa_toolkit.train`` run that resumes if it was stopped."""
+    settings = DetectionPretrainSettings.for_choice(choice, backbone)
 
     def produce(path: Path) -> None:
         run_dir = path.with_name(f"{path.stem}-run")
@@ -256,7 +274,7 @@ def detection_pretrained_backbone(backbone: str = "resnet18", cache_dir: str | P
         start = time.perf_counter()
         done = subprocess.run(command, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"the detection pre-training failed (exit {done.returncode}); its run: {run_dir}")
+            raise RuntimeError(f"the {settings.label} pre-training failed (exit {done.returncode}); its run: {run_dir}")
         metrics = json.loads((run_dir / FINAL_METRICS).read_text(encoding="utf-8"))
         atomic_save(body_state_dict(run_dir / "last.pth"), path)
         figures = {k: metrics.get(k) for k in ("AP", "AP50", "AP75", "APs", "APm")}
@@ -272,7 +290,7 @@ def detection_pretrained_backbone(backbone: str = "resnet18", cache_dir: str | P
                 indent=1,
             ),
         )
-        log.info("pre-trained %s on detection: AP %.3f on its own val split", backbone, figures["AP"] or 0.0)
+        log.info("pre-trained %s (%s): AP %.3f on its own val split", backbone, settings.label, figures["AP"] or 0.0)
 
     return _cached(detection_pretrained_path(settings, cache_dir), produce)
 
@@ -282,8 +300,8 @@ def with_pretrained_weights(cfg):
     (trained first when missing); ``cfg`` itself when it asks for no pre-training."""
     if cfg.model.backbone_pretrain == "none":
         return cfg
-    if cfg.model.backbone_pretrain == "detection":
-        path = detection_pretrained_backbone(cfg.model.backbone)
+    if cfg.model.backbone_pretrain.startswith("detection"):
+        path = detection_pretrained_backbone(cfg.model.backbone, choice=cfg.model.backbone_pretrain)
     else:
         path = pretrained_backbone(cfg.model.backbone)
     return replace(cfg, model=replace(cfg.model, backbone_weights=str(path)))
