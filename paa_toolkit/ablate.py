@@ -46,7 +46,8 @@ Budgets (``--budget``):
   twice as long: the convergence check. Measurements: benchmarks/README.md, "The bench recipe".
 * ``bench-pretrained`` (and its check ``bench-pretrained-2x``) — ``bench`` from a ResNet body pre-trained once on
   detection of another generator seed's images (``model.backbone_pretrain detection``, cached; the miniature
-  of the paper's ImageNet start).
+  of the paper's ImageNet start). ``bench-pretrained-atss`` starts from the body that ATSS pre-trained
+  (``detection-atss``): the check that the PAA-pre-trained body does not favour PAA.
 * ``paper`` — §4 / Appendix A.1 on COCO: ResNet-50 (frozen BN; pass ImageNet weights with
   ``--set model.backbone_weights=FILE``), width 256, 800 px, 135k iterations, batch 2 per process
   (× 8 GPUs = 16, with the torchrun launcher), AMP, CUDA.
