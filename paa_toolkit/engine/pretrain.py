@@ -212,18 +212,18 @@ class DetectionPretrainSettings:
     seed: int = 0
     iterations: int = 4800  # twice the bench schedule
     lr: float = 0.04  # 4 × the bench lr: the schedule scan's fastest (benchmarks/README.md §8)
-    rule: str = "c"  # the pre-training's ``assign.rule``: c (PAA, Fig. 3 (c): the bench's), or atss (the bias check)
+    rule: str | None = None  # the pre-training's ``assign.rule``: None keeps the bench's (PAA); atss: the bias check
 
     @property
     def label(self) -> str:
         """Its ``model.backbone_pretrain`` choice: ``detection`` (PAA) or ``detection-<rule>``."""
-        return "detection" if self.rule == "c" else f"detection-{self.rule}"
+        return "detection" if self.rule is None else f"detection-{self.rule}"
 
     @classmethod
     def for_choice(cls, choice: str, backbone: str) -> DetectionPretrainSettings:
         """The settings of a ``model.backbone_pretrain`` choice (``detection`` or ``detection-<rule>``)."""
         _, _, rule = choice.partition("-")
-        return cls(backbone=backbone, rule=rule or "c")
+        return cls(backbone=backbone, rule=rule or None)
 
 
 def detection_pretrain_config(settings: DetectionPretrainSettings) -> TrainConfig:
@@ -231,7 +231,7 @@ def detection_pretrain_config(settings: DetectionPretrainSettings) -> TrainConfi
     on another generator seed's images, from random weights."""
     cfg = presets.bench_budget()
     cfg.name = f"pretrain-{settings.backbone}-{settings.label}"
-    cfg.assign.rule = settings.rule
+    cfg.assign.rule = settings.rule or cfg.assign.rule
     cfg.seed = settings.seed
     cfg.data.synthetic_seed = settings.data_seed
     cfg.model.backbone, cfg.model.backbone_pretrain, cfg.model.backbone_weights = settings.backbone, "none", None
