@@ -140,7 +140,7 @@ def bench_pretrained_budget() -> TrainConfig:
 def bench_pretrained_atss_budget() -> TrainConfig:
     """:func:`bench_pretrained_budget` from the body that ATSS pre-trained (``detection-atss``): the check that
     the PAA-pre-trained body does not favour PAA in the PAA-against-ATSS comparison."""
-    cfg = bench_budget()
+    cfg = bench_pretrained_budget()
     cfg.model.backbone_pretrain = "detection-atss"
     return cfg
 
