@@ -177,7 +177,9 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
             records = read_metrics(run / "metrics.jsonl")
             curve = _curve(records)
             long = runs / f"{budget}-2x" / config / name / "final_metrics.json"
+            solver = yaml.safe_load((run / "config.yaml").read_text())["solver"]
             entry["seeds"][name] = {
+                "solver_lr": solver["lr"],  # how it was trained: the runs may override the budget's lr
                 "curve": curve,
                 "AP_N": json.loads(final.read_text())["AP"],
                 "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None,
