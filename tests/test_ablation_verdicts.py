@@ -3,6 +3,8 @@ equivalent within a margin, unresolved with the seeds it would take — and the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from paa_toolkit.ablation.grid import TABLES, Claim
@@ -11,6 +13,7 @@ from paa_toolkit.ablation.report import (
     RowResult,
     claims_markdown,
     confidence_interval,
+    format_claims,
     judge_claim,
     seeds_needed,
     verdict,
@@ -85,3 +88,13 @@ def test_every_table_of_the_paper_states_its_claims_on_rows_it_has():
     assert set(kinds.values()) == {"equivalent"}  # the robustness claims of Table 4
     lines = claims_markdown(TABLES["1R"], [RowResult(r.cells, r.config, r.paper, []) for r in TABLES["1R"].rows])
     assert any("pending" in line for line in lines)
+
+
+def test_the_claims_of_a_results_file_render_with_their_seeds_and_outcome():
+    rows = [
+        RowResult(("a",), "paa_ioupred", None, _seeds([0.50, 0.52, 0.51])),
+        RowResult(("b",), "fnp_5", None, _seeds([0.47, 0.50, 0.48])),
+    ]
+    judged = json.loads(json.dumps([judge_claim(Claim("paa_ioupred", "fnp_5", "higher", 1.1), rows)]))  # a file's
+    line = format_claims(judged, {"paa_ioupred": "PAA", "fnp_5": "FNP (5)"})[-2]
+    assert line.startswith("| PAA > FNP (5) | +1.1 | +3.00, +2.00, +3.00 | +2.67 |") and line.endswith("| holds |")

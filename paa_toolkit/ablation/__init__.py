@@ -4,7 +4,16 @@ See :mod:`paa_toolkit.ablate` for the command line.
 """
 
 from .grid import RUN_CONFIGS, TABLES, PlannedRun, build_plan, to_argv
-from .report import EQUIVALENCE_MARGIN, collect, judge_claim, markdown_table, seeds_needed, verdict, write_report
+from .report import (
+    EQUIVALENCE_MARGIN,
+    collect,
+    format_claims,
+    judge_claim,
+    markdown_table,
+    seeds_needed,
+    verdict,
+    write_report,
+)
 from .results import Comparison, TableResult, compare, load_table, markdown, read_table
 from .runner import execute, run_state
 
@@ -19,6 +28,7 @@ __all__ = [
     "collect",
     "compare",
     "execute",
+    "format_claims",
     "judge_claim",
     "load_table",
     "markdown",

@@ -228,23 +228,28 @@ def claims_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
     if not spec.claims:
         return []
     label = {r.config: " ".join(c for c in r.cells if c) or r.config for r in rows}
+    return format_claims([judge_claim(claim, rows) for claim in spec.claims], label)
+
+
+def format_claims(judged: list[dict[str, Any]], label: dict[str, str]) -> list[str]:
+    """Markdown lines of judged claims (:func:`judge_claim`'s dicts, also the ``claims`` of a results JSON);
+    ``label``: a row's name by config."""
     lines = [
         f"**The paper's claims** (paired by seed on AP; *holds* / *reversed*: every seed the same sign and |mean| "
         f"> 2 s.e.; *equivalent*: the 95 % interval inside ±{100 * EQUIVALENCE_MARGIN:.1f} points)",
         "",
-        "| claim | paper (points) | ΔAP mean (points) | 95 % interval | seeds | outcome |",
+        "| claim | paper (points) | ΔAP per seed (points) | mean | 95 % interval | outcome |",
         "|---|---|---|---|---|---|",
     ]
-    for claim in spec.claims:
-        j = judge_claim(claim, rows)
-        sign = ">" if claim.kind == "higher" else "≈"
-        paper = claim.paper if isinstance(claim.paper, str) or claim.paper is None else f"{claim.paper:+.1f}"
+    for j in judged:
+        sign = ">" if j["kind"] == "higher" else "≈"
+        paper = j["paper"] if isinstance(j["paper"], str) or j["paper"] is None else f"{j['paper']:+.1f}"
+        seeds = ", ".join(f"{100 * d:+.2f}" for d in j["per_seed"]) or "–"
         mean = "–" if "mean" not in j else f"{100 * j['mean']:+.2f}"
         ci = "–" if "ci95" not in j else f"[{100 * j['ci95'][0]:+.2f}, {100 * j['ci95'][1]:+.2f}]"
         outcome = j["outcome"] + (f" (~{j['seeds_needed']} seeds)" if j.get("seeds_needed") else "")
         lines.append(
-            f"| {label[claim.a]} {sign} {label[claim.b]} | {paper or '–'} | {mean} | {ci} | "
-            f"{len(j['per_seed'])} | {outcome} |"
+            f"| {label[j['a']]} {sign} {label[j['b']]} | {paper or '–'} | {seeds} | {mean} | {ci} | {outcome} |"
         )
     return [*lines, ""]
 
@@ -537,6 +542,7 @@ __all__ = [
     "verdict",
     "EQUIVALENCE_MARGIN",
     "claims_markdown",
+    "format_claims",
     "confidence_interval",
     "judge_claim",
     "seeds_needed",
