@@ -64,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .ablation.grid import TABLES, build_plan, parse_assignment
 from .ablation.report import write_report, write_results
-from .ablation.runner import execute, run_state
+from .ablation.runner import execute, run_state, settings_differences
 from .engine import presets
 from .engine.config import ConfigError
 
@@ -116,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _listed_state(run) -> str:
+    """A run's folder state for ``--list``; a complete run trained with other settings names them."""
+    state = run_state(run.run_dir)
+    differ = settings_differences(run) if state == "complete" else []
+    return f"{state} (other settings: {', '.join(d.split(' = ')[0] for d in differ)})" if differ else state
+
+
 def run_grid(plan: list, launcher: list[str] | None, retry_failed: bool, jobs: int = 1) -> list:
     """Every run of ``plan`` once, ``jobs`` at a time; re-evaluations after the trainings they read."""
     unique = list({run.run_dir: run for run in plan}.values())
@@ -149,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for table, plan in plans.items():
             for name in dict.fromkeys(p.config.name for p in plan):
-                states = ", ".join(run_state(p.run_dir) for p in plan if p.config.name == name)
+                states = ", ".join(_listed_state(p) for p in plan if p.config.name == name)
                 print(f"{name}\t{states}" if len(args.table) == 1 else f"{table}\t{name}\t{states}")
         return 0
     if args.jobs < 1:

@@ -10,11 +10,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from paa_toolkit import ablate
 from paa_toolkit.ablation.grid import TABLES, build_config, build_plan, to_argv
 from paa_toolkit.ablation.report import RowResult, collect, comparisons, markdown_table, training_means, verdict
-from paa_toolkit.ablation.runner import FAILED, LOCK, acquire_lock, execute, run_state
+from paa_toolkit.ablation.runner import FAILED, LOCK, acquire_lock, execute, run_state, settings_differences
 from paa_toolkit.cli import parse_args
 from paa_toolkit.engine.checkpoint import FINAL_METRICS
 from paa_toolkit.engine.config import ConfigError
@@ -217,6 +218,24 @@ def test_a_complete_run_is_skipped_without_launching_anything(tmp_path):
     (run.run_dir / FINAL_METRICS).write_text("{}")
     outcome = execute(run, launcher=[sys.executable, "-c", "raise SystemExit(3)"], echo=lambda *_: None)
     assert outcome.state == "skipped" and not (run.run_dir / FAILED).exists()
+
+
+def test_a_complete_run_trained_with_other_settings_is_named_in_a_warning_and_bookkeeping_is_not(tmp_path):
+    run = build_plan("1R", "tiny", 1, tmp_path, only=["paa_noaux"], extra={"eval_every": 0})[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / FINAL_METRICS).write_text("{}")
+    cfg = build_config(run.overrides)
+    cfg.eval_every, cfg.log_every, cfg.trace_images, cfg.name = 300, 7, 16, "probe"  # changes what it records only
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    said = []
+    assert execute(run, echo=said.append).state == "skipped" and said == []
+    cfg.solver.lr, cfg.assign.rule = 0.04, "atss"  # changes what it learns
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    assert execute(run, echo=said.append).state == "skipped"
+    assert len(said) == 1 and "solver.lr = 0.04 (planned: the default)" in said[0]
+    assert "assign.rule = 'atss' (planned: the default)" in said[0] and str(run.run_dir) in said[0]
+    (run.run_dir / "config.yaml").write_text("model: [unclosed")
+    assert "cannot be read" in "".join(settings_differences(run))
 
 
 def test_an_incomplete_run_is_launched_with_resume_into_its_own_folder(tmp_path, fake_launcher):

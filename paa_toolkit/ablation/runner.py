@@ -4,7 +4,8 @@ Each training is a normal ``python -m paa_toolkit.train`` process (``--output-di
 so a run that crashes or diverges (``NonFiniteLossError`` of FSR, Table 1 left) becomes a reported
 result (``failed.json``), not the end of the grid. Folder states:
 
-* ``final_metrics.json`` — complete (written last by the trainer, atomically): skipped;
+* ``final_metrics.json`` — complete (written last by the trainer, atomically): skipped — with a warning that
+  names the settings when its ``config.yaml`` trained something other than the plan (:func:`settings_differences`);
 * ``failed.json`` — the training failed (status ``diverged`` or ``failed``): skipped unless retried;
 * ``.ablate.lock`` — another process is on it right now (created with O_EXCL, so two machines or
   processes sharing the folder never train the same run; a lock of a dead local process is taken over);
@@ -22,11 +23,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from ..cli import dotted_overrides
 from ..engine.checkpoint import FINAL_METRICS
-from ..engine.run_files import atomic_write_text
+from ..engine.config import ConfigError, TrainConfig
+from ..engine.run_files import CONFIG_FILE, atomic_write_text
 from ..engine.run_folder import RunFolderError
 from ..engine.run_folder import acquire_lock as engine_lock
-from .grid import PlannedRun, to_argv
+from .grid import PlannedRun, build_config, to_argv
 
 FAILED = "failed.json"
 LOCK = ".ablate.lock"
@@ -47,6 +52,37 @@ def run_state(run_dir: Path) -> str:
     if (run_dir / LOCK).exists():
         return "running"
     return "incomplete" if run_dir.exists() else "missing"
+
+
+#: settings that change what a run records and where, not what it learns (an evaluation forks and restores the RNG)
+BOOKKEEPING = ("name", "output_dir", "resume", "overwrite", "log_every", "checkpoint_every", "eval_every")
+BOOKKEEPING_PREFIXES = ("trace_",)
+
+
+def settings_differences(run: PlannedRun) -> list[str]:
+    """The settings in which a trained run's ``config.yaml`` differs from the plan (bookkeeping aside), as
+    ``"field = trained (planned: value)"``; empty when they agree, for re-evaluations and for runs not yet started."""
+    path = run.run_dir / CONFIG_FILE
+    if run.base_dir is not None or not path.is_file():
+        return []
+    try:
+        trained = dotted_overrides(TrainConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
+    except (ConfigError, yaml.YAMLError, OSError) as e:
+        return [f"{path} cannot be read as a training config ({e})"]
+    planned = dotted_overrides(build_config(run.overrides))  # both relative to the defaults: absent = default
+    keys = [k for k in dict.fromkeys([*planned, *trained]) if k not in BOOKKEEPING]
+    return [
+        f"{key} = {_shown(trained, key)} (planned: {_shown(planned, key)})"
+        for key in keys
+        if not key.startswith(BOOKKEEPING_PREFIXES) and trained.get(key, _DEFAULT) != planned.get(key, _DEFAULT)
+    ]
+
+
+_DEFAULT = object()
+
+
+def _shown(overrides: dict, key: str) -> str:
+    return repr(overrides[key]) if key in overrides else "the default"
 
 
 def acquire_lock(run_dir: Path) -> Path | None:
@@ -82,7 +118,15 @@ class Outcome:
 def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bool = False, echo=print) -> Outcome:
     """Bring one run to a final state (complete or failed), unless it is done or someone else runs it."""
     state = run_state(run.run_dir)
-    if state == "complete" or (state == "failed" and not retry_failed):
+    if state == "complete":
+        differ = settings_differences(run)
+        if differ:
+            echo(
+                f"[ablate] {run.name}: complete, but trained with other settings than planned — {'; '.join(differ)}. "
+                f"Kept: delete {run.run_dir} or choose another --out to train it as planned"
+            )
+        return Outcome(run, "skipped")
+    if state == "failed" and not retry_failed:
         return Outcome(run, "skipped")
     lock = acquire_lock(run.run_dir)
     if lock is None:
@@ -147,4 +191,15 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         lock.unlink(missing_ok=True)
 
 
-__all__ = ["ABLATE_INFO", "FAILED", "LOCK", "Outcome", "acquire_lock", "default_launcher", "execute", "run_state"]
+__all__ = [
+    "ABLATE_INFO",
+    "BOOKKEEPING",
+    "FAILED",
+    "LOCK",
+    "Outcome",
+    "acquire_lock",
+    "default_launcher",
+    "execute",
+    "run_state",
+    "settings_differences",
+]
