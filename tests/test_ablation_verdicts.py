@@ -66,6 +66,9 @@ def test_claims_are_judged_seed_by_seed_with_the_paper_gap_beside_them():
     assert same["outcome"] == "holds" and same["verdict"] == "equivalent"
     opposite = judge_claim(Claim("fnp_5", "paa_ioupred", "equivalent"), rows)
     assert opposite["outcome"] == "differs (fnp_5 lower)"
+    rows.append(RowResult(("e",), "boundary_d", None, _seeds([0.4927, 0.5127, 0.5025])))  # −0.73, −0.73, −0.75
+    small = judge_claim(Claim("boundary_d", "paa_ioupred", "equivalent"), rows)
+    assert small["outcome"] == "differs (boundary_d lower, by less than ±1.0 points)"
     failed = judge_claim(Claim("paa_ioupred", "fsr_0.3", "higher", "training failed"), rows)
     assert failed["outcome"] == "holds" and "failed to train" in failed["note"]
 

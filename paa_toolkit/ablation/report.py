@@ -197,7 +197,8 @@ def comparisons(
 def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
     """A paper's claim (:class:`~.grid.Claim`) against the table's seeds, paired by seed: its AP differences,
     their mean, 95 % interval and the outcome — *holds*, *reversed* / *differs*, *equivalent* (a "higher"
-    claim whose effect lies within ±``margin``), or *unresolved* with the seeds it would take."""
+    claim whose effect lies within ±``margin``), or *unresolved* with the seeds it would take. An equivalence
+    claim with a resolved difference *differs*, and says when the whole 95 % interval is inside the margin."""
     by_config = {r.config: r for r in rows}
     a, b = by_config[claim.a], by_config[claim.b]
     out: dict[str, Any] = {"a": claim.a, "b": claim.b, "kind": claim.kind, "paper": claim.paper, "margin": margin}
@@ -218,8 +219,9 @@ def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE
     out.update(mean=statistics.fmean(diffs), ci95=[low, high], verdict=found)
     if found == "within noise":
         return {**out, "outcome": "unresolved", "seeds_needed": seeds_needed(diffs, margin)}
-    if claim.kind == "equivalent":
-        return {**out, "outcome": "holds" if found == "equivalent" else f"differs ({claim.a} {found})"}
+    if claim.kind == "equivalent":  # a resolved difference can still be smaller than the margin: say so
+        inside = f", by less than ±{100 * margin:.1f} points" if -margin < low and high < margin else ""
+        return {**out, "outcome": "holds" if found == "equivalent" else f"differs ({claim.a} {found}{inside})"}
     return {**out, "outcome": {"higher": "holds", "lower": "reversed", "equivalent": "equivalent"}[found]}
 
 
