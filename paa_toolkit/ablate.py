@@ -119,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _listed_state(run) -> str:
     """A run's folder state for ``--list``; a complete run trained with other settings names them."""
     state = run_state(run.run_dir)
-    differ = settings_differences(run) if state == "complete" else []
-    return f"{state} (other settings: {', '.join(d.split(' = ')[0] for d in differ)})" if differ else state
+    differ = settings_differences(run) if state == "complete" else {}
+    return f"{state} (other settings: {', '.join(differ)})" if differ else state
 
 
 def run_grid(plan: list, launcher: list[str] | None, retry_failed: bool, jobs: int = 1) -> list:

@@ -59,26 +59,30 @@ BOOKKEEPING = ("name", "output_dir", "resume", "overwrite", "log_every", "checkp
 BOOKKEEPING_PREFIXES = ("trace_",)
 
 
-def settings_differences(run: PlannedRun) -> list[str]:
+def settings_differences(run: PlannedRun) -> dict[str, str]:
     """The settings in which a trained run's ``config.yaml`` differs from the plan (bookkeeping aside), as
-    ``"field = trained (planned: value)"``; empty when they agree, for re-evaluations and for runs not yet started."""
+    ``{field: "trained (planned: value)"}``; empty when they agree, for re-evaluations and for runs not yet
+    started; ``{"config.yaml": why}`` when the file cannot be read."""
     path = run.run_dir / CONFIG_FILE
     if run.base_dir is not None or not path.is_file():
-        return []
+        return {}
     try:
         trained = dotted_overrides(TrainConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
     except (ConfigError, yaml.YAMLError, OSError) as e:
-        return [f"{path} cannot be read as a training config ({e})"]
+        return {CONFIG_FILE: f"{path} cannot be read as a training config ({e})"}
     planned = dotted_overrides(build_config(run.overrides))  # both relative to the defaults: absent = default
-    keys = [k for k in dict.fromkeys([*planned, *trained]) if k not in BOOKKEEPING]
-    return [
-        f"{key} = {_shown(trained, key)} (planned: {_shown(planned, key)})"
-        for key in keys
-        if not key.startswith(BOOKKEEPING_PREFIXES) and trained.get(key, _DEFAULT) != planned.get(key, _DEFAULT)
-    ]
+    return {
+        key: f"{_shown(trained, key)} (planned: {_shown(planned, key)})"
+        for key in dict.fromkeys([*planned, *trained])
+        if not _bookkeeping(key) and trained.get(key, _DEFAULT) != planned.get(key, _DEFAULT)
+    }
 
 
 _DEFAULT = object()
+
+
+def _bookkeeping(key: str) -> bool:
+    return key in BOOKKEEPING or key.startswith(BOOKKEEPING_PREFIXES)
 
 
 def _shown(overrides: dict, key: str) -> str:
@@ -122,7 +126,8 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         differ = settings_differences(run)
         if differ:
             echo(
-                f"[ablate] {run.name}: complete, but trained with other settings than planned — {'; '.join(differ)}. "
+                f"[ablate] {run.name}: complete, but trained with other settings than planned — "
+                f"{'; '.join(f'{key} = {value}' for key, value in differ.items())}. "
                 f"Kept: delete {run.run_dir} or choose another --out to train it as planned"
             )
         return Outcome(run, "skipped")
