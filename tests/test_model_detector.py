@@ -113,3 +113,21 @@ def test_non_tensor_boxes_give_a_clear_error():
     model = tiny().train()
     with pytest.raises(ValueError, match="target 0"):
         model([torch.rand(3, 64, 64)], [{"boxes": [[1.0, 2.0, 3.0, 4.0]], "labels": torch.tensor([0])}])
+
+
+def test_model_backbone_trainable_layers_freezes_the_body_from_the_top_down():
+    frozen = build_model(ModelConfig(width=32, backbone_trainable_layers=0), num_classes=3)
+    body = frozen.backbone.body
+    assert not any(p.requires_grad for p in body.parameters())
+    assert all(p.requires_grad for p in frozen.backbone.fpn.parameters())
+    top_only = build_model(ModelConfig(width=32, backbone_trainable_layers=1), num_classes=3).backbone.body
+    assert top_only.layer4[0].conv1.weight.requires_grad and not top_only.layer3[0].conv1.weight.requires_grad
+
+
+def test_model_backbone_trainable_layers_out_of_range_names_the_field():
+    from paa_toolkit.engine.config import ConfigError, TrainConfig, validate
+
+    cfg = TrainConfig()
+    cfg.model.backbone_trainable_layers = 6
+    with pytest.raises(ConfigError, match="model.backbone_trainable_layers.*got 6"):
+        validate(cfg)

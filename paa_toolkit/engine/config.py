@@ -71,6 +71,7 @@ class ModelConfig:
     backbone_weights: str | None = None  # local torchvision ImageNet state dict; none: random init (no downloads)
     backbone_pretrain: str = "none"  # none; synthetic / detection / detection-atss: pre-trained once (cached)
     backbone_norm: str = "gn"  # ResNet normalisation: frozen_bn with ImageNet weights (paper), gn or bn from scratch
+    backbone_trainable_layers: int | None = None  # of layer4…conv1, how many train; none: 3 pre-trained (§4.1), 5 else
     dcn: bool = False  # deformable convs in res3–res5 and the last tower conv (Table 3 "-DCN")
     pyramid: str = "p3-p7"  # FPN levels: p3-p7 (paper, strides 8–128) or p2-p6 (strides 4–64, for small objects)
     width: int = DEMO_WIDTH  # FPN and head tower channels (paper: 256)
@@ -346,6 +347,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         m.backbone_pretrain == "none" or (m.backbone_weights is None and m.backbone_norm == "gn"),
         f"model.backbone_pretrain {m.backbone_pretrain!r} gives GroupNorm weights: it needs model.backbone_norm "
         f"gn (got {m.backbone_norm}) and no model.backbone_weights (got {m.backbone_weights})",
+    )
+    _check(
+        m.backbone_trainable_layers is None or 0 <= m.backbone_trainable_layers <= 5,
+        f"model.backbone_trainable_layers must be in [0, 5] (layer4, layer3, layer2, layer1, conv1) or none, "
+        f"got {m.backbone_trainable_layers}",
     )
     _check(m.width >= 1, f"model.width must be >= 1, got {m.width}")
     _check(

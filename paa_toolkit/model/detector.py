@@ -311,6 +311,7 @@ def build_model(cfg, num_classes: int, assign=None, inference: InferenceConfig |
         norm=cfg.backbone_norm,
         dcn=cfg.dcn,
         out_channels=cfg.width,
+        trainable_layers=cfg.backbone_trainable_layers,
         pyramid=cfg.pyramid,
     )
     min_size = cfg.min_size if isinstance(cfg.min_size, int) else tuple(range(cfg.min_size[0], cfg.min_size[1] + 1, 32))
