@@ -18,9 +18,9 @@ $(STAMP): requirements.txt requirements-notebooks.txt requirements-docs.txt pypr
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m paa_toolkit.train
+	$(PY) -m paa_toolkit.train --budget bench
 
-# The course notebooks' detector (5–15 min on 2 cores the first time, then cached): prints where it is
+# The course notebooks' detector (6–20 min on 2 cores the first time, then cached): prints where it is
 course: $(STAMP)
 	$(PY) -m paa_toolkit.course
 

@@ -5,7 +5,8 @@
 
 Every config field can be set as ``--<section>.<field> VALUE`` (``--solver.lr 0.02``,
 ``--model.min_size [224,288]``); a few common ones have short aliases (:data:`ALIASES`: ``--lr``,
-``--max-iters``, ``--rule``...). Precedence: defaults < ``--config`` file < command line. Options
+``--max-iters``, ``--rule``...). Precedence: defaults (or ``--budget NAME``'s recipe) < ``--config`` file <
+command line. Options
 must be spelled out: no parser here accepts an abbreviation (``--max`` is an error, not
 ``--max-iters``). The config itself — dataclasses, defaults, validation — is
 :mod:`paa_toolkit.engine.config`.
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from .assign import describe_rules
+from .engine import presets
 from .engine.config import (
     CHOICES,
     SECTIONS,
@@ -179,14 +181,14 @@ class HelpFormatter(argparse.HelpFormatter):
 
 EPILOG = (
     "Every field is --<section>.<field> VALUE (dashes for underscores work too); lists as [a,b] or a,b; "
-    "none for no value. Precedence: defaults < --config file < command line."
+    "none for no value. Precedence: defaults (or --budget) < --config file < command line."
 )
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     usage = (
-        "%(prog)s [--config FILE] [--print-config]\n"
-        "       [--<section>.<field> VALUE ...] [--lr LR] [--max-iters N] ..."
+        "%(prog)s [--budget NAME] [--config FILE]\n"
+        "       [--print-config] [--<section>.<field> VALUE ...] [--lr LR] ..."
     )
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -196,6 +198,13 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
         formatter_class=HelpFormatter,
         epilog=EPILOG,
     )
+    parser.add_argument(
+        "--budget",
+        metavar="NAME",
+        choices=sorted(presets.BUDGETS),
+        help="start from a named recipe instead of the defaults (those of python -m paa_toolkit.ablate --budget; "
+        "bench: 128 px, P2-P6, 2,400 iterations, the model make demo trains): %(choices)s",
+    )
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON file of overrides (the command line wins)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     add_override_arguments(parser)
@@ -204,7 +213,10 @@ def build_parser(prog: str | None = None, description: str | None = None) -> arg
 
 
 def config_from_namespace(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """Defaults (or ``base``) < ``args.config`` file < dotted options in ``args``; then :func:`validate`."""
+    """Defaults (or ``base``, or the recipe ``args.budget``) < ``args.config`` file < dotted options in ``args``;
+    then :func:`validate`."""
+    if getattr(args, "budget", None):
+        base = presets.budget(args.budget)
     cfg = base if base is not None else TrainConfig()
     if getattr(args, "config", None):
         apply_dict(cfg, load_config_file(args.config), source=str(args.config))

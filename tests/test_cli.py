@@ -42,6 +42,21 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
     assert (cfg.solver.lr, cfg.solver.max_iters, cfg.assign.rule, cfg.seed) == (0.02, 9, "fsr", 3)
 
 
+def test_budget_starts_from_the_named_recipe_and_the_file_and_command_line_still_win(tmp_path):
+    from paa_toolkit.engine.presets import bench_budget
+
+    assert parse_args(["--budget", "bench"]).to_dict() == bench_budget().to_dict()
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"solver": {"max_iters": 9, "lr": 0.05}}))
+    cfg = parse_args(["--budget", "bench", "--config", str(path), "--lr", "0.02"])
+    assert (cfg.model.pyramid, cfg.data.synthetic_image_size, cfg.solver.max_iters, cfg.solver.lr) == (
+        "p2-p6",
+        128,
+        9,
+        0.02,
+    )
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -68,6 +83,8 @@ def test_yaml_file_overrides_defaults_and_command_line_wins(tmp_path):
         ),
         (["--assign.gmm_init", "kmeans"], "assign.gmm_init: unknown value 'kmeans'; valid choices: paper, data"),
         (["--assign.gmm_max_iter", "0"], "assign.gmm_max_iter must be >= 1, got 0"),
+        (["--budget", "huge"], "argument --budget: invalid choice: 'huge' (choose from 'bench'"),
+        (["--model.backbone_trainable_layers", "7"], "model.backbone_trainable_layers must be in [0, 5]"),
     ],
 )
 def test_bad_value_exits_2_with_one_line_error_naming_the_choices(argv, message, capsys):

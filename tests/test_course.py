@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from paa_toolkit import course
+from paa_toolkit.engine import presets
 from paa_toolkit.engine.config import TrainConfig, validate
 from paa_toolkit.engine.run_files import load_trace, read_metrics
 from paa_toolkit.model.postprocess import postprocess_detections
@@ -49,19 +50,23 @@ def tiny_model(tiny_run):
     return model, val
 
 
-def test_fast_setting_is_small_and_full_setting_is_the_demo_run_with_a_native_bf16_backbone():
+def test_fast_setting_is_small_and_full_setting_is_the_bench_recipe_traced():
     fast, full = course.course_config(True), course.course_config(False)
     validate(fast), validate(full)
     assert fast.data.synthetic_num_train <= 64 and fast.data.synthetic_image_size <= 160
     assert fast.solver.max_iters <= 50 and 0 in fast.trace_schedule()
-    demo = TrainConfig()
-    assert (full.solver.max_iters, full.data.synthetic_num_train, full.model.min_size) == (
-        demo.solver.max_iters,
-        demo.data.synthetic_num_train,
-        demo.model.min_size,
-    )
-    assert full.trace_images > 0 and 0 in full.trace_schedule()
-    assert (demo.solver.bf16, full.solver.bf16) == ("off", "auto")  # the course's speed lever, not the demo's
+    bench = presets.bench_budget()
+    assert (full.model, full.data, full.solver, full.assign) == (bench.model, bench.data, bench.solver, bench.assign)
+    assert full.trace_images > 0 and 0 in full.trace_schedule() and full.eval_every == 0
+    assert (TrainConfig().solver.bf16, full.solver.bf16) == ("off", "auto")  # the course's speed lever, not the demo's
+
+
+def test_a_config_field_added_later_keeps_the_cached_runs_names_at_its_default():
+    cfg = course.course_config(False)
+    assert "backbone_trainable_layers" not in cfg.digest_settings()["model"]
+    before = course.config_digest(cfg)
+    cfg.model.backbone_trainable_layers = 0
+    assert course.config_digest(cfg) != before and cfg.digest_settings()["model"]["backbone_trainable_layers"] == 0
 
 
 def test_run_folder_is_keyed_by_the_settings_not_by_where_it_is_written(tmp_path):

@@ -46,7 +46,7 @@ def course_config(fast: bool, overrides: Mapping[str, Any] | None = None) -> Tra
 
 def config_digest(cfg: TrainConfig) -> str:
     """A short digest of everything that shapes the run (not where it is written, not how it is resumed)."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k not in ("output_dir", "resume", "overwrite")}
+    settings = {k: v for k, v in cfg.digest_settings().items() if k not in ("output_dir", "resume", "overwrite")}
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 

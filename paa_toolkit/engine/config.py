@@ -58,6 +58,10 @@ PRETRAIN_CHOICES = ("none", "synthetic", "detection", "detection-atss")
 PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
 
 
+#: fields added after digests of the whole config keyed cached runs, with their defaults (TrainConfig.digest_settings)
+LATER_FIELDS: dict[str, Any] = {"model.backbone_trainable_layers": None}
+
+
 class ConfigError(ValueError):
     """A bad configuration value; the message names the field and what is allowed."""
 
@@ -150,6 +154,17 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def digest_settings(self) -> dict[str, Any]:
+        """:meth:`to_dict` for a cache key: a field added after such keys existed (:data:`LATER_FIELDS`) is left
+        out at its default, so that the runs cached before it (pre-trained bodies, the course detector) keep
+        their names."""
+        settings = self.to_dict()
+        for dotted, default in LATER_FIELDS.items():
+            section, key = dotted.split(".")
+            if settings[section].get(key) == default:
+                del settings[section][key]
+        return settings
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -435,6 +450,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 __all__ = [
     "CHOICES",
+    "LATER_FIELDS",
     "SECTIONS",
     "ConfigError",
     "DataConfig",

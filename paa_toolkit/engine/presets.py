@@ -25,22 +25,18 @@ def course(fast: bool) -> TrainConfig:
 
     ``fast`` (``PAA_FAST=1``, quick local runs): 16 iterations of 2 images (of 32, 128 px), traced on 4
     images; under half a minute on a 2-core CPU — its numbers only show that the code runs. Otherwise
-    (the student setting, ``make course``) the demo run — 600 iterations on 800 images of 256 px, AP
-    ≈ 0.28 — traced every 50 iterations on 16 training images (Fig. 1, 3, 4 and the FSR study of the
-    notebooks use the traces; 16 images give ~80 GTs, ~25 of them with ≥ 10 candidates). The
-    assignment is the faithful one (paper EM start, reference matcher): benchmarks/README.md, "The
-    course model", has the measurements behind the choice.
+    (the student setting, ``make course``) the bench recipe (:func:`bench_budget`: 2,400 iterations on 800
+    images of 128 px, P2–P6, AP ≈ 0.53, the detector that learns furthest in CI's time; issue 19) traced every
+    200 iterations on 16 training images (Fig. 1, 3, 4 and the FSR study of the notebooks use the traces;
+    16 images give ~80 GTs, ~37 of them with ≥ 10 candidates), with no evaluation before the last. The
+    assignment is the faithful one (paper EM start, reference matcher): benchmarks/README.md, "The course
+    model", has the measurements behind the choice.
     """
     if not fast:
-        # the demo run, its backbone in bf16 where the CPU has it natively (1.7x per step at 256 px; evaluation
-        # and traces stay float32): benchmarks/README.md, section 7
-        return TrainConfig(
-            name="course-full",
-            solver=SolverConfig(bf16="auto"),
-            checkpoint_every=200,
-            trace_images=16,
-            trace_every=50,
-        )
+        # the bench recipe (issue 19), traced: benchmarks/README.md, section 7
+        cfg = bench_budget()
+        cfg.name, cfg.eval_every, cfg.trace_iters, cfg.trace_every, cfg.trace_images = "course-full", 0, None, 200, 16
+        return cfg
     return TrainConfig(
         name="course-fast",
         data=DataConfig(synthetic_num_train=32, synthetic_num_val=8, synthetic_image_size=128, batch_size=2),

@@ -244,7 +244,7 @@ def detection_pretrain_config(settings: DetectionPretrainSettings) -> TrainConfi
 def detection_pretrained_path(settings: DetectionPretrainSettings, cache_dir: str | Path | None = None) -> Path:
     """``<cache>/pretrained/<backbone>-<label>-<digest>.pth`` (label ``detection`` or ``detection-<rule>``), the
     digest that of the whole pre-training run."""
-    digest = _digest(detection_pretrain_config(settings).to_dict())
+    digest = _digest(detection_pretrain_config(settings).digest_settings())
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "pretrained" / f"{settings.backbone}-{settings.label}-{digest}.pth"
 

@@ -10,7 +10,7 @@ The ONNX export (:mod:`paa_toolkit.model.onnx_export`) is imported on its own: i
 
 from __future__ import annotations
 
-from .backbone import BACKBONES, NORMS, ResNetFPN, build_backbone
+from .backbone import BACKBONES, NORMS, PYRAMIDS, ResNetFPN, build_backbone
 from .detector import PAADetector, build_model
 from .head import AUX_CHOICES, HeadOutputs, PAAHead
 from .losses import LossWeights, detection_losses, quality_focal_loss
@@ -33,6 +33,7 @@ __all__ = [
     "NORMS",
     "PAADetector",
     "PAAHead",
+    "PYRAMIDS",
     "ResNetFPN",
     "VOTING_SIGMA",
     "build_backbone",
