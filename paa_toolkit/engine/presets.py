@@ -15,8 +15,9 @@ from .config import ConfigError, ModelConfig, SolverConfig, TrainConfig
 
 
 def demo() -> TrainConfig:
-    """``python -m paa_toolkit.train`` with no arguments (``make demo``): the paper's settings scaled
-    down to a 2-core CPU — 600 iterations on 800 synthetic images of 256 px, ~5 min."""
+    """``python -m paa_toolkit.train`` with no arguments: the paper's settings scaled down to a 2-core CPU —
+    600 iterations on 800 synthetic images of 256 px, ~5 min, still learning when it stops. ``make demo`` trains
+    :func:`bench_budget` instead (``--budget bench``), the recipe that learns furthest in a few minutes."""
     return TrainConfig()
 
 
