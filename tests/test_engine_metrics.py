@@ -14,6 +14,7 @@ from paa_toolkit.engine.metrics import (
     evaluate_coco,
     format_metrics,
     iou_prediction_error,
+    precision_recall_at,
     predict,
     recall_by_size,
 )
@@ -129,3 +130,25 @@ def test_the_bootstrap_over_validation_images_measures_evaluation_noise(val_set)
     assert boot["images"] == len(set(image_ids)) and boot["replicates"] == 40
     perfect = bootstrap_coco_ap(val_set.coco, detections, image_ids, categories, replicates=10)
     assert perfect["AP"] == pytest.approx(1.0) and perfect["std"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_precision_recall_at_counts_each_gt_once_for_its_best_scored_same_class_hit():
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 40, 40]]), "labels": torch.tensor([0, 1])}]
+    detections = [
+        {
+            "boxes": torch.tensor(
+                [
+                    [0.0, 0, 10, 10],  # GT 0, correct
+                    [0.0, 0, 10, 9],  # GT 0 again, scored lower: a duplicate
+                    [20.0, 20, 40, 40],  # GT 1's box, the wrong class
+                    [60.0, 60, 70, 70],  # nothing there, scored below 0.5
+                ]
+            ),
+            "scores": torch.tensor([0.6, 0.9, 0.8, 0.3]),
+            "labels": torch.tensor([0, 0, 0, 0]),
+        }
+    ]
+    assert precision_recall_at(detections, targets, 0.5) == (1 / 3, 1 / 2)  # the 0.9 duplicate is the hit
+    assert precision_recall_at(detections, targets, 0.2) == (1 / 4, 1 / 2)
+    assert precision_recall_at(detections, targets, 0.95) == (0.0, 0.0)
+    assert precision_recall_at(detections, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}], 0.5) == (0, 0)

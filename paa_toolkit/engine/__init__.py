@@ -15,6 +15,7 @@ from .metrics import (
     format_metrics,
     iou_prediction_error,
     metrics_from_predictions,
+    precision_recall_at,
     recall_by_size,
 )
 from .precision import apply_speed_levers, cpu_has_native_bf16
@@ -43,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "load_trace",
     "metrics_from_predictions",
+    "precision_recall_at",
     "read_metrics",
     "recall_by_size",
     "save_checkpoint",

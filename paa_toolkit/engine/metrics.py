@@ -179,6 +179,35 @@ def iou_prediction_error(detections: list[dict[str, Tensor]], targets: list[dict
     }
 
 
+def precision_recall_at(
+    detections: list[dict[str, Tensor]], targets: list[dict[str, Any]], score: float, iou_threshold: float = TP_IOU
+) -> tuple[float, float]:
+    """Precision and recall of the detections scoring ≥ ``score`` (an operating point, where AP averages over
+    all of them). A ground truth is found by the best-scored detection of its class at IoU ≥ ``iou_threshold``;
+    that detection is correct, every other one (a duplicate, a loose box, a wrong class) is not.
+
+    Args:
+        detections: one dict per image, ``boxes [D, 4]``, ``scores [D]``, ``labels [D]``.
+        targets: one dict per image, ``boxes [M, 4]``, ``labels [M]`` (the same pixels as the boxes).
+
+    Returns:
+        ``(precision, recall)``; 0 for a ratio with nothing to count.
+    """
+    correct = kept = found = objects = 0
+    for det, target in zip(detections, targets):
+        keep = (det["scores"] >= score).nonzero()[:, 0]
+        keep = keep[det["scores"][keep].argsort(descending=True)]
+        kept, objects = kept + len(keep), objects + len(target["boxes"])
+        if len(keep) and len(target["boxes"]):
+            same_class = det["labels"][keep].cpu()[:, None] == target["labels"].cpu()[None, :]
+            hit = (
+                box_iou(det["boxes"][keep].float().cpu(), target["boxes"].float().cpu()) >= iou_threshold
+            ) & same_class
+            correct += len(set(hit.int().argmax(dim=0)[hit.any(dim=0)].tolist()))  # each GT's best-scored hit
+            found += int(hit.any(dim=0).sum())
+    return correct / max(kept, 1), found / max(objects, 1)
+
+
 def recall_by_size(
     detections: list[dict[str, Tensor]], targets: list[dict[str, Any]], iou_threshold: float = TP_IOU
 ) -> dict[str, float]:
@@ -301,6 +330,7 @@ def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -
 
 
 __all__ = [
+    "precision_recall_at",
     "COCO_STAT_NAMES",
     "bootstrap_coco_ap",
     "coco_box_ap",
