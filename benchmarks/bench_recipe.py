@@ -63,11 +63,15 @@ LEVERS = {
     "channels_last": {"channels_last": True},
     "bf16 + channels_last": {"bf16": "on", "channels_last": True},
     "compile": {"compile": True},
+    # bench-pretrained trains layer2-4 of its body (stem + res2 frozen, §4.1); frozen: FPN and head only
+    "bf16, body res3-res5 train": {"bf16": "on", "trainable": 3},
+    "bf16, body frozen": {"bf16": "on", "trainable": 0},
 }
 
 
 def _step_timer(lever: dict, batches: list, num_classes: int):
     cfg = presets.bench_budget()
+    cfg.model.backbone_trainable_layers = lever.get("trainable")
     torch.manual_seed(0)
     model = default_model_builder(cfg, num_classes)
     model.train()
@@ -95,12 +99,13 @@ def _step_timer(lever: dict, batches: list, num_classes: int):
     return step, compile_s
 
 
-def speed(steps: int, rounds: int) -> dict:
+def speed(steps: int, rounds: int, levers: list[str] | None = None) -> dict:
     cfg = presets.bench_budget()
     train_ds, _ = build_datasets(cfg.data)
     batches = [collate([train_ds[4 * b + i] for i in range(4)]) for b in range(8)]
-    timers = {name: _step_timer(lever, batches, train_ds.num_classes) for name, lever in LEVERS.items()}
-    times = {name: [] for name in LEVERS}
+    chosen = {"float32": {}} | {name: LEVERS[name] for name in (levers or list(LEVERS))}
+    timers = {name: _step_timer(lever, batches, train_ds.num_classes) for name, lever in chosen.items()}
+    times = {name: [] for name in chosen}
     for _ in range(rounds):  # alternate: a shared CPU slows every lever alike
         for name, (step, _) in timers.items():
             times[name] += [step(i) for i in range(steps // rounds)]
@@ -110,7 +115,7 @@ def speed(steps: int, rounds: int) -> dict:
         "torch": torch.__version__,
         "ms_per_step": {n: round(1000 * statistics.median(t), 1) for n, t in times.items()},
         "speedup_vs_float32": {n: round(base / statistics.median(t), 2) for n, t in times.items()},
-        "compile_s": round(timers["compile"][1], 1),
+        "compile_s": round(timers["compile"][1], 1) if "compile" in timers else None,
     }
 
 
@@ -163,6 +168,13 @@ def candidates() -> dict:
     return out
 
 
+def _model_overrides(trained: dict, budget: str) -> dict:
+    """The ``model`` fields a run trained with other than its budget's (the ablation rows' own overrides too)."""
+    recipe = presets.budget(budget).to_dict()["model"]
+    skip = ("backbone_weights", "backbone_pretrain", "arch", "aux")  # the pre-trained file's path; the rows' heads
+    return {k: v for k, v in trained.items() if k not in skip and k in recipe and v != recipe[k]}
+
+
 def _curve(records: list[dict]) -> list[tuple[int, float]]:
     return [(r["iteration"], r["AP"]) for r in records if r.get("kind") == "eval"]
 
@@ -177,9 +189,10 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
             records = read_metrics(run / "metrics.jsonl")
             curve = _curve(records)
             long = runs / f"{budget}-2x" / config / name / "final_metrics.json"
-            solver = yaml.safe_load((run / "config.yaml").read_text())["solver"]
+            trained = yaml.safe_load((run / "config.yaml").read_text())
             entry["seeds"][name] = {
-                "solver_lr": solver["lr"],  # how it was trained: the runs may override the budget's lr
+                "solver_lr": trained["solver"]["lr"],  # how it was trained: the runs may override the budget's lr
+                "model_overrides": _model_overrides(trained["model"], budget),  # e.g. a frozen body
                 "curve": curve,
                 "AP_N": json.loads(final.read_text())["AP"],
                 "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None,
@@ -244,6 +257,7 @@ def main() -> None:
     s.add_argument("--steps", type=int, default=30)
     s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS), help="default: all")
     b = sub.add_parser("bootstrap")
     b.add_argument("runs", nargs="+", type=Path)
     b.add_argument("--replicates", type=int, default=200)
@@ -260,7 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "speed":
         torch.set_num_threads(args.threads)
-        print(json.dumps(speed(args.steps, args.rounds), indent=1))
+        print(json.dumps(speed(args.steps, args.rounds, args.levers), indent=1))
     elif args.what == "curves":
         for config, entry in curves(args.runs, args.configs, args.out, args.stem, args.budget)["configs"].items():
             print(config, {k: v for k, v in entry.items() if k != "seeds"})
