@@ -272,6 +272,19 @@ def test_a_locked_run_is_left_to_its_owner_and_a_dead_owners_lock_is_taken_over(
     assert execute(run, launcher=fake_launcher, echo=lambda *_: None).state == "complete"
 
 
+def test_a_run_folder_that_is_a_broken_link_fails_that_run_in_one_line_and_launches_nothing(tmp_path, fake_launcher):
+    run = build_plan("1R", "tiny", 1, tmp_path, only=["paa_noaux"])[0]
+    run.run_dir.parent.mkdir(parents=True)
+    run.run_dir.symlink_to(tmp_path / "gone")  # e.g. a seed linked from another grid that was never trained
+    said = []
+    assert execute(run, launcher=fake_launcher, echo=said.append).state == "failed"
+    assert said == [
+        f"[ablate] {run.name}: failed: run folder {run.run_dir} is a link to a missing folder: remove it "
+        "(or choose another --out)"
+    ]
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_reevaluation_waits_for_its_trained_base_run(tmp_path):
     voting = build_plan("1R", "tiny", 1, tmp_path, only=["paa_ioupred_voting"])[-1]
     assert voting.config.name == "paa_ioupred_voting"

@@ -91,8 +91,13 @@ def _shown(overrides: dict, key: str) -> str:
 
 def acquire_lock(run_dir: Path) -> Path | None:
     """Create ``run_dir/.ablate.lock`` atomically (:func:`~..engine.run_folder.acquire_lock`); None when
-    another live process holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    another live process holds it; :class:`RunFolderError` when ``run_dir`` is there but is no folder (a file, a
+    link to nothing)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        kind = "a link to a missing folder" if run_dir.is_symlink() else "not a folder"
+        raise RunFolderError(f"run folder {run_dir} is {kind}: remove it (or choose another --out)") from err
     try:
         return engine_lock(run_dir, LOCK).path
     except RunFolderError:
@@ -133,7 +138,11 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         return Outcome(run, "skipped")
     if state == "failed" and not retry_failed:
         return Outcome(run, "skipped")
-    lock = acquire_lock(run.run_dir)
+    try:
+        lock = acquire_lock(run.run_dir)
+    except RunFolderError as err:
+        echo(f"[ablate] {run.name}: failed: {err}")
+        return Outcome(run, "failed")
     if lock is None:
         echo(f"[ablate] {run.name}: locked by another process, skipped")
         return Outcome(run, "running")
