@@ -6,9 +6,8 @@
 Every config field can be set as ``--<section>.<field> VALUE`` (``--solver.lr 0.02``,
 ``--model.min_size [224,288]``); a few common ones have short aliases (:data:`ALIASES`: ``--lr``,
 ``--max-iters``, ``--rule``...). Precedence: defaults (or ``--budget NAME``'s recipe) < ``--config`` file <
-command line. Options
-must be spelled out: no parser here accepts an abbreviation (``--max`` is an error, not
-``--max-iters``). The config itself — dataclasses, defaults, validation — is
+command line. Options must be spelled out: no parser here accepts an abbreviation (``--max`` is an error,
+not ``--max-iters``). The config itself — dataclasses, defaults, validation — is
 :mod:`paa_toolkit.engine.config`.
 """
 

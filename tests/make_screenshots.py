@@ -61,15 +61,13 @@ FAST = os.environ.get("PAA_FAST") == "1"
 # notebook 05's image (the validation image with the most GTs) through the course detector: its detections
 # after NMS that score at least where precision over the validation set reaches 90 % (notebook 05's rule), and
 # the candidates before NMS (NMS at IoU 1.0 keeps them all) that vote in §3.3
-import numpy as np
-from paa_toolkit.engine import precision_recall_at
+from paa_toolkit.engine import operating_point
 model, state = load_run(briefly_trained_run(FAST))
 _, val = run_datasets(state)
 samples = [val[i] for i in range(len(val))]
 views = [head_outputs(model, im) for im, _ in samples]
 all_dets = [detections_from_view(model, v) for v in views]
-targets = [t for _, t in samples]
-show = next((t for t in np.arange(0.3, 0.96, 0.05) if precision_recall_at(all_dets, targets, t)[0] >= 0.9), 0.95)
+show, _ = operating_point(all_dets, [t for _, t in samples], precision=0.9)
 index = max(range(len(samples)), key=lambda i: len(samples[i][1]["boxes"]))
 view = views[index]
 with post_processing(model, score_voting=False):

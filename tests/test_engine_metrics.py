@@ -14,6 +14,7 @@ from paa_toolkit.engine.metrics import (
     evaluate_coco,
     format_metrics,
     iou_prediction_error,
+    operating_point,
     precision_recall_at,
     predict,
     recall_by_size,
@@ -152,3 +153,17 @@ def test_precision_recall_at_counts_each_gt_once_for_its_best_scored_same_class_
     assert precision_recall_at(detections, targets, 0.2) == (1 / 4, 1 / 2)
     assert precision_recall_at(detections, targets, 0.95) == (0.0, 0.0)
     assert precision_recall_at(detections, [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0)}], 0.5) == (0, 0)
+
+
+def test_operating_point_is_the_lowest_score_reaching_the_precision_else_the_highest():
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([0])}]
+    detections = [
+        {
+            "boxes": torch.tensor([[0.0, 0, 10, 10], [50.0, 50, 60, 60]]),  # a hit at 0.8, a loose box at 0.4
+            "scores": torch.tensor([0.8, 0.4]),
+            "labels": torch.tensor([0, 0]),
+        }
+    ]
+    score, curve = operating_point(detections, targets, precision=0.9)
+    assert score == 0.45 and curve[0.4] == (0.5, 1.0) and curve[0.45] == (1.0, 1.0) and curve[0.95] == (0.0, 0.0)
+    assert operating_point(detections, targets, precision=1.1)[0] == 0.95

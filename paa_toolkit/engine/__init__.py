@@ -15,6 +15,7 @@ from .metrics import (
     format_metrics,
     iou_prediction_error,
     metrics_from_predictions,
+    operating_point,
     precision_recall_at,
     recall_by_size,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "load_trace",
     "metrics_from_predictions",
+    "operating_point",
     "precision_recall_at",
     "read_metrics",
     "recall_by_size",

@@ -208,6 +208,22 @@ def precision_recall_at(
     return correct / max(kept, 1), found / max(objects, 1)
 
 
+#: the score thresholds :func:`operating_point` tries: 0.30, 0.35, …, 0.95
+OPERATING_SCORES = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))
+
+
+def operating_point(
+    detections: list[dict[str, Tensor]],
+    targets: list[dict[str, Any]],
+    precision: float,
+    scores: tuple[float, ...] = OPERATING_SCORES,
+) -> tuple[float, dict[float, tuple[float, float]]]:
+    """The lowest of ``scores`` at which the detections reach ``precision`` (:func:`precision_recall_at`), or
+    the highest score when none does, and ``{score: (precision, recall)}`` for every one of ``scores``."""
+    curve = {t: precision_recall_at(detections, targets, t) for t in scores}
+    return next((t for t, (p, _) in curve.items() if p >= precision), scores[-1]), curve
+
+
 def recall_by_size(
     detections: list[dict[str, Tensor]], targets: list[dict[str, Any]], iou_threshold: float = TP_IOU
 ) -> dict[str, float]:
@@ -330,14 +346,16 @@ def format_metrics(metrics: dict[str, float], title: str = "COCO box metrics") -
 
 
 __all__ = [
-    "precision_recall_at",
     "COCO_STAT_NAMES",
+    "OPERATING_SCORES",
     "bootstrap_coco_ap",
     "coco_box_ap",
     "evaluate_coco",
     "format_metrics",
     "iou_prediction_error",
     "metrics_from_predictions",
+    "operating_point",
+    "precision_recall_at",
     "predict",
     "recall_by_size",
 ]
