@@ -13,9 +13,18 @@ import pytest
 import yaml
 
 from paa_toolkit import ablate
+from paa_toolkit.ablation import runner
 from paa_toolkit.ablation.grid import TABLES, build_config, build_plan, to_argv
 from paa_toolkit.ablation.report import RowResult, collect, comparisons, markdown_table, training_means, verdict
-from paa_toolkit.ablation.runner import FAILED, LOCK, acquire_lock, execute, run_state, settings_differences
+from paa_toolkit.ablation.runner import (
+    ABLATE_INFO,
+    FAILED,
+    LOCK,
+    acquire_lock,
+    execute,
+    run_state,
+    settings_differences,
+)
 from paa_toolkit.cli import parse_args
 from paa_toolkit.engine.checkpoint import FINAL_METRICS
 from paa_toolkit.engine.config import ConfigError
@@ -365,3 +374,14 @@ def test_successors_table_compares_tal_and_simota_with_paa_first_on_paas_loss_th
         "simota_soft": ("simota", True),
     }
     assert {o["model.aux"] for o in plan.values()} == {"iou"} and TABLES["successors"].reference == "paa_ioupred"
+
+
+def test_a_running_training_saves_its_wall_time_so_a_killed_session_keeps_it_and_a_resume_adds_to_it(tmp_path):
+    info = tmp_path / ABLATE_INFO
+    info.write_text(json.dumps({"wall_s": 100.0}))  # what an earlier, killed session had recorded
+    child = f"import time, pathlib; time.sleep(0.5); print(pathlib.Path({str(info)!r}).read_text())"
+    with open(tmp_path / "train.log", "w") as log:
+        returncode, wall = runner._call_recording_wall([sys.executable, "-c", child], log, info, 100.0, every=0.05)
+    seen_while_running = json.loads((tmp_path / "train.log").read_text())
+    assert seen_while_running["returncode"] is None and 100.0 < seen_while_running["wall_s"] < wall
+    assert returncode == 0 and json.loads(info.read_text())["wall_s"] == wall >= 100.5

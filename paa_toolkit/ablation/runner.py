@@ -37,6 +37,7 @@ FAILED = "failed.json"
 LOCK = ".ablate.lock"
 ABLATE_INFO = "ablate.json"  # wall time and command of the run (ours, next to the trainer's files)
 LOG = "train.log"
+HEARTBEAT_S = 30.0  # how often a running training's wall time is saved into ABLATE_INFO
 
 
 def default_launcher() -> list[str]:
@@ -117,6 +118,36 @@ def _failure(log_path: Path, returncode: int) -> dict:
     return {"status": status, "returncode": returncode, "message": message}
 
 
+def _call_recording_wall(
+    cmd: list[str], log, info_path: Path, previous: float, every: float = HEARTBEAT_S
+) -> tuple[int, float]:
+    """Run ``cmd`` into ``log``; return its exit code and the run's wall time over all its sessions.
+
+    The wall time so far is rewritten into ``ablate.json`` every ``every`` seconds, so a session that ends
+    hard (its processes killed with it) still leaves the time the run had spent; the resumed run adds to it.
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tick = time.perf_counter()
+
+    def record(returncode: int | None) -> float:
+        wall = previous + time.perf_counter() - tick
+        _write_json(info_path, {"wall_s": wall, "command": shlex.join(cmd), "returncode": returncode})
+        return wall
+
+    with subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env) as proc:
+        try:
+            while True:
+                try:
+                    returncode = proc.wait(timeout=every)
+                    break
+                except subprocess.TimeoutExpired:
+                    record(None)
+        except BaseException:  # as subprocess.call: never leave the training running behind an interrupted runner
+            proc.kill()
+            raise
+    return returncode, record(returncode)
+
+
 @dataclass
 class Outcome:
     run: PlannedRun
@@ -182,14 +213,10 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
         echo(f"[ablate] {run.name}: {shlex.join(cmd[:3])} … → {run.run_dir}")
         info_path = run.run_dir / ABLATE_INFO
         previous = json.loads(info_path.read_text()).get("wall_s", 0.0) if info_path.exists() else 0.0
-        tick = time.perf_counter()
         with open(run.run_dir / LOG, "a", encoding="utf-8") as log:
             log.write(f"\n$ {shlex.join(cmd)}\n")
             log.flush()
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-            returncode = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        wall = previous + time.perf_counter() - tick
-        _write_json(info_path, {"wall_s": wall, "command": shlex.join(cmd), "returncode": returncode})
+            returncode, wall = _call_recording_wall(cmd, log, info_path, previous)
         if returncode == 0 and run.base_dir is not None:
             metrics = json.loads((run.run_dir / ".eval.json").read_text())
             numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
