@@ -10,7 +10,9 @@
 ``RUNS/bench-2x/...``), draws AP / AP50 / APs against iterations (``bench_curves.png``: mean over seeds, band
 min–max) and writes ``bench_curves.json``: per config and seed the curve, the final AP at N and at 2N, and the
 convergence figures — mean AP(2N) − AP(N) over the seeds that have both (converged: ≤ 0.5 points) and the
-gain over the last 600 iterations of the N run — with the seed mean and sample std of AP(N).
+gain over the last 600 iterations of the N run — with the seed mean and sample std of AP(N), over all seeds and
+over the independent ones (a ``bench-pretrained`` run with the detection pre-training's own seed, 0, starts its FPN
+and head from the weights the body was pre-trained with: ``shares_pretraining_start``).
 
 ``schedule`` compares finished runs of one config that differ in their schedule (``solver.lr``, ``max_iters``,
 read from each run's ``config.yaml``): AP against iterations for each (``bench_schedule.png``) and, per run, the
@@ -54,6 +56,7 @@ from paa_toolkit.engine.checkpoint import build_from_checkpoint, default_model_b
 from paa_toolkit.engine.config import TrainConfig
 from paa_toolkit.engine.metrics import bootstrap_coco_ap, predict
 from paa_toolkit.engine.precision import apply_speed_levers, cpu_has_native_bf16
+from paa_toolkit.engine.pretrain import shares_pretraining_start
 from paa_toolkit.engine.run_files import read_metrics
 from paa_toolkit.viz.analysis import plot_learning_curves
 
@@ -175,6 +178,14 @@ def _model_overrides(trained: dict, budget: str) -> dict:
     return {k: v for k, v in trained.items() if k not in skip and k in recipe and v != recipe[k]}
 
 
+def _shares_pretraining_start(budget: str, seed: int) -> bool:
+    """Whether ``seed`` of ``budget`` starts FPN and head where its detection pre-training did (not an independent
+    seed: :func:`~paa_toolkit.engine.pretrain.shares_pretraining_start`)."""
+    cfg = presets.budget(budget)
+    cfg.seed = seed
+    return shares_pretraining_start(cfg)
+
+
 def _curve(records: list[dict]) -> list[tuple[int, float]]:
     return [(r["iteration"], r["AP"]) for r in records if r.get("kind") == "eval"]
 
@@ -196,6 +207,7 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
                 "curve": curve,
                 "AP_N": json.loads(final.read_text())["AP"],
                 "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None,
+                "shares_pretraining_start": _shares_pretraining_start(budget, int(name.removeprefix("seed"))),
             }
             drawn.setdefault(config, []).append(records)
         finals = [s["AP_N"] for s in entry["seeds"].values()]
@@ -205,10 +217,13 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
             for s in entry["seeds"].values()
             if len(s["curve"]) > 2
         ]
+        independent = [s["AP_N"] for s in entry["seeds"].values() if not s["shares_pretraining_start"]]
         entry.update(
             num_seeds=len(finals),
             AP_mean=statistics.fmean(finals) if finals else None,
             AP_std=statistics.stdev(finals) if len(finals) > 1 else None,
+            num_independent_seeds=len(independent),  # without the seed that restarts the pre-training's FPN and head
+            AP_std_independent=statistics.stdev(independent) if len(independent) > 1 else None,
             gain_2N_minus_N_points=100 * statistics.fmean(pairs) if pairs else None,
             seeds_with_2N=len(pairs),
             gain_last_600_iters_points=100 * statistics.fmean(gains) if gains else None,

@@ -146,3 +146,37 @@ def test_a_failed_atss_pre_training_says_which_pre_training_failed(tmp_path, mon
     monkeypatch.setattr(pretrain.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 1})())
     with pytest.raises(RuntimeError, match=r"the detection-atss pre-training failed \(exit 1\)"):
         pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path, choice="detection-atss")
+
+
+def test_the_pre_trainings_own_seed_draws_its_fpn_and_head_again_and_only_that_seed_is_flagged(caplog, monkeypatch):
+    from paa_toolkit.engine import presets
+    from paa_toolkit.engine.checkpoint import default_model_builder
+    from paa_toolkit.engine.sampling import seed_everything
+
+    def start(cfg: TrainConfig) -> dict[str, torch.Tensor]:  # the trainer's order: seed, then build
+        seed_everything(cfg.seed)
+        model = default_model_builder(cfg, 6)
+        return {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.body.")}
+
+    def detection(seed: int) -> TrainConfig:
+        cfg = presets.bench_pretrained_budget()
+        cfg.seed = seed
+        return cfg
+
+    def without_body(cfg: TrainConfig) -> TrainConfig:
+        cfg.model.backbone_pretrain = "none"
+        return cfg
+
+    pre_training = start(pretrain.detection_pretrain_config(pretrain.DetectionPretrainSettings()))
+    for seed in (0, 1):
+        drawn = start(without_body(detection(seed)))
+        same = [torch.equal(drawn[k], pre_training[k]) for k in drawn if drawn[k].dim() == 4]  # random convs
+        assert len(same) >= 10 and (all(same) if seed == 0 else not any(same))
+        assert pretrain.shares_pretraining_start(detection(seed)) == (seed == 0)
+    assert not pretrain.shares_pretraining_start(without_body(detection(0)))
+    monkeypatch.setattr(pretrain, "detection_pretrained_backbone", lambda *a, **k: "body.pth")
+    with caplog.at_level("WARNING"):
+        with_pretrained_weights(detection(1))
+        assert caplog.text == ""
+        with_pretrained_weights(detection(0))
+    assert "seed 0 is the detection pre-training's own seed" in caplog.text

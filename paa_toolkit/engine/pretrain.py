@@ -296,6 +296,19 @@ def detection_pretrained_backbone(
     return _cached(detection_pretrained_path(settings, cache_dir), produce)
 
 
+def shares_pretraining_start(cfg) -> bool:
+    """Whether ``cfg`` (a :class:`~.config.TrainConfig`) starts its FPN and head from the very weights its detection
+    pre-training started from: ``model.backbone_pretrain = detection*`` with the pre-training's own seed.
+
+    The trainer seeds before it builds the model, so the same seed draws the same FPN and, for the detectors with
+    PAA's head (PAA, ATSS, IoU assignment), the same head; torchvision's FCOS and RetinaNet share the FPN only.
+    The pre-trained body was trained with exactly those. Such a run begins with body and head co-adapted (measured
+    on ``bench-pretrained``: 10 AP points ahead of seeds 1–4 at iteration 300 and 2.5 at the end, on every row;
+    benchmarks/README.md §8): a valid run, and a valid member of a pair that shares it, but not an independent
+    draw for a seed spread."""
+    return cfg.model.backbone_pretrain.startswith("detection") and cfg.seed == DetectionPretrainSettings.seed
+
+
 def with_pretrained_weights(cfg):
     """``cfg`` (a :class:`~.config.TrainConfig`) with ``model.backbone_pretrain`` resolved to the cached file
     (trained first when missing); ``cfg`` itself when it asks for no pre-training."""
@@ -303,6 +316,13 @@ def with_pretrained_weights(cfg):
         return cfg
     if cfg.model.backbone_pretrain.startswith("detection"):
         path = detection_pretrained_backbone(cfg.model.backbone, choice=cfg.model.backbone_pretrain)
+        if shares_pretraining_start(cfg):
+            log.warning(
+                "seed %d is the detection pre-training's own seed: the FPN (and PAA's head) start from the weights the "
+                "pre-trained body was trained with, so this run is not an independent seed (choose seed ≥ 1 "
+                "for a seed spread; benchmarks/README.md §8)",
+                cfg.seed,
+            )
     else:
         path = pretrained_backbone(cfg.model.backbone)
     return replace(cfg, model=replace(cfg.model, backbone_weights=str(path)))
@@ -318,6 +338,7 @@ __all__ = [
     "presence_dataset",
     "pretrained_backbone",
     "pretrained_path",
+    "shares_pretraining_start",
     "train_classifier",
     "with_pretrained_weights",
 ]
