@@ -7,12 +7,13 @@
     python benchmarks/bench_recipe.py schedule RUN_DIR [RUN_DIR ...] --out benchmarks/results   # lr × length scan
 
 ``curves`` reads a grid's run folders (``RUNS/bench/<config>/seed<k>/metrics.jsonl`` and, when present,
-``RUNS/bench-2x/...``), draws AP / AP50 / APs against iterations (``bench_curves.png``: mean over seeds, band
-min–max) and writes ``bench_curves.json``: per config and seed the curve, the final AP at N and at 2N, and the
-convergence figures — mean AP(2N) − AP(N) over the seeds that have both (converged: ≤ 0.5 points) and the
-gain over the last 600 iterations of the N run — with the seed mean and sample std of AP(N), over all seeds and
-over the independent ones (a ``bench-pretrained`` run with the detection pre-training's own seed, 0, starts its FPN
-and head from the weights the body was pre-trained with: ``shares_pretraining_start``).
+``RUNS/bench-2x/...`` and ``RUNS/bench-4x/...``), draws AP / AP50 / APs against iterations
+(``bench_curves.png``: mean over seeds, band min–max) and writes ``bench_curves.json``: per config and seed the
+curve and the final AP at N, 2N and 4N; the convergence figures — mean AP(2N) − AP(N) over the seeds that have
+both (converged: ≤ 0.5 points), AP(4N) − AP(2N) (the next doubling) and the gain over the last 600 iterations
+of the N run; the seed mean and sample std of AP(N), over all seeds and over the independent ones (a
+``bench-pretrained`` run with the detection pre-training's own seed, 0, starts its FPN and head from the
+weights the body was pre-trained with: ``shares_pretraining_start``).
 
 ``schedule`` compares finished runs of one config that differ in their schedule (``solver.lr``, ``max_iters``,
 read from each run's ``config.yaml``): AP against iterations for each (``bench_schedule.png``) and, per run, the
@@ -199,19 +200,20 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
             run, name = final.parent, final.parent.name
             records = read_metrics(run / "metrics.jsonl")
             curve = _curve(records)
-            long = runs / f"{budget}-2x" / config / name / "final_metrics.json"
+            longer = {n: runs / f"{budget}-{n}x" / config / name / "final_metrics.json" for n in (2, 4)}
             trained = yaml.safe_load((run / "config.yaml").read_text())
             entry["seeds"][name] = {
                 "solver_lr": trained["solver"]["lr"],  # how it was trained: the runs may override the budget's lr
                 "model_overrides": _model_overrides(trained["model"], budget),  # e.g. a frozen body
                 "curve": curve,
                 "AP_N": json.loads(final.read_text())["AP"],
-                "AP_2N": json.loads(long.read_text())["AP"] if long.is_file() else None,
+                **{f"AP_{n}N": json.loads(f.read_text())["AP"] if f.is_file() else None for n, f in longer.items()},
                 "shares_pretraining_start": _shares_pretraining_start(budget, int(name.removeprefix("seed"))),
             }
             drawn.setdefault(config, []).append(records)
         finals = [s["AP_N"] for s in entry["seeds"].values()]
         pairs = [s["AP_2N"] - s["AP_N"] for s in entry["seeds"].values() if s["AP_2N"] is not None]
+        pairs_4n = [s["AP_4N"] - s["AP_2N"] for s in entry["seeds"].values() if None not in (s["AP_2N"], s["AP_4N"])]
         gains = [
             s["curve"][-1][1] - dict(s["curve"]).get(s["curve"][-1][0] - 600, float("nan"))
             for s in entry["seeds"].values()
@@ -226,6 +228,8 @@ def curves(runs: Path, configs: list[str], out: Path, stem: str = "bench_curves"
             AP_std_independent=statistics.stdev(independent) if len(independent) > 1 else None,
             gain_2N_minus_N_points=100 * statistics.fmean(pairs) if pairs else None,
             seeds_with_2N=len(pairs),
+            gain_4N_minus_2N_points=100 * statistics.fmean(pairs_4n) if pairs_4n else None,  # the next doubling
+            seeds_with_4N=len(pairs_4n),
             gain_last_600_iters_points=100 * statistics.fmean(gains) if gains else None,
         )
         summary[config] = entry
@@ -243,7 +247,7 @@ def _write(stem: Path, fig, command: str, **body) -> dict:
     return result
 
 
-def schedule(runs: list[Path], out: Path) -> dict:
+def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
     rows, drawn = [], {}
     for run in runs:
         config = yaml.safe_load((run / "config.yaml").read_text())
@@ -261,8 +265,8 @@ def schedule(runs: list[Path], out: Path) -> dict:
     fig = plot_learning_curves(drawn)
     for ax in fig.axes:
         ax.set_xlabel("training images seen (iterations × batch)")
-    command = f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))}"
-    return _write(out / "bench_schedule", fig, command, runs=rows)
+    command = f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))} --stem {stem}"
+    return _write(out / stem, fig, command, runs=rows)
 
 
 def main() -> None:
@@ -282,10 +286,15 @@ def main() -> None:
     c.add_argument("--configs", nargs="+", default=["paa_ioupred", "atss_ioupred", "fcos"])
     c.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     c.add_argument("--stem", default="bench_curves", help="file names of the figure and JSON (default bench_curves)")
-    c.add_argument("--budget", default="bench", help="RUNS/<budget>/ and its check RUNS/<budget>-2x/ (default bench)")
+    c.add_argument(
+        "--budget", default="bench", help="RUNS/<budget>/ and its checks RUNS/<budget>-2x/, -4x/ (default bench)"
+    )
     r = sub.add_parser("schedule")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    r.add_argument(
+        "--stem", default="bench_schedule", help="file names of the figure and JSON (default bench_schedule)"
+    )
     args = parser.parse_args()
     if args.what == "speed":
         torch.set_num_threads(args.threads)
@@ -294,7 +303,7 @@ def main() -> None:
         for config, entry in curves(args.runs, args.configs, args.out, args.stem, args.budget)["configs"].items():
             print(config, {k: v for k, v in entry.items() if k != "seeds"})
     elif args.what == "schedule":
-        for row in schedule(args.runs, args.out)["runs"]:
+        for row in schedule(args.runs, args.out, args.stem)["runs"]:
             setting = f"solver.lr {row['lr']:g}, batch {row['batch_size']}, {row['max_iters']} iterations"
             print(f"{setting}: AP {row['AP']:.4f}")
     elif args.what == "candidates":
