@@ -101,3 +101,11 @@ def test_the_claims_of_a_results_file_render_with_their_seeds_and_outcome():
     judged = json.loads(json.dumps([judge_claim(Claim("paa_ioupred", "fnp_5", "higher", 1.1), rows)]))  # a file's
     line = format_claims(judged, {"paa_ioupred": "PAA", "fnp_5": "FNP (5)"})[-2]
     assert line.startswith("| PAA > FNP (5) | +1.1 | +3.00, +2.00, +3.00 | +2.67 |") and line.endswith("| holds |")
+
+
+def test_table_4s_claims_name_the_reference_as_its_own_half_of_the_table_calls_it():
+    rows = [RowResult(r.cells, r.config, r.paper, _seeds([0.6, 0.61])) for r in TABLES["4"].rows]
+    lines = claims_markdown(TABLES["4"], rows)
+    assert any(line.startswith("| K = 5 ≈ K = 9 |") for line in lines)
+    assert any(line.startswith("| scale 10 ≈ scale 8 |") for line in lines)
+    assert not any("K = 25 ≈ scale 8" in line for line in lines)

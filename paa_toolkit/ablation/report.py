@@ -202,6 +202,8 @@ def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE
     by_config = {r.config: r for r in rows}
     a, b = by_config[claim.a], by_config[claim.b]
     out: dict[str, Any] = {"a": claim.a, "b": claim.b, "kind": claim.kind, "paper": claim.paper, "margin": margin}
+    if claim.b_label:
+        out["b_label"] = claim.b_label
     failed_b = bool(b.seeds) and all(s["state"] == "failed" for s in b.seeds)
     if failed_b and a.done():  # FSR (> 0.3): "training failed" is the paper's whole claim
         return {
@@ -235,7 +237,7 @@ def claims_markdown(spec: Table, rows: list[RowResult]) -> list[str]:
 
 def format_claims(judged: list[dict[str, Any]], label: dict[str, str]) -> list[str]:
     """Markdown lines of judged claims (:func:`judge_claim`'s dicts, also the ``claims`` of a results JSON);
-    ``label``: a row's name by config."""
+    ``label``: a row's name by config (a claim's own ``b_label`` first)."""
     lines = [
         f"**The paper's claims** (paired by seed on AP; *holds* / *reversed*: every seed the same sign and |mean| "
         f"> 2 s.e.; *equivalent*: the 95 % interval inside ±{100 * EQUIVALENCE_MARGIN:.1f} points)",
@@ -251,7 +253,8 @@ def format_claims(judged: list[dict[str, Any]], label: dict[str, str]) -> list[s
         ci = "–" if "ci95" not in j else f"[{100 * j['ci95'][0]:+.2f}, {100 * j['ci95'][1]:+.2f}]"
         outcome = j["outcome"] + (f" (~{j['seeds_needed']} seeds)" if j.get("seeds_needed") else "")
         lines.append(
-            f"| {label[j['a']]} {sign} {label[j['b']]} | {paper or '–'} | {seeds} | {mean} | {ci} | {outcome} |"
+            f"| {label[j['a']]} {sign} {j.get('b_label') or label[j['b']]} | {paper or '–'} | {seeds} | {mean} | {ci} "
+            f"| {outcome} |"
         )
     return [*lines, ""]
 
