@@ -128,7 +128,11 @@ def bench_pretrained_budget() -> TrainConfig:
     """:func:`bench_budget` from a backbone pre-trained on detection (``model.backbone_pretrain detection``,
     :mod:`~.pretrain`): the miniature of the paper's ImageNet start. The ResNet body of the bench PAA detector
     trained once on another generator seed's images (4,800 iterations at 4 × the lr, cached); stem and res2
-    frozen, FPN and head from scratch, everything else the bench recipe (benchmarks/README.md §8)."""
+    frozen, FPN and head from scratch, everything else the bench recipe (benchmarks/README.md §8).
+
+    Not converged either: each doubling of the schedule still adds points (PAA seed 1: +2.8 to 4,800 iterations,
+    +1.7 to 9,600). Seed 0 is the pre-training's own seed, so its FPN (and PAA's head) start where the body was
+    trained from: a valid run, not an independent seed (:func:`~.pretrain.shares_pretraining_start`)."""
     cfg = bench_budget()
     cfg.model.backbone_pretrain = "detection"
     return cfg
