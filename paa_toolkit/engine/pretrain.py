@@ -303,7 +303,7 @@ def shares_pretraining_start(cfg) -> bool:
     The trainer seeds before it builds the model, so the same seed draws the same FPN and, for the detectors with
     PAA's head (PAA, ATSS, IoU assignment), the same head; torchvision's FCOS and RetinaNet share the FPN only.
     The pre-trained body was trained with exactly those. Such a run begins with body and head co-adapted (measured
-    on ``bench-pretrained``: 10 AP points ahead of seeds 1–4 at iteration 300 and 2.5 at the end, on every row;
+    on ``bench-pretrained``: 6–17 AP points ahead of seeds 1–5 at iteration 300 and 2.4–2.8 at the end, every row;
     benchmarks/README.md §8): a valid run, and a valid member of a pair that shares it, but not an independent
     draw for a seed spread."""
     return cfg.model.backbone_pretrain.startswith("detection") and cfg.seed == DetectionPretrainSettings.seed
