@@ -11,6 +11,8 @@ mean ± std over seeds), ``.json`` and a ``.png`` bar chart of AP::
     python -m paa_toolkit.ablate --table 1L --only fsr_0.1 fsr_0.2    # one share of the grid
     python -m paa_toolkit.ablate --table analysis --budget medium --seeds 3 --jobs 2   # 2 trainings at once
     python -m paa_toolkit.ablate --table successors --budget medium --seeds 5         # PAA vs TAL, SimOTA (issue 20)
+    python -m paa_toolkit.ablate --table 1L --budget bench-pretrained --seeds 5 --carry results/table_1L.json \\
+        --results results/table_1L.json      # one more seed from a clean checkout: the finished ones carried
     python -m paa_toolkit.ablate --table 1R --budget paper --set data.root=/data/coco \\
         --set model.backbone_weights=/weights/resnet50.pth --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"
 
@@ -62,6 +64,7 @@ import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from .ablation.carried import CarriedSeeds, is_carried, read_carried, still_to_run
 from .ablation.grid import TABLES, build_plan, parse_assignment
 from .ablation.report import write_report, write_results
 from .ablation.runner import execute, run_state, settings_differences
@@ -107,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "as a small JSON file, e.g. benchmarks/results/analysis.json (needs a single --table)",
     )
     parser.add_argument(
+        "--carry",
+        metavar="FILE",
+        help="a committed results file of the same table, budget and --set (an earlier --results): its finished "
+        "seeds are not trained again and the report takes them from it where no run folder has them — a grid "
+        "goes on from a clean checkout, whose run folders are gone",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -116,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _listed_state(run) -> str:
+def _listed_state(run, carried: CarriedSeeds | None = None) -> str:
     """A run's folder state for ``--list``; a complete run trained with other settings names them."""
+    if carried is not None and is_carried(run, carried):
+        return "carried"
     state = run_state(run.run_dir)
     differ = settings_differences(run) if state == "complete" else {}
     return f"{state} (other settings: {', '.join(differ)})" if differ else state
@@ -149,14 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             t: build_plan(t, args.budget, args.seeds, args.out, args.only if len(args.table) == 1 else None, extra)
             for t in args.table
         }
+        if (args.only or args.results or args.carry) and len(args.table) > 1:
+            parser.error("--only, --results and --carry need a single --table")
+        carried = read_carried(args.carry, args.table[0], args.budget, extra) if args.carry else None
     except ConfigError as e:
         parser.error(str(e))
-    if (args.only or args.results) and len(args.table) > 1:
-        parser.error("--only and --results need a single --table")
     if args.list:
         for table, plan in plans.items():
             for name in dict.fromkeys(p.config.name for p in plan):
-                states = ", ".join(_listed_state(p) for p in plan if p.config.name == name)
+                states = ", ".join(_listed_state(p, carried) for p in plan if p.config.name == name)
                 print(f"{name}\t{states}" if len(args.table) == 1 else f"{table}\t{name}\t{states}")
         return 0
     if args.jobs < 1:
@@ -166,13 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     launcher = shlex.split(args.launcher) if args.launcher else None
     for table, plan in plans.items():
         if not args.report:
-            run_grid(plan, launcher, args.retry_failed, args.jobs)
-        paths = write_report(table, args.out, args.budget, args.seeds, extra)
+            run_grid(still_to_run(plan, carried) if carried else plan, launcher, args.retry_failed, args.jobs)
+        paths = write_report(table, args.out, args.budget, args.seeds, extra, carried)
         print(paths["md"].read_text())
         print(f"[ablate] wrote {paths['md']}, {paths['json'].name}, {paths['png'].name}")
         if args.results:
             command = shlex.join(["python", "-m", "paa_toolkit.ablate", *(sys.argv[1:] if argv is None else argv)])
-            written = write_results(args.results, table, args.out, args.budget, args.seeds, extra, command)
+            written = write_results(args.results, table, args.out, args.budget, args.seeds, extra, command, carried)
             print(f"[ablate] wrote {written}")
     return 0
 

@@ -30,6 +30,7 @@ from ..assign.stats import LOG_KEYS
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
+from .carried import FINAL_STATES, CarriedSeeds
 from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Claim, Table, budget_overrides
 from .runner import ABLATE_INFO, FAILED, run_state
 
@@ -305,17 +306,20 @@ def seed_result(run_dir: Path, base_dir: Path | None = None) -> dict[str, Any]:
     return out
 
 
-def collect(table: str, out: str | Path, budget: str, seeds: int) -> list[RowResult]:
-    """Read every row of ``table`` from ``out/<budget>/<config>/seed<k>`` (whatever has finished)."""
+def collect(
+    table: str, out: str | Path, budget: str, seeds: int, carried: CarriedSeeds | None = None
+) -> list[RowResult]:
+    """Read every row of ``table`` from ``out/<budget>/<config>/seed<k>`` (whatever has finished); a seed whose
+    folder has not finished is taken from ``carried`` (a committed results file) when it finished there."""
     root = Path(out) / budget
     rows = []
     for row in TABLES[table].rows:
         base = RUN_CONFIGS[row.config].evaluate_from
         result = RowResult(row.cells, row.config, row.paper)
         for seed in range(seeds):
-            result.seeds.append(
-                seed_result(root / row.config / f"seed{seed}", root / base / f"seed{seed}" if base else None)
-            )
+            here = seed_result(root / row.config / f"seed{seed}", root / base / f"seed{seed}" if base else None)
+            there = carried.seed(row.config, seed) if carried is not None else None
+            result.seeds.append(there if there is not None and here["state"] not in FINAL_STATES else here)
         rows.append(result)
     return rows
 
@@ -424,6 +428,15 @@ def markdown_table(
     ][:10]
     if notes:
         lines += ["Failures:", "", *notes, ""]
+    carried = {}
+    for r in rows:
+        for k, s in enumerate(r.seeds):
+            if s.get("carried_from"):
+                carried.setdefault(s["carried_from"], []).append(f"{r.config}@{k}")
+    if carried:
+        lines += ["Seeds carried over from committed results (`ablate --carry`; no run folder here):", ""]
+        lines += [f"- {source}: {', '.join(names)}" for source, names in carried.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -459,10 +472,15 @@ def bar_chart(table: str, rows: list[RowResult], budget: str, seeds: int) -> Fig
 
 
 def write_report(
-    table: str, out: str | Path, budget: str, seeds: int, extra: dict[str, Any] | None = None
+    table: str,
+    out: str | Path,
+    budget: str,
+    seeds: int,
+    extra: dict[str, Any] | None = None,
+    carried: CarriedSeeds | None = None,
 ) -> dict[str, Path]:
     """Write ``table_<key>.md``, ``.json`` and ``.png`` into ``out/<budget>/``; returns their paths."""
-    rows = collect(table, out, budget, seeds)
+    rows = collect(table, out, budget, seeds, carried)
     root = Path(out) / budget
     root.mkdir(parents=True, exist_ok=True)
     paths = {"md": root / f"table_{table}.md", "json": root / f"table_{table}.json", "png": root / f"table_{table}.png"}
@@ -512,10 +530,12 @@ def write_results(
     seeds: int,
     extra: dict[str, Any] | None = None,
     command: str | None = None,
+    carried: CarriedSeeds | None = None,
 ) -> Path:
     """The table's results as one small JSON file to commit: per row and seed the metrics and training
-    figures (no run folders), means, stds, paired comparisons, the date, the machine and the ``command``."""
-    data = table_data(table, collect(table, out, budget, seeds), budget, seeds, extra)
+    figures (no run folders), means, stds, paired comparisons, the date, the machine and the ``command``. Seeds
+    taken from ``carried`` (:mod:`.carried`) keep ``carried_from``: the file, and the date, that measured them."""
+    data = table_data(table, collect(table, out, budget, seeds, carried), budget, seeds, extra)
     for row in data["rows"]:
         row["seeds"] = [{k: v for k, v in s.items() if k != "run_dir"} for s in row["seeds"]]
     data = {
