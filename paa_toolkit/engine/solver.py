@@ -4,7 +4,9 @@
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(cfg.solver))
 
 SGD, momentum 0.9, weight decay 1e-4 (none on norms and biases); linear warm-up, then ÷10 at 90k/135k
-and 120k/135k of the run; the lr scaled linearly to the actual batch (Goyal et al. [9]).
+and 120k/135k of the run; the lr scaled linearly to the actual batch (Goyal et al. [9]). On the CPU and CUDA the
+step runs as PyTorch's fused SGD kernel: the same update bit for bit, 2.5 × faster on the CPU (benchmarks/README.md
+§8).
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ from torch import nn
 
 from .config import SolverConfig
 
+#: devices whose fused SGD kernel this toolkit has checked against the plain update (bit-identical weights)
+FUSED_SGD_DEVICES = frozenset({"cpu", "cuda"})
+
 
 def build_optimizer(model: nn.Module, solver: SolverConfig, batch_size: int) -> torch.optim.SGD:
-    """SGD with the linearly scaled lr; no weight decay on 1-D parameters (norm scales, biases)."""
+    """SGD with the linearly scaled lr; no weight decay on 1-D parameters (norm scales, biases). Fused (one kernel
+    over all parameters) where every parameter is a float tensor on a :data:`FUSED_SGD_DEVICES` device."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
+    params = decay + no_decay
+    fused = bool(params) and all(p.device.type in FUSED_SGD_DEVICES and p.is_floating_point() for p in params)
     groups = [{"params": decay, "weight_decay": solver.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=solver.scaled_lr(batch_size), momentum=solver.momentum)
+    return torch.optim.SGD(groups, lr=solver.scaled_lr(batch_size), momentum=solver.momentum, fused=fused or None)
 
 
 class WarmupStepSchedule:
@@ -46,4 +54,4 @@ def lr_at(iteration: int, solver: SolverConfig, batch_size: int) -> float:
     return solver.scaled_lr(batch_size) * WarmupStepSchedule(solver)(iteration)
 
 
-__all__ = ["WarmupStepSchedule", "build_optimizer", "lr_at"]
+__all__ = ["FUSED_SGD_DEVICES", "WarmupStepSchedule", "build_optimizer", "lr_at"]
