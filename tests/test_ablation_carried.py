@@ -62,13 +62,18 @@ def test_the_report_takes_a_seed_from_the_file_only_where_no_run_folder_finished
     [
         ({"table": "1L"}, "field 'table' is '1L', this grid's is '1R'"),
         ({"budget": "small"}, "field 'budget' is 'small', this grid's is 'tiny'"),
-        ({"extra": {"eval_every": "0"}}, "field 'set' is {'eval_every': '0'}, this grid's is {}"),
+        ({"extra": {"assign.topk": "5"}}, "field 'set' is {'assign.topk': '5'}, this grid's is {}"),
     ],
 )
 def test_a_file_from_another_grid_is_refused_naming_the_field_and_its_value(tmp_path, change, message):
     path = results_file(tmp_path / "r.json", {"paa_noaux": [done(0.5)]}, **change)
     with pytest.raises(ConfigError, match=f"--carry {path}: {message}".replace("{", r"\{").replace("(", r"\(")):
         read_carried(path, "1R", "tiny", {})
+
+
+def test_bookkeeping_settings_do_not_make_another_grid(tmp_path):
+    path = results_file(tmp_path / "r.json", {"paa_noaux": [done(0.5)]}, extra={"eval_every": "300"})
+    assert read_carried(path, "1R", "tiny", {"eval_every": "0", "log_every": "10"}).seed("paa_noaux", 0)["AP"] == 0.5
 
 
 def test_a_missing_or_malformed_file_is_one_clear_line_on_the_command_line(tmp_path, capsys):

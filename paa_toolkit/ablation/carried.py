@@ -20,7 +20,7 @@ from typing import Any
 
 from ..engine.config import ConfigError
 from .grid import PlannedRun
-from .runner import run_state
+from .runner import is_bookkeeping, run_state
 
 #: the final states of a seed that a carried file can stand in for (a diverged FSR run is a result too)
 FINAL_STATES = ("complete", "failed")
@@ -53,7 +53,8 @@ def read_carried(path: str | Path, table: str, budget: str, extra: dict[str, Any
         path: the results JSON.
         table: this grid's table; the file's ``table`` must be the same.
         budget: this grid's budget; the file's ``budget`` must be the same.
-        extra: this grid's ``--set`` overrides; the file's ``set`` must be the same (other settings, other runs).
+        extra: this grid's ``--set`` overrides; the file's ``set`` must be the same (other settings, other runs),
+            bookkeeping aside (``eval_every``, ``log_every``, ...: they change what a run records, not what it learns).
 
     Returns:
         :class:`CarriedSeeds`.
@@ -71,8 +72,17 @@ def read_carried(path: str | Path, table: str, budget: str, extra: dict[str, Any
         raise ConfigError(f"--carry {path}: not a readable JSON file ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise ConfigError(f"--carry {path}: no 'rows' list; expected a file written by `ablate --results`")
-    for name, expected in (("table", table), ("budget", budget), ("set", {k: str(v) for k, v in extra.items()})):
-        found = data.get(name, {} if name == "set" else None)
+
+    def learned(overrides: Any) -> Any:  # the --set overrides that change what a run learns
+        if not isinstance(overrides, dict):
+            return overrides
+        return {k: str(v) for k, v in overrides.items() if not is_bookkeeping(k)}
+
+    for name, found, expected in (
+        ("table", data.get("table"), table),
+        ("budget", data.get("budget"), budget),
+        ("set", learned(data.get("set", {})), learned(extra)),
+    ):
         if found != expected:
             raise _field_error(path, name, found, expected)
     rows: dict[str, list[dict[str, Any]]] = {}

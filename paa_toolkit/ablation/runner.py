@@ -75,14 +75,15 @@ def settings_differences(run: PlannedRun) -> dict[str, str]:
     return {
         key: f"{_shown(trained, key)} (planned: {_shown(planned, key)})"
         for key in dict.fromkeys([*planned, *trained])
-        if not _bookkeeping(key) and trained.get(key, _DEFAULT) != planned.get(key, _DEFAULT)
+        if not is_bookkeeping(key) and trained.get(key, _DEFAULT) != planned.get(key, _DEFAULT)
     }
 
 
 _DEFAULT = object()
 
 
-def _bookkeeping(key: str) -> bool:
+def is_bookkeeping(key: str) -> bool:
+    """Whether setting ``key`` (dotted) only changes what a run records and where (:data:`BOOKKEEPING`)."""
     return key in BOOKKEEPING or key.startswith(BOOKKEEPING_PREFIXES)
 
 
