@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per config (default 1)")
     parser.add_argument("--only", nargs="+", metavar="CONFIG", help="run only these configs (see --list)")
+    parser.add_argument(
+        "--train-seeds",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="train only these of the seeds 0..N-1 (the report still shows all N): e.g. a new seed block for a few "
+        "rows, paired within itself",
+    )
     parser.add_argument("--list", action="store_true", help="print the table's config names and exit")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument(
@@ -164,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         if (args.only or args.results or args.carry) and len(args.table) > 1:
             parser.error("--only, --results and --carry need a single --table")
         carried = read_carried(args.carry, args.table[0], args.budget, extra) if args.carry else None
+        if args.train_seeds is not None:
+            outside = sorted(set(args.train_seeds) - set(range(args.seeds)))
+            if outside:
+                raise ConfigError(
+                    f"--train-seeds {' '.join(map(str, outside))}: not among the seeds 0..{args.seeds - 1}"
+                )
+            plans = {t: [run for run in plan if run.seed in args.train_seeds] for t, plan in plans.items()}
     except ConfigError as e:
         parser.error(str(e))
     if args.list:

@@ -90,3 +90,13 @@ def test_list_marks_carried_runs(tmp_path, capsys):
     args = ["--table", "1R", "--budget", "tiny", "--seeds", "2", "--out", str(tmp_path / "runs"), "--carry", str(path)]
     assert ablate.main([*args, "--only", "paa_noaux", "--list"]) == 0
     assert capsys.readouterr().out == "paa_noaux\tcarried, missing\n"
+
+
+def test_train_seeds_trains_a_new_seed_block_of_a_few_rows_and_names_a_seed_out_of_range(tmp_path, capsys):
+    path = results_file(tmp_path / "r.json", {"paa_noaux": [done(0.5), done(0.4)], "paa_ioupred": [done(0.6)] * 2})
+    args = ["--table", "1R", "--budget", "tiny", "--seeds", "3", "--out", str(tmp_path / "runs"), "--carry", str(path)]
+    assert ablate.main([*args, "--only", "paa_noaux", "paa_ioupred", "--train-seeds", "2", "--list"]) == 0
+    assert capsys.readouterr().out == "paa_noaux\tmissing\npaa_ioupred\tmissing\n"
+    with pytest.raises(SystemExit):
+        ablate.main([*args, "--train-seeds", "3", "--list"])
+    assert "--train-seeds 3: not among the seeds 0..2" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -117,6 +118,19 @@ def test_a_failed_detection_pre_training_names_its_run_and_leaves_no_weights(tmp
     with pytest.raises(RuntimeError, match=r"detection pre-training failed \(exit 1\); its run: .*-run"):
         pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path)
     assert not list(tmp_path.glob("pretrained/*.pth"))
+
+
+def test_the_detection_pre_training_runs_on_its_fixed_thread_count_whoever_starts_it(tmp_path, monkeypatch):
+    """Its float sums depend on the thread split: a 2-thread caller (or a 1-thread grid job) must get one body."""
+    seen = []
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(
+        pretrain.subprocess, "run", lambda *a, **k: seen.append(k["env"]) or SimpleNamespace(returncode=1)
+    )
+    with pytest.raises(RuntimeError):
+        pretrain.detection_pretrained_backbone("resnet18", cache_dir=tmp_path)
+    assert pretrain.PRETRAIN_THREADS == 1
+    assert seen[0]["OMP_NUM_THREADS"] == seen[0]["MKL_NUM_THREADS"] == "1"
 
 
 @pytest.mark.parametrize("choice", ["detection", "detection-atss"])
