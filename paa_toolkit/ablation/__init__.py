@@ -7,6 +7,7 @@ from .grid import RUN_CONFIGS, TABLES, PlannedRun, build_plan, to_argv
 from .report import (
     EQUIVALENCE_MARGIN,
     collect,
+    confidence_interval,
     format_claims,
     judge_claim,
     markdown_table,
@@ -27,6 +28,7 @@ __all__ = [
     "build_plan",
     "collect",
     "compare",
+    "confidence_interval",
     "execute",
     "format_claims",
     "judge_claim",
