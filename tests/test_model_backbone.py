@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from paa_toolkit.model.backbone import DeformConvBlock, build_backbone
+from paa_toolkit.model.backbone import DeformConvBlock, StemMaxPool, build_backbone
 from paa_toolkit.model.head import PAAHead
 
 from planted_code import PlantedCommand  # tests/planted_code.py
@@ -149,3 +149,21 @@ def test_a_classifier_of_another_class_count_does_not_stop_the_body_from_loading
     torch.save(state, tmp_path / "six.pth")
     body = build_backbone("resnet18", weights_path=tmp_path / "six.pth", norm="gn").body
     torch.testing.assert_close(body.conv1.weight, state["conv1.weight"])
+
+
+def test_the_stems_max_pool_gives_the_plain_output_and_keeps_the_plain_kernel_where_a_gradient_flows():
+    """StemMaxPool is a CPU speed lever only: the same values in the same layout as torchvision's max-pool, on ties
+    too (a ReLU map is mostly ties at 0), and the plain kernel (and its backward) where the stem trains."""
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(2, 64, 32, 32))
+    plain, stem = nn.MaxPool2d(3, 2, 1), StemMaxPool(3, 2, 1)
+    with torch.no_grad():
+        assert torch.equal(stem(x), plain(x)) and stem(x).is_contiguous()
+    grads = []
+    for pool in (plain, stem):
+        leaf = x.clone().requires_grad_()
+        pool(leaf).sum().backward()
+        grads.append(leaf.grad)
+    assert torch.equal(*grads)
+    built = build_backbone("resnet18", norm="gn", out_channels=32)
+    assert isinstance(built.body.maxpool, StemMaxPool) and built.body.maxpool.kernel_size == 3

@@ -90,6 +90,21 @@ class DeformConvBlock(DeformConv2d):
         return super().forward(x, out)
 
 
+class StemMaxPool(nn.MaxPool2d):
+    """The ResNet stem's 3×3 / 2 max-pool, the same op and output, computed on a channels-last copy of its input on
+    the CPU when no gradient flows through it (a frozen stem, evaluation). PyTorch's CPU kernel for the plain layout
+    is the slow one: 8.9 against 3.7 ms, the two layout copies included, for a batch of four 64-channel 64 × 64 maps
+    on one thread (benchmarks/README.md §8). The output is returned in the plain layout, so every later op sees the
+    same tensor; where a gradient flows, the plain kernel runs, so that training with a trainable stem is unchanged
+    (tie-breaking in the backward pass may differ between kernels)."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        fast = x.device.type == "cpu" and x.dim() == 4 and not (torch.is_grad_enabled() and x.requires_grad)
+        if not fast or torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class LastLevelP6(ExtraFPNBlock):
     """P6 = a stride-2 3×3 conv on P5 — the P6 half of torchvision's ``LastLevelP6P7`` — closing a
     P2–P6 pyramid (five levels, as the paper's P3–P7, one octave finer)."""
@@ -248,6 +263,8 @@ def build_backbone(
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
     resnet = getattr(models, name)(weights=None, norm_layer=norm_layer_for(norm))
+    pool = resnet.maxpool
+    resnet.maxpool = StemMaxPool(pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode)
     if dcn:
         replace_with_dcn(resnet)
     if weights_path is not None:
@@ -283,6 +300,7 @@ __all__ = [
     "LastLevelP6",
     "DeformConvBlock",
     "ResNetFPN",
+    "StemMaxPool",
     "build_backbone",
     "group_count",
     "load_imagenet_weights",
