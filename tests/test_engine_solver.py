@@ -31,14 +31,17 @@ def test_lambda_lr_scheduler_follows_the_schedule():
     assert seen == pytest.approx([lr_at(i, solver, 1) for i in range(8)])
 
 
-def test_the_fused_sgd_step_on_the_cpu_gives_the_plain_updates_bit_for_bit():
-    """build_optimizer's fused kernel is a speed lever only: weight decay groups, momentum and the lr schedule
-    give the same weights as PyTorch's plain per-tensor SGD after several steps."""
+def test_the_fused_sgd_step_on_the_cpu_gives_the_plain_updates_up_to_the_last_bit_of_short_tensors():
+    """build_optimizer's fused kernel is a speed lever only: weight decay groups, momentum and the lr schedule give the
+    plain per-tensor SGD's weights — bit for bit on tensors of a vector's length or more, and within rounding on
+    shorter ones (a detector's box-regression and IoU biases have 4 and 1 values: measured, they differ by 1 ulp)."""
     solver = SolverConfig(lr=0.05, reference_batch_size=4, warmup_iters=2, max_iters=6, weight_decay=1e-3)
 
-    def trained(fused: bool) -> list[torch.Tensor]:
+    def trained(fused: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        model = nn.Sequential(
+            nn.Conv2d(3, 32, 3), nn.GroupNorm(4, 32), nn.ReLU(), nn.Conv2d(32, 4, 1), nn.Flatten(), nn.LazyLinear(1)
+        )
         model(torch.zeros(1, 3, 6, 6))
         start = [p.detach().clone() for p in model.parameters()]
         opt = build_optimizer(model, solver, batch_size=4)
@@ -56,5 +59,7 @@ def test_the_fused_sgd_step_on_the_cpu_gives_the_plain_updates_bit_for_bit():
         return start, [p.detach().clone() for p in model.parameters()]
 
     (start, fused), (_, plain) = trained(True), trained(False)
-    assert all(torch.equal(a, b) for a, b in zip(fused, plain))
+    assert {p.numel() for p in fused} >= {1, 4, 32, 864}  # short biases and long weights
+    for a, b in zip(fused, plain):
+        assert torch.equal(a, b) if a.numel() >= 16 else torch.allclose(a, b, rtol=1e-6, atol=0)
     assert not any(torch.equal(a, b) for a, b in zip(start, fused))  # every tensor moved
