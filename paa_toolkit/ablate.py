@@ -11,8 +11,9 @@ mean ± std over seeds), ``.json`` and a ``.png`` bar chart of AP::
     python -m paa_toolkit.ablate --table 1L --only fsr_0.1 fsr_0.2    # one share of the grid
     python -m paa_toolkit.ablate --table analysis --budget medium --seeds 3 --jobs 2   # 2 trainings at once
     python -m paa_toolkit.ablate --table successors --budget medium --seeds 5         # PAA vs TAL, SimOTA (issue 20)
-    python -m paa_toolkit.ablate --table 1L --budget bench-pretrained --seeds 5 --carry results/table_1L.json \\
-        --results results/table_1L.json      # one more seed from a clean checkout: the finished ones carried
+    python -m paa_toolkit.ablate --table 1L --budget bench-pretrained --seeds 5 \\
+        --carry benchmarks/results/table_1L_bench-pretrained.json \\
+        --results benchmarks/results/table_1L_bench-pretrained.json   # one more seed on a clean checkout
     python -m paa_toolkit.ablate --table 1R --budget paper --set data.root=/data/coco \\
         --set model.backbone_weights=/weights/resnet50.pth --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"
 

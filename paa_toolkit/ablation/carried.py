@@ -20,10 +20,7 @@ from typing import Any
 
 from ..engine.config import ConfigError
 from .grid import PlannedRun
-from .runner import is_bookkeeping, run_state
-
-#: the final states of a seed that a carried file can stand in for (a diverged FSR run is a result too)
-FINAL_STATES = ("complete", "failed")
+from .runner import FINAL_STATES, is_bookkeeping, run_state
 
 
 @dataclass(frozen=True)
@@ -104,9 +101,9 @@ def is_carried(run: PlannedRun, carried: CarriedSeeds) -> bool:
 def still_to_run(plan: list[PlannedRun], carried: CarriedSeeds) -> list[PlannedRun]:
     """The runs of ``plan`` that ``carried`` does not stand in for; a carried training stays when a
     re-evaluation that is not carried (score voting) needs its checkpoint."""
-    kept = [run for run in plan if not is_carried(run, carried)]
-    needed = {run.base_dir for run in kept if run.base_dir is not None}
-    return [run for run in plan if run in kept or run.run_dir in needed]
+    kept = {run.run_dir for run in plan if not is_carried(run, carried)}
+    kept |= {run.base_dir for run in plan if run.run_dir in kept and run.base_dir is not None}
+    return [run for run in plan if run.run_dir in kept]
 
 
-__all__ = ["CarriedSeeds", "FINAL_STATES", "is_carried", "read_carried", "still_to_run"]
+__all__ = ["CarriedSeeds", "is_carried", "read_carried", "still_to_run"]

@@ -30,9 +30,9 @@ from ..assign.stats import LOG_KEYS
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
-from .carried import FINAL_STATES, CarriedSeeds
+from .carried import CarriedSeeds
 from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Claim, Table, budget_overrides
-from .runner import ABLATE_INFO, FAILED, run_state
+from .runner import ABLATE_INFO, FAILED, FINAL_STATES, run_state
 
 METRICS = AP_COLUMNS
 #: the figures of the training log a report can show (means over the run's ``train`` records)

@@ -44,6 +44,11 @@ def default_launcher() -> list[str]:
     return [sys.executable, "-m", "paa_toolkit.train"]
 
 
+#: the states of :func:`run_state` in which a run is done: its result (metrics, or a failure such as a diverged FSR
+#: training) is final
+FINAL_STATES = ("complete", "failed")
+
+
 def run_state(run_dir: Path) -> str:
     """``complete``, ``failed``, ``running`` (locked), ``incomplete`` or ``missing``."""
     if (run_dir / FINAL_METRICS).exists():

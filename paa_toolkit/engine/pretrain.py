@@ -205,9 +205,10 @@ def pretrained_backbone(backbone: str = "resnet18", cache_dir: str | Path | None
 
 # ---- pre-training on detection (issue 19) --------------------------------------------------------------
 #: CPU threads of the detection pre-training, whoever starts it. A CPU training's float sums depend on how its
-#: work is split over threads, and 4,800 iterations carry the difference into another body: the same settings
-#: gave AP 0.642 on one thread and 0.623 on two (benchmarks/README.md §8). One fixed count keeps the body that
-#: every committed ``bench-pretrained`` result was measured with reproducible on a clean checkout.
+#: work is split over threads, and 4,800 iterations carry the difference into another body: rebuilt from the same
+#: settings, AP 0.626 on one thread and 0.623 on two (benchmarks/README.md §8). One fixed count gives a 1-thread
+#: grid job and a 2-thread ``train`` the same body. It does not bring back the body of the committed
+#: ``bench-pretrained`` results (AP 0.642), built by an earlier version of the trainer.
 PRETRAIN_THREADS = 1
 
 
