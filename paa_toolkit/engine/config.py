@@ -59,7 +59,7 @@ PAPER_STEP_FRACTIONS = (90 / 135, 120 / 135)
 
 
 #: fields added after digests of the whole config keyed cached runs, with their defaults (TrainConfig.digest_settings)
-LATER_FIELDS: dict[str, Any] = {"model.backbone_trainable_layers": None}
+LATER_FIELDS: dict[str, Any] = {"model.backbone_trainable_layers": None, "solver.new_layers_lr_factor": 1.0}
 
 
 class ConfigError(ValueError):
@@ -101,6 +101,7 @@ class SolverConfig:
     warmup_factor: float = 1.0 / 3  # lr factor at the first warm-up iteration
     step_fractions: list[float] = field(default_factory=lambda: list(PAPER_STEP_FRACTIONS))  # lr × gamma here
     gamma: float = 0.1  # lr factor at each step
+    new_layers_lr_factor: float = 1.0  # lr × this for FPN + head, the body keeps the lr (1: the paper)
     clip_grad_norm: float = 0.0  # clip the gradient norm to this; 0: off
     max_iters: int = DEMO_MAX_ITERS  # training iterations (paper: 90k–180k)
     amp: bool = False  # mixed precision; CUDA only (ignored on CPU)
@@ -429,6 +430,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         f"solver.step_fractions must be increasing fractions of the run in (0, 1), got {s.step_fractions}",
     )
     _check(0 < s.gamma <= 1, f"solver.gamma must be in (0, 1], got {s.gamma}")
+    _check(s.new_layers_lr_factor > 0, f"solver.new_layers_lr_factor must be > 0, got {s.new_layers_lr_factor}")
     _check(s.clip_grad_norm >= 0, f"solver.clip_grad_norm must be >= 0 (0: off), got {s.clip_grad_norm}")
     _check(s.max_iters >= 1, f"solver.max_iters must be >= 1, got {s.max_iters}")
 
