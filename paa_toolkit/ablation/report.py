@@ -28,10 +28,12 @@ from matplotlib.figure import Figure
 
 from ..assign.stats import LOG_KEYS
 from ..engine.checkpoint import FINAL_METRICS
+from ..engine.provenance import read_provenance
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
 from .carried import CarriedSeeds
 from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Claim, Table, budget_overrides
+from .pairing import pairing_caveats, pairing_problem
 from .runner import ABLATE_INFO, FAILED, FINAL_STATES, run_state
 
 METRICS = AP_COLUMNS
@@ -162,12 +164,41 @@ class RowResult:
 
 
 def paired_differences(row: RowResult, reference: RowResult, key: str) -> list[float | None]:
-    """``row − reference`` of ``key`` seed by seed (None where either seed is missing or not complete)."""
+    """``row − reference`` of ``key`` seed by seed (None where either seed is missing or not complete, or where the
+    two runs did not start from the same pre-trained body: :func:`~.pairing.pairing_problem`)."""
     out = []
     for mine, ref in zip(row.seeds, reference.seeds):
         ok = mine["state"] == ref["state"] == "complete" and mine.get(key) is not None and ref.get(key) is not None
-        out.append(mine[key] - ref[key] if ok else None)
+        out.append(mine[key] - ref[key] if ok and pairing_problem(mine, ref) is None else None)
     return out
+
+
+def pairing_report(row: RowResult, reference: RowResult) -> dict[str, Any]:
+    """Per seed index (as a string, for JSON) why the pair was left out (``unpaired``) or what differs between
+    two paired runs besides the seed (``caveats``: code, threads, …); empty when every pair is clean."""
+    out: dict[str, dict[str, Any]] = {"unpaired": {}, "caveats": {}}
+    for k, (mine, ref) in enumerate(zip(row.seeds, reference.seeds)):
+        if mine["state"] != "complete" or ref["state"] != "complete":
+            continue
+        problem = pairing_problem(mine, ref)
+        if problem is not None:
+            out["unpaired"][str(k)] = problem
+        elif caveats := pairing_caveats(mine, ref):
+            out["caveats"][str(k)] = caveats
+    return {key: value for key, value in out.items() if value}
+
+
+def pairing_markdown(pairs: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Lines under a table for the pairs of (row, reference, :func:`pairing_report`) that were not clean."""
+    lines = []
+    for a, b, report in pairs:
+        lines += [f"- {a} − {b}, seed {k}: **left out**, {why}" for k, why in report.get("unpaired", {}).items()]
+        lines += [
+            f"- {a} − {b}, seed {k}: paired; differs in {', '.join(c)}" for k, c in report.get("caveats", {}).items()
+        ]
+    if not lines:
+        return []
+    return ["Pairs that did not share everything but the row (`provenance.json` of the runs):", "", *lines, ""]
 
 
 def comparisons(
@@ -192,6 +223,8 @@ def comparisons(
                 "verdict": verdict(known, ("higher", "lower"), margin) if known else "pending",
                 "seeds_needed": seeds_needed(known, margin) if len(known) > 1 else None,
             }
+        if pairing := pairing_report(row, ref):
+            out[row.config]["pairing"] = pairing
     return out
 
 
@@ -215,6 +248,8 @@ def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE
         }
     diffs = [d for d in paired_differences(a, b, "AP") if d is not None]
     out["per_seed"] = diffs
+    if pairing := pairing_report(a, b):
+        out["pairing"] = pairing
     if len(diffs) < 2:
         return {**out, "outcome": "pending" if not diffs else "unresolved", "seeds_needed": None}
     low, high = confidence_interval(diffs)
@@ -295,6 +330,7 @@ def seed_result(run_dir: Path, base_dir: Path | None = None) -> dict[str, Any]:
     if base_dir is not None and (base_dir / ABLATE_INFO).exists():  # the training behind a re-evaluation
         wall = (wall or 0.0) + json.loads((base_dir / ABLATE_INFO).read_text()).get("wall_s", 0.0)
     out["wall_s"] = wall
+    out["provenance"] = read_provenance(base_dir or run_dir)
     out.update(training_means(base_dir or run_dir))
     out["last_third"] = training_means(base_dir or run_dir, last_fraction=1 / 3)
     if state == "complete":
@@ -420,6 +456,10 @@ def markdown_table(
     if spec.reference:
         lines += paired_markdown(spec, rows)
     lines += claims_markdown(spec, rows)
+    by_config = {r.config: r for r in rows}
+    compared = [(r.config, spec.reference) for r in rows if spec.reference and r.config != spec.reference]
+    compared += [(c.a, c.b) for c in spec.claims if (c.a, c.b) not in compared]
+    lines += pairing_markdown([(a, b, pairing_report(by_config[a], by_config[b])) for a, b in compared])
     notes = [
         f"- `{r.config}`: {s['status']}: {s.get('message', '')}"
         for r in rows
@@ -562,6 +602,8 @@ __all__ = [
     "format_value",
     "markdown_table",
     "paired_differences",
+    "pairing_markdown",
+    "pairing_report",
     "table_data",
     "training_means",
     "verdict",

@@ -13,7 +13,8 @@
   alone writes files, and evaluation is sharded and gathered on rank 0.
 * Output folder ``runs/<name>/``: ``config.yaml``, ``metrics.jsonl`` (one JSON record per log /
   eval / trace), ``last.pth`` + ``previous.pth``, ``trace/iter_000123.pt`` (assignment snapshots
-  for Fig. 4a / 7) and, written last, ``final_metrics.json``. The folder is locked while training;
+  for Fig. 4a / 7), ``provenance.json`` (the body's digest, code, threads: :mod:`.provenance`) and, written
+  last, ``final_metrics.json``. The folder is locked while training;
   a run already in it is continued only with ``resume``, replaced only with ``overwrite``
   (:mod:`.run_folder`). Ctrl-C / SIGTERM end the iteration, write a checkpoint and stop (:mod:`.signals`).
 
@@ -59,6 +60,7 @@ from .config import TrainConfig, validate
 from .metrics import evaluate_coco
 from .precision import apply_speed_levers
 from .pretrain import with_pretrained_weights
+from .provenance import record_provenance, training_provenance
 from .run_files import CONFIG_FILE, METRICS_FILE, MetricsLog, atomic_write_text, trace_image_indices, write_trace
 from .run_folder import claimed_run_folder
 from .sampling import DeterministicBatchSampler, SeededSamples, rng_untouched, seed_everything
@@ -321,7 +323,9 @@ def _set_up(cfg: TrainConfig, device: torch.device, build_model: ModelBuilder) -
         cfg.run_dir,
     )
     metrics = _open_run_folder(cfg, resume_from=start if resumed else None) if is_writer() else None
-    model = _wrap(model, cfg, device)
+    model, precision = _wrap(model, cfg, device)
+    if is_writer():  # what the weights started from and ran on, for paired comparisons (ablation.pairing)
+        record_provenance(cfg.run_dir, training_provenance(model_cfg.model, device, precision, start))
 
     sampler = DeterministicBatchSampler(
         len(train_ds), batch_size, cfg.seed, start, solver.max_iters, distributed.rank(), world
@@ -377,9 +381,9 @@ def _open_run_folder(cfg: TrainConfig, resume_from: int | None) -> MetricsLog:
     return MetricsLog(cfg.run_dir / METRICS_FILE, resume_from=resume_from, final_iteration=cfg.solver.max_iters)
 
 
-def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, str]:
     """``solver.bf16`` / ``channels_last`` (:mod:`.precision`), ``solver.compile``: the backbone's forward
-    compiled (state-dict keys unchanged); DDP in a process group."""
+    compiled (state-dict keys unchanged); DDP in a process group. Returns the model and the backbone's dtype."""
     dtype = apply_speed_levers(model, cfg.solver.bf16, cfg.solver.channels_last, device)
     if dtype != "float32":
         log.info(
@@ -395,7 +399,7 @@ def _wrap(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module
             backbone.forward = torch.compile(backbone.forward)
     if distributed.is_distributed():  # after restoring: DDP starts from rank 0's weights anyway
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return model
+    return model, dtype
 
 
 def _to_device(images: list[Tensor], targets: list[dict], device: torch.device):
