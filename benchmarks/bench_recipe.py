@@ -16,7 +16,7 @@ of the N run; the seed mean and sample std of AP(N), over all seeds and over the
 weights the body was pre-trained with: ``shares_pretraining_start``).
 
 ``schedule`` compares finished runs of one config that differ in their schedule (``solver.lr``, ``max_iters``,
-read from each run's ``config.yaml``): AP against iterations for each (``bench_schedule.png``) and, per run, the
+``new_layers_lr_factor``, read from each run's ``config.yaml``): AP against iterations for each (``bench_schedule.png``) and, per run, the
 lr, the batch, the length, the curve and the final AP (``bench_schedule.json``); the figure's x axis is the number
 of training images seen, so that batch 16 lines up with batch 4 — the lr scan and the length scan
 (N, 2N, 4N) behind the recipe's schedule.
@@ -254,10 +254,13 @@ def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
         solver, batch = config["solver"], config["data"]["batch_size"]
         records = read_metrics(run / "metrics.jsonl")
         final = json.loads((run / "final_metrics.json").read_text())
+        factor = solver.get("new_layers_lr_factor", 1.0)  # FPN + head lr × this (runs before it existed: 1)
         label = f"solver.lr {solver['lr']:g}, batch {batch}, {solver['max_iters']} iterations"
+        label += f", FPN + head lr × {factor:g}" if factor != 1 else ""
         ran = run / "ablate.json"  # the runner's record: wall time
         rows.append(
             {"run": str(run), "lr": solver["lr"], "batch_size": batch, "max_iters": solver["max_iters"]}
+            | {"new_layers_lr_factor": factor}
             | {"AP": final["AP"], "APs": final["APs"], "APm": final["APm"], "curve": _curve(records)}
             | {"wall_s": json.loads(ran.read_text())["wall_s"] if ran.is_file() else None}
         )
@@ -305,6 +308,7 @@ def main() -> None:
     elif args.what == "schedule":
         for row in schedule(args.runs, args.out, args.stem)["runs"]:
             setting = f"solver.lr {row['lr']:g}, batch {row['batch_size']}, {row['max_iters']} iterations"
+            setting += f", FPN + head lr × {row['new_layers_lr_factor']:g}"
             print(f"{setting}: AP {row['AP']:.4f}")
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
