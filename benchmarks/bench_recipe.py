@@ -16,10 +16,10 @@ of the N run; the seed mean and sample std of AP(N), over all seeds and over the
 weights the body was pre-trained with: ``shares_pretraining_start``).
 
 ``schedule`` compares finished runs of one config that differ in their schedule (``solver.lr``, ``max_iters``,
-``new_layers_lr_factor``, read from each run's ``config.yaml``): AP against iterations for each (``bench_schedule.png``) and, per run, the
-lr, the batch, the length, the curve and the final AP (``bench_schedule.json``); the figure's x axis is the number
-of training images seen, so that batch 16 lines up with batch 4 — the lr scan and the length scan
-(N, 2N, 4N) behind the recipe's schedule.
+``new_layers_lr_factor``, read from each run's ``config.yaml``): AP against iterations for each
+(``bench_schedule.png``) and, per run, the lr, the batch, the length, the curve and the final AP
+(``bench_schedule.json``); the figure's x axis is the number of training images seen, so that batch 16 lines up
+with batch 4 — the lr scan and the length scan (N, 2N, 4N) behind the recipe's schedule.
 
 ``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
 of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
