@@ -74,6 +74,7 @@ def test_two_bodies_never_pair_and_other_differences_are_caveats():
     old = seed(0.5, body=None, carried_from="results.json (2026-12-06)")
     assert pairing_problem(old, seed(0.6, body=None, carried_from="results.json (2026-12-06)")) is None
     assert "trained apart (results.json (2026-12-06) / this grid)" in pairing_problem(old, seed(0.6))
+    assert pairing_problem(old, seed(0.6, body="None")) is None  # from scratch: no body to differ
 
 
 def write_run(root, config, k, ap, body):

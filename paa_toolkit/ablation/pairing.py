@@ -8,7 +8,8 @@ trained on it by a point or two. So:
 * **Not paired** — the two runs started from different pre-trained bodies (their ``provenance.json`` digests
   differ), or one side's body is unknown (a seed trained before provenance was recorded) and the two seeds come
   from different sources (a committed file carried with ``--carry`` and this grid, or two different files). The
-  seed is left out of the paired difference and the report says why.
+  seed is left out of the paired difference and the report says why. Where the recorded side trained from
+  scratch there is no body to differ: the rows of one report share their budget (``--carry`` checks it).
 * **Paired, with a caveat** — the same body, but another toolkit code, torch, device, thread count or precision.
   Those move a CPU training's trajectory as another seed would (thread count: 0.3 AP points on the pre-training),
   so the difference stays unbiased unless the code change was one of behaviour; the report lists them.
@@ -24,6 +25,8 @@ from typing import Any
 #: provenance fields that change a trajectory the way another seed would: listed, not unpaired
 CAVEAT_FIELDS = ("toolkit_code", "torch", "device", "threads", "precision")
 TRAINED_HERE = "this grid"
+#: the recorded ``backbone_weights`` of a run without a pre-trained body
+FROM_SCRATCH = "None"
 
 
 def _values(seed: dict[str, Any], key: str) -> str | None:
@@ -45,6 +48,8 @@ def pairing_problem(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     body_a, body_b = _values(a, "backbone_weights"), _values(b, "backbone_weights")
     if body_a is not None and body_b is not None:
         return None if body_a == body_b else f"pre-trained body {body_a} ≠ {body_b}"
+    if FROM_SCRATCH in (body_a, body_b):  # one grid, one budget (--carry checks it): neither run had a body
+        return None
     if source(a) != source(b):
         return f"trained apart ({source(a)} / {source(b)}) and the body of one is not recorded"
     return None
