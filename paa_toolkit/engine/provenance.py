@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 
-from .run_files import atomic_write_text
+from .run_files import PROVENANCE_FILE, atomic_write_text
 
-PROVENANCE_FILE = "provenance.json"
 _PACKAGE = Path(__file__).resolve().parents[1]
 
 

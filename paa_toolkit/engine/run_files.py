@@ -40,6 +40,7 @@ from ..safe_load import UnreadableTorchFile, load_tensors
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
+PROVENANCE_FILE = "provenance.json"  # what the run started from and ran on (:mod:`.provenance`)
 TRACE_DIR = "trace"
 PLOT_FILES = ("losses.png", "ap.png", "positives_per_gt.png")  # drawn by paa_toolkit.viz.training
 #: the trace file's format: version 1 (pickled objects, before safe loading) is refused
@@ -304,6 +305,7 @@ def load_trace(path: str | Path) -> dict[str, Any]:
 
 __all__ = [
     "CONFIG_FILE",
+    "PROVENANCE_FILE",
     "METRICS_FILE",
     "PLOT_FILES",
     "TEMPORARY",

@@ -32,13 +32,13 @@ from typing import Any
 
 from .. import distributed
 from .checkpoint import CORRUPT, FINAL_METRICS, LAST, PREVIOUS
-from .run_files import CONFIG_FILE, METRICS_FILE, PLOT_FILES, TEMPORARY, TRACE_DIR, write_error
+from .run_files import CONFIG_FILE, METRICS_FILE, PLOT_FILES, PROVENANCE_FILE, TEMPORARY, TRACE_DIR, write_error
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".train.lock"
 #: the files of a run (besides ``trace/iter_*.pt``): what ``overwrite`` deletes
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, LAST, PREVIOUS, CORRUPT, FINAL_METRICS, *PLOT_FILES)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, PROVENANCE_FILE, LAST, PREVIOUS, CORRUPT, FINAL_METRICS, *PLOT_FILES)
 TRACE_FILE = re.compile(r"^iter_\d+\.pt$")
 #: a lock file that holds no owner yet is being written — unless it is older than this (its writer died)
 UNFINISHED_LOCK_S = 30.0
