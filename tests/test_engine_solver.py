@@ -95,6 +95,12 @@ def test_new_layers_lr_factor_scales_fpn_and_head_but_not_the_body_through_the_w
     assert {g["lr"] for g in paper.param_groups} == {0.01}
 
 
+def test_new_layers_lr_factor_on_a_model_without_a_body_is_an_error_not_ignored():
+    solver = SolverConfig(new_layers_lr_factor=4.0)
+    with pytest.raises(ValueError, match=r"new_layers_lr_factor 4 needs a model with a ResNet body .*Sequential"):
+        build_optimizer(nn.Sequential(nn.Linear(2, 2)), solver, batch_size=4)
+
+
 def test_new_layers_lr_factor_must_be_positive():
     from paa_toolkit.engine.config import ConfigError, TrainConfig, validate
 

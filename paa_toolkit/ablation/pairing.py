@@ -14,7 +14,7 @@ trained on it by a point or two. So:
   Those move a CPU training's trajectory as another seed would (thread count: 0.3 AP points on the pre-training),
   so the difference stays unbiased unless the code change was one of behaviour; the report lists them.
 
-    problem = pairing_problem(row_seed, reference_seed)   # None, or "backbone_weights sha256:… ≠ sha256:…"
+    problem = pairing_problem(row_seed, reference_seed)   # None, or "pre-trained body sha256:… ≠ sha256:…"
     caveats = pairing_caveats(row_seed, reference_seed)   # ["threads 1 ≠ 2"]
 """
 

@@ -40,6 +40,11 @@ def build_optimizer(model: nn.Module, solver: SolverConfig, batch_size: int) -> 
     paper) every parameter shares one lr, in the two weight-decay groups that checkpoints of earlier runs hold."""
     lr = solver.scaled_lr(batch_size)
     body = body_parameter_ids(model) if solver.new_layers_lr_factor != 1 else set()
+    if solver.new_layers_lr_factor != 1 and not body:
+        raise ValueError(
+            f"solver.new_layers_lr_factor {solver.new_layers_lr_factor:g} needs a model with a ResNet body "
+            f"(model.backbone.body); {type(model).__name__} has none, so every layer would be a new one"
+        )
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if p.requires_grad:
