@@ -15,6 +15,8 @@ from paa_toolkit.engine.provenance import PROVENANCE_FILE, file_digest, read_pro
 
 from tiny_training import tiny_config
 
+CODE = {"toolkit_code": "sha256:c0de"}
+
 
 def seed(ap, body="sha256:aaaa", threads=1, code="sha256:c0de", carried_from=None):
     provenance = (
@@ -75,6 +77,10 @@ def test_two_bodies_never_pair_and_other_differences_are_caveats():
     assert pairing_problem(old, seed(0.6, body=None, carried_from="results.json (2026-12-06)")) is None
     assert "trained apart (results.json (2026-12-06) / this grid)" in pairing_problem(old, seed(0.6))
     assert pairing_problem(old, seed(0.6, body="None")) is None  # from scratch: no body to differ
+    resumed = seed(0.6, threads=2)
+    resumed["provenance"].append({"from_iteration": 800, "backbone_weights": "sha256:new", "threads": 1} | CODE)
+    assert pairing_problem(seed(0.5), resumed) is None  # a resume loads its own checkpoint, not the body
+    assert pairing_caveats(seed(0.5), resumed) == ["threads 1 ≠ 1 + 2"]
 
 
 def write_run(root, config, k, ap, body):

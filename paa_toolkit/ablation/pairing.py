@@ -30,11 +30,12 @@ FROM_SCRATCH = "None"
 
 
 def _values(seed: dict[str, Any], key: str) -> str | None:
-    """The field over the seed's provenance records (a resumed run may have several), or None when unknown."""
+    """The field over the seed's provenance records (a resumed run may have several), or None when unknown. The
+    body is the first record's: a resume restores its weights from the run's own checkpoint, not from the body."""
     records = seed.get("provenance")
     if not records:
         return None
-    values = sorted({str(r.get(key)) for r in records})
+    values = sorted({str(r.get(key)) for r in (records[:1] if key == "backbone_weights" else records)})
     return " + ".join(values)
 
 
