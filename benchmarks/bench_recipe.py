@@ -249,6 +249,7 @@ def _write(stem: Path, fig, command: str, **body) -> dict:
 
 def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
     rows, drawn = [], {}
+    several_seeds = len({yaml.safe_load((r / "config.yaml").read_text())["seed"] for r in runs}) > 1
     for run in runs:
         config = yaml.safe_load((run / "config.yaml").read_text())
         solver, batch = config["solver"], config["data"]["batch_size"]
@@ -257,6 +258,7 @@ def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
         factor = solver.get("new_layers_lr_factor", 1.0)  # FPN + head lr × this (runs before it existed: 1)
         label = f"solver.lr {solver['lr']:g}, batch {batch}, {solver['max_iters']} iterations"
         label += f", FPN + head lr × {factor:g}" if factor != 1 else ""
+        label += f", seed {config['seed']}" if several_seeds else ""
         ran = run / "ablate.json"  # the runner's record: wall time
         rows.append(
             {"run": str(run), "lr": solver["lr"], "batch_size": batch, "max_iters": solver["max_iters"]}
