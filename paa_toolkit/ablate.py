@@ -49,7 +49,9 @@ Budgets (``--budget``):
   twice as long: the convergence check. Measurements: benchmarks/README.md, "The bench recipe".
 * ``bench-pretrained`` (and its check ``bench-pretrained-2x``) — ``bench`` from a ResNet body pre-trained once on
   detection of another generator seed's images (``model.backbone_pretrain detection``, cached; the miniature
-  of the paper's ImageNet start). ``bench-pretrained-atss`` starts from the body that ATSS pre-trained
+  of the paper's ImageNet start). ``bench-pretrained-4x`` (9,600 iterations, about 20 min per training on 2
+  threads) is the length where it converges: twice that gives −0.6 AP points (2 seeds).
+  ``bench-pretrained-atss`` starts from the body that ATSS pre-trained
   (``detection-atss``): the check that the PAA-pre-trained body does not favour PAA.
 * ``paper`` — §4 / Appendix A.1 on COCO: ResNet-50 (frozen BN; pass ImageNet weights with
   ``--set model.backbone_weights=FILE``), width 256, 800 px, 135k iterations, batch 2 per process
