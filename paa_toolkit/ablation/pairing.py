@@ -30,13 +30,18 @@ FROM_SCRATCH = "None"
 
 
 def _values(seed: dict[str, Any], key: str) -> str | None:
-    """The field over the seed's provenance records (a resumed run may have several), or None when unknown. The
-    body is the first record's: a resume restores its weights from the run's own checkpoint, not from the body."""
+    """The field over the seed's provenance records (a resumed run may have several), or None when unknown."""
     records = seed.get("provenance")
     if not records:
         return None
-    values = sorted({str(r.get(key)) for r in (records[:1] if key == "backbone_weights" else records)})
-    return " + ".join(values)
+    return " + ".join(sorted({str(r.get(key)) for r in records}))
+
+
+def _body(seed: dict[str, Any]) -> str | None:
+    """The pre-trained body the seed started from (its first record), or None when unknown: a resume restores
+    its weights from the run's own checkpoint, not from the body."""
+    records = seed.get("provenance")
+    return str(records[0].get("backbone_weights")) if records else None
 
 
 def source(seed: dict[str, Any]) -> str:
@@ -46,7 +51,7 @@ def source(seed: dict[str, Any]) -> str:
 
 def pairing_problem(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     """Why seeds ``a`` and ``b`` (:func:`~.report.seed_result` dicts) must not be paired, or None when they may."""
-    body_a, body_b = _values(a, "backbone_weights"), _values(b, "backbone_weights")
+    body_a, body_b = _body(a), _body(b)
     if body_a is not None and body_b is not None:
         return None if body_a == body_b else f"pre-trained body {body_a} ≠ {body_b}"
     if FROM_SCRATCH in (body_a, body_b):  # one grid, one budget (--carry checks it): neither run had a body
