@@ -19,7 +19,8 @@ weights the body was pre-trained with: ``shares_pretraining_start``).
 ``new_layers_lr_factor``, read from each run's ``config.yaml``): AP against iterations for each
 (``bench_schedule.png``) and, per run, the lr, the batch, the length, the curve and the final AP
 (``bench_schedule.json``); the figure's x axis is the number of training images seen, so that batch 16 lines up
-with batch 4 — the lr scan and the length scan (N, 2N, 4N) behind the recipe's schedule.
+with batch 4 — the lr scan and the length scan (N, 2N, 4N, …) behind the recipe's schedule. Runs that differ only
+in length give ``doublings``: the AP each doubling adds, per seed and mean over seeds (the convergence check).
 
 ``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
 of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
@@ -247,11 +248,34 @@ def _write(stem: Path, fig, command: str, **body) -> dict:
     return result
 
 
+def _setting(entry: dict) -> str:
+    """A ``schedule`` row's or doubling's lr, batch and FPN + head factor, for the printout."""
+    return f"solver.lr {entry['lr']:g}, batch {entry['batch_size']}, FPN + head lr × {entry['new_layers_lr_factor']:g}"
+
+
+def doublings(rows: list[dict]) -> list[dict]:
+    """AP gained by each doubling of the schedule, per seed and as a mean over seeds: runs that share seed, lr,
+    batch and FPN + head factor, and whose lengths are 2 × one another (the convergence check, issue 19:
+    converged means AP(2N) − AP(N) ≤ 0.5 points)."""
+    ap = {(r["lr"], r["batch_size"], r["new_layers_lr_factor"], r["max_iters"], r["seed"]): r["AP"] for r in rows}
+    gains: dict[tuple, dict[int, float]] = {}  # (lr, batch, factor, N) -> seed -> AP(2N) - AP(N), points
+    for (lr, batch, factor, length, seed), value in ap.items():
+        twice = ap.get((lr, batch, factor, 2 * length, seed))
+        if twice is not None:
+            gains.setdefault((lr, batch, factor, length), {})[seed] = 100 * (twice - value)
+    return [
+        {"lr": lr, "batch_size": batch, "new_layers_lr_factor": factor, "from_iters": n, "to_iters": 2 * n}
+        | {"per_seed_points": per_seed, "mean_points": statistics.fmean(per_seed.values())}
+        | {"std_points": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None}
+        for (lr, batch, factor, n), per_seed in sorted(gains.items())
+    ]
+
+
 def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
     rows, drawn = [], {}
-    several_seeds = len({yaml.safe_load((r / "config.yaml").read_text())["seed"] for r in runs}) > 1
-    for run in runs:
-        config = yaml.safe_load((run / "config.yaml").read_text())
+    configs = {run: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}
+    several_seeds = len({config["seed"] for config in configs.values()}) > 1
+    for run, config in configs.items():
         solver, batch = config["solver"], config["data"]["batch_size"]
         records = read_metrics(run / "metrics.jsonl")
         final = json.loads((run / "final_metrics.json").read_text())
@@ -261,7 +285,8 @@ def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
         label += f", seed {config['seed']}" if several_seeds else ""
         ran = run / "ablate.json"  # the runner's record: wall time
         rows.append(
-            {"run": str(run), "lr": solver["lr"], "batch_size": batch, "max_iters": solver["max_iters"]}
+            {"run": str(run), "seed": config["seed"], "lr": solver["lr"], "batch_size": batch}
+            | {"max_iters": solver["max_iters"]}
             | {"new_layers_lr_factor": factor}
             | {"AP": final["AP"], "APs": final["APs"], "APm": final["APm"], "curve": _curve(records)}
             | {"wall_s": json.loads(ran.read_text())["wall_s"] if ran.is_file() else None}
@@ -271,7 +296,7 @@ def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
     for ax in fig.axes:
         ax.set_xlabel("training images seen (iterations × batch)")
     command = f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))} --stem {stem}"
-    return _write(out / stem, fig, command, runs=rows)
+    return _write(out / stem, fig, command, runs=rows, doublings=doublings(rows))
 
 
 def main() -> None:
@@ -308,10 +333,12 @@ def main() -> None:
         for config, entry in curves(args.runs, args.configs, args.out, args.stem, args.budget)["configs"].items():
             print(config, {k: v for k, v in entry.items() if k != "seeds"})
     elif args.what == "schedule":
-        for row in schedule(args.runs, args.out, args.stem)["runs"]:
-            setting = f"solver.lr {row['lr']:g}, batch {row['batch_size']}, {row['max_iters']} iterations"
-            setting += f", FPN + head lr × {row['new_layers_lr_factor']:g}"
-            print(f"{setting}: AP {row['AP']:.4f}")
+        result = schedule(args.runs, args.out, args.stem)
+        for row in result["runs"]:
+            print(f"{_setting(row)}, {row['max_iters']} iterations, seed {row['seed']}: AP {row['AP']:.4f}")
+        for d in result["doublings"]:
+            gain = f"{d['from_iters']} → {d['to_iters']}: {d['mean_points']:+.2f} points"
+            print(f"{_setting(d)}, {gain}", d["per_seed_points"])
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:
