@@ -5,6 +5,7 @@
     python benchmarks/bench_recipe.py candidates                            # what the anchors offer each GT
     python benchmarks/bench_recipe.py curves RUNS --configs paa_ioupred atss_ioupred fcos --out benchmarks/results
     python benchmarks/bench_recipe.py schedule RUN_DIR [RUN_DIR ...] --out benchmarks/results   # lr × length scan
+    python benchmarks/bench_recipe.py convergence RUN_DIR ... --carry results/bench_pretrained_length_scan.json
 
 ``curves`` reads a grid's run folders (``RUNS/bench/<config>/seed<k>/metrics.jsonl`` and, when present,
 ``RUNS/bench-2x/...`` and ``RUNS/bench-4x/...``), draws AP / AP50 / APs against iterations
@@ -21,6 +22,12 @@ weights the body was pre-trained with: ``shares_pretraining_start``).
 (``bench_schedule.json``); the figure's x axis is the number of training images seen, so that batch 16 lines up
 with batch 4 — the lr scan and the length scan (N, 2N, 4N, …) behind the recipe's schedule. Runs that differ only
 in length give ``doublings``: the AP each doubling adds, per seed and mean over seeds (the convergence check).
+
+``convergence`` is the length scan of every detector (issue 19: PAA, ATSS, FCOS): finished runs of one recipe
+at lengths N, 2N, ... (``config.yaml`` names the detector, seed and length), with the rows of earlier results
+(``--carry``: runs of another session need not be on disk). It writes, per run, the final AP and the curve;
+per detector the AP each doubling adds (per seed and mean) and the seed spread at the recipe's length
+(``--length``); and the figure (``viz.plot_length_scan``).
 
 ``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
 of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
@@ -60,7 +67,7 @@ from paa_toolkit.engine.metrics import bootstrap_coco_ap, predict
 from paa_toolkit.engine.precision import apply_speed_levers, cpu_has_native_bf16
 from paa_toolkit.engine.pretrain import shares_pretraining_start
 from paa_toolkit.engine.run_files import read_metrics
-from paa_toolkit.viz.analysis import plot_learning_curves
+from paa_toolkit.viz.analysis import plot_learning_curves, plot_length_scan
 
 LEVERS = {
     "float32": {},
@@ -254,21 +261,45 @@ def _setting(entry: dict) -> str:
 
 
 def doublings(rows: list[dict]) -> list[dict]:
-    """AP gained by each doubling of the schedule, per seed and as a mean over seeds: runs that share seed, lr,
-    batch and FPN + head factor, and whose lengths are 2 × one another (the convergence check, issue 19:
+    """AP gained by each doubling of the schedule, per seed and as a mean over seeds: runs that share detector,
+    seed, lr, batch and FPN + head factor, and whose lengths are 2 × one another (the convergence check, issue 19:
     converged means AP(2N) − AP(N) ≤ 0.5 points)."""
-    ap = {(r["lr"], r["batch_size"], r["new_layers_lr_factor"], r["max_iters"], r["seed"]): r["AP"] for r in rows}
-    gains: dict[tuple, dict[int, float]] = {}  # (lr, batch, factor, N) -> seed -> AP(2N) - AP(N), points
-    for (lr, batch, factor, length, seed), value in ap.items():
-        twice = ap.get((lr, batch, factor, 2 * length, seed))
+    ap = {_identity(r): r["AP"] for r in rows}
+    gains: dict[tuple, dict[int, float]] = {}  # (detector, lr, batch, factor, N) -> seed -> AP(2N) - AP(N), points
+    for (detector, seed, lr, batch, factor, length), value in ap.items():
+        twice = ap.get((detector, seed, lr, batch, factor, 2 * length))
         if twice is not None:
-            gains.setdefault((lr, batch, factor, length), {})[seed] = 100 * (twice - value)
+            gains.setdefault((detector, lr, batch, factor, length), {})[seed] = 100 * (twice - value)
     return [
-        {"lr": lr, "batch_size": batch, "new_layers_lr_factor": factor, "from_iters": n, "to_iters": 2 * n}
+        {"detector": detector, "lr": lr, "batch_size": batch, "new_layers_lr_factor": factor}
+        | {"from_iters": n, "to_iters": 2 * n}
         | {"per_seed_points": per_seed, "mean_points": statistics.fmean(per_seed.values())}
         | {"std_points": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None}
-        for (lr, batch, factor, n), per_seed in sorted(gains.items())
+        for (detector, lr, batch, factor, n), per_seed in sorted(gains.items())
     ]
+
+
+def _detector(config: dict) -> str:
+    """The detector a run's ``config.yaml`` trains: torchvision's FCOS / RetinaNet, else PAA's detector named by
+    its assignment rule (PAA, ATSS, ...)."""
+    arch = config["model"].get("arch", "paa")
+    return arch.upper() if arch != "paa" else config["assign"]["rule"].upper()
+
+
+def _run_row(run: Path, config: dict) -> tuple[dict, list[dict]]:
+    """A finished run's row (detector, seed, schedule, final AP, curve, wall time) and its metrics records."""
+    solver = config["solver"]
+    records = read_metrics(run / "metrics.jsonl")
+    final = json.loads((run / "final_metrics.json").read_text())
+    timed = [run / name for name in ("ablate.json", "timing.json") if (run / name).is_file()]  # runner / lane
+    row = (
+        {"run": str(run), "detector": _detector(config), "seed": config["seed"], "lr": solver["lr"]}
+        | {"batch_size": config["data"]["batch_size"], "max_iters": solver["max_iters"]}
+        | {"new_layers_lr_factor": solver.get("new_layers_lr_factor", 1.0)}  # runs before it existed: 1
+        | {"AP": final["AP"], "APs": final["APs"], "APm": final["APm"], "curve": _curve(records)}
+        | {"wall_s": json.loads(timed[0].read_text())["wall_s"] if timed else None}
+    )
+    return row, records
 
 
 def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
@@ -276,27 +307,63 @@ def schedule(runs: list[Path], out: Path, stem: str = "bench_schedule") -> dict:
     configs = {run: yaml.safe_load((run / "config.yaml").read_text()) for run in runs}
     several_seeds = len({config["seed"] for config in configs.values()}) > 1
     for run, config in configs.items():
-        solver, batch = config["solver"], config["data"]["batch_size"]
-        records = read_metrics(run / "metrics.jsonl")
-        final = json.loads((run / "final_metrics.json").read_text())
-        factor = solver.get("new_layers_lr_factor", 1.0)  # FPN + head lr × this (runs before it existed: 1)
-        label = f"solver.lr {solver['lr']:g}, batch {batch}, {solver['max_iters']} iterations"
-        label += f", FPN + head lr × {factor:g}" if factor != 1 else ""
-        label += f", seed {config['seed']}" if several_seeds else ""
-        ran = run / "ablate.json"  # the runner's record: wall time
-        rows.append(
-            {"run": str(run), "seed": config["seed"], "lr": solver["lr"], "batch_size": batch}
-            | {"max_iters": solver["max_iters"]}
-            | {"new_layers_lr_factor": factor}
-            | {"AP": final["AP"], "APs": final["APs"], "APm": final["APm"], "curve": _curve(records)}
-            | {"wall_s": json.loads(ran.read_text())["wall_s"] if ran.is_file() else None}
-        )
-        drawn[label] = [[{**r, "iteration": r["iteration"] * batch} for r in records]]  # x: images seen
+        row, records = _run_row(run, config)
+        label = f"solver.lr {row['lr']:g}, batch {row['batch_size']}, {row['max_iters']} iterations"
+        label += f", FPN + head lr × {row['new_layers_lr_factor']:g}" if row["new_layers_lr_factor"] != 1 else ""
+        label += f", seed {row['seed']}" if several_seeds else ""
+        rows.append(row)
+        drawn[label] = [[{**r, "iteration": r["iteration"] * row["batch_size"]} for r in records]]  # x: images seen
     fig = plot_learning_curves(drawn)
     for ax in fig.axes:
         ax.set_xlabel("training images seen (iterations × batch)")
     command = f"python benchmarks/bench_recipe.py schedule {' '.join(map(str, runs))} --stem {stem}"
     return _write(out / stem, fig, command, runs=rows, doublings=doublings(rows))
+
+
+def _identity(row: dict) -> tuple:
+    """What makes two rows the same training: detector, seed and schedule."""
+    return (row["detector"], row["seed"], row["lr"], row["batch_size"], row["new_layers_lr_factor"], row["max_iters"])
+
+
+def at_length(rows: list[dict], length: int) -> dict[str, dict]:
+    """Per detector, the final AP of its runs of ``length`` iterations: seeds, mean and sample std (points)."""
+    finals: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row["max_iters"] == length:
+            finals.setdefault(row["detector"], {})[row["seed"]] = 100 * row["AP"]
+    return {
+        detector: {"per_seed_points": by_seed, "mean_points": statistics.fmean(by_seed.values())}
+        | {"std_points": statistics.stdev(by_seed.values()) if len(by_seed) > 1 else None}
+        for detector, by_seed in sorted(finals.items())
+    }
+
+
+def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, length: int) -> dict:
+    """The length scan of every detector: the rows of ``carry`` (earlier results of this command or of
+    ``schedule``; rows without a detector are PAA's) and of the finished ``runs``, a run replacing a carried row
+    of the same training; doublings per detector and seed, the seed spread at ``length``, and the figure."""
+    rows: dict[tuple, dict] = {}
+    for file in carry:
+        for row in json.loads(file.read_text())["runs"]:
+            row = {"detector": "PAA", **row, "carried_from": row.get("carried_from", file.name)}
+            rows[_identity(row)] = row
+    for run in runs:
+        row, _ = _run_row(run, yaml.safe_load((run / "config.yaml").read_text()))
+        rows[_identity(row)] = row
+    ordered = sorted(rows.values(), key=lambda r: (r["detector"] != "PAA", r["detector"], r["max_iters"], r["seed"]))
+    gains = doublings(ordered)
+    fig = plot_length_scan(ordered, gains, recipe_length=length)
+    command = f"python benchmarks/bench_recipe.py convergence {' '.join(map(str, runs))}"
+    command += "".join(f" --carry {file}" for file in carry) + f" --length {length} --stem {stem}"
+    return _write(
+        out / stem,
+        fig,
+        command,
+        recipe_length=length,
+        runs=ordered,
+        doublings=gains,
+        at_recipe_length=at_length(ordered, length),
+    )
 
 
 def main() -> None:
@@ -325,6 +392,14 @@ def main() -> None:
     r.add_argument(
         "--stem", default="bench_schedule", help="file names of the figure and JSON (default bench_schedule)"
     )
+    v = sub.add_parser("convergence")
+    v.add_argument("runs", nargs="*", type=Path)
+    v.add_argument("--carry", nargs="*", type=Path, default=[], help="earlier results (JSON) to keep")
+    v.add_argument(
+        "--length", type=int, default=9600, help="the recipe's length N (default 9,600: bench-pretrained-4x)"
+    )
+    v.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    v.add_argument("--stem", default="bench_pretrained_length_scan")
     args = parser.parse_args()
     if args.what == "speed":
         torch.set_num_threads(args.threads)
@@ -339,6 +414,14 @@ def main() -> None:
         for d in result["doublings"]:
             gain = f"{d['from_iters']} → {d['to_iters']}: {d['mean_points']:+.2f} points"
             print(f"{_setting(d)}, {gain}", d["per_seed_points"])
+    elif args.what == "convergence":
+        result = convergence(args.runs, args.carry, args.out, args.stem, args.length)
+        for d in result["doublings"]:
+            print(
+                f"{d['detector']}, {d['from_iters']} → {d['to_iters']}: {d['mean_points']:+.2f}", d["per_seed_points"]
+            )
+        for detector, entry in result["at_recipe_length"].items():
+            print(f"{detector} at {args.length}: AP {entry['mean_points']:.2f} ± {entry['std_points'] or 0:.2f}", entry)
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:

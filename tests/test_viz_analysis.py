@@ -17,6 +17,7 @@ from paa_toolkit.viz.analysis import (
     plot_em_iterations,
     plot_gmm_settings,
     plot_learning_curves,
+    plot_length_scan,
     plot_run_diagnostics,
     save_assignment_plot,
 )
@@ -149,3 +150,26 @@ def test_learning_curves_draw_ap_in_points_from_the_eval_records_mean_over_seeds
     assert gids(fig) == {"AP:PAA", "AP:FCOS", "AP50:PAA", "AP50:FCOS"}
     paa = next(ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == "AP:PAA")
     assert list(paa.get_xdata()) == [300, 600] and list(paa.get_ydata()) == pytest.approx([25.0, 45.0])
+
+
+def test_the_length_scan_draws_final_ap_by_length_the_recipe_curves_and_each_doubling_per_detector():
+    def row(detector, seed, length, ap):
+        return {
+            "detector": detector,
+            "seed": seed,
+            "max_iters": length,
+            "AP": ap,
+            "curve": [[length // 2, ap - 0.1], [length, ap]],
+        }
+
+    runs = [row("PAA", 1, 100, 0.50), row("PAA", 2, 100, 0.54), row("PAA", 1, 200, 0.60), row("PAA", 2, 200, 0.62)]
+    runs += [row("FCOS", 1, 200, 0.40)]
+    doublings = [{"detector": "PAA", "from_iters": 100, "per_seed_points": {1: 10.0, 2: 8.0}, "mean_points": 9.0}]
+    fig = plot_length_scan(runs, doublings, recipe_length=200)
+    lines = {ln.get_gid(): ln for ax in fig.axes for ln in ax.lines if ln.get_gid()}
+    assert set(lines) == {"length:PAA", "length:FCOS", "curve:PAA", "curve:FCOS"}
+    assert list(lines["length:PAA"].get_xdata()) == [100, 200]
+    assert list(lines["length:PAA"].get_ydata()) == pytest.approx([52.0, 61.0])  # mean over seeds, in points
+    assert list(lines["curve:PAA"].get_ydata()) == pytest.approx([51.0, 61.0])  # the 200-iteration runs only
+    bars = [p for ax in fig.axes for p in ax.patches if p.get_gid()]
+    assert [(p.get_gid(), p.get_height()) for p in bars] == [("doubling:PAA:100", pytest.approx(9.0))]

@@ -11,6 +11,7 @@ from .analysis import (
     plot_em_iterations,
     plot_gmm_settings,
     plot_learning_curves,
+    plot_length_scan,
     plot_run_diagnostics,
     plot_starvation_by_size,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "plot_gmm_settings",
     "plot_iou_prediction",
     "plot_learning_curves",
+    "plot_length_scan",
     "plot_losses",
     "plot_positives_by_iteration",
     "plot_positives_per_gt",

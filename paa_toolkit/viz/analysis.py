@@ -2,6 +2,7 @@
 
     fig = plot_run_diagnostics(read_metrics("runs/demo"))          # one run: GTs without positive, pos/GT, EM
     fig = plot_diagnostics_by_config({"PAA": [records_seed0, records_seed1], "ATSS": [...]})
+    fig = plot_length_scan(rows, doublings, recipe_length=9600)   # issue 19: AP against the schedule's length
     fig = plot_starvation_by_size({"PAA (c)": [records], "TAL (TOOD)": [records], ...})   # issue 20, every rule
     fig = plot_em_iterations({"paper init": n_iter_a, "data init": n_iter_b})
     fig = plot_gmm_settings(costs, {"paper init, tol 1e-3": (fit, labels, boundary), "data init": (...)})
@@ -151,6 +152,69 @@ def plot_learning_curves(
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
         _plot_runs(ax, runs, key, kind="eval")
         ax.set_title(f"{key} (points) on the validation split")
+    return fig
+
+
+def plot_length_scan(
+    runs: Sequence[Mapping[str, Any]],
+    doublings: Sequence[Mapping[str, Any]],
+    recipe_length: int,
+    figsize_per_panel=(4.4, 3.6),
+) -> Figure:
+    """Whether each detector has converged (issue 19), from finished runs that differ only in their length:
+    ``runs`` rows with ``detector``, ``seed``, ``max_iters``, ``AP`` and ``curve`` ([iteration, AP] pairs);
+    ``doublings`` with ``detector``, ``from_iters``, ``per_seed_points`` and ``mean_points``.
+
+    Left: AP at the end of a run against its length (mean over seeds, seeds as dots). Middle: the learning
+    curves of the runs of ``recipe_length`` (mean over seeds, band min–max). Right: AP(2N) − AP(N) of each
+    doubling (bars: mean, dots: seeds) against the rule converged ≤ 0.5 points. Axes in AP points; gids
+    ``length:<detector>``, ``curve:<detector>`` and ``doubling:<detector>:<N>``."""
+    fig = Figure(figsize=(figsize_per_panel[0] * 3, figsize_per_panel[1]), layout="constrained")
+    by_length, curves, right = fig.subplots(1, 3)
+    detectors = sorted({row["detector"] for row in runs}, key=lambda d: (d != "PAA", d))
+    colors = {d: f"C{i}" for i, d in enumerate(detectors)}
+    for detector in detectors:
+        rows = [row for row in runs if row["detector"] == detector]
+        finals: dict[int, list[float]] = {}
+        for row in rows:
+            finals.setdefault(row["max_iters"], []).append(100 * row["AP"])
+        lengths = sorted(finals)
+        label = f"{detector} ({len({row['seed'] for row in rows})} seeds)"
+        means = [np.mean(finals[n]) for n in lengths]
+        by_length.plot(lengths, means, color=colors[detector], marker="o", ms=3, label=label, gid=f"length:{detector}")
+        for n in lengths:
+            by_length.plot([n] * len(finals[n]), finals[n], ".", color=colors[detector], alpha=0.6)
+        recipe = [dict(map(tuple, row["curve"])) for row in rows if row["max_iters"] == recipe_length]
+        common = sorted(set.intersection(*(set(c) for c in recipe))) if recipe else []
+        if common:
+            values = 100 * np.array([[c[i] for i in common] for c in recipe])
+            label = f"{detector} ({len(recipe)} seeds)"
+            curves.plot(common, values.mean(0), color=colors[detector], label=label, gid=f"curve:{detector}")
+            curves.fill_between(common, values.min(0), values.max(0), color=colors[detector], alpha=0.15)
+    every = sorted({row["max_iters"] for row in runs})
+    by_length.set(xscale="log", xlabel="length of the run (iterations)", ylabel="AP at the end of the run (points)")
+    by_length.set_xticks(every, labels=[f"{n:,}" for n in every])
+    by_length.set_xticks([], minor=True)
+    by_length.set_title("AP against the schedule's length", fontsize=10)
+    curves.set(xlabel="iteration", ylabel="AP (points)")
+    curves.set_title(f"learning curves of the {recipe_length:,}-iteration runs", fontsize=10)
+    starts = sorted({d["from_iters"] for d in doublings})
+    width = 0.8 / max(len(detectors), 1)
+    for k, detector in enumerate(detectors):
+        mine = {d["from_iters"]: d for d in doublings if d["detector"] == detector}
+        for i, n in enumerate(starts):
+            if n in mine:
+                x = i + (k - (len(detectors) - 1) / 2) * width
+                bar = right.bar(x, mine[n]["mean_points"], width, color=colors[detector], alpha=0.7)
+                bar.patches[0].set_gid(f"doubling:{detector}:{n}")
+                right.plot([x] * len(mine[n]["per_seed_points"]), list(mine[n]["per_seed_points"].values()), "k.")
+    right.set_xticks(range(len(starts)), labels=[f"{n:,} → {2 * n:,}" for n in starts], fontsize=8)
+    right.axhline(0.5, color="tab:green", ls="--", label="converged: ≤ 0.5")
+    right.axhline(0, color="black", lw=0.8)
+    right.set(ylabel="AP(2N) − AP(N) (points)", xlabel="doubling N → 2N (iterations)")
+    right.set_title("one more doubling adds (bar: mean, dot: seed)", fontsize=10)
+    for ax in (by_length, curves, right):
+        _note_if_empty(ax, "no finished run")
     return fig
 
 
