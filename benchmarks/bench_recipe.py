@@ -341,11 +341,15 @@ def at_length(rows: list[dict], length: int) -> dict[str, dict]:
 def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, length: int) -> dict:
     """The length scan of every detector: the rows of ``carry`` (earlier results of this command or of
     ``schedule``; rows without a detector are PAA's) and of the finished ``runs``, a run replacing a carried row
-    of the same training; doublings per detector and seed, the seed spread at ``length``, and the figure."""
+    of the same training; doublings per detector and seed, the seed spread at ``length``, and the figure.
+    ``history`` keeps the date, machine and command of every earlier result; a carried row keeps its date."""
     rows: dict[tuple, dict] = {}
+    history: list[dict] = []  # how the carried rows were measured: each earlier result's date, machine, command
     for file in carry:
-        for row in json.loads(file.read_text())["runs"]:
-            row = {"detector": "PAA", **row, "carried_from": row.get("carried_from", file.name)}
+        earlier = json.loads(file.read_text())
+        history += earlier.get("history", []) + [{k: earlier[k] for k in ("date", "machine", "command")}]
+        for row in earlier["runs"]:
+            row = {"detector": "PAA", **row, "carried_from": row.get("carried_from", earlier["date"])}
             rows[_identity(row)] = row
     for run in runs:
         row, _ = _run_row(run, yaml.safe_load((run / "config.yaml").read_text()))
@@ -353,7 +357,7 @@ def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, lengt
     ordered = sorted(rows.values(), key=lambda r: (r["detector"] != "PAA", r["detector"], r["max_iters"], r["seed"]))
     gains = doublings(ordered)
     fig = plot_length_scan(ordered, gains, recipe_length=length)
-    command = f"python benchmarks/bench_recipe.py convergence {' '.join(map(str, runs))}"
+    command = " ".join(["python benchmarks/bench_recipe.py convergence", *map(str, runs)])
     command += "".join(f" --carry {file}" for file in carry) + f" --length {length} --stem {stem}"
     return _write(
         out / stem,
@@ -363,6 +367,7 @@ def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, lengt
         runs=ordered,
         doublings=gains,
         at_recipe_length=at_length(ordered, length),
+        history=[dict(h) for h in {json.dumps(h, sort_keys=True): h for h in history}.values()],  # once each
     )
 
 
