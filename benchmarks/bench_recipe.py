@@ -367,7 +367,7 @@ def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, lengt
         runs=ordered,
         doublings=gains,
         at_recipe_length=at_length(ordered, length),
-        history=[dict(h) for h in {json.dumps(h, sort_keys=True): h for h in history}.values()],  # once each
+        history=[h for h in {json.dumps(h, sort_keys=True): h for h in history}.values() if h["command"] != command],
     )
 
 

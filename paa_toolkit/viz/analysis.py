@@ -114,7 +114,7 @@ def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: 
             values.mean(0),
             ls=LINE_STYLES[index % len(LINE_STYLES)],
             lw=1.6,
-            label=f"{name} ({len(series)} seed{'s' if len(series) > 1 else ''})",
+            label=_seeds_label(name, len(series)),
             gid=f"{key}:{name}",
         )
         if len(series) > 1:
@@ -155,6 +155,10 @@ def plot_learning_curves(
     return fig
 
 
+def _seeds_label(name: str, seeds: int) -> str:
+    return f"{name} ({seeds} seed{'s' if seeds > 1 else ''})"
+
+
 def plot_length_scan(
     runs: Sequence[Mapping[str, Any]],
     doublings: Sequence[Mapping[str, Any]],
@@ -179,7 +183,7 @@ def plot_length_scan(
         for row in rows:
             finals.setdefault(row["max_iters"], []).append(100 * row["AP"])
         lengths = sorted(finals)
-        label = f"{detector} ({len({row['seed'] for row in rows})} seeds)"
+        label = _seeds_label(detector, len({row["seed"] for row in rows}))
         means = [np.mean(finals[n]) for n in lengths]
         by_length.plot(lengths, means, color=colors[detector], marker="o", ms=3, label=label, gid=f"length:{detector}")
         for n in lengths:
@@ -188,7 +192,7 @@ def plot_length_scan(
         common = sorted(set.intersection(*(set(c) for c in recipe))) if recipe else []
         if common:
             values = 100 * np.array([[c[i] for i in common] for c in recipe])
-            label = f"{detector} ({len(recipe)} seeds)"
+            label = _seeds_label(detector, len(recipe))
             curves.plot(common, values.mean(0), color=colors[detector], label=label, gid=f"curve:{detector}")
             curves.fill_between(common, values.min(0), values.max(0), color=colors[detector], alpha=0.15)
     every = sorted({row["max_iters"] for row in runs})
