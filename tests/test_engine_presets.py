@@ -33,7 +33,7 @@ def test_an_unknown_budget_names_the_choices():
     with pytest.raises(
         ConfigError,
         match="unknown budget 'huge'; valid choices: small, medium, bench, bench-2x, bench-pretrained, "
-        "bench-pretrained-2x, bench-pretrained-4x, bench-pretrained-atss, paper, tiny",
+        "bench-pretrained-2x, bench-pretrained-4x, bench-pretrained-8x, bench-pretrained-atss, paper, tiny",
     ):
         presets.budget("huge")
 
@@ -49,7 +49,11 @@ def test_the_pretrained_bench_is_the_bench_from_a_detection_pretrained_backbone_
     assert pretrained == bench  # nothing else changes
     assert (longer.solver.max_iters, longer.eval_every) == (2 * bench.solver.max_iters, 2 * bench.eval_every)
     assert longer.solver.step_fractions == bench.solver.step_fractions  # the lr steps at the same fractions
-    converged = presets.budget("bench-pretrained-4x")
-    assert (converged.solver.max_iters, converged.eval_every) == (4 * bench.solver.max_iters, 4 * bench.eval_every)
-    converged.solver.max_iters, converged.eval_every = bench.solver.max_iters, bench.eval_every
-    assert converged == presets.budget("bench-pretrained")  # the length is all that changes
+    for name, times in (("bench-pretrained-4x", 4), ("bench-pretrained-8x", 8)):
+        longer = presets.budget(name)
+        assert (longer.solver.max_iters, longer.eval_every) == (
+            times * bench.solver.max_iters,
+            times * bench.eval_every,
+        )
+        longer.solver.max_iters, longer.eval_every = bench.solver.max_iters, bench.eval_every
+        assert longer == presets.budget("bench-pretrained")  # the length is all that changes

@@ -162,6 +162,12 @@ def bench_pretrained_4x_budget() -> TrainConfig:
     return _longer(bench_pretrained_budget(), times=4)
 
 
+def bench_pretrained_8x_budget() -> TrainConfig:
+    """:func:`bench_pretrained_4x_budget` twice as long (19,200 iterations): its convergence check, AP(2N) − AP(N)
+    with N = 9,600 (issue 19's rule: ≤ 0.5 points, mean over seeds)."""
+    return _longer(bench_pretrained_budget(), times=8)
+
+
 def paper_budget() -> TrainConfig:
     """§4 / Appendix A.1: ResNet-50 (frozen BN, ImageNet weights via ``--set model.backbone_weights=...``),
     GN towers of width 256, 800 px, 135k iterations (lr ÷10 at 90k and 120k), 16 images per batch (2 per
@@ -200,6 +206,7 @@ BUDGETS: dict[str, Callable[[], TrainConfig]] = {
     "bench-pretrained": bench_pretrained_budget,
     "bench-pretrained-2x": bench_pretrained_2x_budget,
     "bench-pretrained-4x": bench_pretrained_4x_budget,
+    "bench-pretrained-8x": bench_pretrained_8x_budget,
     "bench-pretrained-atss": bench_pretrained_atss_budget,
     "paper": paper_budget,
     "tiny": tiny_budget,
@@ -219,6 +226,7 @@ __all__ = [
     "bench_budget",
     "bench_pretrained_2x_budget",
     "bench_pretrained_4x_budget",
+    "bench_pretrained_8x_budget",
     "bench_pretrained_atss_budget",
     "bench_pretrained_budget",
     "budget",
