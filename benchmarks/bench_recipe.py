@@ -260,6 +260,13 @@ def _setting(entry: dict) -> str:
     return f"solver.lr {entry['lr']:g}, batch {entry['batch_size']}, FPN + head lr × {entry['new_layers_lr_factor']:g}"
 
 
+def _over_seeds(per_seed: dict[int, float]) -> dict:
+    """A figure in points per seed, its mean and sample std (None with one seed)."""
+    values = list(per_seed.values())
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"per_seed_points": per_seed, "mean_points": statistics.fmean(values), "std_points": std}
+
+
 def doublings(rows: list[dict]) -> list[dict]:
     """AP gained by each doubling of the schedule, per seed and as a mean over seeds: runs that share detector,
     seed, lr, batch and FPN + head factor, and whose lengths are 2 × one another (the convergence check, issue 19:
@@ -273,8 +280,7 @@ def doublings(rows: list[dict]) -> list[dict]:
     return [
         {"detector": detector, "lr": lr, "batch_size": batch, "new_layers_lr_factor": factor}
         | {"from_iters": n, "to_iters": 2 * n}
-        | {"per_seed_points": per_seed, "mean_points": statistics.fmean(per_seed.values())}
-        | {"std_points": statistics.stdev(per_seed.values()) if len(per_seed) > 1 else None}
+        | _over_seeds(per_seed)
         for (detector, lr, batch, factor, n), per_seed in sorted(gains.items())
     ]
 
@@ -331,11 +337,7 @@ def at_length(rows: list[dict], length: int) -> dict[str, dict]:
     for row in rows:
         if row["max_iters"] == length:
             finals.setdefault(row["detector"], {})[row["seed"]] = 100 * row["AP"]
-    return {
-        detector: {"per_seed_points": by_seed, "mean_points": statistics.fmean(by_seed.values())}
-        | {"std_points": statistics.stdev(by_seed.values()) if len(by_seed) > 1 else None}
-        for detector, by_seed in sorted(finals.items())
-    }
+    return {detector: _over_seeds(by_seed) for detector, by_seed in sorted(finals.items())}
 
 
 def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, length: int) -> dict:
@@ -426,7 +428,8 @@ def main() -> None:
                 f"{d['detector']}, {d['from_iters']} → {d['to_iters']}: {d['mean_points']:+.2f}", d["per_seed_points"]
             )
         for detector, entry in result["at_recipe_length"].items():
-            print(f"{detector} at {args.length}: AP {entry['mean_points']:.2f} ± {entry['std_points'] or 0:.2f}", entry)
+            spread = f" ± {entry['std_points']:.2f}" if entry["std_points"] is not None else " (one seed)"
+            print(f"{detector} at {args.length}: AP {entry['mean_points']:.2f}{spread}", entry["per_seed_points"])
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:
