@@ -27,7 +27,8 @@ in length give ``doublings``: the AP each doubling adds, per seed and mean over 
 at lengths N, 2N, ... (``config.yaml`` names the detector, seed and length), with the rows of earlier results
 (``--carry``: runs of another session need not be on disk). It writes, per run, the final AP and the curve;
 per detector the AP each doubling adds (per seed and mean) and the seed spread at the recipe's length
-(``--length``); and the figure (``viz.plot_length_scan``).
+(``--length``); PAA minus each other detector at that length, paired by seed, with its verdict (the baselines'
+order on the converged recipe); and the figure (``viz.plot_length_scan``).
 
 ``candidates`` measures, for the validation GTs of the synthetic set at each image size and pyramid, the IoU
 of each GT's best anchor on every level (anchors 8 × stride, the paper's scale): how many levels offer
@@ -57,7 +58,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from paa_toolkit.ablation.report import machine_description
+from paa_toolkit.ablation.report import EQUIVALENCE_MARGIN, machine_description, seeds_needed, verdict
 from paa_toolkit.data.build import build_datasets
 from paa_toolkit.data.coco import collate
 from paa_toolkit.engine import presets
@@ -340,6 +341,29 @@ def at_length(rows: list[dict], length: int) -> dict[str, dict]:
     return {detector: _over_seeds(by_seed) for detector, by_seed in sorted(finals.items())}
 
 
+def ordering(at_n: dict[str, dict], reference: str = "PAA") -> list[dict]:
+    """The detectors' order at the recipe's length: ``reference`` minus each other detector, seed by seed over the
+    seeds both have (same seed: same data order and body, so the shared noise cancels), with its verdict
+    (:func:`~paa_toolkit.ablation.report.verdict`: *holds* = the reference ahead beyond 2 s.e. on every seed,
+    *reversed*, *equivalent* within ±1 AP point, else *within noise*; one seed is *unresolved*) and the seeds a
+    verdict would need at the spread measured so far."""
+    margin = 100 * EQUIVALENCE_MARGIN  # points, like the differences
+    compared = []
+    for other, entry in at_n.items():
+        if other == reference or reference not in at_n:
+            continue
+        mine = at_n[reference]["per_seed_points"]
+        shared = sorted(set(mine) & set(entry["per_seed_points"]), key=int)
+        diffs = {seed: mine[seed] - entry["per_seed_points"][seed] for seed in shared}
+        values = list(diffs.values())
+        compared.append(
+            {"a": reference, "b": other, "margin_points": margin}
+            | ({"per_seed_points": diffs, "mean_points": statistics.fmean(values)} if values else {})
+            | {"verdict": verdict(values, margin=margin), "seeds_needed": seeds_needed(values, margin=margin)}
+        )
+    return compared
+
+
 def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, length: int) -> dict:
     """The length scan of every detector: the rows of ``carry`` (earlier results of this command or of
     ``schedule``; rows without a detector are PAA's) and of the finished ``runs``, a run replacing a carried row
@@ -357,7 +381,7 @@ def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, lengt
         row, _ = _run_row(run, yaml.safe_load((run / "config.yaml").read_text()))
         rows[_identity(row)] = row
     ordered = sorted(rows.values(), key=lambda r: (r["detector"] != "PAA", r["detector"], r["max_iters"], r["seed"]))
-    gains = doublings(ordered)
+    gains, at_n = doublings(ordered), at_length(ordered, length)
     fig = plot_length_scan(ordered, gains, recipe_length=length)
     command = " ".join(["python benchmarks/bench_recipe.py convergence", *map(str, runs)])
     command += "".join(f" --carry {file}" for file in carry) + f" --length {length} --stem {stem}"
@@ -368,7 +392,8 @@ def convergence(runs: list[Path], carry: list[Path], out: Path, stem: str, lengt
         recipe_length=length,
         runs=ordered,
         doublings=gains,
-        at_recipe_length=at_length(ordered, length),
+        at_recipe_length=at_n,
+        ordering_at_recipe_length=ordering(at_n),
         history=[h for h in {json.dumps(h, sort_keys=True): h for h in history}.values() if h["command"] != command],
     )
 
@@ -430,6 +455,9 @@ def main() -> None:
         for detector, entry in result["at_recipe_length"].items():
             spread = f" ± {entry['std_points']:.2f}" if entry["std_points"] is not None else " (one seed)"
             print(f"{detector} at {args.length}: AP {entry['mean_points']:.2f}{spread}", entry["per_seed_points"])
+        for o in result["ordering_at_recipe_length"]:
+            gap = f"{o['mean_points']:+.2f} points" if "mean_points" in o else "no shared seed"
+            print(f"{o['a']} − {o['b']} at {args.length}: {gap}, {o['verdict']} (seeds needed: {o['seeds_needed']})")
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:
