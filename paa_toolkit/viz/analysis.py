@@ -97,28 +97,34 @@ TITLES = {
 }
 
 
+def _mean_with_band(ax, series: Sequence[Mapping[float, float]], scale: float = 1.0, **style):
+    """The mean over seeds of curves (``series``: x -> y per seed) on the x values they share, as a line, and
+    the seeds' min–max as a band; None when they share no x."""
+    common = sorted(set.intersection(*(set(curve) for curve in series))) if series else []
+    if not common:
+        return None
+    values = scale * np.array([[curve[x] for x in common] for curve in series])
+    (line,) = ax.plot(common, values.mean(0), **style)
+    if len(series) > 1:
+        ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    return line
+
+
 def _plot_runs(ax, runs: Mapping[str, Sequence[Sequence[dict[str, Any]]]], key: str, kind: str = "train") -> None:
     """One panel of :func:`plot_diagnostics_by_config`: each config's mean over seeds, the seeds' band."""
     scale = 100.0 if key.startswith("gt_without") or key == "em_collapsed" or kind == "eval" else 1.0
     for index, (name, seeds) in enumerate(runs.items()):
         series = [_series(records, key, kind) for records in seeds]
-        series = [(x, y) for x, y in series if x.size]
-        if not series:
-            continue
-        common = sorted(set.intersection(*(set(x.tolist()) for x, _ in series)))
-        if not common:
-            continue
-        values = np.array([[dict(zip(x.tolist(), y.tolist()))[i] for i in common] for x, y in series]) * scale
-        (line,) = ax.plot(
-            common,
-            values.mean(0),
+        series = [dict(zip(x.tolist(), y.tolist())) for x, y in series if x.size]
+        _mean_with_band(
+            ax,
+            series,
+            scale,
             ls=LINE_STYLES[index % len(LINE_STYLES)],
             lw=1.6,
             label=_seeds_label(name, len(series)),
             gid=f"{key}:{name}",
         )
-        if len(series) > 1:
-            ax.fill_between(common, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
     ax.set(xlabel="iteration", title=TITLES.get(key, key))
     if ax.lines:
         ax.set_ylim(bottom=0)
@@ -189,12 +195,8 @@ def plot_length_scan(
         for n in lengths:
             by_length.plot([n] * len(finals[n]), finals[n], ".", color=colors[detector], alpha=0.6)
         recipe = [dict(map(tuple, row["curve"])) for row in rows if row["max_iters"] == recipe_length]
-        common = sorted(set.intersection(*(set(c) for c in recipe))) if recipe else []
-        if common:
-            values = 100 * np.array([[c[i] for i in common] for c in recipe])
-            label = _seeds_label(detector, len(recipe))
-            curves.plot(common, values.mean(0), color=colors[detector], label=label, gid=f"curve:{detector}")
-            curves.fill_between(common, values.min(0), values.max(0), color=colors[detector], alpha=0.15)
+        label = _seeds_label(detector, len(recipe))
+        _mean_with_band(curves, recipe, 100.0, color=colors[detector], label=label, gid=f"curve:{detector}")
     every = sorted({row["max_iters"] for row in runs})
     by_length.set(xscale="log", xlabel="length of the run (iterations)", ylabel="AP at the end of the run (points)")
     by_length.set_xticks(every, labels=[f"{n:,}" for n in every])
