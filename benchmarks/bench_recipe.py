@@ -59,6 +59,7 @@ import torch
 import yaml
 
 from paa_toolkit.ablation.report import EQUIVALENCE_MARGIN, machine_description, seeds_needed, verdict
+from paa_toolkit.assign.config import GMM_RULES
 from paa_toolkit.data.build import build_datasets
 from paa_toolkit.data.coco import collate
 from paa_toolkit.engine import presets
@@ -288,9 +289,13 @@ def doublings(rows: list[dict]) -> list[dict]:
 
 def _detector(config: dict) -> str:
     """The detector a run's ``config.yaml`` trains: torchvision's FCOS / RetinaNet, else PAA's detector named by
-    its assignment rule (PAA, ATSS, ...)."""
-    arch = config["model"].get("arch", "paa")
-    return arch.upper() if arch != "paa" else config["assign"]["rule"].upper()
+    its assignment rule: PAA for the paper's rule (``c``, Fig. 3 (c)), PAA (a) for another boundary, ATSS, ..."""
+    arch, rule = config["model"].get("arch", "paa"), config["assign"]["rule"]
+    if arch != "paa":
+        return arch.upper()
+    if rule in GMM_RULES:
+        return "PAA" if rule == "c" else f"PAA ({rule})"
+    return rule.upper()
 
 
 def _run_row(run: Path, config: dict) -> tuple[dict, list[dict]]:

@@ -45,3 +45,11 @@ def test_the_order_is_paired_by_seed_and_judged():
     assert order["ATSS"]["verdict"] == "equivalent" and order["ATSS"]["margin_points"] == pytest.approx(1.0)
     assert order["RETINANET"]["verdict"] == "unresolved" and order["RETINANET"]["seeds_needed"] is None
     assert "PAA" not in order and bench_recipe.ordering(bench_recipe.at_length(rows[3:], 100)) == []
+
+
+@pytest.mark.parametrize(
+    ("arch", "rule", "detector"),
+    [("paa", "c", "PAA"), ("paa", "a", "PAA (a)"), ("paa", "atss", "ATSS"), ("fcos", "c", "FCOS")],
+)
+def test_a_run_is_named_by_its_architecture_then_its_rule(arch, rule, detector):
+    assert bench_recipe._detector({"model": {"arch": arch}, "assign": {"rule": rule}}) == detector
