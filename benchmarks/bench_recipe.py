@@ -351,7 +351,7 @@ def ordering(at_n: dict[str, dict], reference: str = "PAA") -> list[dict]:
     seeds both have (same seed: same data order and body, so the shared noise cancels), with its verdict
     (:func:`~paa_toolkit.ablation.report.verdict`: *holds* = the reference ahead beyond 2 s.e. on every seed,
     *reversed*, *equivalent* within ±1 AP point, else *within noise*; one seed is *unresolved*) and the seeds a
-    verdict would need at the spread measured so far."""
+    verdict would need at the spread measured so far (None once resolved, or with fewer than 2 shared seeds)."""
     margin = 100 * EQUIVALENCE_MARGIN  # points, like the differences
     compared = []
     for other, entry in at_n.items():
@@ -361,10 +361,12 @@ def ordering(at_n: dict[str, dict], reference: str = "PAA") -> list[dict]:
         shared = sorted(set(mine) & set(entry["per_seed_points"]), key=int)
         diffs = {seed: mine[seed] - entry["per_seed_points"][seed] for seed in shared}
         values = list(diffs.values())
+        judged = verdict(values, margin=margin)
+        needed = seeds_needed(values, margin=margin) if judged in ("within noise", "unresolved") else None
         compared.append(
             {"a": reference, "b": other, "margin_points": margin}
             | ({"per_seed_points": diffs, "mean_points": statistics.fmean(values)} if values else {})
-            | {"verdict": verdict(values, margin=margin), "seeds_needed": seeds_needed(values, margin=margin)}
+            | {"verdict": judged, "seeds_needed": needed}
         )
     return compared
 
@@ -462,7 +464,8 @@ def main() -> None:
             print(f"{detector} at {args.length}: AP {entry['mean_points']:.2f}{spread}", entry["per_seed_points"])
         for o in result["ordering_at_recipe_length"]:
             gap = f"{o['mean_points']:+.2f} points" if "mean_points" in o else "no shared seed"
-            print(f"{o['a']} − {o['b']} at {args.length}: {gap}, {o['verdict']} (seeds needed: {o['seeds_needed']})")
+            needed = f" (about {o['seeds_needed']} seeds for a verdict)" if o["seeds_needed"] else ""
+            print(f"{o['a']} − {o['b']} at {args.length}: {gap}, {o['verdict']}{needed}")
     elif args.what == "candidates":
         print(json.dumps(candidates(), indent=1))
     else:

@@ -43,6 +43,7 @@ def test_the_order_is_paired_by_seed_and_judged():
     assert sorted(order["FCOS"]["per_seed_points"]) == [1, 2, 3]
     assert order["FCOS"]["mean_points"] == pytest.approx(4 - 0.2 / 3) and order["FCOS"]["verdict"] == "holds"
     assert order["ATSS"]["verdict"] == "equivalent" and order["ATSS"]["margin_points"] == pytest.approx(1.0)
+    assert order["FCOS"]["seeds_needed"] is None  # resolved: no more seeds to ask for
     assert order["RETINANET"]["verdict"] == "unresolved" and order["RETINANET"]["seeds_needed"] is None
     assert "PAA" not in order and bench_recipe.ordering(bench_recipe.at_length(rows[3:], 100)) == []
 
