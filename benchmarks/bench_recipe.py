@@ -352,12 +352,14 @@ def ordering(at_n: dict[str, dict], reference: str = "PAA") -> list[dict]:
     (:func:`~paa_toolkit.ablation.report.verdict`: *holds* = the reference ahead beyond 2 s.e. on every seed,
     *reversed*, *equivalent* within ±1 AP point, else *within noise*; one seed is *unresolved*) and the seeds a
     verdict would need at the spread measured so far (None once resolved, or with fewer than 2 shared seeds)."""
+    if reference not in at_n:
+        return []
     margin = 100 * EQUIVALENCE_MARGIN  # points, like the differences
+    mine = at_n[reference]["per_seed_points"]
     compared = []
     for other, entry in at_n.items():
-        if other == reference or reference not in at_n:
+        if other == reference:
             continue
-        mine = at_n[reference]["per_seed_points"]
         shared = sorted(set(mine) & set(entry["per_seed_points"]), key=int)
         diffs = {seed: mine[seed] - entry["per_seed_points"][seed] for seed in shared}
         values = list(diffs.values())
