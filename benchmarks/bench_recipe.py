@@ -298,18 +298,25 @@ def _detector(config: dict) -> str:
     return rule.upper()
 
 
+def _wall_s(run: Path) -> float | None:
+    """A run's training time from its runner (``ablate.json``) or lane (``timing.json``) record; None when there is
+    none, or when the lane resumed the run: its time is then only the part after the resume, not a training's."""
+    timed = [run / name for name in ("ablate.json", "timing.json") if (run / name).is_file()]
+    record = json.loads(timed[0].read_text()) if timed else {}
+    return None if record.get("resumed") else record.get("wall_s")
+
+
 def _run_row(run: Path, config: dict) -> tuple[dict, list[dict]]:
     """A finished run's row (detector, seed, schedule, final AP, curve, wall time) and its metrics records."""
     solver = config["solver"]
     records = read_metrics(run / "metrics.jsonl")
     final = json.loads((run / "final_metrics.json").read_text())
-    timed = [run / name for name in ("ablate.json", "timing.json") if (run / name).is_file()]  # runner / lane
     row = (
         {"run": str(run), "detector": _detector(config), "seed": config["seed"], "lr": solver["lr"]}
         | {"batch_size": config["data"]["batch_size"], "max_iters": solver["max_iters"]}
         | {"new_layers_lr_factor": solver.get("new_layers_lr_factor", 1.0)}  # runs before it existed: 1
         | {"AP": final["AP"], "APs": final["APs"], "APm": final["APm"], "curve": _curve(records)}
-        | {"wall_s": json.loads(timed[0].read_text())["wall_s"] if timed else None}
+        | {"wall_s": _wall_s(run)}
     )
     return row, records
 

@@ -54,3 +54,13 @@ def test_the_order_is_paired_by_seed_and_judged():
 )
 def test_a_run_is_named_by_its_architecture_then_its_rule(arch, rule, detector):
     assert bench_recipe._detector({"model": {"arch": arch}, "assign": {"rule": rule}}) == detector
+
+
+def test_a_resumed_run_reports_no_training_time(tmp_path):
+    whole, resumed, untimed = (tmp_path / name for name in ("whole", "resumed", "untimed"))
+    for run in (whole, resumed, untimed):
+        run.mkdir()
+    (whole / "timing.json").write_text('{"wall_s": 1750, "cpu_threads": 1, "resumed": false}')
+    (resumed / "timing.json").write_text('{"wall_s": 2900, "cpu_threads": 1, "resumed": true}')
+    assert bench_recipe._wall_s(whole) == 1750
+    assert bench_recipe._wall_s(resumed) is None and bench_recipe._wall_s(untimed) is None
