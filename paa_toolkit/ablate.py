@@ -51,7 +51,7 @@ Budgets (``--budget``):
   detection of another generator seed's images (``model.backbone_pretrain detection``, cached; the miniature
   of the paper's ImageNet start). ``bench-pretrained-4x`` (9,600 iterations, about 20 min per training on 2
   threads) is the length where it converges: twice that (``bench-pretrained-8x``, its check) gives −0.6 AP points
-  (PAA, 3 seeds; ATSS −0.2, FCOS +0.4).
+  (PAA, 3 seeds; ATSS −0.1, FCOS +0.2, 3 seeds each).
   ``bench-pretrained-atss`` starts from the body that ATSS pre-trained
   (``detection-atss``): the check that the PAA-pre-trained body does not favour PAA.
 * ``paper`` — §4 / Appendix A.1 on COCO: ResNet-50 (frozen BN; pass ImageNet weights with

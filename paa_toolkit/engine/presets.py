@@ -158,7 +158,7 @@ def bench_pretrained_4x_budget() -> TrainConfig:
     Measured on the rebuilt body, PAA seeds 1–2 (benchmarks/README.md §8, ``results/bench_pretrained_length_scan``):
     AP 0.612 / 0.603 at 2,400, 0.642 / 0.635 at 4,800, 0.652 / 0.645 at 9,600 and 0.642 / 0.641 at 19,200
     iterations; with seed 3, doubling 9,600 gives −0.58 points (issue 19's rule: ≤ 0.5), where doubling 2,400 gives
-    +3.1. ATSS (−0.20, 2 seeds) and FCOS (+0.40, 1 seed) converge at the same length.
+    +3.1. ATSS (−0.12) and FCOS (+0.24) converge at the same length (3 seeds each).
     About 20 min per training on 2 threads, 4 × the tables' recipe."""
     return _longer(bench_pretrained_budget(), times=4)
 
