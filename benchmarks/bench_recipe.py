@@ -302,8 +302,10 @@ def _wall_s(run: Path) -> float | None:
     """A run's training time from its runner (``ablate.json``) or lane (``timing.json``) record; None when there is
     none, or when the lane resumed the run: its time is then only the part after the resume, not a training's."""
     timed = [run / name for name in ("ablate.json", "timing.json") if (run / name).is_file()]
-    record = json.loads(timed[0].read_text()) if timed else {}
-    return None if record.get("resumed") else record.get("wall_s")
+    if not timed:
+        return None
+    record = json.loads(timed[0].read_text())
+    return None if record.get("resumed") else record["wall_s"]
 
 
 def _run_row(run: Path, config: dict) -> tuple[dict, list[dict]]:
