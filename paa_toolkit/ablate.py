@@ -14,6 +14,8 @@ mean ± std over seeds), ``.json`` and a ``.png`` bar chart of AP::
     python -m paa_toolkit.ablate --table 1L --budget bench-pretrained --seeds 5 \\
         --carry benchmarks/results/table_1L_bench-pretrained.json \\
         --results benchmarks/results/table_1L_bench-pretrained.json   # one more seed on a clean checkout
+    python -m paa_toolkit.ablate --table 1R --budget bench-pretrained-4x --seeds 6 --report \\
+        --adopt paa_ioupred:3=runs/paa_9600_s3      # a finished `train` run as that (config, seed): not trained again
     python -m paa_toolkit.ablate --table 1R --budget paper --set data.root=/data/coco \\
         --set model.backbone_weights=/weights/resnet50.pth --launcher "torchrun --nproc_per_node 8 -m paa_toolkit.train"
 
@@ -68,6 +70,7 @@ import shlex
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from .ablation.adopt import adopt, parse_adoption
 from .ablation.carried import CarriedSeeds, is_carried, read_carried, still_to_run
 from .ablation.grid import TABLES, build_plan, parse_assignment
 from .ablation.report import write_report, write_results
@@ -129,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         "goes on from a clean checkout, whose run folders are gone",
     )
     parser.add_argument(
+        "--adopt",
+        action="append",
+        default=[],
+        metavar="CONFIG:SEED=RUN",
+        help="take a finished `paa_toolkit.train` run folder as that (config, seed) of the grid instead of training "
+        "it: it must have learned with the planned settings (test.* aside: it is re-evaluated with the plan's); "
+        "repeatable, needs a single --table (paa_toolkit.ablation.adopt)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=1,
@@ -145,6 +157,17 @@ def _listed_state(run, carried: CarriedSeeds | None = None) -> str:
     state = run_state(run.run_dir)
     differ = settings_differences(run) if state == "complete" else {}
     return f"{state} (other settings: {', '.join(differ)})" if differ else state
+
+
+def adopt_into(table: str, text: str, args: argparse.Namespace, extra: dict) -> None:
+    """``--adopt CONFIG:SEED=RUN``: make a finished training that (config, seed) of the table's grid."""
+    config, seed, source = parse_adoption(text)
+    full = build_plan(table, args.budget, args.seeds, args.out, None, extra)
+    run = next((r for r in full if r.config.name == config and r.seed == seed), None)
+    if run is None:
+        raise ConfigError(f"--adopt {text}: table {table} with --seeds {args.seeds} plans no {config} at seed {seed}")
+    metrics = adopt(run, source)
+    print(f"[ablate] {run.name}: adopted {source} (AP {metrics['AP']:.3f} with the plan's test settings)")
 
 
 def run_grid(plan: list, launcher: list[str] | None, retry_failed: bool, jobs: int = 1) -> list:
@@ -173,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             t: build_plan(t, args.budget, args.seeds, args.out, args.only if len(args.table) == 1 else None, extra)
             for t in args.table
         }
-        if (args.only or args.results or args.carry) and len(args.table) > 1:
-            parser.error("--only, --results and --carry need a single --table")
+        if (args.only or args.results or args.carry or args.adopt) and len(args.table) > 1:
+            parser.error("--only, --results, --carry and --adopt need a single --table")
         carried = read_carried(args.carry, args.table[0], args.budget, extra) if args.carry else None
         if args.train_seeds is not None:
             outside = sorted(set(args.train_seeds) - set(range(args.seeds)))
@@ -193,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        for text in args.adopt:
+            adopt_into(args.table[0], text, args, extra)
+    except ConfigError as e:
+        parser.error(str(e))
     if args.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # inherited by every training process
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
     launcher = shlex.split(args.launcher) if args.launcher else None

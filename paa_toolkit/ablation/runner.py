@@ -243,6 +243,7 @@ __all__ = [
     "BOOKKEEPING",
     "FAILED",
     "LOCK",
+    "LOG",
     "Outcome",
     "acquire_lock",
     "default_launcher",
