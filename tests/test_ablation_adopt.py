@@ -46,6 +46,9 @@ def test_adopting_a_run_re_measures_it_with_the_plans_test_settings_and_the_grid
     voting = json.loads((tmp_path / "grid" / "tiny" / "paa_ioupred_voting" / "seed0" / FINAL_METRICS).read_text())
     assert voting["AP"] == pytest.approx(json.loads((trained_with_voting / FINAL_METRICS).read_text())["AP"])
     assert "paa_toolkit.train" not in (run.run_dir / "train.log").read_text()  # adopted, never trained again
+    data = json.loads((tmp_path / "grid" / "tiny" / "table_1R.json").read_text())
+    seeds = {r["config"]: r["seeds"][0] for r in data["rows"]}
+    assert seeds["paa_ioupred"]["adopted_from"] == seeds["paa_ioupred_voting"]["adopted_from"] == record["source"]
 
 
 def test_a_run_that_learned_other_weights_is_refused_naming_the_file_and_the_setting(tmp_path, trained_with_voting):

@@ -31,6 +31,7 @@ from ..engine.checkpoint import FINAL_METRICS
 from ..engine.provenance import read_provenance
 from ..engine.run_files import METRICS_FILE, read_metrics
 from ..viz.ablation import plot_ablation_ap
+from .adopt import ADOPTED
 from .carried import CarriedSeeds
 from .grid import AP_COLUMNS, RUN_CONFIGS, TABLES, Claim, Table, budget_overrides
 from .pairing import pairing_caveats, pairing_problem
@@ -331,6 +332,9 @@ def seed_result(run_dir: Path, base_dir: Path | None = None) -> dict[str, Any]:
         wall = (wall or 0.0) + json.loads((base_dir / ABLATE_INFO).read_text()).get("wall_s", 0.0)
     out["wall_s"] = wall
     out["provenance"] = read_provenance(base_dir or run_dir)
+    adopted = (base_dir or run_dir) / ADOPTED
+    if adopted.is_file():  # ablate --adopt: trained outside the grid (adopt.py)
+        out["adopted_from"] = json.loads(adopted.read_text()).get("source")
     out.update(training_means(base_dir or run_dir))
     out["last_third"] = training_means(base_dir or run_dir, last_fraction=1 / 3)
     if state == "complete":
