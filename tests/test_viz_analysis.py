@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 from paa_toolkit.assign.boundaries import boundary_cost, separate
 from paa_toolkit.assign.gmm import fit_gmm
+from paa_toolkit.viz.ablation import plot_paired_claims
 from paa_toolkit.viz.analysis import (
     ASSIGNMENT_PLOT,
     plot_diagnostics_by_config,
@@ -82,7 +83,7 @@ def test_em_iteration_histogram_draws_one_histogram_per_setting_with_its_median_
     fig = plot_em_iterations({"paper init": [3, 3, 4, 2], "data init": np.array([10, 12])})
     ax = fig.axes[0]
     assert {p.get_gid() for p in ax.patches} == {"hist:paper init", "hist:data init"}
-    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["paper init: median 3, n = 4 GTs", "data init: median 11, n = 2 GTs"]
     outline = next(p for p in ax.patches if p.get_gid() == "hist:paper init").get_xy()
     assert outline[:, 1].max() == 2  # two GTs stopped after 3 iterations
@@ -173,3 +174,22 @@ def test_the_length_scan_draws_final_ap_by_length_the_recipe_curves_and_each_dou
     assert list(lines["curve:PAA"].get_ydata()) == pytest.approx([51.0, 61.0])  # the 200-iteration runs only
     bars = [p for ax in fig.axes for p in ax.patches if p.get_gid()]
     assert [(p.get_gid(), p.get_height()) for p in bars] == [("doubling:PAA:100", pytest.approx(9.0))]
+
+
+def test_paired_claims_draw_each_schedules_mean_and_interval_beside_the_papers_difference():
+    claims = [
+        {"label": "PAA > ATSS", "paper": 1.0, "by_length": {"2,400": {"per_seed": [1.0, 1.4], "ci95": [0.2, 2.2]}}},
+        {
+            "label": "voting",
+            "paper": 0.2,
+            "by_length": {"2,400": {"per_seed": [0.8], "ci95": None}, "9,600": {"per_seed": [0.5, 0.7], "ci95": None}},
+        },
+    ]
+    fig = plot_paired_claims(claims)
+    (ax,) = fig.axes
+    means = {ln.get_gid(): ln for ln in ax.lines if ln.get_gid()}
+    assert set(means) == {"claim:PAA > ATSS:2,400", "claim:voting:2,400", "claim:voting:9,600"}
+    assert list(means["claim:PAA > ATSS:2,400"].get_xdata()) == pytest.approx([1.2])  # the mean of the seeds
+    assert list(means["claim:voting:9,600"].get_xdata()) == pytest.approx([0.6])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["PAA > ATSS", "voting"]  # top to bottom: table order
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["2,400", "9,600", "the paper (COCO)"]

@@ -5,7 +5,7 @@ Every plotting function returns a ``matplotlib.figure.Figure`` and never calls `
 
 from __future__ import annotations
 
-from .ablation import plot_ablation_ap
+from .ablation import plot_ablation_ap, plot_paired_claims
 from .analysis import (
     plot_diagnostics_by_config,
     plot_em_iterations,
@@ -36,6 +36,7 @@ __all__ = [
     "draw_detections",
     "iou_error_by_bin",
     "plot_ablation_ap",
+    "plot_paired_claims",
     "plot_ap",
     "plot_assignment",
     "plot_boundaries",
