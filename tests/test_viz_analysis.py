@@ -83,7 +83,7 @@ def test_em_iteration_histogram_draws_one_histogram_per_setting_with_its_median_
     fig = plot_em_iterations({"paper init": [3, 3, 4, 2], "data init": np.array([10, 12])})
     ax = fig.axes[0]
     assert {p.get_gid() for p in ax.patches} == {"hist:paper init", "hist:data init"}
-    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == ["paper init: median 3, n = 4 GTs", "data init: median 11, n = 2 GTs"]
     outline = next(p for p in ax.patches if p.get_gid() == "hist:paper init").get_xy()
     assert outline[:, 1].max() == 2  # two GTs stopped after 3 iterations
