@@ -21,18 +21,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import yaml
 
-from ..cli import dotted_overrides
 from ..engine.checkpoint import FINAL_METRICS
 from ..engine.config import ConfigError, TrainConfig
 from ..engine.run_files import CONFIG_FILE, atomic_write_text
-from .grid import PlannedRun, build_config, to_argv
-from .runner import LOG, is_bookkeeping, run_state
+from .grid import PlannedRun, build_config
+from .runner import LOG, config_differences, evaluated_metrics, evaluation_command, run_state
 
 ADOPTED = "adopted.json"
 CHECKPOINT = "last.pth"
@@ -57,13 +55,8 @@ def is_inference_only(key: str) -> bool:
 
 def learning_differences(trained: TrainConfig, planned: TrainConfig) -> dict[str, str]:
     """The settings that change the weights in which ``trained`` differs from ``planned``, as
-    ``{field: "trained value (planned: value)"}``."""
-    a, b = dotted_overrides(trained), dotted_overrides(planned)
-    return {
-        key: f"{a.get(key, 'the default')!r} (planned: {b.get(key, 'the default')!r})"
-        for key in dict.fromkeys([*a, *b])
-        if not is_bookkeeping(key) and not is_inference_only(key) and a.get(key) != b.get(key)
-    }
+    ``{field: "trained (planned: value)"}``."""
+    return config_differences(trained, planned, ignored=is_inference_only)
 
 
 def _source_config(source: Path) -> TrainConfig:
@@ -105,8 +98,7 @@ def adopt(run: PlannedRun, source: Path, echo=print) -> dict:
     trained.test = planned.test  # what the grid's config.yaml says is what its final_metrics.json measured
     atomic_write_text(run.run_dir / CONFIG_FILE, yaml.safe_dump(trained.to_dict(), sort_keys=False))
     test = {f"test.{k}": v for k, v in dataclasses.asdict(planned.test).items()}
-    cmd = [sys.executable, "-m", "paa_toolkit.evaluate", str(run.run_dir), *to_argv(test)]
-    cmd += ["--output", str(run.run_dir / ".eval.json")]
+    cmd = evaluation_command(run.run_dir, test, run.run_dir)
     echo(f"[ablate] {run.name}: adopting {source}, re-evaluated with the plan's test settings")
     with open(run.run_dir / LOG, "a", encoding="utf-8") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
@@ -115,8 +107,7 @@ def adopt(run: PlannedRun, source: Path, echo=print) -> dict:
     if returncode != 0:
         shutil.rmtree(run.run_dir)
         raise ConfigError(f"--adopt {run.name}: re-evaluating {source} failed (exit {returncode}); nothing adopted")
-    metrics = json.loads((run.run_dir / ".eval.json").read_text())
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    numbers = evaluated_metrics(run.run_dir)
     source_metrics = json.loads((source / FINAL_METRICS).read_text())
     if "iteration" in source_metrics:
         numbers["iteration"] = source_metrics["iteration"]

@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ FAILED = "failed.json"
 LOCK = ".ablate.lock"
 ABLATE_INFO = "ablate.json"  # wall time and command of the run (ours, next to the trainer's files)
 LOG = "train.log"
+EVAL_OUTPUT = ".eval.json"  # an evaluation's metrics, before they become the run's final metrics
 HEARTBEAT_S = 30.0  # how often a running training's wall time is saved into ABLATE_INFO
 
 
@@ -73,14 +75,22 @@ def settings_differences(run: PlannedRun) -> dict[str, str]:
     if run.base_dir is not None or not path.is_file():
         return {}
     try:
-        trained = dotted_overrides(TrainConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {}))
+        trained = TrainConfig.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     except (ConfigError, yaml.YAMLError, OSError) as e:
         return {CONFIG_FILE: f"{path} cannot be read as a training config ({e})"}
-    planned = dotted_overrides(build_config(run.overrides))  # both relative to the defaults: absent = default
+    return config_differences(trained, build_config(run.overrides))
+
+
+def config_differences(
+    trained: TrainConfig, planned: TrainConfig, ignored: Callable[[str], bool] | None = None
+) -> dict[str, str]:
+    """The settings (dotted) in which ``trained`` differs from ``planned``, bookkeeping and ``ignored`` keys aside, as
+    ``{field: "trained (planned: value)"}``."""
+    a, b = dotted_overrides(trained), dotted_overrides(planned)  # both relative to the defaults: absent = default
     return {
-        key: f"{_shown(trained, key)} (planned: {_shown(planned, key)})"
-        for key in dict.fromkeys([*planned, *trained])
-        if not is_bookkeeping(key) and trained.get(key, _DEFAULT) != planned.get(key, _DEFAULT)
+        key: f"{_shown(a, key)} (planned: {_shown(b, key)})"
+        for key in dict.fromkeys([*b, *a])
+        if not is_bookkeeping(key) and not (ignored and ignored(key)) and a.get(key, _DEFAULT) != b.get(key, _DEFAULT)
     }
 
 
@@ -161,6 +171,19 @@ class Outcome:
     wall_s: float = 0.0
 
 
+def evaluation_command(checkpoint_dir: Path, overrides: dict, run_dir: Path) -> list[str]:
+    """``python -m paa_toolkit.evaluate`` of the model in ``checkpoint_dir`` with ``overrides``; the metrics go to
+    ``run_dir`` (:func:`evaluated_metrics` reads them)."""
+    argv = [str(checkpoint_dir), *to_argv(overrides), "--output", str(run_dir / EVAL_OUTPUT)]
+    return [sys.executable, "-m", "paa_toolkit.evaluate", *argv]
+
+
+def evaluated_metrics(run_dir: Path) -> dict[str, float]:
+    """The numbers of the evaluation :func:`evaluation_command` wrote into ``run_dir``."""
+    metrics = json.loads((run_dir / EVAL_OUTPUT).read_text())
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
 def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bool = False, echo=print) -> Outcome:
     """Bring one run to a final state (complete or failed), unless it is done or someone else runs it."""
     state = run_state(run.run_dir)
@@ -197,15 +220,7 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
                 for k, v in run.overrides.items()
                 if k.startswith(("model.", "assign.", "test.", "data.", "device"))
             }
-            cmd = [
-                sys.executable,
-                "-m",
-                "paa_toolkit.evaluate",
-                str(run.base_dir),
-                *to_argv(eval_keys),
-                "--output",
-                str(run.run_dir / ".eval.json"),
-            ]
+            cmd = evaluation_command(run.base_dir, eval_keys, run.run_dir)
         else:
             cmd = [
                 *(launcher or default_launcher()),
@@ -224,9 +239,7 @@ def execute(run: PlannedRun, launcher: list[str] | None = None, retry_failed: bo
             log.flush()
             returncode, wall = _call_recording_wall(cmd, log, info_path, previous)
         if returncode == 0 and run.base_dir is not None:
-            metrics = json.loads((run.run_dir / ".eval.json").read_text())
-            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            _write_json(run.run_dir / FINAL_METRICS, numbers)
+            _write_json(run.run_dir / FINAL_METRICS, evaluated_metrics(run.run_dir))
         if returncode != 0 or not (run.run_dir / FINAL_METRICS).exists():
             failure = _failure(run.run_dir / LOG, returncode)
             _write_json(run.run_dir / FAILED, failure)
@@ -246,6 +259,9 @@ __all__ = [
     "LOG",
     "Outcome",
     "acquire_lock",
+    "config_differences",
+    "evaluated_metrics",
+    "evaluation_command",
     "default_launcher",
     "execute",
     "run_state",
