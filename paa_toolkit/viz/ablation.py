@@ -73,11 +73,12 @@ def plot_paired_claims(claims: Sequence[Mapping], margin: float = 1.0, title: st
     ax.axvline(0.0, color="0.5", lw=0.8, zorder=1)
     y = list(range(len(claims)))[::-1]
     offset = {length: 0.25 * (i - (len(lengths) - 1) / 2) for i, length in enumerate(lengths)}
+    colors = {length: LENGTH_COLORS[i % len(LENGTH_COLORS)] for i, length in enumerate(lengths)}
     for yi, claim in zip(y, claims):
         if claim.get("paper") is not None:
             ax.plot([claim["paper"]], [yi], "D", color="black", ms=5, zorder=4)
         for length, m in claim["by_length"].items():
-            color, yy = LENGTH_COLORS[lengths.index(length) % len(LENGTH_COLORS)], yi - offset[length]
+            color, yy = colors[length], yi - offset[length]
             per_seed = list(m["per_seed"])
             ax.plot(per_seed, [yy] * len(per_seed), ".", color=color, alpha=0.5, ms=5, zorder=2)
             mean = sum(per_seed) / len(per_seed)
@@ -87,8 +88,7 @@ def plot_paired_claims(claims: Sequence[Mapping], margin: float = 1.0, title: st
             bar.lines[0].set_gid(f"claim:{claim['label']}:{length}")
     ax.set_yticks(y, [c["label"] for c in claims], fontsize=8)
     ax.set_xlabel("a − b, AP points, paired by seed (dots: seeds; marker and bar: mean and 95 % interval)", fontsize=8)
-    colors = [LENGTH_COLORS[i % len(LENGTH_COLORS)] for i in range(len(lengths))]
-    handles = [Line2D([], [], ls="", marker="o", color=color) for color in colors]
+    handles = [Line2D([], [], ls="", marker="o", color=colors[length]) for length in lengths]
     handles.append(Line2D([], [], ls="", marker="D", color="black", ms=5))
     fig.legend(handles, [*lengths, "the paper (COCO)"], fontsize=8, loc="outside lower center", ncols=2)
     ax.set_title(title or f"the paper's claims, paired by seed (grey band: ±{margin:g} point)", fontsize=9)
