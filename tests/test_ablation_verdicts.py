@@ -73,6 +73,16 @@ def test_claims_are_judged_seed_by_seed_with_the_paper_gap_beside_them():
     assert failed["outcome"] == "holds" and "failed to train" in failed["note"]
 
 
+def test_a_claim_names_the_seeds_its_differences_come_from():
+    missing = {"state": "pending"}
+    rows = [
+        RowResult(("a",), "paa_ioupred", None, [missing, *_seeds([0.50, 0.52, 0.51])]),
+        RowResult(("b",), "fnp_10", None, [*_seeds([0.49]), missing, *_seeds([0.51, 0.50])]),
+    ]
+    j = judge_claim(Claim("paa_ioupred", "fnp_10", "higher", 0.5), rows)
+    assert j["seeds"] == [2, 3] and j["per_seed"] == pytest.approx([0.01, 0.01])
+
+
 def test_an_unresolved_claim_says_how_many_seeds_it_would_take():
     rows = [
         RowResult(("a",), "paa_ioupred", None, _seeds([0.50, 0.52])),

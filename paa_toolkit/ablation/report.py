@@ -230,10 +230,11 @@ def comparisons(
 
 
 def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE_MARGIN) -> dict[str, Any]:
-    """A paper's claim (:class:`~.grid.Claim`) against the table's seeds, paired by seed: its AP differences,
-    their mean, 95 % interval and the outcome — *holds*, *reversed* / *differs*, *equivalent* (a "higher"
-    claim whose effect lies within ±``margin``), or *unresolved* with the seeds it would take. An equivalence
-    claim with a resolved difference *differs*, and says when the whole 95 % interval is inside the margin."""
+    """A paper's claim (:class:`~.grid.Claim`) against the table's seeds, paired by seed: its AP differences
+    (``per_seed``, on the seeds listed in ``seeds``), their mean, 95 % interval and the outcome — *holds*,
+    *reversed* / *differs*, *equivalent* (a "higher" claim whose effect lies within ±``margin``), or *unresolved*
+    with the seeds it would take. An equivalence claim with a resolved difference *differs*, and says when the
+    whole 95 % interval is inside the margin."""
     by_config = {r.config: r for r in rows}
     a, b = by_config[claim.a], by_config[claim.b]
     out: dict[str, Any] = {"a": claim.a, "b": claim.b, "kind": claim.kind, "paper": claim.paper, "margin": margin}
@@ -247,8 +248,10 @@ def judge_claim(claim: Claim, rows: list[RowResult], margin: float = EQUIVALENCE
             "outcome": "holds" if claim.kind == "higher" else "differs",
             "note": f"{claim.b} failed to train on every seed",
         }
-    diffs = [d for d in paired_differences(a, b, "AP") if d is not None]
+    by_seed = paired_differences(a, b, "AP")
+    diffs = [d for d in by_seed if d is not None]
     out["per_seed"] = diffs
+    out["seeds"] = [k for k, d in enumerate(by_seed) if d is not None]  # the seed of each per_seed entry
     if pairing := pairing_report(a, b):
         out["pairing"] = pairing
     if len(diffs) < 2:
